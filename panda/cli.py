@@ -1,0 +1,241 @@
+"""The ``panda`` command line: one command per task (``panda COMMAND --help`` shows examples)."""
+
+from __future__ import annotations
+
+import functools
+import re
+import sys
+from pathlib import Path
+from typing import Callable
+
+import click
+
+from .errors import PandaError
+
+DEFAULT_ALPHAS = (-2.0, -1.0, 0.0, 1.0, 2.0)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0,1,4-6' -> [0, 1, 4, 5, 6] (StyleGAN3's --seeds syntax)."""
+    seeds: list[int] = []
+    for piece in text.split(","):
+        piece = piece.strip()
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", piece)
+        if not m:
+            raise PandaError(f"cannot read seeds '{text}': write them like 0,1,4-6.")
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi < lo:
+            raise PandaError(f"seed range '{piece}' runs backwards: write it as {hi}-{lo}.")
+        seeds.extend(range(lo, hi + 1))
+    return seeds
+
+
+def parse_floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError as exc:
+        raise PandaError(f"cannot read numbers '{text}': write them like -2,-1,0,1,2.") from exc
+
+
+def handle_errors(fn: Callable) -> Callable:
+    """Print a PandaError as one line and exit 2 instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except PandaError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+def device_option(fn):
+    return click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda or cuda:N.")(fn)
+
+
+def _load(factors: str, device: str, generator: str | None = None):
+    """The factor file and the generator it was fitted on (checked)."""
+    from .generators import load_generator
+    from .model import PandA
+
+    model = PandA.load(factors)
+    gen = load_generator(generator or model.generator_name_, device)
+    model.check_compatible(gen)
+    return model, gen
+
+
+def _seeds(seeds: str | None, seed: int, n: int) -> list[int]:
+    return parse_seeds(seeds) if seeds else list(range(seed, seed + n))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(package_name="panda")
+def main() -> None:
+    """panda: learn the parts and appearances in a GAN generator's feature maps, and edit images with them.
+
+    \b
+    Quick start:
+      panda layers dcgan-celeba
+      panda fit --generator dcgan-celeba --layer relu2 --out factors.safetensors
+      panda parts factors.safetensors --out out/parts
+      panda edit factors.safetensors --part 6 --appearance 5 --out out/edit
+      panda demo
+    """
+
+
+@main.command()
+@click.argument("generator", default="dcgan-celeba")
+@device_option
+@click.option("--seed", default=0, help="Seed of the probe sample that measures the shapes.")
+@handle_errors
+def layers(generator: str, device: str, seed: int) -> None:
+    """List GENERATOR's hookable layers with their C x H x W shapes.
+
+    \b
+    Example:  panda layers dcgan-digiface
+    Generators: dcgan-celeba (default), dcgan-digiface, dcgan-eyes.
+    """
+    from .generators import load_generator
+
+    gen = load_generator(generator, device)
+    click.echo(f"{gen.name}: {gen.description}")
+    for name, (c, h, w) in gen.layer_shapes().items():
+        mark = "  (default)" if name == gen.default_layer else ""
+        click.echo(f"  {name:<12} {c:>5} x {h:>3} x {w:<3}{mark}")
+
+
+@main.command()
+@click.option("--generator", "generator_name", default="dcgan-celeba", help="Built-in generator (see `panda layers`).")
+@click.option("--layer", default=None, help="Layer to factorise; default: the generator's default layer.")
+@click.option("--rank-appearance", "-rc", type=int, default=None, help="R_C appearances; default: all C channels.")
+@click.option("--rank-parts", "-rs", type=int, default=12, help="R_S parts.")
+@click.option("--n-samples", "-n", type=int, default=5000, help="Training samples (seeds SEED .. SEED+N-1).")
+@click.option("--seed", type=int, default=0, help="First training seed; also seeds the random start of the parts.")
+@click.option("--max-iter", type=int, default=30, help="At most this many alternating iterations.")
+@click.option("--tol", type=float, default=1e-4, help="Stop when the error falls by less than this (relative).")
+@click.option("--batch-size", type=int, default=256, help="Generator batch size.")
+@click.option("--memory-gb", type=float, default=2.0, help="Feature maps kept in memory; above it they are re-generated each pass.")
+@click.option("--out", "-o", default="factors.safetensors", help="Factor file to write (safetensors + JSON metadata).")
+@device_option
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@handle_errors
+def fit(generator_name, layer, rank_appearance, rank_parts, n_samples, seed, max_iter, tol, batch_size, memory_gb, out, device, quiet):
+    """Learn parts and appearances at a layer and write them to a factor file.
+
+    \b
+    Example:  panda fit --generator dcgan-digiface --layer main.5 -rs 12 -n 5000 --out digiface.safetensors
+    """
+    from .generators import load_generator
+    from .model import PandA
+
+    gen = load_generator(generator_name, device)
+    model = PandA(rank_appearance, rank_parts, max_iter=max_iter, tol=tol, random_state=seed, batch_size=batch_size,
+                  memory_budget=int(memory_gb * (1 << 30)), verbose=not quiet)
+    model.fit(gen, layer, n_samples=n_samples, seed=seed)
+    path = model.save(out)
+    click.echo(f"{model}\n  features {model.extract_time_:.2f} s, fit {model.fit_time_:.2f} s, {model.n_iter_} iteration(s), "
+               f"{model.n_passes_} pass(es); train error {model.train_error_:.4f}, held-out {model.heldout_error_:.4f}\n"
+               f"  written to {path}")
+
+
+@main.command()
+@click.argument("factors", type=click.Path(dir_okay=False))
+@click.option("--seeds", default=None, help="Samples to show, e.g. 0-7 or 0,3,9 (overrides --seed/--n-images).")
+@click.option("--seed", type=int, default=0, help="First sample's seed.")
+@click.option("--n-images", type=int, default=8, help="How many samples.")
+@click.option("--out", "-o", default="out/parts", help="Output folder.")
+@device_option
+@handle_errors
+def parts(factors, seeds, seed, n_images, out, device):
+    """Draw the parts of FACTORS as heat maps over sample images (parts.png).
+
+    \b
+    Example:  panda parts factors.safetensors --seeds 0-7 --out out/parts
+    """
+    from . import viz
+
+    model, gen = _load(factors, device)
+    seed_list = _seeds(seeds, seed, n_images)
+    folder = viz.check_writable(out)
+    path = viz.save_png(viz.parts_figure(model, gen, seed_list), folder / "parts.png")
+    click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.argument("factors", type=click.Path(dir_okay=False))
+@click.option("--part", "-k", type=int, default=None, help="Part k to edit.")
+@click.option("--appearance", "-j", type=int, default=None, help="Appearance j to add; default: the part's top appearance by energy.")
+@click.option("--alpha", "-a", type=float, default=1.0, help="Strength, in units of the layer's typical activation norm.")
+@click.option("--edit", "edits", multiple=True, help="PART,APPEARANCE,ALPHA; repeat to combine edits (no sweep then).")
+@click.option("--sweep/--no-sweep", default=True, help="With one edit: columns -2x, -1x, 0, +1x, +2x alpha.")
+@click.option("--seeds", default=None, help="Samples, e.g. 0-5 (overrides --seed/--n-images).")
+@click.option("--seed", type=int, default=0, help="First sample's seed.")
+@click.option("--n-images", type=int, default=6, help="How many samples.")
+@click.option("--out", "-o", default="out/edit", help="Output folder.")
+@device_option
+@handle_errors
+def edit(factors, part, appearance, alpha, edits, sweep, seeds, seed, n_images, out, device):
+    """Edit samples locally: add appearance j to part k (edit grid PNG).
+
+    \b
+    Examples:
+      panda edit factors.safetensors --part 6 --appearance 5 --alpha 1.5
+      panda edit factors.safetensors --edit 6,5,1.5 --edit 9,1,-1 --seeds 0-3
+    """
+    import math
+
+    from . import viz
+    from .editing import Edit, check_edits
+
+    model, gen = _load(factors, device)
+    seed_list = _seeds(seeds, seed, n_images)
+    if edits:
+        if part is not None or appearance is not None:
+            raise PandaError("give either --edit PART,APPEARANCE,ALPHA (repeatable) or --part/--appearance/--alpha, not both.")
+        edit_list = check_edits(model, [Edit.parse(e) for e in edits])
+    else:
+        if part is None:
+            raise PandaError("say which part to edit: --part K (`panda parts` shows them), or --edit PART,APPEARANCE,ALPHA.")
+        model.check_part(part)
+        j = model.top_appearances(part, 1)[0] if appearance is None else model.check_appearance(appearance)
+        edit_list = check_edits(model, [Edit(part, j, alpha)])
+    if not math.isfinite(alpha):
+        raise PandaError(f"alpha must be a finite number, got {alpha}.")
+    folder = viz.check_writable(out)
+    if len(edit_list) == 1 and sweep:
+        e = edit_list[0]
+        alphas = [f * e.alpha for f in (-2.0, -1.0, 0.0, 1.0, 2.0)]
+        image, share = viz.sweep_figure(model, gen, seed_list, e.part, e.appearance, alphas)
+        path = viz.save_png(image, folder / f"edit_part{e.part}_app{e.appearance}.png")
+        click.echo(f"wrote {path} ({100 * share:.0f}% of the pixel change inside the part)")
+    else:
+        path = viz.save_png(viz.edits_figure(model, gen, seed_list, edit_list), folder / "edit.png")
+        click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.option("--generator", "generator_name", default="dcgan-celeba", help="Built-in generator.")
+@click.option("--layer", default=None, help="Layer; default: the generator's default layer.")
+@click.option("--rank-parts", "-rs", type=int, default=12, help="R_S parts.")
+@click.option("--n-samples", "-n", type=int, default=5000, help="Training samples.")
+@click.option("--seed", type=int, default=0, help="First training seed and random start.")
+@click.option("--out", "-o", default="out/demo", help="Output folder (index.html and PNGs).")
+@device_option
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@handle_errors
+def demo(generator_name, layer, rank_parts, n_samples, seed, out, device, quiet):
+    """Fit on a face generator and write parts, top edits per part and an index.html to OUT.
+
+    \b
+    Example:  panda demo --out out/demo   (then open out/demo/index.html)
+    """
+    from .demo import run_demo
+
+    index = run_demo(generator_name, layer, rank_parts, n_samples, seed, out, device, progress=not quiet)
+    click.echo(f"open {index}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

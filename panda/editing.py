@@ -1,0 +1,111 @@
+"""Local edits: ``G[l:](Z_i + alpha * a_j p_k^T)``.
+
+Strength ``alpha`` is in units of the layer's typical activation norm
+(``PandA.feature_scale_``): alpha = 1 adds, where part k peaks, a vector as long as a typical
+feature vector of that layer. This makes one alpha mean roughly the same on any generator
+and layer (the authors' raw lambda of 30-200 only made sense for StyleGAN2's feature scale).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .errors import PandaError
+from .features import modified
+from .generators import GeneratorAdapter, Latents
+from .model import PandA
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Add appearance ``appearance`` to part ``part`` with strength ``alpha``."""
+
+    part: int
+    appearance: int
+    alpha: float
+
+    @classmethod
+    def parse(cls, text: str) -> "Edit":
+        """'PART,APPEARANCE,ALPHA', e.g. '3,0,-1.5'."""
+        try:
+            k, j, a = text.split(",")
+            return cls(int(k), int(j), float(a))
+        except ValueError as exc:
+            raise PandaError(f"cannot read edit '{text}': write it as PART,APPEARANCE,ALPHA, e.g. 3,0,-1.5.") from exc
+
+
+def part_profile(model: PandA, part: int) -> torch.Tensor:
+    """Part ``part`` as an (H, W) map min-max rescaled to [0, 1], as in the paper's edits."""
+    p = model.part_maps()[model.check_part(part)]
+    lo, hi = p.min(), p.max()
+    return (p - lo) / (hi - lo) if hi > lo else torch.zeros_like(p)
+
+
+def check_edits(model: PandA, edits: Sequence[Edit]) -> list[Edit]:
+    if not edits:
+        raise PandaError("no edit given: give at least one PART,APPEARANCE,ALPHA.")
+    for e in edits:
+        model.check_part(e.part)
+        model.check_appearance(e.appearance)
+        if not math.isfinite(e.alpha):
+            raise PandaError(f"alpha must be a finite number, got {e.alpha}.")
+    return list(edits)
+
+
+def edit_delta(model: PandA, edits: Sequence[Edit]) -> torch.Tensor:
+    """sum over edits of alpha * scale * a_j p_k^T, as (C, H, W)."""
+    edits = check_edits(model, edits)
+    c, h, w = model.layer_shape_
+    delta = torch.zeros(c, h, w)
+    for e in edits:
+        a = model.appearances_[:, e.appearance]
+        delta += (e.alpha * model.feature_scale_) * a[:, None, None] * part_profile(model, e.part)[None]
+    return delta
+
+
+@torch.no_grad()
+def synthesize_offset(
+    generator: GeneratorAdapter, layer: str, latents: Latents, deltas: torch.Tensor, batch_size: int = 64
+) -> torch.Tensor:
+    """G[l:](Z_i + delta_i): images (N, 3, H', W') for latents (N) and deltas (N or 1, C, H, W).
+
+    The hook adds the offset to the layer's output, so a zero offset reproduces G exactly.
+    """
+    n = len(latents)
+    if deltas.shape[0] not in (1, n):
+        raise ValueError(f"deltas has {deltas.shape[0]} rows for {n} latents")
+    out = []
+    for start in range(0, n, batch_size):
+        sl = slice(start, start + batch_size)
+        d = (deltas if deltas.shape[0] == 1 else deltas[sl]).to(generator.device)
+        with modified(generator, layer, lambda z: z + d):
+            out.append(generator.synthesize(latents[sl]))
+    return torch.cat(out)
+
+
+def edit(
+    model: PandA, generator: GeneratorAdapter, latents: Latents, edits: Sequence[Edit], batch_size: int = 64
+) -> torch.Tensor:
+    """Apply the edits (summed) to every latent: images (N, 3, H', W') in the generator's range."""
+    model.check_compatible(generator)
+    return synthesize_offset(generator, model.layer_, latents, edit_delta(model, edits)[None], batch_size)
+
+
+def sweep(
+    model: PandA, generator: GeneratorAdapter, latents: Latents, part: int, appearance: int,
+    alphas: Sequence[float], batch_size: int = 64,
+) -> torch.Tensor:
+    """One edit at several strengths: images (N, len(alphas), 3, H', W')."""
+    model.check_compatible(generator)
+    unit = edit_delta(model, [Edit(part, appearance, 1.0)])
+    for a in alphas:
+        check_edits(model, [Edit(part, appearance, a)])
+    n, m = len(latents), len(alphas)
+    rep = latents[torch.arange(n).repeat_interleave(m)]
+    deltas = torch.tensor(list(alphas), dtype=unit.dtype).repeat(n)[:, None, None, None] * unit[None]
+    images = synthesize_offset(generator, model.layer_, rep, deltas, batch_size)
+    return images.view(n, m, *images.shape[1:])

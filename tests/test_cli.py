@@ -1,0 +1,93 @@
+import re
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from panda.cli import main, parse_seeds
+from panda import PandaError
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_parse_seeds():
+    assert parse_seeds("0,1,4-6") == [0, 1, 4, 5, 6]
+    with pytest.raises(PandaError, match="0,1,4-6"):
+        parse_seeds("a-b")
+    with pytest.raises(PandaError, match="backwards"):
+        parse_seeds("5-2")
+
+
+@pytest.mark.parametrize("cmd", ["fit", "layers", "parts", "edit", "demo"])
+def test_every_command_has_help_device_and_seed(cmd):
+    r = run(cmd, "--help")
+    assert r.exit_code == 0
+    assert "--device" in r.output and "--seed" in r.output
+
+
+def test_layers_lists_shapes():
+    r = run("layers", "dcgan-digiface")
+    assert r.exit_code == 0
+    assert re.search(r"main\.5\s+256 x\s+8 x 8", r.output)
+
+
+def test_fit_parts_edit_end_to_end(tmp_path):
+    f = tmp_path / "f.safetensors"
+    r = run("fit", "-n", 128, "-rs", 6, "--layer", "relu2", "--out", f, "-q")
+    assert r.exit_code == 0, r.output
+    assert "held-out" in r.output and f.is_file()
+    r = run("parts", f, "--seeds", "0-2", "--out", tmp_path / "p")
+    assert r.exit_code == 0, r.output
+    img = Image.open(tmp_path / "p" / "parts.png")
+    assert img.width > 6 * 128 and img.height > 3 * 128
+    r = run("edit", f, "--part", 2, "--seeds", "0-1", "--out", tmp_path / "e")
+    assert r.exit_code == 0, r.output
+    assert len(list((tmp_path / "e").glob("edit_part2_app*.png"))) == 1
+    r = run("edit", f, "--edit", "2,0,1", "--edit", "3,1,-1", "--seeds", "0", "--out", tmp_path / "e2")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "e2" / "edit.png").is_file()
+
+
+@pytest.mark.parametrize("args,match", [
+    (["fit", "--generator", "nope"], "Valid generators"),
+    (["fit", "--layer", "relu9", "-n", 4], "Valid layers"),
+    (["fit", "-rs", 65, "--layer", "relu2", "-n", 4], "rank_parts=65"),
+    (["fit", "-rc", 999, "--layer", "relu2", "-n", 4], "rank_appearance=999"),
+    (["layers", "nope"], "Valid generators"),
+])
+def test_bad_fit_input_exits_non_zero_with_one_line(tmp_path, args, match):
+    r = run(*args, "--out", tmp_path / "x.safetensors") if args[0] == "fit" else run(*args)
+    assert r.exit_code == 2
+    assert match in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--part", 99], "part 99 is out of range"),
+    (["--part", 0, "--appearance", 9999], "appearance 9999 is out of range"),
+    (["--part", 0, "--alpha", "nan"], "finite"),
+    (["--part", 0, "--alpha", "inf"], "finite"),
+    ([], "say which part"),
+    (["--edit", "1,2"], "PART,APPEARANCE,ALPHA"),
+])
+def test_bad_edit_input_writes_nothing(factor_file, tmp_path, args, match):
+    out = tmp_path / "out"
+    r = run("edit", factor_file, *args, "--out", out)
+    assert r.exit_code == 2 and match in r.output
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_corrupt_factor_file_on_the_cli(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"garbage")
+    r = run("parts", bad, "--out", tmp_path / "p")
+    assert r.exit_code == 2 and "panda fit" in r.output
+
+
+def test_unwritable_output_directory(factor_file, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = run("parts", factor_file, "--out", blocker / "sub")
+    assert r.exit_code == 2 and "cannot write to output directory" in r.output

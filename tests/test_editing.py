@@ -1,0 +1,94 @@
+import math
+
+import pytest
+import torch
+
+from panda import PandaError
+from panda.editing import Edit, edit, edit_delta, part_profile, sweep
+from panda.metrics import change_inside_fraction, roir
+from panda.viz import upsample
+
+
+def test_alpha_zero_reproduces_the_original_exactly(model, celeba):
+    lat = celeba.sample(range(4))
+    assert torch.equal(edit(model, celeba, lat, [Edit(0, 0, 0.0)]), celeba.synthesize(lat))
+
+
+def test_edit_delta_is_rank_one_outer_product(model):
+    d = edit_delta(model, [Edit(2, 5, 1.5)])
+    assert d.shape == model.layer_shape_
+    prof = part_profile(model, 2)
+    assert prof.min() == 0 and prof.max() == 1
+    expected = 1.5 * model.feature_scale_ * model.appearances_[:, 5, None, None] * prof[None]
+    assert torch.allclose(d, expected)
+
+
+def test_several_edits_add_up(model):
+    both = edit_delta(model, [Edit(1, 3, 1.0), Edit(4, 7, -2.0)])
+    assert torch.allclose(both, edit_delta(model, [Edit(1, 3, 1.0)]) + edit_delta(model, [Edit(4, 7, -2.0)]))
+
+
+def test_edit_change_is_concentrated_in_its_part(model, celeba):
+    """For every part, the pixel change of its top-appearance edit is denser inside the part
+    (map > 0.5) than outside: the share inside exceeds the part's share of the image."""
+    lat = celeba.sample(range(100, 108))
+    x0 = celeba.synthesize(lat)
+    ratios = []
+    for k in range(model.n_parts):
+        j = model.top_appearances(k, 1)[0]
+        x1 = edit(model, celeba, lat, [Edit(k, j, 2.0)])
+        mask = (upsample(part_profile(model, k)[None], 64)[0] > 0.5).float()
+        share = float(change_inside_fraction(x0, x1, mask).mean())
+        ratios.append(share / float(mask.mean()))
+    assert min(ratios) > 1.5, ratios
+    assert sorted(ratios)[len(ratios) // 2] > 3, ratios
+
+
+def test_sweep_matches_single_edits(model, celeba):
+    lat = celeba.sample([5, 6])
+    s = sweep(model, celeba, lat, 3, 2, [-1.0, 0.0, 2.0])
+    assert s.shape == (2, 3, 3, 64, 64)
+    assert torch.allclose(s[:, 2], edit(model, celeba, lat, [Edit(3, 2, 2.0)]), atol=1e-6)
+    assert torch.equal(s[:, 1], celeba.synthesize(lat))
+
+
+def test_top_appearances_sorted_by_energy(model):
+    top = model.top_appearances(3, 5)
+    e = model.coef_energy_[:, 3]
+    assert [float(e[j]) for j in top] == sorted((float(v) for v in e), reverse=True)[:5]
+    assert len(set(model.top_appearances(3, 5, by="variance"))) == 5
+
+
+@pytest.mark.parametrize("bad,match", [
+    (Edit(8, 0, 1.0), "part 8 is out of range"),
+    (Edit(-1, 0, 1.0), "part -1 is out of range"),
+    (Edit(0, 256, 1.0), "appearance 256 is out of range"),
+    (Edit(0, 0, math.inf), "finite"),
+    (Edit(0, 0, math.nan), "finite"),
+])
+def test_bad_edits_refused(model, celeba, bad, match):
+    with pytest.raises(PandaError, match=match):
+        edit(model, celeba, celeba.sample([0]), [bad])
+
+
+def test_edit_on_another_generator_refused(model, digiface):
+    with pytest.raises(PandaError, match="fitted on generator"):
+        edit(model, digiface, digiface.sample([0]), [Edit(0, 0, 1.0)])
+
+
+def test_parse_edit():
+    assert Edit.parse("3,0,-1.5") == Edit(3, 0, -1.5)
+    with pytest.raises(PandaError, match="PART,APPEARANCE,ALPHA"):
+        Edit.parse("3,0")
+
+
+def test_roir_known_answers():
+    x = torch.zeros(1, 3, 8, 8)
+    mask = torch.zeros(8, 8)
+    mask[2:4, 2:6] = 1  # 8 pixels inside, 56 outside
+    inside_only = x.clone(); inside_only[..., 2:4, 2:6] = 0.7
+    assert roir(x, inside_only, mask).item() == 0
+    uniform = x + 0.3
+    assert roir(x, uniform, mask).item() == pytest.approx(math.sqrt(56 / 8))
+    assert torch.isinf(roir(x, x, mask)).all()
+    assert change_inside_fraction(x, inside_only, mask).item() == pytest.approx(1.0)

@@ -1,0 +1,127 @@
+import importlib.util
+
+import pytest
+import torch
+
+import panda
+from panda import PandaError
+from panda.features import capture, iter_features, modified
+from panda.generators import BUILTIN, GeneratorAdapter
+
+
+@pytest.mark.parametrize("name,size", [("dcgan-celeba", 64), ("dcgan-digiface", 64), ("dcgan-eyes", 128)])
+def test_builtin_generators_load_and_render(name, size):
+    g = panda.load_generator(name)
+    images = g.synthesize(g.sample([0, 1]))
+    assert images.shape == (2, 3, size, size)
+    assert images.min() >= -1 and images.max() <= 1
+    # a trained generator gives different images for different seeds, with real contrast
+    assert (images[0] - images[1]).abs().mean() > 0.05
+    assert images.std() > 0.2
+    assert g.default_layer in g.layer_shapes()
+    assert g.weight_hash == BUILTIN[name].sha256
+
+
+def test_seeds_are_reproducible_and_follow_stylegan_convention(celeba):
+    import numpy as np
+    a, b = celeba.sample([3, 7]), celeba.sample([3, 7])
+    assert torch.equal(a.z, b.z)
+    assert np.allclose(a.z[0].numpy(), np.random.RandomState(3).randn(100).astype(np.float32))
+
+
+def test_conditional_generator_takes_a_class():
+    g = panda.load_generator("dcgan-eyes")
+    lat = g.sample([0, 1, 2], class_index=1)
+    assert lat.labels.tolist() == [1, 1, 1]
+    x_blue = g.synthesize(lat)
+    lat.labels[:] = 6
+    assert (g.synthesize(lat) - x_blue).abs().mean() > 1e-3
+    with pytest.raises(PandaError, match="out of range"):
+        g.sample([0], class_index=8)
+
+
+def test_unconditional_generator_refuses_a_class(celeba):
+    with pytest.raises(PandaError, match="unconditional"):
+        celeba.sample([0], class_index=0)
+
+
+def test_layer_shapes_list_hookable_layers(digiface):
+    shapes = digiface.layer_shapes()
+    assert shapes["main.5"] == (256, 8, 8)
+    assert shapes["main.8"] == (128, 16, 16)
+
+
+def test_capture_matches_a_manual_forward(celeba):
+    lat = celeba.sample([0, 1])
+    z = capture(celeba, lat, "relu2")
+    m = celeba.module
+    x = lat.z[:, :, None, None]
+    manual = m.relu2(m.batchNorm2(m.convTr2(m.relu1(m.batchNorm1(m.convTr1(x))))))
+    assert torch.allclose(z, manual)
+    assert (z >= 0).all()
+
+
+def _hook_count(module):
+    return sum(len(m._forward_hooks) for m in module.modules())
+
+
+def test_hooks_leave_the_generator_unchanged(celeba):
+    lat = celeba.sample([0, 1])
+    before = celeba.synthesize(lat)
+    capture(celeba, lat, "relu2")
+    with modified(celeba, "relu2", lambda z: z * 0):
+        changed = celeba.synthesize(lat)
+    with pytest.raises(RuntimeError):
+        with modified(celeba, "relu2", lambda z: (_ for _ in ()).throw(RuntimeError("boom"))):
+            celeba.synthesize(lat)
+    assert not torch.equal(before, changed)
+    assert _hook_count(celeba.module) == 0
+    assert torch.equal(celeba.synthesize(lat), before)
+
+
+def test_iter_features_batches_cover_all_seeds(celeba):
+    chunks = list(iter_features(celeba, "relu3", list(range(10)), batch_size=4))
+    assert [c.shape for c in chunks] == [(4, 128, 256), (4, 128, 256), (2, 128, 256)]
+
+
+def test_unknown_generator_lists_valid_ones():
+    with pytest.raises(PandaError, match="Valid generators: dcgan-celeba, dcgan-digiface, dcgan-eyes"):
+        panda.load_generator("stylegan9")
+
+
+def test_unknown_layer_lists_valid_ones(celeba):
+    with pytest.raises(PandaError, match=r"unknown layer 'relu9'.*relu2 \(256x8x8\)"):
+        celeba.layer_module("relu9")
+
+
+def test_missing_package_names_the_install_command(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "generateme" else real(name, *a))
+    with pytest.raises(PandaError, match="pip install --no-deps generateme==0.1.2"):
+        panda.load_generator("dcgan-celeba")
+
+
+def test_wrong_weight_hash_is_refused(monkeypatch):
+    import dataclasses
+    spec = dataclasses.replace(BUILTIN["dcgan-digiface"], sha256="0" * 64)
+    monkeypatch.setitem(BUILTIN, "dcgan-digiface", spec)
+    with pytest.raises(PandaError, match="force-reinstall"):
+        panda.load_generator("dcgan-digiface")
+
+
+def test_cuda_request_without_cuda_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(PandaError, match="--device cpu"):
+        panda.load_generator("dcgan-celeba", device="cuda")
+
+
+def test_any_module_plugs_into_the_adapter():
+    """A generator nobody built in: a tiny conv net called with z directly."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Unflatten(1, (4, 2, 2)), torch.nn.Upsample(scale_factor=2),
+                              torch.nn.Conv2d(4, 6, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(6, 3, 1), torch.nn.Tanh())
+    g = GeneratorAdapter(net, name="toy", latent_dim=16)
+    assert g.layer_shapes()["3"] == (6, 4, 4)
+    z = capture(g, g.sample(range(5)), "3")
+    assert z.shape == (5, 6, 4, 4)

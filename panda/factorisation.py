@@ -59,21 +59,20 @@ class DataStats:
 
 def data_stats(batches: Batches) -> DataStats:
     """One pass over ``batches`` of (B, C, S) feature maps -> :class:`DataStats` (float64)."""
-    total, norm_sum, n, channel, position = 0.0, 0.0, 0, None, None
+    norm_sum, n, channel, position = 0.0, 0, None, None
     for z in batches:
         z = _check_finite(z)
         b, c, s = z.shape
-        zc = z.transpose(0, 1).reshape(c, b * s)
-        zs = z.transpose(1, 2).reshape(b * s, c)
-        ch = (zc @ zc.T).double()
+        zs = z.transpose(1, 2).reshape(b * s, c)  # one copy serves the channel scatter and the norms
+        ch = (zs.T @ zs).double()
         po = torch.einsum("bcs,bct->st", z, z).double()
         channel = ch if channel is None else channel + ch
         position = po if position is None else position + po
-        total += float((z.double() ** 2).sum())
         norm_sum += float(zs.norm(dim=1).double().sum())
         n += b
     if n == 0:
         raise PandaError("no samples to fit on: n_samples must be >= 1.")
+    total = float(torch.trace(channel))  # sum_i ||Z_i||^2 = tr(sum_i Z_i Z_i^T)
     return DataStats(total, channel, position, norm_sum / (n * position.shape[0]), n)
 
 

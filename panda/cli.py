@@ -70,6 +70,23 @@ def _seeds(seeds: str | None, seed: int, n: int) -> list[int]:
     return parse_seeds(seeds) if seeds else list(range(seed, seed + n))
 
 
+def sample_options(n_images: int, out: str):
+    """--seeds / --seed / --n-images (which samples to draw), --out and --device, for commands that draw pictures."""
+
+    def apply(fn):
+        for option in reversed([
+            click.option("--seeds", default=None, help="Samples, e.g. 0-7 or 0,3,9 (overrides --seed/--n-images)."),
+            click.option("--seed", type=int, default=0, help="First sample's seed."),
+            click.option("--n-images", type=int, default=n_images, help="How many samples."),
+            click.option("--out", "-o", default=out, help="Output folder."),
+            device_option,
+        ]):
+            fn = option(fn)
+        return fn
+
+    return apply
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(package_name="panda")
 def main() -> None:
@@ -142,11 +159,7 @@ def fit(generator_name, layer, rank_appearance, rank_parts, n_samples, seed, max
 
 @main.command()
 @click.argument("factors", type=click.Path(dir_okay=False))
-@click.option("--seeds", default=None, help="Samples to show, e.g. 0-7 or 0,3,9 (overrides --seed/--n-images).")
-@click.option("--seed", type=int, default=0, help="First sample's seed.")
-@click.option("--n-images", type=int, default=8, help="How many samples.")
-@click.option("--out", "-o", default="out/parts", help="Output folder.")
-@device_option
+@sample_options(n_images=8, out="out/parts")
 @handle_errors
 def parts(factors, seeds, seed, n_images, out, device):
     """Draw the parts of FACTORS as heat maps over sample images (parts.png).
@@ -170,11 +183,7 @@ def parts(factors, seeds, seed, n_images, out, device):
 @click.option("--alpha", "-a", type=float, default=1.0, help="Strength, in units of the layer's typical activation norm.")
 @click.option("--edit", "edits", multiple=True, help="PART,APPEARANCE,ALPHA; repeat to combine edits (no sweep then).")
 @click.option("--sweep/--no-sweep", default=True, help="With one edit: columns -2x, -1x, 0, +1x, +2x alpha.")
-@click.option("--seeds", default=None, help="Samples, e.g. 0-5 (overrides --seed/--n-images).")
-@click.option("--seed", type=int, default=0, help="First sample's seed.")
-@click.option("--n-images", type=int, default=6, help="How many samples.")
-@click.option("--out", "-o", default="out/edit", help="Output folder.")
-@device_option
+@sample_options(n_images=6, out="out/edit")
 @handle_errors
 def edit(factors, part, appearance, alpha, edits, sweep, seeds, seed, n_images, out, device):
     """Edit samples locally: add appearance j to part k (edit grid PNG).
@@ -184,8 +193,6 @@ def edit(factors, part, appearance, alpha, edits, sweep, seeds, seed, n_images, 
       panda edit factors.safetensors --part 6 --appearance 5 --alpha 1.5
       panda edit factors.safetensors --edit 6,5,1.5 --edit 9,1,-1 --seeds 0-3
     """
-    import math
-
     from . import viz
     from .editing import Edit, check_edits
 
@@ -201,8 +208,6 @@ def edit(factors, part, appearance, alpha, edits, sweep, seeds, seed, n_images, 
         model.check_part(part)
         j = model.top_appearances(part, 1)[0] if appearance is None else model.check_appearance(appearance)
         edit_list = check_edits(model, [Edit(part, j, alpha)])
-    if not math.isfinite(alpha):
-        raise PandaError(f"alpha must be a finite number, got {alpha}.")
     folder = viz.check_writable(out)
     if len(edit_list) == 1 and sweep:
         e = edit_list[0]

@@ -185,6 +185,7 @@ def panda_factorise(
     random_state: int = 0,
     callback: Callable[[int, float], None] | None = None,
     stats: DataStats | None = None,
+    n_init: int = 4,
 ) -> FitResult:
     """Alternating minimisation of the PandA objective.
 
@@ -195,7 +196,9 @@ def panda_factorise(
     rank_parts:      R_S, 1 <= R_S <= S.
     n_iter_max:      at most this many outer (P-step, A-step) iterations.
     tol:             stop when the relative training error falls by less than ``tol`` (relative) in an iteration.
-    random_state:    seed of the random non-negative start of P.
+    random_state:    seed of the random non-negative starts of P.
+    n_init:          the first P-step runs from this many random starts (seeds random_state, random_state + 1, ...)
+                     and keeps the best; restarts are cheap because the P-step works on an S x S matrix only.
     callback:        called as ``callback(iteration, relative_error)`` after each outer iteration.
     stats:           the first pass's statistics, if already computed.
 
@@ -214,13 +217,18 @@ def panda_factorise(
         raise PandaError("the feature maps are all zero at this layer: pick another layer.")
     full = rank_appearance == c
     _, a = top_eigenvectors(stats.channel, rank_appearance)
-    m = stats.position if full else position_gram(batches, a)
+    # The P-step's statistic, scaled by sum||Z||^2 so that its objective is the relative error - 1.
+    m = (stats.position if full else position_gram(batches, a)) / stats.total
     passes += 0 if full else 1
-    p = init_parts(m / stats.total, rank_parts, random_state)
+    if n_init < 1:
+        raise PandaError(f"n_init={n_init}: give at least 1 random start.")
+    starts = [solve_parts(m, init_parts(m, rank_parts, random_state + i))[0] for i in range(n_init)]
+    p = min(starts, key=lambda cand: float(parts_objective(m, cand)))
     errors: list[float] = []
     times: list[float] = []
     for it in range(n_iter_max):
-        p, _ = solve_parts(m / stats.total, p)
+        if it > 0:
+            p, _ = solve_parts(m, p)
         n = appearance_scatter(batches, p)
         passes += 1
         vals, a = top_eigenvectors(n, rank_appearance)
@@ -232,7 +240,7 @@ def panda_factorise(
         # With R_C = C the P-step's M does not depend on A: one iteration is the solution.
         if full or (len(errors) > 1 and errors[-2] - errors[-1] <= tol * abs(errors[-2])):
             break
-        m = position_gram(batches, a)
+        m = position_gram(batches, a) / stats.total
         passes += 1
     return FitResult(a.float(), p.float(), errors, passes, stats, times)
 

@@ -37,6 +37,7 @@ class PandA:
     batch_size:      generator batch size while extracting features.
     memory_budget:   bytes of feature maps kept in memory; above it every pass re-generates them.
     n_heldout:       samples (seeds from ``HELDOUT_SEED_START``) for the held-out error; 0 skips it.
+    n_init:          random starts of the parts; the best is kept (each costs an S x S solve, not a data pass).
     verbose:         progress bars.
 
     Attributes (after ``fit``)
@@ -63,6 +64,7 @@ class PandA:
         batch_size: int = 256,
         memory_budget: int = 2 << 30,
         n_heldout: int = 256,
+        n_init: int = 4,
         verbose: bool = False,
     ) -> None:
         self.rank_appearance = rank_appearance
@@ -73,6 +75,7 @@ class PandA:
         self.batch_size = batch_size
         self.memory_budget = memory_budget
         self.n_heldout = n_heldout
+        self.n_init = n_init
         self.verbose = verbose
 
     # ------------------------------------------------------------------ fitting
@@ -88,20 +91,23 @@ class PandA:
         rank_c = c if self.rank_appearance is None else self.rank_appearance
         check_ranks(rank_c, self.rank_parts, c, h * w)  # before spending time on extraction
 
+        # extract_time_: the generator's forward passes that fill the in-memory cache; fit_time_:
+        # every pass over the features, statistics included (with streaming it re-generates them).
         t0 = time.perf_counter()
         source = FeatureSource(generator, layer, range(seed, seed + n_samples), self.batch_size,
                                self.memory_budget, progress=self.verbose)
-        stats = data_stats(source)
         self.extract_time_ = time.perf_counter() - t0
 
         t1 = time.perf_counter()
-        result = panda_factorise(source, rank_c, self.rank_parts, self.max_iter, self.tol, self.random_state, stats=stats)
+        stats = data_stats(source)
+        result = panda_factorise(source, rank_c, self.rank_parts, self.max_iter, self.tol, self.random_state,
+                                 stats=stats, n_init=self.n_init)
         self.fit_time_ = time.perf_counter() - t1
         self._set_fitted(result.appearances, result.parts, (c, h, w), stats)
         self.error_history_ = result.errors
         self.train_error_ = result.errors[-1]
         self.n_iter_ = len(result.errors)
-        self.n_passes_ = result.n_passes + 1  # + the coefficient statistics below
+        self.n_passes_ = result.n_passes + 2  # + the statistics pass above and the coefficient pass below
         self.coef_mean_, self.coef_energy_ = self._coefficient_stats(source)
         self.generator_name_, self.generator_hash_ = generator.name, generator.weight_hash
         self.layer_, self.n_samples_, self.seed_ = layer, n_samples, seed

@@ -120,3 +120,12 @@ def test_appearance_scatter_matches_definition():
     z = torch.cat(batches).double()
     direct = sum(zi @ (2 * q - q @ q) @ zi.T for zi in z)
     assert torch.allclose(appearance_scatter([zb.double() for zb in batches], p), direct, atol=1e-8)
+
+
+def test_more_random_starts_never_fit_worse(celeba):
+    source = FeatureSource(celeba, "relu2", range(128))
+    one = panda_factorise(source, 256, 8, random_state=0, n_init=1).errors[-1]
+    four = panda_factorise(source, 256, 8, random_state=0, n_init=4).errors[-1]
+    assert four <= one + 1e-9
+    with pytest.raises(PandaError, match="n_init=0"):
+        panda_factorise(source, 256, 8, n_init=0)

@@ -87,20 +87,27 @@ def synthesize_offset(
     return torch.cat(out)
 
 
+def as_latents(generator: GeneratorAdapter, latents_or_seeds: Latents | Sequence[int]) -> Latents:
+    """Latents as given, or sampled from a list of seeds."""
+    return latents_or_seeds if isinstance(latents_or_seeds, Latents) else generator.sample(latents_or_seeds)
+
+
 def edit(
-    model: PandA, generator: GeneratorAdapter, latents: Latents, edits: Sequence[Edit], batch_size: int = 64
+    model: PandA, generator: GeneratorAdapter, latents: Latents | Sequence[int], edits: Sequence[Edit], batch_size: int = 64
 ) -> torch.Tensor:
-    """Apply the edits (summed) to every latent: images (N, 3, H', W') in the generator's range."""
+    """Apply the edits (summed) to every latent (or seed): images (N, 3, H', W') in the generator's range."""
     model.check_compatible(generator)
+    latents = as_latents(generator, latents)
     return synthesize_offset(generator, model.layer_, latents, edit_delta(model, edits)[None], batch_size)
 
 
 def sweep(
-    model: PandA, generator: GeneratorAdapter, latents: Latents, part: int, appearance: int,
+    model: PandA, generator: GeneratorAdapter, latents: Latents | Sequence[int], part: int, appearance: int,
     alphas: Sequence[float], batch_size: int = 64,
 ) -> torch.Tensor:
-    """One edit at several strengths: images (N, len(alphas), 3, H', W')."""
+    """One edit at several strengths, for latents (or seeds): images (N, len(alphas), 3, H', W')."""
     model.check_compatible(generator)
+    latents = as_latents(generator, latents)
     unit = edit_delta(model, [Edit(part, appearance, 1.0)])
     for a in alphas:
         check_edits(model, [Edit(part, appearance, a)])

@@ -14,6 +14,12 @@ def test_alpha_zero_reproduces_the_original_exactly(model, celeba):
     assert torch.equal(edit(model, celeba, lat, [Edit(0, 0, 0.0)]), celeba.synthesize(lat))
 
 
+def test_edit_takes_seeds_or_latents(model, celeba):
+    by_seed = edit(model, celeba, [3, 4], [Edit(1, 2, 1.0)])
+    assert torch.equal(by_seed, edit(model, celeba, celeba.sample([3, 4]), [Edit(1, 2, 1.0)]))
+    assert sweep(model, celeba, [3], 1, 2, [0.0, 1.0]).shape == (1, 2, 3, 64, 64)
+
+
 def test_edit_delta_is_rank_one_outer_product(model):
     d = edit_delta(model, [Edit(2, 5, 1.5)])
     assert d.shape == model.layer_shape_

@@ -79,6 +79,8 @@ def sample_options(n_images: int, out: str):
             click.option("--seed", type=int, default=0, help="First sample's seed."),
             click.option("--n-images", type=int, default=n_images, help="How many samples."),
             click.option("--out", "-o", default=out, help="Output folder."),
+            click.option("--generator", "generator_name", default=None,
+                         help="Generator to use; default: the one the factor file was fitted on."),
             device_option,
         ]):
             fn = option(fn)
@@ -161,7 +163,7 @@ def fit(generator_name, layer, rank_appearance, rank_parts, n_samples, seed, max
 @click.argument("factors", type=click.Path(dir_okay=False))
 @sample_options(n_images=8, out="out/parts")
 @handle_errors
-def parts(factors, seeds, seed, n_images, out, device):
+def parts(factors, seeds, seed, n_images, out, generator_name, device):
     """Draw the parts of FACTORS as heat maps over sample images (parts.png).
 
     \b
@@ -169,7 +171,7 @@ def parts(factors, seeds, seed, n_images, out, device):
     """
     from . import viz
 
-    model, gen = _load(factors, device)
+    model, gen = _load(factors, device, generator_name)
     seed_list = _seeds(seeds, seed, n_images)
     folder = viz.check_writable(out)
     path = viz.save_png(viz.parts_figure(model, gen, seed_list), folder / "parts.png")
@@ -185,7 +187,7 @@ def parts(factors, seeds, seed, n_images, out, device):
 @click.option("--sweep/--no-sweep", default=True, help="With one edit: columns -2x, -1x, 0, +1x, +2x alpha.")
 @sample_options(n_images=6, out="out/edit")
 @handle_errors
-def edit(factors, part, appearance, alpha, edits, sweep, seeds, seed, n_images, out, device):
+def edit(factors, part, appearance, alpha, edits, sweep, seeds, seed, n_images, out, generator_name, device):
     """Edit samples locally: add appearance j to part k (edit grid PNG).
 
     \b
@@ -196,7 +198,7 @@ def edit(factors, part, appearance, alpha, edits, sweep, seeds, seed, n_images, 
     from . import viz
     from .editing import Edit, check_edits
 
-    model, gen = _load(factors, device)
+    model, gen = _load(factors, device, generator_name)
     seed_list = _seeds(seeds, seed, n_images)
     if edits:
         if part is not None or appearance is not None:
@@ -218,6 +220,119 @@ def edit(factors, part, appearance, alpha, edits, sweep, seeds, seed, n_images, 
     else:
         path = viz.save_png(viz.edits_figure(model, gen, seed_list, edit_list), folder / "edit.png")
         click.echo(f"wrote {path}")
+
+
+def parse_shift(text: str) -> tuple[int, int]:
+    try:
+        dy, dx = (int(v) for v in text.split(","))
+        return dy, dx
+    except ValueError as exc:
+        raise PandaError(f"cannot read shift '{text}': write it as DY,DX in layer positions, e.g. 0,2.") from exc
+
+
+@main.command()
+@click.argument("factors", type=click.Path(dir_okay=False))
+@click.option("--part", "-k", type=int, required=True, help="Part k to refine and edit.")
+@click.option("--appearance", "-j", type=int, default=None, help="Appearance for the edit; default: the part's top one by energy.")
+@click.option("--alpha", "-a", type=float, default=2.0, help="Edit strength.")
+@click.option("--steps", type=int, default=100, help="Refinement steps per image.")
+@click.option("--radius", type=int, default=1, help="Positions a part may move beyond its global support.")
+@click.option("--shift", default="0,0", help="Translate the features by DY,DX layer positions first (misaligned data).")
+@sample_options(n_images=6, out="out/refine")
+@handle_errors
+def refine(factors, part, appearance, alpha, steps, radius, shift, seeds, seed, n_images, out, generator_name, device):
+    """Fit sample-specific parts for each image and compare them and their edits with the global parts.
+
+    \b
+    Example:  panda refine factors.safetensors --part 2 --shift 0,2 --seeds 0-5
+    """
+    import math
+
+    from . import viz
+
+    model, gen = _load(factors, device, generator_name)
+    model.check_part(part)
+    j = model.top_appearances(part, 1)[0] if appearance is None else model.check_appearance(appearance)
+    if not math.isfinite(alpha):
+        raise PandaError(f"alpha must be a finite number, got {alpha}.")
+    if steps < 0:
+        raise PandaError(f"steps={steps}: give a number of refinement steps >= 0.")
+    dy, dx = parse_shift(shift)
+    _, h, w = model.layer_shape_
+    if abs(dy) >= h or abs(dx) >= w:
+        raise PandaError(f"shift ({dy}, {dx}) is as large as the layer's {h}x{w} grid: use a smaller shift.")
+    seed_list = _seeds(seeds, seed, n_images)
+    folder = viz.check_writable(out)
+    if radius < 0:
+        raise PandaError(f"radius={radius}: give a neighbourhood radius >= 0.")
+    image, figures = viz.refine_figure(model, gen, seed_list, part, j, alpha, (dy, dx), steps, radius)
+    path = viz.save_png(image, folder / f"refine_part{part}.png")
+    click.echo(f"wrote {path}\n  reconstruction error: global {figures['error_global']:.4f}, refined {figures['error_refined']:.4f}\n"
+               f"  median ROIR of the edit (lower is better): global {figures['roir_global']:.3f}, refined {figures['roir_refined']:.3f}")
+
+
+@main.command()
+@click.argument("factors", type=click.Path(dir_okay=False))
+@click.option("--part", "-k", type=int, default=None, help="Remove what is in part k.")
+@click.option("--mask", type=click.Path(dir_okay=False), default=None, help="Or a PNG whose white pixels mark the region.")
+@click.option("--alpha", "-a", type=float, default=1.0, help="Strength of the background appearance.")
+@click.option("--background", "-b", type=int, default=None, help="Background appearance; default: the one found when fitting.")
+@sample_options(n_images=6, out="out/remove")
+@handle_errors
+def remove(factors, part, mask, alpha, background, seeds, seed, n_images, out, generator_name, device):
+    """Context-aware object removal: fill a part (or a mask) with the background appearance.
+
+    \b
+    Examples:
+      panda remove factors.safetensors --part 6
+      panda remove factors.safetensors --mask hat.png --background 8 --alpha 1.5
+    """
+    from . import viz
+    from .removal import region_for
+
+    model, gen = _load(factors, device, generator_name)
+    region = region_for(model, part, mask)
+    if background is not None:
+        model.check_appearance(background)
+    seed_list = _seeds(seeds, seed, n_images)
+    folder = viz.check_writable(out)
+    label = f"part {part}" if part is not None else "mask"
+    image, figures = viz.remove_figure(model, gen, seed_list, region, alpha, background, label)
+    path = viz.save_png(image, folder / ("remove_part%d.png" % part if part is not None else "remove_mask.png"))
+    click.echo(f"wrote {path}\n  background appearance {figures['background']}; colour distance from the region to its "
+               f"surroundings: {figures['distance_before']:.4f} before, {figures['distance_after']:.4f} after")
+
+
+@main.command()
+@click.argument("factors", type=click.Path(dir_okay=False))
+@click.option("--appearance", "-j", type=int, default=None, help="Show where appearance j is, across samples.")
+@click.option("--top", type=int, default=None, help="Or: the K strongest concepts of one image (the first seed).")
+@sample_options(n_images=8, out="out/localize")
+@handle_errors
+def localize(factors, appearance, top, seeds, seed, n_images, out, generator_name, device):
+    """Concept localisation: where each appearance is (A^T Z), as heat maps over the images.
+
+    \b
+    Examples:
+      panda localize factors.safetensors --appearance 3 --seeds 0-7
+      panda localize factors.safetensors --top 6 --seed 12
+    """
+    from . import viz
+
+    model, gen = _load(factors, device, generator_name)
+    if (appearance is None) == (top is None):
+        raise PandaError("give either --appearance J (one concept, many images) or --top K (one image, K concepts).")
+    seed_list = _seeds(seeds, seed, n_images)
+    if appearance is not None:
+        model.check_appearance(appearance)
+        folder = viz.check_writable(out)
+        path = viz.save_png(viz.localize_figure(model, gen, seed_list, appearance), folder / f"localize_app{appearance}.png")
+    else:
+        if not 1 <= top <= model.n_appearances:
+            raise PandaError(f"--top {top} must be in 1..{model.n_appearances}.")
+        folder = viz.check_writable(out)
+        path = viz.save_png(viz.localize_top_figure(model, gen, seed_list[0], top), folder / f"localize_top_seed{seed_list[0]}.png")
+    click.echo(f"wrote {path}")
 
 
 @main.command()

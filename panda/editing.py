@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -18,6 +18,7 @@ from .errors import PandaError
 from .features import modified
 from .generators import GeneratorAdapter, Latents
 from .model import PandA
+from .viz import normalise
 
 
 @dataclass(frozen=True)
@@ -38,11 +39,15 @@ class Edit:
             raise PandaError(f"cannot read edit '{text}': write it as PART,APPEARANCE,ALPHA, e.g. 3,0,-1.5.") from exc
 
 
-def part_profile(model: PandA, part: int) -> torch.Tensor:
-    """Part ``part`` as an (H, W) map min-max rescaled to [0, 1], as in the paper's edits."""
-    p = model.part_maps()[model.check_part(part)]
-    lo, hi = p.min(), p.max()
-    return (p - lo) / (hi - lo) if hi > lo else torch.zeros_like(p)
+def part_profile(model: PandA, part: int, parts: torch.Tensor | None = None) -> torch.Tensor:
+    """Part ``part`` as an (H, W) map min-max rescaled to [0, 1], as in the paper's edits.
+
+    parts: (S, R_S) parts to use instead of the model's global ones (e.g. a sample's refined parts).
+    """
+    model.check_part(part)
+    _, h, w = model.layer_shape_
+    p = (model.parts_ if parts is None else parts)[:, part].reshape(h, w)
+    return normalise(p[None])[0]
 
 
 def check_edits(model: PandA, edits: Sequence[Edit]) -> list[Edit]:
@@ -56,23 +61,34 @@ def check_edits(model: PandA, edits: Sequence[Edit]) -> list[Edit]:
     return list(edits)
 
 
-def edit_delta(model: PandA, edits: Sequence[Edit]) -> torch.Tensor:
-    """sum over edits of alpha * scale * a_j p_k^T, as (C, H, W)."""
+def edit_delta(model: PandA, edits: Sequence[Edit], parts: torch.Tensor | None = None) -> torch.Tensor:
+    """sum over edits of alpha * scale * a_j p_k^T, as (C, H, W).
+
+    parts: (S, R_S) to use instead of the global parts, or (N, S, R_S) per sample (then (N, C, H, W)).
+    """
     edits = check_edits(model, edits)
-    c, h, w = model.layer_shape_
-    delta = torch.zeros(c, h, w)
+    if parts is not None and parts.dim() == 3:
+        return torch.stack([edit_delta(model, edits, p) for p in parts])
+    delta = torch.zeros(model.layer_shape_)
     for e in edits:
-        a = model.appearances_[:, e.appearance]
-        delta += (e.alpha * model.feature_scale_) * a[:, None, None] * part_profile(model, e.part)[None]
+        delta += region_delta(model, e.appearance, part_profile(model, e.part, parts), e.alpha)
     return delta
+
+
+def region_delta(model: PandA, appearance: int, region: torch.Tensor, alpha: float) -> torch.Tensor:
+    """alpha * scale * a_j r^T for any region map r (H, W) on the layer's grid, as (C, H, W)."""
+    a = model.appearances_[:, model.check_appearance(appearance)]
+    return (alpha * model.feature_scale_) * a[:, None, None] * region.to(a)[None]
 
 
 @torch.no_grad()
 def synthesize_offset(
-    generator: GeneratorAdapter, layer: str, latents: Latents, deltas: torch.Tensor, batch_size: int = 64
+    generator: GeneratorAdapter, layer: str, latents: Latents, deltas: torch.Tensor, batch_size: int = 64,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """G[l:](Z_i + delta_i): images (N, 3, H', W') for latents (N) and deltas (N or 1, C, H, W).
+    """G[l:](T(Z_i) + delta_i): images (N, 3, H', W') for latents (N) and deltas (N or 1, C, H, W).
 
+    ``transform`` T acts on a batch of feature maps (B, C, H, W) (e.g. a shift); default none.
     The hook adds the offset to the layer's output, so a zero offset reproduces G exactly.
     """
     n = len(latents)
@@ -82,7 +98,7 @@ def synthesize_offset(
     for start in range(0, n, batch_size):
         sl = slice(start, start + batch_size)
         d = (deltas if deltas.shape[0] == 1 else deltas[sl]).to(generator.device)
-        with modified(generator, layer, lambda z: z + d):
+        with modified(generator, layer, lambda z: (z if transform is None else transform(z)) + d):
             out.append(generator.synthesize(latents[sl]))
     return torch.cat(out)
 

@@ -48,6 +48,9 @@ class DataStats:
     feature_norm: mean over samples and positions of the feature vector's norm ||z_{:, s}||:
                   the layer's typical activation norm, the unit of edit strengths.
     n:            number of samples.
+    border_channel: sum_i Z_i[:, B] Z_i[:, B]^T over the grid's outer ring B, (C, C): with ``channel`` it
+                  gives each appearance's share of energy on the border (the background criterion).
+    border_sum:   sum_i Z_i[:, B] 1, (C,): the sign an appearance typically has on the border.
     """
 
     total: float
@@ -55,11 +58,24 @@ class DataStats:
     position: torch.Tensor
     feature_norm: float
     n: int
+    border_channel: torch.Tensor | None = None
+    border_sum: torch.Tensor | None = None
 
 
-def data_stats(batches: Batches) -> DataStats:
-    """One pass over ``batches`` of (B, C, S) feature maps -> :class:`DataStats` (float64)."""
-    norm_sum, n, channel, position = 0.0, 0, None, None
+def border_mask(h: int, w: int, width: int = 1) -> torch.Tensor:
+    """(H, W) bool mask of the grid's outer ring, ``width`` positions wide."""
+    inner = torch.zeros(h, w, dtype=torch.bool)
+    inner[width:h - width, width:w - width] = True
+    return ~inner
+
+
+def data_stats(batches: Batches, grid: tuple[int, int] | None = None) -> DataStats:
+    """One pass over ``batches`` of (B, C, S) feature maps -> :class:`DataStats` (float64).
+
+    grid: the layer's (H, W); with it the border statistics are gathered too.
+    """
+    norm_sum, n, channel, position, border_channel, border_sum = 0.0, 0, None, None, None, None
+    border = None if grid is None else border_mask(*grid).flatten()
     for z in batches:
         z = _check_finite(z)
         b, c, s = z.shape
@@ -70,10 +86,15 @@ def data_stats(batches: Batches) -> DataStats:
         position = po if position is None else position + po
         norm_sum += float(zs.norm(dim=1).double().sum())
         n += b
+        if border is not None:
+            zb = z[:, :, border.to(z.device)].transpose(1, 2).reshape(-1, c)
+            bc, bs = (zb.T @ zb).double(), zb.sum(0).double()
+            border_channel = bc if border_channel is None else border_channel + bc
+            border_sum = bs if border_sum is None else border_sum + bs
     if n == 0:
         raise PandaError("no samples to fit on: n_samples must be >= 1.")
     total = float(torch.trace(channel))  # sum_i ||Z_i||^2 = tr(sum_i Z_i Z_i^T)
-    return DataStats(total, channel, position, norm_sum / (n * position.shape[0]), n)
+    return DataStats(total, channel, position, norm_sum / (n * position.shape[0]), n, border_channel, border_sum)
 
 
 def position_gram(batches: Batches, appearances: torch.Tensor) -> torch.Tensor:
@@ -117,13 +138,19 @@ def parts_objective(m: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return -2 * (p * mp).sum() + ((p.T @ mp) * (p.T @ p)).sum()
 
 
-def solve_parts(m: torch.Tensor, p: torch.Tensor, max_iter: int = 500, tol: float = 1e-7) -> tuple[torch.Tensor, int]:
+def solve_parts(m: torch.Tensor, p: torch.Tensor, max_iter: int = 500, tol: float = 1e-7,
+                support: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
     """Minimise f(P) (see :func:`parts_objective`) over P >= 0 from a start ``p`` (S, R_S).
 
     Projected gradient with an Armijo backtracking line search along the projection arc; the
     step grows after each accepted step and halves until accepted, so no learning rate is set.
     Stops when f decreases by less than ``tol`` relative to |f|. Returns (P, iterations).
+
+    support: optional (S, R_S) bool mask; entries outside it are held at 0 (the feasible set stays
+    convex, so the projection is exact: clamp at 0, then zero outside the mask).
     """
+    if support is not None:
+        p = p * support
     step = 1.0 / (4.0 * float(torch.linalg.matrix_norm(m, 2)) + 1e-30)
     f = parts_objective(m, p)
     it = 0
@@ -132,6 +159,8 @@ def solve_parts(m: torch.Tensor, p: torch.Tensor, max_iter: int = 500, tol: floa
         grad = -4 * mp + 2 * (p @ (p.T @ mp) + mp @ (p.T @ p))
         for _ in range(60):
             cand = (p - step * grad).clamp_min(0)
+            if support is not None:
+                cand = cand * support
             f_new = parts_objective(m, cand)
             if f_new <= f + 0.01 * (grad * (cand - p)).sum():
                 break

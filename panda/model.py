@@ -14,7 +14,7 @@ import torch
 
 from . import __version__
 from .errors import PandaError
-from .factorisation import DataStats, check_ranks, data_stats, panda_factorise, relative_error
+from .factorisation import DataStats, border_mask, check_ranks, data_stats, panda_factorise, relative_error
 from .features import FeatureSource
 from .generators import GeneratorAdapter
 
@@ -22,6 +22,8 @@ from .generators import GeneratorAdapter
 HELDOUT_SEED_START = 1_000_000_000
 FORMAT = "panda-factors"
 FORMAT_VERSION = 1
+#: Calibration samples for choosing the background appearance (see panda.removal.find_background).
+BACKGROUND_SEED_START = 2_000_000_000
 
 
 class PandA:
@@ -38,6 +40,7 @@ class PandA:
     memory_budget:   bytes of feature maps kept in memory; above it every pass re-generates them.
     n_heldout:       samples (seeds from ``HELDOUT_SEED_START``) for the held-out error; 0 skips it.
     n_init:          random starts of the parts; the best is kept (each costs an S x S solve, not a data pass).
+    background_samples: calibration samples for finding the background appearance (object removal); 0 skips it.
     verbose:         progress bars.
 
     Attributes (after ``fit``)
@@ -46,6 +49,11 @@ class PandA:
     parts_:          P, (S, R_S), non-negative; column k reshaped to (H, W) is part k.
     layer_shape_:    (C, H, W).
     feature_scale_:  the layer's typical activation norm (mean ||z_{:, s}|| over samples and positions).
+    appearance_energy_: share of sum_i ||Z_i||^2 along each appearance, (R_C,).
+    background_scores_: each appearance's energy share on the grid's outer ring / the ring's area, (R_C,).
+    background_, background_sign_, background_gain_: the appearance (and sign) that acts as "background"
+                     for object removal, and how far it brings regions towards their surroundings' colour
+                     (see ``panda.removal.find_background``); None when not searched.
     coef_mean_:      mean over training samples of Lambda_i = A^T Z_i P, (R_C, R_S).
     coef_energy_:    mean over training samples of Lambda_i ** 2, (R_C, R_S).
     train_error_, heldout_error_: relative reconstruction errors.
@@ -65,6 +73,7 @@ class PandA:
         memory_budget: int = 2 << 30,
         n_heldout: int = 256,
         n_init: int = 4,
+        background_samples: int = 8,
         verbose: bool = False,
     ) -> None:
         self.rank_appearance = rank_appearance
@@ -76,6 +85,7 @@ class PandA:
         self.memory_budget = memory_budget
         self.n_heldout = n_heldout
         self.n_init = n_init
+        self.background_samples = background_samples
         self.verbose = verbose
 
     # ------------------------------------------------------------------ fitting
@@ -99,7 +109,7 @@ class PandA:
         self.extract_time_ = time.perf_counter() - t0
 
         t1 = time.perf_counter()
-        stats = data_stats(source)
+        stats = data_stats(source, grid=(h, w))
         result = panda_factorise(source, rank_c, self.rank_parts, self.max_iter, self.tol, self.random_state,
                                  stats=stats, n_init=self.n_init)
         self.fit_time_ = time.perf_counter() - t1
@@ -109,8 +119,18 @@ class PandA:
         self.n_iter_ = len(result.errors)
         self.n_passes_ = result.n_passes + 2  # + the statistics pass above and the coefficient pass below
         self.coef_mean_, self.coef_energy_ = self._coefficient_stats(source)
+        self._set_border_scores(stats)
         self.generator_name_, self.generator_hash_ = generator.name, generator.weight_hash
         self.layer_, self.n_samples_, self.seed_ = layer, n_samples, seed
+        self.background_, self.background_sign_, self.background_gain_ = None, 1.0, float("nan")
+        self.background_time_ = 0.0
+        if self.background_samples > 0:
+            from .removal import find_background  # removal builds on the model
+
+            t2 = time.perf_counter()
+            found = find_background(self, generator, range(BACKGROUND_SEED_START, BACKGROUND_SEED_START + self.background_samples))
+            self.background_, self.background_sign_, self.background_gain_ = found.appearance, found.sign, found.gain
+            self.background_time_ = time.perf_counter() - t2
         self.heldout_error_ = float("nan")
         if self.n_heldout > 0:
             held = FeatureSource(generator, layer, range(HELDOUT_SEED_START, HELDOUT_SEED_START + self.n_heldout),
@@ -123,6 +143,17 @@ class PandA:
         self.parts_ = p.detach().float().cpu().contiguous()
         self.layer_shape_ = tuple(int(v) for v in shape)
         self.feature_scale_ = float(stats.feature_norm)
+
+    def _set_border_scores(self, stats: DataStats) -> None:
+        """Each appearance's share of energy, and of its energy on the grid's outer ring relative to the
+        ring's area (1 = spread evenly; > 1 = on the border): where a concept sits, from the fit's statistics."""
+        a = self.appearances_.double()
+        energy = ((a.T @ stats.channel.cpu()) * a.T).sum(1)
+        border = ((a.T @ stats.border_channel.cpu()) * a.T).sum(1)
+        _, h, w = self.layer_shape_
+        area = float(border_mask(h, w).double().mean())
+        self.appearance_energy_ = (energy / stats.total).float()
+        self.background_scores_ = (border / energy.clamp_min(1e-30) / area).float()
 
     def _coefficient_stats(self, batches) -> tuple[torch.Tensor, torch.Tensor]:
         total, sq, n = 0, 0, 0
@@ -238,7 +269,8 @@ class PandA:
             "train_error": self.train_error_, "heldout_error": _json_float(self.heldout_error_),
             "n_heldout": self.n_heldout, "error_history": self.error_history_, "n_iter": self.n_iter_,
             "n_passes": self.n_passes_, "fit_time_s": self.fit_time_, "extract_time_s": self.extract_time_,
-            "feature_scale": self.feature_scale_,
+            "feature_scale": self.feature_scale_, "background": self.background_,
+            "background_sign": self.background_sign_, "background_gain": _json_float(self.background_gain_),
         }
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -246,8 +278,7 @@ class PandA:
         from safetensors.torch import save_file
 
         path = Path(path)
-        tensors = {"appearances": self.appearances_, "parts": self.parts_,
-                   "coef_mean": self.coef_mean_, "coef_energy": self.coef_energy_}
+        tensors = {name: getattr(self, name + "_") for name in _TENSORS}
         parent = path.parent if str(path.parent) else Path(".")
         try:
             parent.mkdir(parents=True, exist_ok=True)
@@ -288,13 +319,14 @@ class PandA:
         if meta["format_version"] > FORMAT_VERSION:
             raise PandaError(f"'{path}' has format version {meta['format_version']}, newer than this panda "
                              f"({__version__}) reads: upgrade panda.")
-        missing = {"appearances", "parts", "coef_mean", "coef_energy"} - tensors.keys()
+        missing = set(_TENSORS) - tensors.keys()
         if missing:
             raise PandaError(f"'{path}' lacks the tensors {sorted(missing)}: {refit}.")
         c, h, w = meta["layer_shape"]
         a, p = tensors["appearances"].float(), tensors["parts"].float()
         rc, rs = meta["rank_appearance"], meta["rank_parts"]
-        expect = {"appearances": (c, rc), "parts": (h * w, rs), "coef_mean": (rc, rs), "coef_energy": (rc, rs)}
+        expect = {"appearances": (c, rc), "parts": (h * w, rs), "coef_mean": (rc, rs), "coef_energy": (rc, rs),
+                  "appearance_energy": (rc,), "background_scores": (rc,)}
         for name, shape in expect.items():
             if tuple(tensors[name].shape) != shape:
                 raise PandaError(f"'{path}': tensor '{name}' has shape {tuple(tensors[name].shape)}, expected {shape}: {refit}.")
@@ -307,7 +339,13 @@ class PandA:
         model = cls(rank_appearance=rc, rank_parts=rs, random_state=meta["random_state"], n_heldout=meta["n_heldout"])
         stats = DataStats(0.0, torch.empty(0), torch.empty(0), meta["feature_scale"], meta["n_samples"])
         model._set_fitted(a, p, (c, h, w), stats)
-        model.coef_mean_, model.coef_energy_ = tensors["coef_mean"].float(), tensors["coef_energy"].float()
+        for name in _TENSORS[2:]:
+            setattr(model, name + "_", tensors[name].float())
+        bg = meta["background"]
+        if (bg is not None and not 0 <= bg < rc) or meta["background_sign"] not in (1.0, -1.0):
+            raise PandaError(f"'{path}': the background appearance {bg} is not valid: {refit}.")
+        model.background_, model.background_sign_ = bg, float(meta["background_sign"])
+        model.background_gain_ = _from_json_float(meta["background_gain"])
         model.generator_name_, model.generator_hash_ = meta["generator"], meta["generator_sha256"]
         model.layer_, model.n_samples_, model.seed_ = meta["layer"], meta["n_samples"], meta["seed"]
         model.train_error_, model.heldout_error_ = meta["train_error"], _from_json_float(meta["heldout_error"])
@@ -324,7 +362,9 @@ class PandA:
 
 _REQUIRED_META = ("format_version", "generator", "generator_sha256", "layer", "layer_shape", "rank_appearance",
                   "rank_parts", "n_samples", "seed", "random_state", "train_error", "heldout_error", "n_heldout",
-                  "error_history", "n_iter", "n_passes", "fit_time_s", "extract_time_s", "feature_scale")
+                  "error_history", "n_iter", "n_passes", "fit_time_s", "extract_time_s", "feature_scale",
+                  "background", "background_sign", "background_gain")
+_TENSORS = ("appearances", "parts", "coef_mean", "coef_energy", "appearance_energy", "background_scores")
 
 
 def _json_float(x: float):

@@ -282,3 +282,104 @@ def edits_figure(model, generator, seeds: Sequence[int], edits, latents=None) ->
             for i in range(len(latents))]
     what = "; ".join(f"part {e.part} + appearance {e.appearance} x {e.alpha:+g}" for e in edits)
     return grid(rows, [f"seed {s}" for s in seeds], ["original", "edited", "change"], title=what)
+
+
+def refine_figure(model, generator, seeds: Sequence[int], part: int, appearance: int, alpha: float,
+                  shift: tuple[int, int] = (0, 0), steps: int = 100, radius: int | None = 1) -> tuple[Image.Image, dict]:
+    """Global against refined parts on samples whose features are shifted by ``shift`` = (dy, dx).
+
+    Rows: samples. Columns: the (shifted) image, the global part, the refined part, the edit with
+    each, and each edit's pixel change. The region an edit should stay in is the global part moved
+    by the same shift. Returns the picture and figures: mean reconstruction errors and median ROIR of
+    the edits against that region (lower is better) with the global and the refined parts.
+    """
+    from .editing import Edit, edit_delta, part_profile, synthesize_offset
+    from .metrics import finite_median, roir
+    from .refinement import refine, sample_errors, shift_features, shift_map
+
+    latents = generator.sample(seeds)
+    z, refined = refine(model, generator, latents, steps, shift, radius)
+    move = (lambda f: shift_features(f, *shift)) if shift != (0, 0) else None
+    e = [Edit(part, appearance, alpha)]
+    zero = torch.zeros(1, *model.layer_shape_)
+    original = generator.to_unit(synthesize_offset(generator, model.layer_, latents, zero, transform=move)).cpu()
+    with_global = generator.to_unit(synthesize_offset(generator, model.layer_, latents, edit_delta(model, e)[None], transform=move)).cpu()
+    with_refined = generator.to_unit(synthesize_offset(generator, model.layer_, latents, edit_delta(model, e, refined), transform=move)).cpu()
+    size, scale = original.shape[-1], _scale_for(original)
+    target = upsample(shift_map(part_profile(model, part), *shift)[None], size)[0]
+    region = (target > 0.5).float()
+    figures = {
+        "error_global": float(sample_errors(model, z).mean()),
+        "error_refined": float(sample_errors(model, z, refined).mean()),
+        "roir_global": finite_median(roir(original, with_global, region)),
+        "roir_refined": finite_median(roir(original, with_refined, region)),
+    }
+    global_map = upsample(part_profile(model, part)[None], size)[0]
+    rows = []
+    for i in range(len(latents)):
+        refined_map = upsample(part_profile(model, part, refined[i])[None], size)[0]
+        cg, cr = change_map(original[i:i + 1], with_global[i:i + 1])[0], change_map(original[i:i + 1], with_refined[i:i + 1])[0]
+        top = float(torch.maximum(cg.max(), cr.max()).clamp_min(1e-12))
+        rows.append([to_pil(original[i], scale), to_pil(overlay(original[i], global_map), scale),
+                     to_pil(overlay(original[i], refined_map), scale), to_pil(with_global[i], scale),
+                     to_pil(with_refined[i], scale), to_pil(hot((cg / top).numpy()), scale), to_pil(hot((cr / top).numpy()), scale)])
+    cols = ["image" + (f" (shift {shift[0]},{shift[1]})" if shift != (0, 0) else ""), f"global part {part}",
+            f"refined part {part}", "edit, global", "edit, refined", "change, global", "change, refined"]
+    title = (f"refinement ({steps} steps): error {figures['error_global']:.3f} -> {figures['error_refined']:.3f}; "
+             f"median ROIR of part {part} + appearance {appearance} x {alpha:+g}: {figures['roir_global']:.2f} -> {figures['roir_refined']:.2f}")
+    return grid(rows, [f"seed {s}" for s in seeds], cols, title=title), figures
+
+
+def remove_figure(model, generator, seeds: Sequence[int], region: torch.Tensor, alpha: float = 1.0,
+                  background: int | None = None, label: str = "region") -> tuple[Image.Image, dict]:
+    """Rows: samples. Columns: original with the region outlined by heat, removed, pixel change.
+    Returns the picture and the mean colour distance from the region to the band around it, before and after."""
+    from .removal import remove, towards_background
+
+    latents = generator.sample(seeds)
+    original = generator.to_unit(generator.synthesize(latents)).cpu()
+    removed = generator.to_unit(remove(model, generator, latents, region, alpha, background)).cpu()
+    size, scale = original.shape[-1], _scale_for(original)
+    up = upsample(region[None].float(), size)[0]
+    before, after = towards_background(original, removed, up > 0.5)
+    change = change_map(original, removed)
+    heat = change / change.max().clamp_min(1e-12)
+    rows = [[to_pil(overlay(original[i], up), scale), to_pil(original[i], scale), to_pil(removed[i], scale),
+             to_pil(hot(heat[i].numpy()), scale)] for i in range(len(latents))]
+    b = model.background_ if background is None else background
+    figures = {"background": b, "distance_before": float(before.mean()), "distance_after": float(after.mean())}
+    title = (f"remove {label} with background appearance {b} x {alpha:+g}: colour distance to the surroundings "
+             f"{figures['distance_before']:.3f} -> {figures['distance_after']:.3f}")
+    return grid(rows, [f"seed {s}" for s in seeds], [label, "original", "removed", "change"], title=title), figures
+
+
+def localize_figure(model, generator, seeds: Sequence[int], appearance: int) -> Image.Image:
+    """One concept across samples. Row 1: the images; row 2: appearance j's map over them (each map min-max)."""
+    from .localisation import localize, signed
+
+    model.check_appearance(appearance)
+    latents = generator.sample(seeds)
+    images = generator.to_unit(generator.synthesize(latents)).cpu()
+    size, scale = images.shape[-1], _scale_for(images)
+    maps = upsample(normalise(signed(model, appearance, localize(model, generator, latents)[:, appearance])), size)
+    rows = [[to_pil(img, scale) for img in images], [to_pil(overlay(img, m ** 2), scale) for img, m in zip(images, maps)],
+            [to_pil(hot(m.numpy()), scale) for m in maps]]
+    return grid(rows, ["image", f"appearance {appearance}", "its map"], [f"seed {s}" for s in seeds],
+                title=f"where appearance {appearance} is (A^T Z, each map rescaled to [0, 1])")
+
+
+def localize_top_figure(model, generator, seed: int, k: int) -> Image.Image:
+    """One image and its k strongest concepts (by energy of their maps), side by side."""
+    from .localisation import localize, signed, strongest
+
+    latents = generator.sample([seed])
+    image = generator.to_unit(generator.synthesize(latents)).cpu()[0]
+    size, scale = image.shape[-1], _scale_for(image[None])
+    maps = localize(model, generator, latents)[0]
+    top = strongest(maps, k)
+    heat = upsample(normalise(torch.stack([signed(model, j, maps[j]) for j in top])), size)
+    blank = Image.new("RGB", to_pil(image, scale).size, "white")
+    rows = [[to_pil(image, scale)] + [to_pil(overlay(image, h ** 2), scale) for h in heat],
+            [blank] + [to_pil(hot(h.numpy()), scale) for h in heat]]
+    return grid(rows, ["overlay", "map"], ["image"] + [f"appearance {j}" for j in top],
+                title=f"seed {seed}: its {k} strongest concepts (A^T Z, each map rescaled to [0, 1])")

@@ -19,7 +19,7 @@ def digiface():
 def model(celeba):
     """A small fit: 256 samples at relu2 (256 x 8 x 8), all channels, 8 parts."""
     torch.manual_seed(0)
-    return PandA(rank_parts=8, n_heldout=64).fit(celeba, "relu2", n_samples=256, seed=0)
+    return PandA(rank_parts=8, n_heldout=64, background_samples=4).fit(celeba, "relu2", n_samples=256, seed=0)
 
 
 @pytest.fixture(scope="session")

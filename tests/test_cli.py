@@ -20,7 +20,7 @@ def test_parse_seeds():
         parse_seeds("5-2")
 
 
-@pytest.mark.parametrize("cmd", ["fit", "layers", "parts", "edit", "demo"])
+@pytest.mark.parametrize("cmd", ["fit", "layers", "parts", "edit", "demo", "refine", "remove", "localize"])
 def test_every_command_has_help_device_and_seed(cmd):
     r = run(cmd, "--help")
     assert r.exit_code == 0
@@ -91,3 +91,48 @@ def test_unwritable_output_directory(factor_file, tmp_path):
     blocker.write_text("x")
     r = run("parts", factor_file, "--out", blocker / "sub")
     assert r.exit_code == 2 and "cannot write to output directory" in r.output
+
+
+def test_refine_remove_localize_commands(factor_file, tmp_path):
+    r = run("refine", factor_file, "--part", 1, "--shift", "0,2", "--seeds", "0-1", "--steps", 20, "--out", tmp_path / "r")
+    assert r.exit_code == 0, r.output
+    assert "reconstruction error" in r.output and (tmp_path / "r" / "refine_part1.png").is_file()
+    r = run("remove", factor_file, "--part", 2, "--seeds", "0-1", "--out", tmp_path / "rm")
+    assert r.exit_code == 0, r.output
+    assert "before" in r.output and (tmp_path / "rm" / "remove_part2.png").is_file()
+    mask = tmp_path / "mask.png"
+    img = Image.new("L", (64, 64), 0)
+    img.paste(255, (20, 20, 44, 44))
+    img.save(mask)
+    r = run("remove", factor_file, "--mask", mask, "--background", 3, "--seeds", "0", "--out", tmp_path / "rm")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "rm" / "remove_mask.png").is_file()
+    r = run("localize", factor_file, "--appearance", 3, "--seeds", "0-2", "--out", tmp_path / "l")
+    assert r.exit_code == 0 and (tmp_path / "l" / "localize_app3.png").is_file()
+    r = run("localize", factor_file, "--top", 4, "--seed", 7, "--out", tmp_path / "l")
+    assert r.exit_code == 0 and (tmp_path / "l" / "localize_top_seed7.png").is_file()
+
+
+@pytest.mark.parametrize("args,match", [
+    (["refine", "--part", 0, "--generator", "dcgan-digiface"], "fitted on generator 'dcgan-celeba'"),
+    (["refine", "--part", 0, "--shift", "0,9"], "smaller shift"),
+    (["refine", "--part", 0, "--shift", "x"], "DY,DX"),
+    (["refine", "--part", 12], "part 12 is out of range"),
+    (["remove"], "either --part"),
+    (["remove", "--part", 0, "--background", 999], "appearance 999 is out of range"),
+    (["localize", "--appearance", 999], "appearance 999 is out of range"),
+    (["localize"], "either --appearance"),
+    (["localize", "--top", 0], "--top 0"),
+])
+def test_bad_application_input_writes_nothing(factor_file, tmp_path, args, match):
+    out = tmp_path / "out"
+    r = run(args[0], factor_file, *args[1:], "--out", out)
+    assert r.exit_code == 2 and match in r.output, r.output
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_empty_mask_refused(factor_file, tmp_path):
+    mask = tmp_path / "empty.png"
+    Image.new("L", (64, 64), 0).save(mask)
+    r = run("remove", factor_file, "--mask", mask, "--out", tmp_path / "o")
+    assert r.exit_code == 2 and "empty" in r.output

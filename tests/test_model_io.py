@@ -10,8 +10,10 @@ from panda.model import PandA
 
 def test_save_load_round_trip_is_exact(model, factor_file):
     loaded = PandA.load(factor_file)
-    for name in ("appearances_", "parts_", "coef_mean_", "coef_energy_"):
-        assert torch.equal(getattr(model, name), getattr(loaded, name))
+    from panda.model import _TENSORS
+    for name in _TENSORS:
+        assert torch.equal(getattr(model, name + "_"), getattr(loaded, name + "_"))
+    assert (loaded.background_, loaded.background_sign_) == (model.background_, model.background_sign_)
     assert loaded.layer_shape_ == model.layer_shape_
     assert loaded.feature_scale_ == model.feature_scale_
     assert loaded.generator_hash_ == model.generator_hash_
@@ -61,8 +63,8 @@ def test_foreign_safetensors_refused(tmp_path):
 
 def _rewrite(model, path, **changes):
     from safetensors.torch import save_file
-    tensors = {"appearances": model.appearances_.clone(), "parts": model.parts_.clone(),
-               "coef_mean": model.coef_mean_, "coef_energy": model.coef_energy_}
+    from panda.model import _TENSORS
+    tensors = {name: getattr(model, name + "_").clone() for name in _TENSORS}
     tensors.update(changes)
     save_file(tensors, str(path), metadata={"panda": json.dumps(model.metadata())})
 

@@ -1,0 +1,158 @@
+"""Refinement, object removal and concept localisation."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from panda import PandaError
+from panda.editing import Edit, edit_delta, part_profile, synthesize_offset
+from panda.factorisation import border_mask
+from panda.features import capture
+from panda.localisation import localize, strongest
+from panda.metrics import finite_median, roir
+from panda.refinement import part_neighbourhood, refine, refine_parts, sample_errors, shift_features, shift_map
+from panda.removal import find_background, rasterise_mask, region_for, remove, towards_background
+from panda.viz import upsample
+
+
+# ----------------------------------------------------------------------------- refinement
+def test_refined_parts_reconstruct_each_sample_better(model, celeba):
+    z, refined = refine(model, celeba, range(40, 46), steps=50)
+    assert refined.shape == (6, 64, 8) and (refined >= 0).all()
+    assert (sample_errors(model, z, refined) < sample_errors(model, z)).all()
+
+
+def test_zero_steps_keep_the_global_parts(model, celeba):
+    z = capture(celeba, celeba.sample([1]), model.layer_)
+    assert torch.equal(refine_parts(model, z, steps=0, radius=None)[0], model.parts_)
+
+
+def test_refined_parts_stay_in_their_neighbourhood(model, celeba):
+    z = capture(celeba, celeba.sample([2, 3]), model.layer_)
+    refined = refine_parts(model, z, steps=30, radius=1)
+    allowed = part_neighbourhood(model, 1)
+    assert (refined[:, ~allowed] == 0).all()
+    assert allowed.sum() < allowed.numel()  # the constraint is not vacuous
+
+
+def test_shift_moves_content_without_wrapping():
+    m = torch.zeros(4, 4)
+    m[1, 1] = 1
+    moved = shift_map(m, 0, 2)
+    assert moved[1, 3] == 1 and moved.sum() == 1
+    with pytest.raises(PandaError, match="smaller shift"):
+        shift_features(torch.zeros(1, 1, 4, 4), 0, 4)
+
+
+def test_refined_edits_follow_shifted_content(model, celeba):
+    """Features shifted by 2 positions: edits with refined parts land in the shifted region more
+    tightly than edits with the global parts (median ROIR over parts and samples)."""
+    shift = (0, -2)
+    lat = celeba.sample(range(60, 72))
+    z = shift_features(capture(celeba, lat, model.layer_), *shift)
+    refined = refine_parts(model, z)
+    move = lambda f: shift_features(f, *shift)  # noqa: E731
+    x0 = synthesize_offset(celeba, model.layer_, lat, torch.zeros(1, *model.layer_shape_), transform=move)
+    glob, ref = [], []
+    for k in range(model.n_parts):
+        region = (upsample(shift_map(part_profile(model, k), *shift)[None], 64)[0] > 0.5).float()
+        if region.sum() == 0:
+            continue
+        e = [Edit(k, model.top_appearances(k, 1)[0], 2.0)]
+        xg = synthesize_offset(celeba, model.layer_, lat, edit_delta(model, e)[None], transform=move)
+        xr = synthesize_offset(celeba, model.layer_, lat, edit_delta(model, e, refined), transform=move)
+        glob.append(roir(x0, xg, region))
+        ref.append(roir(x0, xr, region))
+    assert finite_median(torch.cat(ref)) < finite_median(torch.cat(glob))
+
+
+# ----------------------------------------------------------------------------- removal
+def test_rasterise_mask_averages_coverage(tmp_path):
+    mask = np.zeros((64, 64), dtype=np.float32)
+    mask[:32, :16] = 1
+    cells = rasterise_mask(mask, (8, 8))
+    assert cells.shape == (8, 8)
+    assert torch.allclose(cells[:4, :2], torch.ones(4, 2)) and cells[4:].sum() == 0
+    Image.fromarray((mask * 255).astype(np.uint8)).save(tmp_path / "m.png")
+    assert torch.equal(rasterise_mask(tmp_path / "m.png", (8, 8)), cells)
+
+
+@pytest.mark.parametrize("mask,match", [
+    (np.zeros((8, 8)), "empty"),
+    (np.full((8, 8), 2.0), r"\[0, 1\]"),
+    (np.full((8, 8), np.nan), "finite"),
+    (np.zeros((2, 8, 8)), "2-D"),
+    ("/nonexistent/mask.png", "does not exist"),
+])
+def test_bad_masks_refused(mask, match):
+    with pytest.raises(PandaError, match=match):
+        rasterise_mask(mask, (8, 8))
+
+
+def test_region_needs_exactly_one_of_part_and_mask(model):
+    with pytest.raises(PandaError, match="either --part"):
+        region_for(model)
+    with pytest.raises(PandaError, match="either --part"):
+        region_for(model, 0, np.ones((8, 8)))
+
+
+def test_towards_background_known_answer():
+    x = torch.zeros(1, 3, 16, 16)
+    x[:, 2] = 1.0  # blue everywhere
+    region = torch.zeros(16, 16, dtype=torch.bool)
+    region[6:10, 6:10] = True
+    x[:, :, region] = torch.tensor([1.0, 0.0, 0.0])[:, None]  # a red square
+    fixed = x.clone()
+    fixed[:, :, region] = torch.tensor([0.0, 0.0, 1.0])[:, None]
+    before, after = towards_background(x, fixed, region, ring=2)
+    assert before.item() == pytest.approx(2 ** 0.5) and after.item() == pytest.approx(0.0)
+
+
+def test_removal_changes_the_region_most(model, celeba):
+    lat = celeba.sample(range(8))
+    x0 = celeba.synthesize(lat)
+    k = 0
+    region = region_for(model, part=k)
+    x1 = remove(model, celeba, lat, region, alpha=1.0)
+    mask = (upsample(region[None], 64)[0] > 0.5).float()
+    change = ((x1 - x0) ** 2).sum(1)
+    inside = (change * mask).sum() / mask.sum()
+    outside = (change * (1 - mask)).sum() / (1 - mask).sum()
+    assert inside > 3 * outside
+
+
+def test_background_search_picks_its_best_candidate(model, celeba):
+    found = find_background(model, celeba, range(4), candidates=4)
+    assert found.gain == max(found.table.values())
+    assert len(found.table) == 8
+    assert model.background_ is not None and model.background_sign_ in (1.0, -1.0)
+
+
+# ----------------------------------------------------------------------------- localisation
+def test_localize_is_a_transposed_z(model, celeba):
+    lat = celeba.sample([4, 5])
+    maps = localize(model, celeba, lat)
+    z = capture(celeba, lat, model.layer_)
+    assert maps.shape == (2, 256, 8, 8)
+    assert torch.allclose(maps, torch.einsum("cr,nchw->nrhw", model.appearances_, z), atol=1e-4)
+    assert strongest(maps[0], 3) == torch.argsort((maps[0] ** 2).flatten(1).sum(1), descending=True)[:3].tolist()
+
+
+def test_border_appearance_concentrates_on_the_border_in_new_samples(model, celeba):
+    """The appearance that the fit's statistics place on the grid's border (highest border score among
+    the 16 strongest) has more of its energy on the border than the border's share of the area, on
+    samples the fit never saw."""
+    top = torch.argsort(model.appearance_energy_, descending=True)[:16]
+    j = int(top[torch.argmax(model.background_scores_[top])])
+    assert model.background_scores_[j] > 1.2
+    maps = localize(model, celeba, range(10_000, 10_032))[:, j]
+    ring = border_mask(8, 8)
+    share = float((maps[:, ring] ** 2).sum() / (maps ** 2).sum())
+    assert share > 1.1 * float(ring.float().mean())
+
+
+def test_localize_appearance_out_of_range(model, celeba):
+    from panda.viz import localize_figure
+    with pytest.raises(PandaError, match="appearance 256 is out of range"):
+        localize_figure(model, celeba, [0], 256)

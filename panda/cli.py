@@ -336,6 +336,27 @@ def localize(factors, appearance, top, seeds, seed, n_images, out, generator_nam
 
 
 @main.command()
+@click.argument("factors", type=click.Path(dir_okay=False))
+@click.option("--host", default="127.0.0.1", help="Address to listen on (127.0.0.1: this machine only).")
+@click.option("--port", type=int, default=8000, help="Port to listen on.")
+@click.option("--generator", "generator_name", default=None, help="Generator; default: the one the factor file was fitted on.")
+@click.option("--seed", type=int, default=0, help="The sample the page opens on.")
+@device_option
+@handle_errors
+def serve(factors, host, port, generator_name, seed, device):
+    """Explore FACTORS in the browser: sliders for part, appearance and alpha; live edits, maps, removal.
+
+    \b
+    Example:  panda serve out/demo/factors.safetensors --port 8000   (then open http://127.0.0.1:8000/)
+    """
+    from .serve import serve as run_server
+
+    if not 0 < port < 65536:
+        raise PandaError(f"port {port} is not a valid port: use 1..65535.")
+    run_server(factors, host, port, device, generator_name, seed)
+
+
+@main.command()
 @click.option("--generator", "generator_name", default="dcgan-celeba", help="Built-in generator.")
 @click.option("--layer", default=None, help="Layer; default: the generator's default layer.")
 @click.option("--rank-parts", "-rs", type=int, default=12, help="R_S parts.")

@@ -4,3 +4,5 @@ __version__ = "0.1.0"
 
 from .errors import PandaError  # noqa: E402
 from .generators import BUILTIN, DEFAULT_GENERATOR, GeneratorAdapter, Latents, load_generator  # noqa: E402
+
+__all__ = ["BUILTIN", "DEFAULT_GENERATOR", "GeneratorAdapter", "Latents", "PandaError", "__version__", "load_generator"]

@@ -19,7 +19,6 @@ Each decomposition is a plain function (TensorLy style); :class:`panda.model.Pan
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+from pathlib import Path
 import sys
 from typing import Callable
 
@@ -375,6 +376,52 @@ def demo(generator_name, layer, rank_parts, n_samples, seed, out, device, quiet)
 
     index = run_demo(generator_name, layer, rank_parts, n_samples, seed, out, device, progress=not quiet)
     click.echo(f"open {index}")
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks that compare panda with other methods."""
+
+
+@bench.command("roir")
+@click.option("--generator", "generator_name", default="dcgan-celeba", help="Built-in face generator.")
+@click.option("--n", "n", type=int, default=1000, help="Test seeds to try (those both landmark models accept are kept).")
+@click.option("--n-calib", type=int, default=64, help="Calibration seeds (disjoint from the test seeds).")
+@click.option("--budget", type=int, default=8, help="Directions each method may propose per region (x 2 signs).")
+@click.option("--target", type=float, default=0.05, help="Matched mean absolute pixel change inside the region ([0, 1] images).")
+@click.option("--n-train", type=int, default=5000, help="PandA's training samples.")
+@click.option("--ganspace-samples", type=int, default=10_000, help="GANSpace's PCA samples.")
+@click.option("--n-jacobian", type=int, default=5, help="Calibration samples LowRankGAN and ReSeFa compute their directions from.")
+@click.option("--seed", type=int, default=0, help="Random start of PandA's parts.")
+@click.option("--out", "-o", default="out/bench", help="Output folder (roir.md, roir.csv, roir.png, one grid per region).")
+@device_option
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@handle_errors
+def bench_roir(generator_name, n, n_calib, budget, target, n_train, ganspace_samples, n_jacobian, seed, out, device, quiet):
+    """ROIR of local edits (eyes, nose, mouth) for PandA, GANSpace, SeFa, LowRankGAN, ReSeFa (StyleSpace: n/a).
+
+    \b
+    Example:  panda bench roir --generator dcgan-celeba --n 1000 --out out/bench/celeba
+    """
+    from . import viz
+    from .bench import markdown, run_roir, write_outputs
+    from .generators import load_generator
+    from .model import PandA
+
+    for name, value in (("n", n), ("n-calib", n_calib), ("budget", budget), ("n-train", n_train),
+                        ("ganspace-samples", ganspace_samples), ("n-jacobian", n_jacobian)):
+        if value < 1:
+            raise PandaError(f"--{name} must be >= 1, got {value}.")
+    if not 0 < target < 1:
+        raise PandaError(f"--target must be in (0, 1), got {target}.")
+    viz.check_writable(out)
+    gen = load_generator(generator_name, device)
+    model = PandA(rank_parts=12, background_samples=0, n_heldout=0, random_state=seed, verbose=not quiet).fit(gen, n_samples=n_train)
+    result, edits = run_roir(generator_name, n, n_calib, budget, target, n_train, n_jacobian, ganspace_samples,
+                             device=device, progress=not quiet, model=model)
+    paths = write_outputs(result, edits, Path(out), model)
+    click.echo(markdown(result))
+    click.echo("wrote " + ", ".join(str(p) for p in paths))
 
 
 if __name__ == "__main__":  # pragma: no cover

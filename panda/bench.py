@@ -56,6 +56,17 @@ class FaceSet:
     check: dict = field(default_factory=dict)
 
 
+def name_model_parts(model: PandA, generator: GeneratorAdapter, n: int = 64, start: int = CALIB_SEED_START) -> dict[int, str]:
+    """Name ``model``'s parts after the regions they overlap most (see :func:`region_parts`) on ``n``
+    faces from seed ``start``; sets and returns ``model.part_names_``."""
+    model.check_compatible(generator)
+    faces = face_set(generator, start, n, FaceMeshMasker(), load_onet())
+    if len(faces.seeds) == 0:
+        raise PandaError(f"no faces found in {n} samples of '{generator.name}': naming parts needs a face generator.")
+    model.part_names_ = part_names(region_parts(model, faces))
+    return model.part_names_
+
+
 def face_set(generator: GeneratorAdapter, start: int, n: int, masker: FaceMeshMasker, onet, batch: int = 256) -> FaceSet:
     """Seeds start .. start+n-1, filtered to those both landmark models accept with non-empty masks."""
     seeds, images, masks, found, probs, points, boxes = list(range(start, start + n)), [], {r: [] for r in REGIONS}, [], [], [], []
@@ -168,6 +179,7 @@ def run_roir(generator_name: str = "dcgan-celeba", n: int = 1000, n_calib: int =
                          f"test): raise --n or --n-calib.")
     part_of = region_parts(model, calib)
     names = part_names(part_of)
+    model.part_names_ = names  # shown in its pictures
 
     t = time.perf_counter()
     jac_lat = calib.latents[:n_jacobian]
@@ -186,7 +198,7 @@ def run_roir(generator_name: str = "dcgan-celeba", n: int = 1000, n_calib: int =
         setup["ReSeFa"] += time.perf_counter() - t
         k = part_of[region]
         cands = {
-            "PandA": [Candidate("PandA", f"part {k} ({region}) + appearance {j}",
+            "PandA": [Candidate("PandA", f"{model.part_label(k)} + appearance {j}",
                                 lambda lat, a, k=k, j=j: edit(model, g, lat, [Edit(k, j, a)]))
                       for j in model.top_appearances(k, budget)],
             "GANSpace": [Candidate("GANSpace", f"PC {i}", lambda lat, a, d=gs[i]: baselines.LatentEdit(d)(g, lat, a))
@@ -352,7 +364,6 @@ def write_outputs(res: BenchResult, edits: dict, out: Path, model: PandA | None 
         written.append(viz.save_png(region_grid(res, edits, region), out / f"roir_{region}.png"))
     written.append(viz.save_png(masks_figure(edits["_faces"]), out / "masks.png"))
     if model is not None:
-        names = [f"part {k}: {res.part_names[k]}" if k in res.part_names else f"part {k}" for k in range(model.n_parts)]
         g = load_generator(res.generator)
-        written.append(viz.save_png(viz.parts_figure(model, g, edits["_faces"].seeds[:6], names=names), out / "parts_named.png"))
+        written.append(viz.save_png(viz.parts_figure(model, g, edits["_faces"].seeds[:6]), out / "parts_named.png"))
     return written

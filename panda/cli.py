@@ -378,6 +378,29 @@ def demo(generator_name, layer, rank_parts, n_samples, seed, out, device, quiet)
     click.echo(f"open {index}")
 
 
+@main.command("name-parts")
+@click.argument("factors", type=click.Path(dir_okay=False))
+@click.option("--n", "n", type=int, default=64, help="Faces to measure the overlaps on.")
+@click.option("--seed", type=int, default=20_000_000, help="First seed of those faces.")
+@device_option
+@handle_errors
+def name_parts_cmd(factors, n, seed, device):
+    """Name FACTORS' parts after the face regions (eyes, nose, mouth) they overlap most, and save the names
+    into the file; every picture then shows them. Regions come from MediaPipe FaceMesh, not from PandA.
+
+    \b
+    Example:  panda name-parts out/demo/factors.safetensors
+    """
+    from .bench import name_model_parts
+
+    if n < 1:
+        raise PandaError(f"--n must be >= 1, got {n}.")
+    model, gen = _load(factors, device)
+    names = name_model_parts(model, gen, n, seed)
+    model.save(factors)
+    click.echo("; ".join(f"part {k}: {v}" for k, v in sorted(names.items())) + f"\nsaved into {factors}")
+
+
 @main.group()
 def bench() -> None:
     """Benchmarks that compare panda with other methods."""

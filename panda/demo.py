@@ -13,6 +13,22 @@ from .generators import load_generator
 from .model import PandA
 
 
+def _name_parts(model: PandA, generator) -> str:
+    """Name the parts from independent face landmarks when MediaPipe is installed; say what happened."""
+    import importlib.util
+
+    if importlib.util.find_spec("mediapipe") is None or importlib.util.find_spec("facenet_pytorch") is None:
+        return "Parts are not named: MediaPipe / facenet-pytorch are not installed (the Makefile installs them)."
+    from .bench import name_model_parts
+
+    try:
+        names = name_model_parts(model, generator)
+    except Exception as exc:  # naming is a nicety: the demo goes on without it
+        return f"Parts are not named ({exc})."
+    return ("Parts named after the face region (MediaPipe FaceMesh masks on 64 faces) they overlap most: "
+            + "; ".join(f"part {k}: {v}" for k, v in sorted(names.items())) + ".")
+
+
 def run_demo(generator_name: str = "dcgan-celeba", layer: str | None = None, rank_parts: int = 12,
              n_samples: int = 5000, seed: int = 0, out: str | Path = "out/demo", device: str = "cpu",
              progress: bool = True, n_show: int = 6, n_top: int = 6) -> Path:
@@ -24,6 +40,7 @@ def run_demo(generator_name: str = "dcgan-celeba", layer: str | None = None, ran
     folder = viz.check_writable(out)
     gen = load_generator(generator_name, device)
     model = PandA(None, rank_parts, random_state=seed, verbose=progress).fit(gen, layer, n_samples=n_samples, seed=seed)
+    naming = _name_parts(model, gen)
     model.save(folder / "factors.safetensors")
     shown = list(range(seed + n_samples, seed + n_samples + n_show))
     latents = gen.sample(shown)
@@ -41,7 +58,7 @@ def run_demo(generator_name: str = "dcgan-celeba", layer: str | None = None, ran
         from .editing import sweep
         row = gen.to_unit(sweep(model, gen, one, k, top[0], alphas))[0].cpu()
         overview_rows.append([viz.to_pil(x, viz._scale_for(row)) for x in row])
-        overview_labels.append(f"part {k} + app. {top[0]}")
+        overview_labels.append(f"{model.part_label(k)} + app. {top[0]}")
     viz.save_png(viz.grid(overview_rows, overview_labels, [f"alpha {a:+g}" for a in alphas],
                           title=f"seed {shown[0]}: every part with its top appearance"), folder / "overview.png")
 
@@ -57,7 +74,7 @@ def run_demo(generator_name: str = "dcgan-celeba", layer: str | None = None, ran
                           f"<td>{f['roir_global']:.2f}</td><td>{f['roir_refined']:.2f}</td></tr>" for k, _, f in refined)
     removals = []
     for k in range(model.n_parts):
-        image, fig = viz.remove_figure(model, gen, shown[:3], region_for(model, part=k), 1.0, label=f"part {k}")
+        image, fig = viz.remove_figure(model, gen, shown[:3], region_for(model, part=k), 1.0, label=model.part_label(k))
         removals.append((k, image, fig))
     removals.sort(key=lambda item: item[2]["distance_after"] / max(item[2]["distance_before"], 1e-12))
     for rank, (k, image, fig) in enumerate(removals[:3]):
@@ -75,7 +92,8 @@ def run_demo(generator_name: str = "dcgan-celeba", layer: str | None = None, ran
     sections = [
         ("Summary", summary, []),
         ("Parts", "Each part is a non-negative map over the layer's grid, shared by all images; "
-                  "'all parts' colours each pixel by its strongest part.", [("parts.png", "The parts over samples.")]),
+                  "'all parts' colours each pixel by its strongest part. " + html.escape(naming),
+         [("parts.png", "The parts over samples.")]),
         ("Every part at a glance", "One sample; each row adds the part's top appearance (by coefficient energy) at "
                                    "increasing strength.", [("overview.png", "Top edit of every part.")]),
     ]

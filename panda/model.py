@@ -59,6 +59,7 @@ class PandA:
     error_history_:  training error after each iteration.
     n_iter_, n_passes_, fit_time_, extract_time_: iterations, passes over the data, seconds.
     generator_name_, generator_hash_, layer_, n_samples_, seed_: provenance.
+    part_names_:     {part: name} from ``panda name-parts`` (e.g. 'eyes'); shown in every picture.
     """
 
     def __init__(
@@ -123,6 +124,7 @@ class PandA:
         self.layer_, self.n_samples_, self.seed_ = layer, n_samples, seed
         self.background_, self.background_sign_, self.background_gain_ = None, 1.0, float("nan")
         self.background_time_ = 0.0
+        self.part_names_: dict[int, str] = {}
         if self.background_samples > 0:
             from .removal import find_background  # removal builds on the model
 
@@ -188,6 +190,11 @@ class PandA:
             raise PandaError(f"feature maps of shape {tuple(z.shape)} do not match this model's layer "
                              f"{self.layer_} ({c}x{h}x{w}).")
         return z
+
+    def part_label(self, part: int) -> str:
+        """'part 5 (eyes)' where the part has a name (``panda name-parts``), else 'part 5'."""
+        name = getattr(self, "part_names_", {}).get(part)
+        return f"part {part} ({name})" if name else f"part {part}"
 
     def part_maps(self) -> torch.Tensor:
         """The parts as maps, (R_S, H, W), non-negative."""
@@ -270,6 +277,7 @@ class PandA:
             "n_passes": self.n_passes_, "fit_time_s": self.fit_time_, "extract_time_s": self.extract_time_,
             "feature_scale": self.feature_scale_, "background": self.background_,
             "background_sign": self.background_sign_, "background_gain": _json_float(self.background_gain_),
+            "part_names": {str(k): v for k, v in getattr(self, "part_names_", {}).items()},
         }
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -345,6 +353,10 @@ class PandA:
             raise PandaError(f"'{path}': the background appearance {bg} is not valid: {refit}.")
         model.background_, model.background_sign_ = bg, float(meta["background_sign"])
         model.background_gain_ = _from_json_float(meta["background_gain"])
+        try:  # optional: written by `panda name-parts`
+            model.part_names_ = {int(k): str(v) for k, v in meta.get("part_names", {}).items() if 0 <= int(k) < rs}
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise PandaError(f"'{path}': the part names are not readable: {refit}.") from exc
         model.generator_name_, model.generator_hash_ = meta["generator"], meta["generator_sha256"]
         model.layer_, model.n_samples_, model.seed_ = meta["layer"], meta["n_samples"], meta["seed"]
         model.train_error_, model.heldout_error_ = meta["train_error"], _from_json_float(meta["heldout_error"])

@@ -211,7 +211,7 @@ def parts_figure(model, generator, seeds: Sequence[int], latents=None, names: Se
     images = generator.to_unit(generator.synthesize(latents)).cpu()
     size, scale = images.shape[-1], _scale_for(images)
     maps = upsample(normalise(model.part_maps()), size)
-    names = names or [f"part {k}" for k in range(model.n_parts)]
+    names = names or [model.part_label(k) for k in range(model.n_parts)]
     rows = []
     for img in images:
         row = [to_pil(img, scale), to_pil(segmentation(img, maps), scale)]
@@ -246,8 +246,8 @@ def sweep_figure(model, generator, seeds: Sequence[int], part: int, appearance: 
         row.append(to_pil(hot(heat[i].numpy()), scale))
         row.append(to_pil(overlay(original[i], profile), scale))
         rows.append(row)
-    cols = [f"alpha {a:+g}" for a in alphas] + [f"change at {alphas[big]:+g}", f"part {part}"]
-    title = (f"part {part}, appearance {appearance}: {100 * share:.0f}% of the pixel change falls in the part "
+    cols = [f"alpha {a:+g}" for a in alphas] + [f"change at {alphas[big]:+g}", model.part_label(part)]
+    title = (f"{model.part_label(part)}, appearance {appearance}: {100 * share:.0f}% of the pixel change falls in the part "
              f"(map > 0.5, {100 * float((profile > 0.5).float().mean()):.0f}% of the image)")
     return grid(rows, [f"seed {s}" for s in seeds], cols, title=title), share
 
@@ -265,7 +265,7 @@ def contact_sheet(model, generator, seeds: Sequence[int], part: int, appearances
         rows.append([to_pil(out[i, t], scale) for i in range(len(latents)) for t in range(len(alphas))])
         labels.append(f"appearance {j}\nenergy {float(model.coef_energy_[j, part]):.3g}")
     cols = [f"seed {s}\nalpha {a:+g}" for s in seeds for a in alphas]
-    return grid(rows, labels, cols, title=f"part {part}: its top appearances by coefficient energy")
+    return grid(rows, labels, cols, title=f"{model.part_label(part)}: its top appearances by coefficient energy")
 
 
 def edits_figure(model, generator, seeds: Sequence[int], edits, latents=None) -> Image.Image:
@@ -280,7 +280,7 @@ def edits_figure(model, generator, seeds: Sequence[int], edits, latents=None) ->
     scale = _scale_for(original)
     rows = [[to_pil(original[i], scale), to_pil(edited[i], scale), to_pil(hot(heat[i].numpy()), scale)]
             for i in range(len(latents))]
-    what = "; ".join(f"part {e.part} + appearance {e.appearance} x {e.alpha:+g}" for e in edits)
+    what = "; ".join(f"{model.part_label(e.part)} + appearance {e.appearance} x {e.alpha:+g}" for e in edits)
     return grid(rows, [f"seed {s}" for s in seeds], ["original", "edited", "change"], title=what)
 
 
@@ -323,10 +323,10 @@ def refine_figure(model, generator, seeds: Sequence[int], part: int, appearance:
         rows.append([to_pil(original[i], scale), to_pil(overlay(original[i], global_map), scale),
                      to_pil(overlay(original[i], refined_map), scale), to_pil(with_global[i], scale),
                      to_pil(with_refined[i], scale), to_pil(hot((cg / top).numpy()), scale), to_pil(hot((cr / top).numpy()), scale)])
-    cols = ["image" + (f" (shift {shift[0]},{shift[1]})" if shift != (0, 0) else ""), f"global part {part}",
-            f"refined part {part}", "edit, global", "edit, refined", "change, global", "change, refined"]
+    cols = ["image" + (f" (shift {shift[0]},{shift[1]})" if shift != (0, 0) else ""), f"global {model.part_label(part)}",
+            f"refined {model.part_label(part)}", "edit, global", "edit, refined", "change, global", "change, refined"]
     title = (f"refinement ({steps} steps): error {figures['error_global']:.3f} -> {figures['error_refined']:.3f}; "
-             f"median ROIR of part {part} + appearance {appearance} x {alpha:+g}: {figures['roir_global']:.2f} -> {figures['roir_refined']:.2f}")
+             f"median ROIR of {model.part_label(part)} + appearance {appearance} x {alpha:+g}: {figures['roir_global']:.2f} -> {figures['roir_refined']:.2f}")
     return grid(rows, [f"seed {s}" for s in seeds], cols, title=title), figures
 
 

@@ -126,3 +126,18 @@ def test_bench_cli_rejects_bad_numbers(tmp_path):
     assert r.exit_code == 2 and "--n must be >= 1" in r.output
     r = CliRunner().invoke(main, ["bench", "roir", "--target", "1.5", "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "--target" in r.output
+
+
+def test_name_parts_cli_saves_names(factor_file, tmp_path):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from panda.cli import main
+    from panda.model import PandA
+    path = tmp_path / "f.safetensors"
+    shutil.copy(factor_file, path)
+    r = CliRunner().invoke(main, ["name-parts", str(path), "--n", "12"])
+    assert r.exit_code == 0, r.output
+    names = PandA.load(path).part_names_
+    assert set("/".join(names.values()).split("/")) == {"eyes", "nose", "mouth"}

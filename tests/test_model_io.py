@@ -92,3 +92,12 @@ def test_save_to_unwritable_place_is_a_clear_error(tmp_path, model):
     blocker.write_text("x")
     with pytest.raises(PandaError, match="cannot write the factor file"):
         model.save(blocker / "sub" / "f.safetensors")
+
+
+def test_part_names_round_trip_and_label(model, tmp_path):
+    named = PandA.load(model.save(tmp_path / "n.safetensors"))
+    assert named.part_label(2) == "part 2"
+    named.part_names_ = {2: "eyes", 5: "nose/mouth"}
+    again = PandA.load(named.save(tmp_path / "n.safetensors"))
+    assert again.part_names_ == {2: "eyes", 5: "nose/mouth"}
+    assert again.part_label(2) == "part 2 (eyes)" and again.part_label(3) == "part 3"

@@ -9,6 +9,7 @@ import sys
 from typing import Callable
 
 import click
+import torch
 
 from .errors import PandaError
 
@@ -275,32 +276,65 @@ def refine(factors, part, appearance, alpha, steps, radius, shift, seeds, seed, 
 @click.argument("factors", type=click.Path(dir_okay=False))
 @click.option("--part", "-k", type=int, default=None, help="Remove what is in part k.")
 @click.option("--mask", type=click.Path(dir_okay=False), default=None, help="Or a PNG whose white pixels mark the region.")
-@click.option("--alpha", "-a", type=float, default=1.0, help="Strength of the background appearance.")
-@click.option("--background", "-b", type=int, default=None, help="Background appearance; default: the one found when fitting.")
+@click.option("--region", type=click.Choice(["eyes", "nose", "mouth"]), default=None,
+              help="Or a face region found in each image by MediaPipe FaceMesh (e.g. eyes: glasses).")
+@click.option("--dilate", type=int, default=5, help="With --region: grow the region by this many pixels.")
+@click.option("--alpha", "-a", type=float, default=1.5, help="Strength of the background appearance.")
+@click.option("--background", "-b", default="auto",
+              help="'auto': the appearance that best fills this region with its surroundings on these images; "
+                   "'global': the one chosen when fitting; or an appearance index.")
 @sample_options(n_images=6, out="out/remove")
 @handle_errors
-def remove(factors, part, mask, alpha, background, seeds, seed, n_images, out, generator_name, device):
-    """Context-aware object removal: fill a part (or a mask) with the background appearance.
+def remove(factors, part, mask, region, dilate, alpha, background, seeds, seed, n_images, out, generator_name, device):
+    """Context-aware object removal: fill a part, a mask or a face region with a background appearance.
 
     \b
     Examples:
-      panda remove factors.safetensors --part 6
-      panda remove factors.safetensors --mask hat.png --background 8 --alpha 1.5
+      panda remove digiface.safetensors --region eyes --seeds 1,5   (glasses)
+      panda remove factors.safetensors --part 8 --background global
+      panda remove factors.safetensors --mask hat.png --background 3 --alpha 2
     """
+    import math
+
     from . import viz
-    from .removal import region_for
+    from .removal import rasterise_mask, region_for
 
     model, gen = _load(factors, device, generator_name)
-    region = region_for(model, part, mask)
-    if background is not None:
-        model.check_appearance(background)
+    if sum(v is not None for v in (part, mask, region)) != 1:
+        raise PandaError("say what to remove: exactly one of --part K, --mask FILE.PNG or --region eyes|nose|mouth.")
+    if not math.isfinite(alpha):
+        raise PandaError(f"alpha must be a finite number, got {alpha}.")
+    if background not in ("auto", "global"):
+        try:
+            background = model.check_appearance(int(background))
+        except ValueError as exc:
+            raise PandaError(f"--background must be auto, global or an appearance index, got '{background}'.") from exc
+    if background == "global" and model.background_ is None:
+        raise PandaError("this factor file has no background appearance: use --background auto or an index.")
     seed_list = _seeds(seeds, seed, n_images)
+    masks = None
+    if region is not None:
+        if dilate < 0:
+            raise PandaError(f"--dilate must be >= 0, got {dilate}.")
+        from .landmarks import FaceMeshMasker
+
+        images = gen.to_unit(gen.synthesize(gen.sample(seed_list))).cpu()
+        found = FaceMeshMasker(dilate=dilate)(images, regions=(region,))
+        missing = [s for s, ok in zip(seed_list, found.found.tolist()) if not ok]
+        if missing:
+            raise PandaError(f"FaceMesh found no face in seeds {missing}: leave them out of --seeds.")
+        masks = found.masks[region]
+        grid_regions = torch.stack([rasterise_mask(m.float().numpy(), model.layer_shape_[1:]) for m in masks])
+        label = region
+    else:
+        grid_regions = region_for(model, part, mask)
+        label = model.part_label(part) if part is not None else "mask"
     folder = viz.check_writable(out)
-    label = f"part {part}" if part is not None else "mask"
-    image, figures = viz.remove_figure(model, gen, seed_list, region, alpha, background, label)
-    path = viz.save_png(image, folder / ("remove_part%d.png" % part if part is not None else "remove_mask.png"))
-    click.echo(f"wrote {path}\n  background appearance {figures['background']}; colour distance from the region to its "
-               f"surroundings: {figures['distance_before']:.4f} before, {figures['distance_after']:.4f} after")
+    image, figures = viz.remove_figure(model, gen, seed_list, grid_regions, alpha, background, label, masks)
+    name = f"remove_part{part}.png" if part is not None else (f"remove_{region}.png" if region else "remove_mask.png")
+    path = viz.save_png(image, folder / name)
+    click.echo(f"wrote {path}\n  background appearance {figures['background']} ({figures['sign']:+g}); colour distance from "
+               f"the region to its surroundings: {figures['distance_before']:.4f} before, {figures['distance_after']:.4f} after")
 
 
 @main.command()

@@ -108,13 +108,16 @@ def run_demo(generator_name: str = "dcgan-celeba", layer: str | None = None, ran
                         f"{refine_fig['roir_refined']:.2f}): global against refined parts on the shifted samples.")]))
     gain = "n/a" if model.background_gain_ != model.background_gain_ else f"{100 * model.background_gain_:.0f}%"
     sections.append(("Object removal", (
-        f"The 'background' appearance {model.background_} (sign {model.background_sign_:+g}) was chosen when fitting as "
-        f"the one that brings regions' mean colour closest to the colour around them (on average {gain} of the way, "
-        f"over all parts and {model.background_samples} calibration samples). Below: the three parts where removal moved "
-        f"the colour most towards the surroundings. On these small DCGANs the effect is modest: expect a fill that "
-        f"tones the region towards its surroundings rather than a clean inpainting."),
-        [(f"remove_{rank}.png", f"Remove part {k}: colour distance to the surroundings {fig['distance_before']:.3f} -> "
-                                f"{fig['distance_after']:.3f}.") for rank, (k, _, fig) in enumerate(removals[:3])]))
+        f"Adding a 'background' appearance to a part fills it with what surrounds it. For each part panda picks the "
+        f"appearance (and sign) among the 16 strongest that brings the part's mean colour closest to the band of "
+        f"pixels around it on these images (<code>--background auto</code>); the fit's global choice is appearance "
+        f"{model.background_} ({model.background_sign_:+g}), {gain} of the way on average over all parts. Below: the "
+        f"three parts where removal moved the colour most towards the surroundings. On these small DCGANs expect a fill "
+        f"that tones the region towards its surroundings rather than a clean inpainting; see "
+        f"<code>examples/</code> for glasses removed on dcgan-digiface."),
+        [(f"remove_{rank}.png", f"Remove {model.part_label(k)} with appearance {fig['background']} ({fig['sign']:+g}): colour "
+                                f"distance to the surroundings {fig['distance_before']:.3f} -> {fig['distance_after']:.3f}.")
+         for rank, (k, _, fig) in enumerate(removals[:3])]))
     sections.append(("Concept localisation", "A^T Z: how much of each appearance is at each position (each map rescaled "
                      "to [0, 1]).", [("localize_top.png", f"Seed {shown[0]}: its six strongest concepts."),
                                      ("localize_background.png", f"Where the background appearance {model.background_} is.")]))

@@ -60,7 +60,7 @@ def region_for(model: PandA, part: int | None = None, mask=None) -> torch.Tensor
 def remove(model: PandA, generator: GeneratorAdapter, latents: Latents | Sequence[int], region: torch.Tensor,
            alpha: float = 1.0, background: int | None = None, sign: float | None = None,
            batch_size: int = 64) -> torch.Tensor:
-    """Fill ``region`` (H, W) with background: images (N, 3, H', W').
+    """Fill ``region`` (H, W), or one region per sample (N, H, W), with background: images (N, 3, H', W').
 
     alpha: strength in units of the layer's typical activation norm (as for edits); > 0 removes.
     background: the appearance to use; default the one found when fitting (``model.background_``).
@@ -76,8 +76,9 @@ def remove(model: PandA, generator: GeneratorAdapter, latents: Latents | Sequenc
     b = model.background_ if background is None else model.check_appearance(background)
     if sign is None:
         sign = model.background_sign_ if b == model.background_ else 1.0
-    delta = region_delta(model, b, region, sign * alpha)
-    return synthesize_offset(generator, model.layer_, as_latents(generator, latents), delta[None], batch_size)
+    regions = region[None] if region.dim() == 2 else region
+    deltas = torch.stack([region_delta(model, b, r, sign * alpha) for r in regions])
+    return synthesize_offset(generator, model.layer_, as_latents(generator, latents), deltas, batch_size)
 
 
 @dataclass
@@ -144,23 +145,48 @@ def towards_background(original: torch.Tensor, edited: torch.Tensor, region: tor
                        ring: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """How far the region's colour is from its surroundings, before and after, per sample.
 
-    original, edited: (N, 3, H', W') images; region: (H', W') bool mask at image resolution;
-    ring: width in pixels of the surrounding band whose mean colour stands for "background"
-    (default an eighth of the image side). Returns (distance before, distance after), each (N,):
-    the Euclidean distance between the region's mean colour and the ring's mean colour in the
-    original image. Removal should make the second smaller.
+    original, edited: (N, 3, H', W') images; region: (H', W') or per sample (N, H', W') bool mask at image
+    resolution; ring: width in pixels of the surrounding band whose mean colour stands for "background"
+    (default an eighth of the image side). Returns (distance before, distance after), each (N,): the
+    Euclidean distance between the region's mean colour and the band's mean colour in the original image.
+    Removal should make the second smaller.
     """
     ring = ring or max(1, original.shape[-1] // 8)
-    r = region.float()[None, None]
-    grown = F.max_pool2d(r, 2 * ring + 1, stride=1, padding=ring)[0, 0] > 0
-    band = grown & ~region.bool()
-    if not band.any() or not region.any():
+    regions = region.bool()
+    if regions.dim() == 2:
+        regions = regions.expand(original.shape[0], *regions.shape)
+    grown = F.max_pool2d(regions[:, None].float(), 2 * ring + 1, stride=1, padding=ring)[:, 0] > 0
+    bands = grown & ~regions
+    if not bands.flatten(1).any(1).all() or not regions.flatten(1).any(1).all():
         raise PandaError("the region covers the whole image or nothing: removal needs background around it.")
 
     def mean_colour(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-        return x[:, :, m].mean(-1)  # (N, 3)
+        w = m[:, None].float()
+        return (x * w).flatten(2).sum(2) / w.flatten(2).sum(2)  # (N, 3)
 
-    target = mean_colour(original, band)
-    before = (mean_colour(original, region.bool()) - target).norm(dim=1)
-    after = (mean_colour(edited, region.bool()) - target).norm(dim=1)
+    target = mean_colour(original, bands)
+    before = (mean_colour(original, regions) - target).norm(dim=1)
+    after = (mean_colour(edited, regions) - target).norm(dim=1)
     return before, after
+
+
+@torch.no_grad()
+def choose_fill(model: PandA, generator: GeneratorAdapter, latents: Latents, regions: torch.Tensor,
+                masks: torch.Tensor, alpha: float = 1.0, candidates: int = 16) -> BackgroundSearch:
+    """The background appearance for *this* region on *these* images: among the ``candidates`` strongest
+    appearances and both signs, the one whose fill brings the regions' mean colour closest to the band
+    around them (:func:`towards_background`). What fills a region depends on what surrounds it: skin for
+    glasses, wall for a head.
+
+    regions: (N, H, W) on the layer's grid; masks: (N, H', W') bool at image resolution.
+    """
+    original = generator.to_unit(generator.synthesize(latents)).cpu()
+    order = torch.argsort(model.appearance_energy_, descending=True)[:candidates]
+    table = {}
+    for j in order.tolist():
+        for s in (1.0, -1.0):
+            edited = generator.to_unit(remove(model, generator, latents, regions, alpha, j, s)).cpu()
+            before, after = towards_background(original, edited, masks)
+            table[(j, s)] = 1.0 - float(after.sum() / before.sum().clamp_min(1e-12))
+    (j, s), gain = max(table.items(), key=lambda item: item[1])
+    return BackgroundSearch(j, s, gain, table)

@@ -331,25 +331,42 @@ def refine_figure(model, generator, seeds: Sequence[int], part: int, appearance:
 
 
 def remove_figure(model, generator, seeds: Sequence[int], region: torch.Tensor, alpha: float = 1.0,
-                  background: int | None = None, label: str = "region") -> tuple[Image.Image, dict]:
-    """Rows: samples. Columns: original with the region outlined by heat, removed, pixel change.
-    Returns the picture and the mean colour distance from the region to the band around it, before and after."""
-    from .removal import remove, towards_background
+                  background: int | str | None = "auto", label: str = "region",
+                  masks: torch.Tensor | None = None) -> tuple[Image.Image, dict]:
+    """Rows: samples. Columns: the region as heat, original, removed, pixel change.
+
+    region: (H, W) or per sample (N, H, W) on the layer's grid; masks: the same at image resolution
+    (bool), default the region upsampled above 0.5. background: "auto" (chosen for this region on these
+    images, :func:`panda.removal.choose_fill`), None or "global" (the one chosen when fitting), or an index.
+    Returns the picture and figures: the appearance and sign used, and the mean colour distance from
+    the region to the band around it, before and after.
+    """
+    from .removal import choose_fill, remove, towards_background
 
     latents = generator.sample(seeds)
     original = generator.to_unit(generator.synthesize(latents)).cpu()
-    removed = generator.to_unit(remove(model, generator, latents, region, alpha, background)).cpu()
     size, scale = original.shape[-1], _scale_for(original)
-    up = upsample(region[None].float(), size)[0]
-    before, after = towards_background(original, removed, up > 0.5)
+    regions = region[None].expand(len(seeds), *region.shape) if region.dim() == 2 else region
+    if masks is None:
+        masks = upsample(regions.float(), size) > 0.5
+    sign = None
+    if background == "auto":
+        found = choose_fill(model, generator, latents, regions, masks, alpha)
+        background, sign = found.appearance, found.sign
+    elif background in (None, "global"):
+        background = None
+    removed = generator.to_unit(remove(model, generator, latents, regions, alpha, background, sign)).cpu()
+    before, after = towards_background(original, removed, masks)
     change = change_map(original, removed)
     heat = change / change.max().clamp_min(1e-12)
-    rows = [[to_pil(overlay(original[i], up), scale), to_pil(original[i], scale), to_pil(removed[i], scale),
+    rows = [[to_pil(overlay(original[i], masks[i].float()), scale), to_pil(original[i], scale), to_pil(removed[i], scale),
              to_pil(hot(heat[i].numpy()), scale)] for i in range(len(latents))]
     b = model.background_ if background is None else background
-    figures = {"background": b, "distance_before": float(before.mean()), "distance_after": float(after.mean())}
-    title = (f"remove {label} with background appearance {b} x {alpha:+g}: colour distance to the surroundings "
-             f"{figures['distance_before']:.3f} -> {figures['distance_after']:.3f}")
+    used_sign = sign if sign is not None else (model.background_sign_ if b == model.background_ else 1.0)
+    figures = {"background": b, "sign": used_sign, "distance_before": float(before.mean()),
+               "distance_after": float(after.mean())}
+    title = (f"remove {label} with background appearance {b} ({used_sign:+g}) x {alpha:+g}: colour distance to the "
+             f"surroundings {figures['distance_before']:.3f} -> {figures['distance_after']:.3f}")
     return grid(rows, [f"seed {s}" for s in seeds], [label, "original", "removed", "change"], title=title), figures
 
 

@@ -99,6 +99,29 @@ def test_removal_changes_the_region_most(model, celeba):
     assert inside > 3 * outside
 
 
+def test_towards_background_takes_one_mask_per_sample():
+    x = torch.zeros(2, 3, 16, 16)
+    masks = torch.zeros(2, 16, 16, dtype=torch.bool)
+    masks[0, 2:6, 2:6] = True
+    masks[1, 8:12, 8:12] = True
+    x[0, :, 2:6, 2:6] = 1.0
+    before, after = towards_background(x, torch.zeros_like(x), masks, ring=2)
+    assert before[0].item() == pytest.approx(3 ** 0.5) and before[1].item() == 0
+    assert after.abs().max() == 0
+
+
+def test_per_sample_regions_and_chosen_fill(model, celeba):
+    from panda.removal import choose_fill
+    lat = celeba.sample(range(4))
+    regions = torch.stack([region_for(model, part=k) for k in (0, 1, 2, 3)])
+    masks = upsample(regions, 64) > 0.5
+    together = remove(model, celeba, lat, regions, alpha=1.0, background=5, sign=1.0)
+    alone = remove(model, celeba, lat[1:2], regions[1], alpha=1.0, background=5, sign=1.0)
+    assert torch.allclose(together[1:2], alone, atol=1e-6)
+    found = choose_fill(model, celeba, lat, regions, masks, candidates=3)
+    assert len(found.table) == 6 and found.gain == max(found.table.values())
+
+
 def test_background_search_picks_its_best_candidate(model, celeba):
     found = find_background(model, celeba, range(4), candidates=4)
     assert found.gain == max(found.table.values())

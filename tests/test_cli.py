@@ -100,6 +100,9 @@ def test_refine_remove_localize_commands(factor_file, tmp_path):
     r = run("remove", factor_file, "--part", 2, "--seeds", "0-1", "--out", tmp_path / "rm")
     assert r.exit_code == 0, r.output
     assert "before" in r.output and (tmp_path / "rm" / "remove_part2.png").is_file()
+    r = run("remove", factor_file, "--region", "eyes", "--background", "global", "--seeds", "0-1", "--out", tmp_path / "rm")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "rm" / "remove_eyes.png").is_file()
     mask = tmp_path / "mask.png"
     img = Image.new("L", (64, 64), 0)
     img.paste(255, (20, 20, 44, 44))
@@ -118,7 +121,9 @@ def test_refine_remove_localize_commands(factor_file, tmp_path):
     (["refine", "--part", 0, "--shift", "0,9"], "smaller shift"),
     (["refine", "--part", 0, "--shift", "x"], "DY,DX"),
     (["refine", "--part", 12], "part 12 is out of range"),
-    (["remove"], "either --part"),
+    (["remove"], "exactly one of --part"),
+    (["remove", "--part", 0, "--region", "eyes"], "exactly one of --part"),
+    (["remove", "--part", 0, "--background", "sky"], "auto, global or an appearance index"),
     (["remove", "--part", 0, "--background", 999], "appearance 999 is out of range"),
     (["localize", "--appearance", 999], "appearance 999 is out of range"),
     (["localize"], "either --appearance"),

@@ -347,8 +347,9 @@ def remove_figure(model, generator, seeds: Sequence[int], region: torch.Tensor, 
     original = generator.to_unit(generator.synthesize(latents)).cpu()
     size, scale = original.shape[-1], _scale_for(original)
     regions = region[None].expand(len(seeds), *region.shape) if region.dim() == 2 else region
+    shown = upsample(regions.float(), size).clamp(0, 1) if masks is None else masks.float()  # what is drawn
     if masks is None:
-        masks = upsample(regions.float(), size) > 0.5
+        masks = shown > 0.5  # what is measured
     sign = None
     if background == "auto":
         found = choose_fill(model, generator, latents, regions, masks, alpha)
@@ -359,7 +360,7 @@ def remove_figure(model, generator, seeds: Sequence[int], region: torch.Tensor, 
     before, after = towards_background(original, removed, masks)
     change = change_map(original, removed)
     heat = change / change.max().clamp_min(1e-12)
-    rows = [[to_pil(overlay(original[i], masks[i].float()), scale), to_pil(original[i], scale), to_pil(removed[i], scale),
+    rows = [[to_pil(overlay(original[i], shown[i]), scale), to_pil(original[i], scale), to_pil(removed[i], scale),
              to_pil(hot(heat[i].numpy()), scale)] for i in range(len(latents))]
     b = model.background_ if background is None else background
     used_sign = sign if sign is not None else (model.background_sign_ if b == model.background_ else 1.0)

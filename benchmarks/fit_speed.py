@@ -43,7 +43,7 @@ def one(generator: str, layer: str, n: int, rank_parts: int, official_iters: int
     extract = time.perf_counter() - t
 
     t = time.perf_counter()
-    stats = data_stats(source)
+    stats = data_stats(source, grid=(h, w))  # as PandA.fit: border statistics included
     res = panda_factorise(source, c, rank_parts, stats=stats)
     fit = time.perf_counter() - t
     ours = relative_error(held, res.appearances, res.parts)

@@ -9,11 +9,8 @@ import sys
 from typing import Callable
 
 import click
-import torch
 
 from .errors import PandaError
-
-DEFAULT_ALPHAS = (-2.0, -1.0, 0.0, 1.0, 2.0)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -197,7 +194,7 @@ def edit(factors, part, appearance, alpha, edits, sweep, seeds, seed, n_images, 
       panda edit factors.safetensors --edit 6,5,1.5 --edit 9,1,-1 --seeds 0-3
     """
     from . import viz
-    from .editing import Edit, check_edits
+    from .editing import DEFAULT_ALPHAS, Edit, check_edits
 
     model, gen = _load(factors, device, generator_name)
     seed_list = _seeds(seeds, seed, n_images)
@@ -214,7 +211,7 @@ def edit(factors, part, appearance, alpha, edits, sweep, seeds, seed, n_images, 
     folder = viz.check_writable(out)
     if len(edit_list) == 1 and sweep:
         e = edit_list[0]
-        alphas = [f * e.alpha for f in (-2.0, -1.0, 0.0, 1.0, 2.0)]
+        alphas = [f * e.alpha for f in DEFAULT_ALPHAS]
         image, share = viz.sweep_figure(model, gen, seed_list, e.part, e.appearance, alphas)
         path = viz.save_png(image, folder / f"edit_part{e.part}_app{e.appearance}.png")
         click.echo(f"wrote {path} ({100 * share:.0f}% of the pixel change inside the part)")
@@ -295,6 +292,8 @@ def remove(factors, part, mask, region, dilate, alpha, background, seeds, seed, 
       panda remove factors.safetensors --mask hat.png --background 3 --alpha 2
     """
     import math
+
+    import torch
 
     from . import viz
     from .removal import rasterise_mask, region_for

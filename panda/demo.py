@@ -8,7 +8,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from . import viz
-from .cli import DEFAULT_ALPHAS
+from .editing import DEFAULT_ALPHAS
 from .generators import load_generator
 from .model import PandA
 

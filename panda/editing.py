@@ -21,6 +21,10 @@ from .model import PandA
 from .viz import normalise
 
 
+#: The strengths a sweep shows by default (in units of the layer's typical activation norm).
+DEFAULT_ALPHAS = (-2.0, -1.0, 0.0, 1.0, 2.0)
+
+
 @dataclass(frozen=True)
 class Edit:
     """Add appearance ``appearance`` to part ``part`` with strength ``alpha``."""

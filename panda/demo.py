@@ -65,7 +65,10 @@ def run_demo(generator_name: str = "dcgan-celeba", layer: str | None = None, ran
     # -- the paper's other applications
     from .removal import region_for
 
-    refined = [(k, *viz.refine_figure(model, gen, shown, k, model.top_appearances(k, 1)[0], 2.0, shift=(0, 2)))
+    from .refinement import refine
+
+    once = refine(model, gen, shown, shift=(0, 2))  # the same refined parts serve every part's figure
+    refined = [(k, *viz.refine_figure(model, gen, shown, k, model.top_appearances(k, 1)[0], 2.0, shift=(0, 2), refined=once))
                for k in tqdm(range(model.n_parts), desc="refinement per part", disable=not progress, leave=False)]
     improved = [r for r in refined if r[2]["roir_refined"] < r[2]["roir_global"]]
     refine_part, refine_img, refine_fig = min(refined, key=lambda r: r[2]["roir_refined"] - r[2]["roir_global"])

@@ -122,6 +122,14 @@ def removal_gain(model: PandA, generator: GeneratorAdapter, latents: Latents, or
     return sum(gains) / max(len(gains), 1)
 
 
+def _best_fill(model: PandA, candidates: int, gain) -> BackgroundSearch:
+    """Try the ``candidates`` strongest appearances with both signs; ``gain(j, sign)`` scores each."""
+    order = torch.argsort(model.appearance_energy_, descending=True)[:candidates]
+    table = {(j, s): gain(j, s) for j in order.tolist() for s in (1.0, -1.0)}
+    (j, s), best = max(table.items(), key=lambda item: item[1])
+    return BackgroundSearch(j, s, best, table)
+
+
 def find_background(model: PandA, generator: GeneratorAdapter, seeds: Sequence[int], candidates: int = 16,
                     alpha: float = 1.0) -> BackgroundSearch:
     """Pick the "background" appearance by what removal should do.
@@ -134,11 +142,7 @@ def find_background(model: PandA, generator: GeneratorAdapter, seeds: Sequence[i
     """
     latents = generator.sample(seeds)
     original = generator.to_unit(generator.synthesize(latents)).cpu()
-    order = torch.argsort(model.appearance_energy_, descending=True)[:candidates]
-    table = {(int(j), s): removal_gain(model, generator, latents, original, int(j), s, alpha)
-             for j in order for s in (1.0, -1.0)}
-    (j, s), gain = max(table.items(), key=lambda item: item[1])
-    return BackgroundSearch(j, s, gain, table)
+    return _best_fill(model, candidates, lambda j, s: removal_gain(model, generator, latents, original, j, s, alpha))
 
 
 def towards_background(original: torch.Tensor, edited: torch.Tensor, region: torch.Tensor,
@@ -181,12 +185,10 @@ def choose_fill(model: PandA, generator: GeneratorAdapter, latents: Latents, reg
     regions: (N, H, W) on the layer's grid; masks: (N, H', W') bool at image resolution.
     """
     original = generator.to_unit(generator.synthesize(latents)).cpu()
-    order = torch.argsort(model.appearance_energy_, descending=True)[:candidates]
-    table = {}
-    for j in order.tolist():
-        for s in (1.0, -1.0):
-            edited = generator.to_unit(remove(model, generator, latents, regions, alpha, j, s)).cpu()
-            before, after = towards_background(original, edited, masks)
-            table[(j, s)] = 1.0 - float(after.sum() / before.sum().clamp_min(1e-12))
-    (j, s), gain = max(table.items(), key=lambda item: item[1])
-    return BackgroundSearch(j, s, gain, table)
+
+    def gain(j: int, s: float) -> float:
+        edited = generator.to_unit(remove(model, generator, latents, regions, alpha, j, s)).cpu()
+        before, after = towards_background(original, edited, masks)
+        return 1.0 - float(after.sum() / before.sum().clamp_min(1e-12))
+
+    return _best_fill(model, candidates, gain)

@@ -285,20 +285,23 @@ def edits_figure(model, generator, seeds: Sequence[int], edits, latents=None) ->
 
 
 def refine_figure(model, generator, seeds: Sequence[int], part: int, appearance: int, alpha: float,
-                  shift: tuple[int, int] = (0, 0), steps: int = 100, radius: int | None = 1) -> tuple[Image.Image, dict]:
+                  shift: tuple[int, int] = (0, 0), steps: int = 100, radius: int | None = 1,
+                  refined: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[Image.Image, dict]:
     """Global against refined parts on samples whose features are shifted by ``shift`` = (dy, dx).
 
     Rows: samples. Columns: the (shifted) image, the global part, the refined part, the edit with
     each, and each edit's pixel change. The region an edit should stay in is the global part moved
     by the same shift. Returns the picture and figures: mean reconstruction errors and median ROIR of
     the edits against that region (lower is better) with the global and the refined parts.
+    refined: (features, refined parts) from :func:`panda.refinement.refine` for these seeds and shift, if
+    already computed (they do not depend on the part shown).
     """
     from .editing import Edit, edit_delta, part_profile, synthesize_offset
     from .metrics import finite_median, roir
     from .refinement import refine, sample_errors, shift_features, shift_map
 
     latents = generator.sample(seeds)
-    z, refined = refine(model, generator, latents, steps, shift, radius)
+    z, refined = refine(model, generator, latents, steps, shift, radius) if refined is None else refined
     move = (lambda f: shift_features(f, *shift)) if shift != (0, 0) else None
     e = [Edit(part, appearance, alpha)]
     zero = torch.zeros(1, *model.layer_shape_)

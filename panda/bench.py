@@ -34,7 +34,7 @@ from . import baselines, viz
 from .editing import Edit, edit, part_profile
 from .errors import PandaError
 from .generators import GeneratorAdapter, Latents, load_generator
-from .landmarks import REGIONS, FaceMeshMasker, cross_check, load_onet, onet_points
+from .landmarks import REGIONS, FaceMeshMasker, RegionMasks, cross_check, load_onet, onet_points
 from .metrics import roir
 from .model import PandA
 
@@ -79,8 +79,6 @@ def face_set(generator: GeneratorAdapter, start: int, n: int, masker: FaceMeshMa
             masks[r].append(rm.masks[r])
     images = torch.cat(images)
     masks = {r: torch.cat(m) for r, m in masks.items()}
-    from .landmarks import RegionMasks
-
     check = cross_check(RegionMasks(torch.cat(found), masks), torch.cat(probs), torch.cat(points))
     keep = check["kept"] & torch.stack([m.flatten(1).any(1) for m in masks.values()]).all(0)
     idx = torch.nonzero(keep).flatten()
@@ -310,13 +308,13 @@ def bar_plot(res: BenchResult) -> Image.Image:
     return img
 
 
-def outline(image: torch.Tensor, mask: torch.Tensor, scale: int, colour=(0, 255, 0)) -> Image.Image:
-    """The image enlarged ``scale`` times with the mask's boundary drawn in ``colour``."""
-    m = torch.nn.functional.interpolate(mask[None, None].float(), scale_factor=scale, mode="nearest")[0, 0] > 0
-    eroded = -torch.nn.functional.max_pool2d(-m[None, None].float(), 3, 1, 1)[0, 0] > 0
-    edge = (m & ~eroded).numpy()
+def outline(image: torch.Tensor, masks: list[torch.Tensor], scale: int, colours=((0, 255, 0),)) -> Image.Image:
+    """The image enlarged ``scale`` times with each (H, W) mask's boundary drawn in its colour."""
     arr = np.array(viz.to_pil(image, scale))
-    arr[edge] = colour
+    for mask, colour in zip(masks, colours):
+        m = torch.nn.functional.interpolate(mask[None, None].float(), scale_factor=scale, mode="nearest")[0, 0] > 0
+        eroded = -torch.nn.functional.max_pool2d(-m[None, None].float(), 3, 1, 1)[0, 0] > 0
+        arr[(m & ~eroded).numpy()] = colour
     return Image.fromarray(arr)
 
 
@@ -327,7 +325,7 @@ def region_grid(res: BenchResult, edits: dict, region: str, n_show: int = 6) -> 
     rows = []
     for i in range(min(n_show, len(faces.seeds))):
         mask = faces.masks[region][i]
-        rows.append([outline(faces.images[i], mask, scale)] + [outline(edits[region][m][i], mask, scale) for m in methods])
+        rows.append([outline(faces.images[i], [mask], scale)] + [outline(edits[region][m][i], [mask], scale) for m in methods])
     by = {(r["method"], r["region"]): r for r in res.rows}
     cols = ["original"] + [f"{m}\nROIR {by[(m, region)]['mean']:.2f}" for m in methods]
     return viz.grid(rows, [f"seed {s}" for s in faces.seeds[:n_show]], cols,
@@ -341,11 +339,7 @@ def masks_figure(faces: FaceSet, n_show: int = 8) -> Image.Image:
     for i in range(min(n_show, len(faces.seeds))):
         img = faces.images[i]
         colours = {"eyes": (0, 255, 0), "nose": (255, 0, 255), "mouth": (0, 200, 255)}
-        tile = viz.to_pil(img, scale)
-        for r in REGIONS:
-            tile = outline(torch.from_numpy(np.array(tile)).permute(2, 0, 1).float() / 255,
-                           torch.nn.functional.interpolate(faces.masks[r][i][None, None].float(), scale_factor=scale)[0, 0] > 0,
-                           1, colours[r])
+        tile = outline(img, [faces.masks[r][i] for r in REGIONS], scale, [colours[r] for r in REGIONS])
         d = ImageDraw.Draw(tile)
         for x, y in faces.check["points"][i].tolist():
             d.ellipse([x * scale - 3, y * scale - 3, x * scale + 3, y * scale + 3], outline=(255, 0, 0), width=2)

@@ -244,25 +244,18 @@ def refine(factors, part, appearance, alpha, steps, radius, shift, seeds, seed, 
     \b
     Example:  panda refine factors.safetensors --part 2 --shift 0,2 --seeds 0-5
     """
-    import math
-
     from . import viz
+    from .editing import check_alpha
+    from .refinement import check_refine_args
 
     model, gen = _load(factors, device, generator_name)
     model.check_part(part)
     j = model.top_appearances(part, 1)[0] if appearance is None else model.check_appearance(appearance)
-    if not math.isfinite(alpha):
-        raise PandaError(f"alpha must be a finite number, got {alpha}.")
-    if steps < 0:
-        raise PandaError(f"steps={steps}: give a number of refinement steps >= 0.")
+    check_alpha(alpha)
     dy, dx = parse_shift(shift)
-    _, h, w = model.layer_shape_
-    if abs(dy) >= h or abs(dx) >= w:
-        raise PandaError(f"shift ({dy}, {dx}) is as large as the layer's {h}x{w} grid: use a smaller shift.")
+    check_refine_args(model.layer_shape_[1:], steps, radius, (dy, dx))  # all before anything is written
     seed_list = _seeds(seeds, seed, n_images)
     folder = viz.check_writable(out)
-    if radius < 0:
-        raise PandaError(f"radius={radius}: give a neighbourhood radius >= 0.")
     image, figures = viz.refine_figure(model, gen, seed_list, part, j, alpha, (dy, dx), steps, radius)
     path = viz.save_png(image, folder / f"refine_part{part}.png")
     click.echo(f"wrote {path}\n  reconstruction error: global {figures['error_global']:.4f}, refined {figures['error_refined']:.4f}\n"
@@ -291,18 +284,16 @@ def remove(factors, part, mask, region, dilate, alpha, background, seeds, seed, 
       panda remove factors.safetensors --part 8 --background global
       panda remove factors.safetensors --mask hat.png --background 3 --alpha 2
     """
-    import math
-
     import torch
 
     from . import viz
+    from .editing import check_alpha
     from .removal import rasterise_mask, region_for
 
     model, gen = _load(factors, device, generator_name)
     if sum(v is not None for v in (part, mask, region)) != 1:
         raise PandaError("say what to remove: exactly one of --part K, --mask FILE.PNG or --region eyes|nose|mouth.")
-    if not math.isfinite(alpha):
-        raise PandaError(f"alpha must be a finite number, got {alpha}.")
+    check_alpha(alpha)
     if background not in ("auto", "global"):
         try:
             background = model.check_appearance(int(background))

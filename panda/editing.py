@@ -54,14 +54,20 @@ def part_profile(model: PandA, part: int, parts: torch.Tensor | None = None) -> 
     return normalise(p[None])[0]
 
 
+def check_alpha(alpha: float) -> float:
+    """An edit strength must be a finite number (a NaN or inf would ruin every pixel)."""
+    if not math.isfinite(alpha):
+        raise PandaError(f"alpha must be a finite number, got {alpha}.")
+    return alpha
+
+
 def check_edits(model: PandA, edits: Sequence[Edit]) -> list[Edit]:
     if not edits:
         raise PandaError("no edit given: give at least one PART,APPEARANCE,ALPHA.")
     for e in edits:
         model.check_part(e.part)
         model.check_appearance(e.appearance)
-        if not math.isfinite(e.alpha):
-            raise PandaError(f"alpha must be a finite number, got {e.alpha}.")
+        check_alpha(e.alpha)
     return list(edits)
 
 

@@ -193,7 +193,7 @@ class PandA:
 
     def part_label(self, part: int) -> str:
         """'part 5 (eyes)' where the part has a name (``panda name-parts``), else 'part 5'."""
-        name = getattr(self, "part_names_", {}).get(part)
+        name = self.part_names_.get(part)
         return f"part {part} ({name})" if name else f"part {part}"
 
     def part_maps(self) -> torch.Tensor:
@@ -277,7 +277,7 @@ class PandA:
             "n_passes": self.n_passes_, "fit_time_s": self.fit_time_, "extract_time_s": self.extract_time_,
             "feature_scale": self.feature_scale_, "background": self.background_,
             "background_sign": self.background_sign_, "background_gain": _json_float(self.background_gain_),
-            "part_names": {str(k): v for k, v in getattr(self, "part_names_", {}).items()},
+            "part_names": {str(k): v for k, v in self.part_names_.items()},
         }
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -354,9 +354,12 @@ class PandA:
         model.background_, model.background_sign_ = bg, float(meta["background_sign"])
         model.background_gain_ = _from_json_float(meta["background_gain"])
         try:  # optional: written by `panda name-parts`
-            model.part_names_ = {int(k): str(v) for k, v in meta.get("part_names", {}).items() if 0 <= int(k) < rs}
+            model.part_names_ = {int(k): str(v) for k, v in meta.get("part_names", {}).items()}
         except (TypeError, ValueError, AttributeError) as exc:
             raise PandaError(f"'{path}': the part names are not readable: {refit}.") from exc
+        if any(not 0 <= k < rs for k in model.part_names_):
+            raise PandaError(f"'{path}': names are given for parts outside 0..{rs - 1}: name its parts again "
+                             f"with `panda name-parts`, or {refit}.")
         model.generator_name_, model.generator_hash_ = meta["generator"], meta["generator_sha256"]
         model.layer_, model.n_samples_, model.seed_ = meta["layer"], meta["n_samples"], meta["seed"]
         model.train_error_, model.heldout_error_ = meta["train_error"], _from_json_float(meta["heldout_error"])

@@ -35,6 +35,18 @@ def part_neighbourhood(model: PandA, radius: int = 1, threshold: float = 0.25) -
     return grown.flatten(1).T
 
 
+def check_refine_args(grid: tuple[int, int], steps: int = 100, radius: int | None = 1,
+                      shift: tuple[int, int] = (0, 0)) -> None:
+    """Refinement steps >= 0, radius >= 0 (or None), and a shift smaller than the (H, W) grid."""
+    if steps < 0:
+        raise PandaError(f"steps={steps}: give a number of refinement steps >= 0.")
+    if radius is not None and radius < 0:
+        raise PandaError(f"radius={radius}: give a neighbourhood radius >= 0 (or none).")
+    (h, w), (dy, dx) = grid, shift
+    if abs(dy) >= h or abs(dx) >= w:
+        raise PandaError(f"shift ({dy}, {dx}) is as large as the layer's {h}x{w} grid: use a smaller shift.")
+
+
 def refine_parts(model: PandA, z: torch.Tensor, steps: int = 100, radius: int | None = 1,
                  tol: float = 1e-9) -> torch.Tensor:
     """Sample-specific parts for feature maps z (N, C, H, W): (N, S, R_S), non-negative.
@@ -42,10 +54,7 @@ def refine_parts(model: PandA, z: torch.Tensor, steps: int = 100, radius: int | 
     steps:  at most this many projected-gradient iterations per sample (each is an S x S product).
     radius: how many positions a part may move beyond its global support (None: anywhere).
     """
-    if steps < 0:
-        raise PandaError(f"steps={steps}: give a number of refinement steps >= 0.")
-    if radius is not None and radius < 0:
-        raise PandaError(f"radius={radius}: give a neighbourhood radius >= 0 (or none).")
+    check_refine_args(model.layer_shape_[1:], steps, radius)
     z = model._flat(z)
     a = model.appearances_.to(z)
     support = None if radius is None else part_neighbourhood(model, radius).to(z.device)
@@ -74,9 +83,8 @@ def sample_errors(model: PandA, z: torch.Tensor, parts: torch.Tensor | None = No
 def shift_features(z: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     """Translate feature maps (N, C, H, W) by (dy, dx) positions, repeating the edge into the gap,
     so that an image's content moves without wrapping round."""
-    n, c, h, w = z.shape
-    if abs(dy) >= h or abs(dx) >= w:
-        raise PandaError(f"shift ({dy}, {dx}) is as large as the layer's {h}x{w} grid: use a smaller shift.")
+    h, w = z.shape[-2:]
+    check_refine_args((h, w), shift=(dy, dx))
     padded = F.pad(z, (max(dx, 0), max(-dx, 0), max(dy, 0), max(-dy, 0)), mode="replicate")
     return padded[:, :, max(-dy, 0):max(-dy, 0) + h, max(-dx, 0):max(-dx, 0) + w]
 

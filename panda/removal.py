@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .editing import as_latents, part_profile, region_delta, synthesize_offset
+from .editing import as_latents, check_alpha, part_profile, region_delta, synthesize_offset
 from .errors import PandaError
 from .generators import GeneratorAdapter, Latents
 from .model import PandA
@@ -66,11 +66,8 @@ def remove(model: PandA, generator: GeneratorAdapter, latents: Latents | Sequenc
     background: the appearance to use; default the one found when fitting (``model.background_``).
     sign: the direction of that appearance that removes; default the model's for its background, else +1.
     """
-    import math
-
     model.check_compatible(generator)
-    if not math.isfinite(alpha):
-        raise PandaError(f"alpha must be a finite number, got {alpha}.")
+    check_alpha(alpha)
     if model.background_ is None and background is None:
         raise PandaError("this factor file has no background appearance: name one with --background J.")
     b = model.background_ if background is None else model.check_appearance(background)
@@ -117,9 +114,13 @@ def removal_gain(model: PandA, generator: GeneratorAdapter, latents: Latents, or
     edited = generator.to_unit(edited).cpu()
     gains = []
     for i, k in enumerate(keep):
-        before, after = towards_background(original, edited[i * n:(i + 1) * n], masks[k])
-        gains.append(1.0 - float(after.sum() / before.sum().clamp_min(1e-12)))
+        gains.append(_gain(*towards_background(original, edited[i * n:(i + 1) * n], masks[k])))
     return sum(gains) / max(len(gains), 1)
+
+
+def _gain(before: torch.Tensor, after: torch.Tensor) -> float:
+    """Share of the way the regions' colour moved towards their surroundings (1 all, 0 none, < 0 away)."""
+    return 1.0 - float(after.sum() / before.sum().clamp_min(1e-12))
 
 
 def _best_fill(model: PandA, candidates: int, gain) -> BackgroundSearch:
@@ -188,7 +189,6 @@ def choose_fill(model: PandA, generator: GeneratorAdapter, latents: Latents, reg
 
     def gain(j: int, s: float) -> float:
         edited = generator.to_unit(remove(model, generator, latents, regions, alpha, j, s)).cpu()
-        before, after = towards_background(original, edited, masks)
-        return 1.0 - float(after.sum() / before.sum().clamp_min(1e-12))
+        return _gain(*towards_background(original, edited, masks))
 
     return _best_fill(model, candidates, gain)

@@ -101,3 +101,14 @@ def test_part_names_round_trip_and_label(model, tmp_path):
     again = PandA.load(named.save(tmp_path / "n.safetensors"))
     assert again.part_names_ == {2: "eyes", 5: "nose/mouth"}
     assert again.part_label(2) == "part 2 (eyes)" and again.part_label(3) == "part 3"
+
+
+def test_names_for_missing_parts_refused(model, tmp_path):
+    path = tmp_path / "f.safetensors"
+    meta = model.metadata() | {"part_names": {"99": "eyes"}}
+    from safetensors.torch import save_file
+
+    from panda.model import _TENSORS
+    save_file({n: getattr(model, n + "_").contiguous() for n in _TENSORS}, str(path), metadata={"panda": json.dumps(meta)})
+    with pytest.raises(PandaError, match="outside 0..7"):
+        PandA.load(path)

@@ -234,11 +234,14 @@ def parse_shift(text: str) -> tuple[int, int]:
 @click.option("--appearance", "-j", type=int, default=None, help="Appearance for the edit; default: the part's top one by energy.")
 @click.option("--alpha", "-a", type=float, default=2.0, help="Edit strength.")
 @click.option("--steps", type=int, default=100, help="Refinement steps per image.")
-@click.option("--radius", type=int, default=1, help="Positions a part may move beyond its global support.")
-@click.option("--shift", default="0,0", help="Translate the features by DY,DX layer positions first (misaligned data).")
+@click.option("--radius", type=int, default=1, help="Positions a part may move beyond its start's support.")
+@click.option("--search", type=int, default=2,
+              help="Start from the global parts translated by up to this many positions, whichever fits the image best (0: no search).")
+@click.option("--shift", default="0,0",
+              help="Translate the features by DY,DX layer positions first (periodically), to try refinement on misaligned data.")
 @sample_options(n_images=6, out="out/refine")
 @handle_errors
-def refine(factors, part, appearance, alpha, steps, radius, shift, seeds, seed, n_images, out, generator_name, device):
+def refine(factors, part, appearance, alpha, steps, radius, search, shift, seeds, seed, n_images, out, generator_name, device):
     """Fit sample-specific parts for each image and compare them and their edits with the global parts.
 
     \b
@@ -253,13 +256,14 @@ def refine(factors, part, appearance, alpha, steps, radius, shift, seeds, seed, 
     j = model.top_appearances(part, 1)[0] if appearance is None else model.check_appearance(appearance)
     check_alpha(alpha)
     dy, dx = parse_shift(shift)
-    check_refine_args(model.layer_shape_[1:], steps, radius, (dy, dx))  # all before anything is written
+    check_refine_args(model.layer_shape_[1:], steps, radius, (dy, dx), search)  # all before anything is written
     seed_list = _seeds(seeds, seed, n_images)
     folder = viz.check_writable(out)
-    image, figures = viz.refine_figure(model, gen, seed_list, part, j, alpha, (dy, dx), steps, radius)
+    image, figures = viz.refine_figure(model, gen, seed_list, part, j, alpha, (dy, dx), steps, radius, search)
     path = viz.save_png(image, folder / f"refine_part{part}.png")
     click.echo(f"wrote {path}\n  reconstruction error: global {figures['error_global']:.4f}, refined {figures['error_refined']:.4f}\n"
-               f"  median ROIR of the edit (lower is better): global {figures['roir_global']:.3f}, refined {figures['roir_refined']:.3f}")
+               f"  median ROIR of the edit (lower is better): global {figures['roir_global']:.3f}, refined {figures['roir_refined']:.3f}\n"
+               f"  images whose refinement started from the shift ({dy},{dx}): {figures['shift_found']:.0%}")
 
 
 @main.command()

@@ -36,9 +36,3 @@ def change_inside_fraction(original: torch.Tensor, edited: torch.Tensor, mask: t
     m = _broadcast_mask(mask, diff2)
     total = diff2.flatten(1).sum(1)
     return (m * diff2).flatten(1).sum(1) / total.clamp_min(1e-30)
-
-
-def finite_median(values: torch.Tensor) -> float:
-    """Median of the finite entries (ROIR is inf where an edit changed nothing in its region); nan if none."""
-    finite = values[torch.isfinite(values)]
-    return float(finite.median()) if finite.numel() else float("nan")

@@ -2,42 +2,71 @@
 
 For one sample, with A fixed, the PandA objective ``||Z_i - A A^T Z_i P_i P_i^T||^2`` is the
 global P-step restricted to that sample: the same projected-gradient solver on the S x S matrix
-``M_i = Z_i^T A A^T Z_i / ||Z_i||^2``, started from the global P (as the authors' demo does).
+``M_i = Z_i^T A A^T Z_i / ||Z_i||^2``, started from the global P.
 
-Why a neighbourhood: solved to convergence on one image, the objective happily re-purposes a
-part for whatever reconstructs that image best, and the part loses its meaning (the authors avoid
-this only by taking 100 tiny steps). Misalignment moves content locally, so each refined part is
-kept inside its global part's support (rescaled map > ``threshold``) dilated by ``radius`` positions.
+Two things make the refined parts follow the image instead of merely reconstructing it better:
+
+- Where to start: the global parts translated by the (dy, dx), |dy|, |dx| <= ``search``, that
+  gives this sample the lowest objective. Misalignment is mostly a translation, and projected
+  gradient from the untranslated parts does not find it: on one image, the gain from re-purposing
+  the parts to reconstruct that image dwarfs the gain from moving them with the content (measured
+  on dcgan-celeba relu2: refinement from the global parts moved part centroids by < 0.4 of a known
+  shift; the search recovers the shift in most samples, see ``benchmarks/refine_locality.md``).
+- Where to go: solved to convergence on one image, the objective re-purposes a part for whatever
+  reconstructs that image best, and the part loses its meaning (the authors avoid this only by
+  taking 100 tiny steps). So each refined part is kept inside its (translated) start's support,
+  dilated by ``radius`` positions.
+
+Translations are periodic (what leaves one side comes back on the other), both for the parts
+searched over and for the :func:`shift_maps` used to make misaligned test data: then nothing is
+invented at the border, and the exactly aligned parts (the translated global ones) are among the
+candidates, so a test knows the right answer.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from .errors import PandaError
-from .factorisation import solve_parts
+from .factorisation import parts_objective, solve_parts
 from .features import capture
 from .generators import GeneratorAdapter, Latents
 from .model import PandA
 
 
-def part_neighbourhood(model: PandA, radius: int = 1, threshold: float = 0.25) -> torch.Tensor:
-    """(S, R_S) bool: where each refined part may live: the global part's support (its [0, 1]-rescaled
-    map above ``threshold``) dilated by ``radius`` positions (a square neighbourhood)."""
+class Refined(NamedTuple):
+    """What :func:`refine_parts` returns for N samples."""
+
+    parts: torch.Tensor   # (N, S, R_S) sample-specific parts, non-negative
+    shifts: torch.Tensor  # (N, 2) int: the translation (dy, dx) of the global parts each started from
+
+
+def shift_maps(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Translate maps (..., H, W) by (dy, dx) positions, periodically: content that leaves one side
+    comes back on the other, so nothing is lost or invented."""
+    check_refine_args(tuple(x.shape[-2:]), shift=(dy, dx))
+    return torch.roll(x, (dy, dx), (-2, -1))
+
+
+def part_neighbourhood(parts: torch.Tensor, grid: tuple[int, int], radius: int = 1,
+                       threshold: float = 0.25) -> torch.Tensor:
+    """(S, R_S) bool: where each of ``parts`` (S, R_S) may go when refined: its support (the part's
+    [0, 1]-rescaled map above ``threshold``) dilated by ``radius`` positions (a square neighbourhood)
+    on the (H, W) ``grid``."""
     from .viz import normalise
 
-    _, h, w = model.layer_shape_
-    maps = normalise(model.part_maps()) > threshold  # (R_S, H, W)
+    maps = normalise(parts.T.reshape(-1, *grid)) > threshold  # (R_S, H, W)
     grown = F.max_pool2d(maps[:, None].float(), 2 * radius + 1, stride=1, padding=radius)[:, 0] > 0
     return grown.flatten(1).T
 
 
 def check_refine_args(grid: tuple[int, int], steps: int = 100, radius: int | None = 1,
-                      shift: tuple[int, int] = (0, 0)) -> None:
-    """Refinement steps >= 0, radius >= 0 (or None), and a shift smaller than the (H, W) grid."""
+                      shift: tuple[int, int] = (0, 0), search: int = 0) -> None:
+    """Refinement steps >= 0, radius >= 0 (or None), and a shift and search range smaller than the
+    (H, W) grid."""
     if steps < 0:
         raise PandaError(f"steps={steps}: give a number of refinement steps >= 0.")
     if radius is not None and radius < 0:
@@ -45,29 +74,57 @@ def check_refine_args(grid: tuple[int, int], steps: int = 100, radius: int | Non
     (h, w), (dy, dx) = grid, shift
     if abs(dy) >= h or abs(dx) >= w:
         raise PandaError(f"shift ({dy}, {dx}) is as large as the layer's {h}x{w} grid: use a smaller shift.")
+    if not 0 <= search < min(h, w):
+        raise PandaError(f"search={search}: give a translation range from 0 to {min(h, w) - 1} positions "
+                         f"(the layer's grid is {h}x{w}).")
+
+
+def _sample_matrix(a: torch.Tensor, zi: torch.Tensor) -> torch.Tensor:
+    """M_i = Z_i^T A A^T Z_i / ||Z_i||^2 (S, S) in float64 for one sample's features zi (C, S)."""
+    w = a.T @ zi  # (R_C, S)
+    return (w.T @ w).double() / (zi.double() ** 2).sum().clamp_min(1e-30)
+
+
+def best_translation(m: torch.Tensor, parts: torch.Tensor, grid: tuple[int, int],
+                     search: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The global ``parts`` (S, R_S) translated by the (dy, dx), |dy|, |dx| <= search, with the lowest
+    objective on the sample matrix ``m`` (S, S); ties go to the smaller translation.
+    Returns (translated parts (S, R_S), (dy, dx))."""
+    maps = parts.T.reshape(-1, *grid)
+    moves = sorted(((dy, dx) for dy in range(-search, search + 1) for dx in range(-search, search + 1)),
+                   key=lambda t: abs(t[0]) + abs(t[1]))
+    best = None
+    for t in moves:
+        cand = torch.roll(maps, t, (-2, -1)).flatten(1).T
+        f = float(parts_objective(m, cand))
+        if best is None or f < best[0]:
+            best = (f, cand, t)
+    return best[1], best[2]
 
 
 def refine_parts(model: PandA, z: torch.Tensor, steps: int = 100, radius: int | None = 1,
-                 tol: float = 1e-9) -> torch.Tensor:
-    """Sample-specific parts for feature maps z (N, C, H, W): (N, S, R_S), non-negative.
+                 search: int = 2, tol: float = 1e-9) -> Refined:
+    """Sample-specific parts for feature maps z (N, C, H, W): parts (N, S, R_S) and start shifts (N, 2).
 
     steps:  at most this many projected-gradient iterations per sample (each is an S x S product).
-    radius: how many positions a part may move beyond its global support (None: anywhere).
+    radius: how many positions a part may move beyond its start's support (None: anywhere).
+    search: start from the global parts translated by up to this many positions, whichever
+            reconstructs the sample best (0: from the global parts as they are).
     """
-    check_refine_args(model.layer_shape_[1:], steps, radius)
+    grid = tuple(model.layer_shape_[1:])
+    check_refine_args(grid, steps, radius, search=search)
     z = model._flat(z)
     a = model.appearances_.to(z)
-    support = None if radius is None else part_neighbourhood(model, radius).to(z.device)
-    out = []
+    parts, shifts = [], []
     for zi in z:
-        w = a.T @ zi  # (R_C, S)
-        m = (w.T @ w).double() / (zi.double() ** 2).sum().clamp_min(1e-30)
-        p = model.parts_.to(m)
+        m = _sample_matrix(a, zi)
+        p, t = best_translation(m, model.parts_.to(m), grid, search)
         if steps > 0:
-            # the global parts' mass outside the neighbourhood is moved out by the first projection
+            support = None if radius is None else part_neighbourhood(p, grid, radius).to(m.device)
             p, _ = solve_parts(m, p, max_iter=steps, tol=tol, support=support)
-        out.append(p.float())
-    return torch.stack(out)
+        parts.append(p.float())
+        shifts.append(t)
+    return Refined(torch.stack(parts), torch.tensor(shifts, dtype=torch.long).view(-1, 2))
 
 
 def sample_errors(model: PandA, z: torch.Tensor, parts: torch.Tensor | None = None) -> torch.Tensor:
@@ -80,30 +137,15 @@ def sample_errors(model: PandA, z: torch.Tensor, parts: torch.Tensor | None = No
     return (r ** 2).flatten(1).sum(1) / (z ** 2).flatten(1).sum(1)
 
 
-def shift_features(z: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """Translate feature maps (N, C, H, W) by (dy, dx) positions, repeating the edge into the gap,
-    so that an image's content moves without wrapping round."""
-    h, w = z.shape[-2:]
-    check_refine_args((h, w), shift=(dy, dx))
-    padded = F.pad(z, (max(dx, 0), max(-dx, 0), max(dy, 0), max(-dy, 0)), mode="replicate")
-    return padded[:, :, max(-dy, 0):max(-dy, 0) + h, max(-dx, 0):max(-dx, 0) + w]
-
-
-def shift_map(m: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """The same translation for (H, W) maps."""
-    return shift_features(m[None, None], dy, dx)[0, 0]
-
-
 def refine(model: PandA, generator: GeneratorAdapter, latents: Latents | Sequence[int], steps: int = 100,
-           shift: tuple[int, int] = (0, 0), radius: int | None = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Capture the samples' features (optionally shifted by ``shift`` = (dy, dx) positions) and refine.
-
-    Returns (feature maps (N, C, H, W), refined parts (N, S, R_S)).
-    """
+           shift: tuple[int, int] = (0, 0), radius: int | None = 1, search: int = 2) -> tuple[torch.Tensor, Refined]:
+    """Capture the samples' features (optionally translated by ``shift`` = (dy, dx) positions, to make
+    misaligned data) and refine. Returns (feature maps (N, C, H, W), :class:`Refined`)."""
     from .editing import as_latents
 
     model.check_compatible(generator)
+    check_refine_args(tuple(model.layer_shape_[1:]), steps, radius, shift, search)
     z = capture(generator, as_latents(generator, latents), model.layer_)
     if shift != (0, 0):
-        z = shift_features(z, *shift)
-    return z, refine_parts(model, z, steps, radius)
+        z = shift_maps(z, *shift)
+    return z, refine_parts(model, z, steps, radius, search)

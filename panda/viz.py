@@ -10,7 +10,7 @@ import html
 import os
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -18,6 +18,9 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from .errors import PandaError
+
+if TYPE_CHECKING:  # only for annotations: refinement imports viz
+    from .refinement import Refined
 
 #: Distinct colours for parts (matplotlib's tab10, then a few more).
 PALETTE = np.array([
@@ -285,42 +288,45 @@ def edits_figure(model, generator, seeds: Sequence[int], edits, latents=None) ->
 
 
 def refine_figure(model, generator, seeds: Sequence[int], part: int, appearance: int, alpha: float,
-                  shift: tuple[int, int] = (0, 0), steps: int = 100, radius: int | None = 1,
-                  refined: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[Image.Image, dict]:
-    """Global against refined parts on samples whose features are shifted by ``shift`` = (dy, dx).
+                  shift: tuple[int, int] = (0, 0), steps: int = 100, radius: int | None = 1, search: int = 2,
+                  refined: tuple[torch.Tensor, Refined] | None = None) -> tuple[Image.Image, dict]:
+    """Global against refined parts on samples whose features are translated by ``shift`` = (dy, dx).
 
-    Rows: samples. Columns: the (shifted) image, the global part, the refined part, the edit with
-    each, and each edit's pixel change. The region an edit should stay in is the global part moved
-    by the same shift. Returns the picture and figures: mean reconstruction errors and median ROIR of
-    the edits against that region (lower is better) with the global and the refined parts.
-    refined: (features, refined parts) from :func:`panda.refinement.refine` for these seeds and shift, if
-    already computed (they do not depend on the part shown).
+    Rows: samples (with the translation the refinement started from). Columns: the (shifted) image,
+    the global part, the refined part, the edit with each, and each edit's pixel change. The region an
+    edit should stay in is the global part moved by the same shift. Returns the picture and figures:
+    mean reconstruction errors and median ROIR of the edits against that region (lower is better)
+    with the global and the refined parts, and the share of samples whose start shift was ``shift``.
+    refined: (features, :class:`panda.refinement.Refined`) from :func:`panda.refinement.refine` for
+    these seeds and shift, if already computed (they do not depend on the part shown).
     """
     from .editing import Edit, edit_delta, part_profile, synthesize_offset
-    from .metrics import finite_median, roir
-    from .refinement import refine, sample_errors, shift_features, shift_map
+    from .metrics import roir
+    from .refinement import refine, sample_errors, shift_maps
 
     latents = generator.sample(seeds)
-    z, refined = refine(model, generator, latents, steps, shift, radius) if refined is None else refined
-    move = (lambda f: shift_features(f, *shift)) if shift != (0, 0) else None
+    z, (parts, starts) = refine(model, generator, latents, steps, shift, radius, search) if refined is None else refined
+    move = (lambda f: shift_maps(f, *shift)) if shift != (0, 0) else None
     e = [Edit(part, appearance, alpha)]
     zero = torch.zeros(1, *model.layer_shape_)
     original = generator.to_unit(synthesize_offset(generator, model.layer_, latents, zero, transform=move)).cpu()
     with_global = generator.to_unit(synthesize_offset(generator, model.layer_, latents, edit_delta(model, e)[None], transform=move)).cpu()
-    with_refined = generator.to_unit(synthesize_offset(generator, model.layer_, latents, edit_delta(model, e, refined), transform=move)).cpu()
+    with_refined = generator.to_unit(synthesize_offset(generator, model.layer_, latents, edit_delta(model, e, parts), transform=move)).cpu()
     size, scale = original.shape[-1], _scale_for(original)
-    target = upsample(shift_map(part_profile(model, part), *shift)[None], size)[0]
+    target = upsample(shift_maps(part_profile(model, part), *shift)[None], size)[0]
     region = (target > 0.5).float()
     figures = {
         "error_global": float(sample_errors(model, z).mean()),
-        "error_refined": float(sample_errors(model, z, refined).mean()),
-        "roir_global": finite_median(roir(original, with_global, region)),
-        "roir_refined": finite_median(roir(original, with_refined, region)),
+        "error_refined": float(sample_errors(model, z, parts).mean()),
+        # inf (an edit that changes nothing in the region) counts as the worst, not as missing
+        "roir_global": float(roir(original, with_global, region).median()),
+        "roir_refined": float(roir(original, with_refined, region).median()),
+        "shift_found": float((starts == torch.tensor(shift)).all(1).float().mean()),
     }
     global_map = upsample(part_profile(model, part)[None], size)[0]
     rows = []
     for i in range(len(latents)):
-        refined_map = upsample(part_profile(model, part, refined[i])[None], size)[0]
+        refined_map = upsample(part_profile(model, part, parts[i])[None], size)[0]
         cg, cr = change_map(original[i:i + 1], with_global[i:i + 1])[0], change_map(original[i:i + 1], with_refined[i:i + 1])[0]
         top = float(torch.maximum(cg.max(), cr.max()).clamp_min(1e-12))
         rows.append([to_pil(original[i], scale), to_pil(overlay(original[i], global_map), scale),
@@ -328,9 +334,10 @@ def refine_figure(model, generator, seeds: Sequence[int], part: int, appearance:
                      to_pil(with_refined[i], scale), to_pil(hot((cg / top).numpy()), scale), to_pil(hot((cr / top).numpy()), scale)])
     cols = ["image" + (f" (shift {shift[0]},{shift[1]})" if shift != (0, 0) else ""), f"global {model.part_label(part)}",
             f"refined {model.part_label(part)}", "edit, global", "edit, refined", "change, global", "change, refined"]
+    labels = [f"seed {s}, start {int(t[0])},{int(t[1])}" for s, t in zip(seeds, starts)]
     title = (f"refinement ({steps} steps): error {figures['error_global']:.3f} -> {figures['error_refined']:.3f}; "
              f"median ROIR of {model.part_label(part)} + appearance {appearance} x {alpha:+g}: {figures['roir_global']:.2f} -> {figures['roir_refined']:.2f}")
-    return grid(rows, [f"seed {s}" for s in seeds], cols, title=title), figures
+    return grid(rows, labels, cols, title=title), figures
 
 
 def remove_figure(model, generator, seeds: Sequence[int], region: torch.Tensor, alpha: float = 1.0,

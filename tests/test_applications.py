@@ -9,39 +9,72 @@ from panda import PandaError
 from panda.factorisation import border_mask
 from panda.features import capture
 from panda.localisation import localize, strongest
-from panda.metrics import finite_median
-from panda.refinement import part_neighbourhood, refine, refine_parts, sample_errors, shift_features, shift_map
+from panda.refinement import part_neighbourhood, refine, refine_parts, sample_errors, shift_maps
 from panda.removal import find_background, rasterise_mask, region_for, remove, towards_background
-from panda.viz import upsample
+from panda.viz import refine_figure, upsample
 
 
 # ----------------------------------------------------------------------------- refinement
 def test_refined_parts_reconstruct_each_sample_better(model, celeba):
-    z, refined = refine(model, celeba, range(40, 46), steps=50)
+    z, (refined, _) = refine(model, celeba, range(40, 46), steps=50)
     assert refined.shape == (6, 64, 8) and (refined >= 0).all()
     assert (sample_errors(model, z, refined) < sample_errors(model, z)).all()
 
 
-def test_zero_steps_keep_the_global_parts(model, celeba):
+def test_zero_steps_and_no_search_keep_the_global_parts(model, celeba):
     z = capture(celeba, celeba.sample([1]), model.layer_)
-    assert torch.equal(refine_parts(model, z, steps=0, radius=None)[0], model.parts_)
+    parts, shifts = refine_parts(model, z, steps=0, radius=None, search=0)
+    assert torch.equal(parts[0], model.parts_) and shifts.tolist() == [[0, 0]]
 
 
 def test_refined_parts_stay_in_their_neighbourhood(model, celeba):
     z = capture(celeba, celeba.sample([2, 3]), model.layer_)
-    refined = refine_parts(model, z, steps=30, radius=1)
-    allowed = part_neighbourhood(model, 1)
-    assert (refined[:, ~allowed] == 0).all()
-    assert allowed.sum() < allowed.numel()  # the constraint is not vacuous
+    refined, shifts = refine_parts(model, z, steps=30, radius=1)
+    for parts, (dy, dx) in zip(refined, shifts.tolist()):
+        start = shift_maps(model.part_maps(), dy, dx).flatten(1).T
+        allowed = part_neighbourhood(start, (8, 8), 1)
+        assert (parts[~allowed] == 0).all()
+        assert allowed.sum() < allowed.numel()  # the constraint is not vacuous
 
 
-def test_shift_moves_content_without_wrapping():
+def test_refinement_follows_shifted_content(model, celeba):
+    """Translate the features by 2 positions: refinement starts from the global parts moved by that
+    shift, and an edit with a refined part stays inside the moved part's region better than an edit
+    with the global part (ROIR against the moved region, lower is better)."""
+    seeds, shift = list(range(300, 306)), (0, 2)
+    z, (refined, shifts) = refine(model, celeba, seeds, steps=50, shift=shift)
+    assert (shifts == torch.tensor(shift)).all(1).float().mean() >= 0.8
+    assert (sample_errors(model, z, refined) < sample_errors(model, z)).all()
+    better = 0
+    for k in range(model.n_parts):
+        _, figures = refine_figure(model, celeba, seeds, k, model.top_appearances(k, 1)[0], 2.0, shift=shift,
+                                   refined=(z, (refined, shifts)))
+        better += figures["roir_refined"] < figures["roir_global"]
+    assert better >= 6, f"refinement lowered the ROIR for only {better} of 8 parts"
+
+
+def test_search_alone_finds_a_known_translation(model, celeba):
+    z = capture(celeba, celeba.sample([7, 8, 9]), model.layer_)
+    for shift in [(1, 0), (0, -2), (-1, 1)]:
+        _, shifts = refine_parts(model, shift_maps(z, *shift), steps=0, search=2)
+        assert (shifts == torch.tensor(shift)).all(1).sum() >= 2, (shift, shifts.tolist())
+
+
+def test_shift_wraps_round():
     m = torch.zeros(4, 4)
-    m[1, 1] = 1
-    moved = shift_map(m, 0, 2)
-    assert moved[1, 3] == 1 and moved.sum() == 1
+    m[1, 3] = 1
+    moved = shift_maps(m, 0, 2)
+    assert moved[1, 1] == 1 and moved.sum() == 1
     with pytest.raises(PandaError, match="smaller shift"):
-        shift_features(torch.zeros(1, 1, 4, 4), 0, 4)
+        shift_maps(torch.zeros(1, 1, 4, 4), 0, 4)
+
+
+def test_bad_refinement_arguments(model, celeba):
+    z = capture(celeba, celeba.sample([1]), model.layer_)
+    with pytest.raises(PandaError, match="translation range"):
+        refine_parts(model, z, search=8)
+    with pytest.raises(PandaError, match="radius"):
+        refine_parts(model, z, radius=-1)
 
 
 # ----------------------------------------------------------------------------- removal
@@ -156,8 +189,3 @@ def test_localize_appearance_out_of_range(model, celeba):
     from panda.viz import localize_figure
     with pytest.raises(PandaError, match="appearance 256 is out of range"):
         localize_figure(model, celeba, [0], 256)
-
-
-def test_finite_median_ignores_inf():
-    assert finite_median(torch.tensor([1.0, float("inf"), 3.0, 2.0])) == 2.0
-    assert finite_median(torch.tensor([float("inf")])) != finite_median(torch.tensor([float("inf")]))  # nan

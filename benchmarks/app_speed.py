@@ -2,7 +2,7 @@
 
 Fits a model (R_C = C, R_S = 12, 2,000 samples) on each face generator, then times, per image:
 a full generator forward pass, feature capture, an edit (single image and batches of 64),
-refinement (100 steps, the default), localisation and removal.
+refinement (the default: the best of 25 translations of the parts, then up to 100 steps), localisation and removal.
 
     python benchmarks/app_speed.py          # prints a Markdown table, writes benchmarks/app_speed.md
 """
@@ -65,7 +65,7 @@ def measure(name: str) -> dict:
 def main() -> None:
     rows = [measure(n) for n in ("dcgan-celeba", "dcgan-digiface")]
     lines = ["| generator (layer) | forward, 1 image | forward, batch of 64 | capture features | edit, 1 image | edit, batch of 64 "
-             "| refine (100 steps), 1 image | refine, batch of 64 | localise (from features) | remove, batch of 64 |",
+             "| refine (search 2, 100 steps), 1 image | refine, batch of 64 | localise (from features) | remove, batch of 64 |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         f = r["forward_b"]

@@ -270,13 +270,14 @@ def refine(factors, part, appearance, alpha, steps, radius, search, shift, seeds
 @click.argument("factors", type=click.Path(dir_okay=False))
 @click.option("--part", "-k", type=int, default=None, help="Remove what is in part k.")
 @click.option("--mask", type=click.Path(dir_okay=False), default=None, help="Or a PNG whose white pixels mark the region.")
-@click.option("--region", type=click.Choice(["eyes", "nose", "mouth"]), default=None,
-              help="Or a face region found in each image by MediaPipe FaceMesh (e.g. eyes: glasses).")
+@click.option("--region", type=click.Choice(["eyes", "nose", "mouth", "forehead"]), default=None,
+              help="Or a face region found in each image by MediaPipe FaceMesh (eyes: glasses; forehead: hair over it).")
 @click.option("--dilate", type=int, default=5, help="With --region: grow the region by this many pixels.")
 @click.option("--alpha", "-a", type=float, default=1.5, help="Strength of the background appearance.")
 @click.option("--background", "-b", default="auto",
-              help="'auto': the appearance that best fills this region with its surroundings on these images; "
-                   "'global': the one chosen when fitting; or an appearance index.")
+              help="'auto': the appearance that best fills this region with its surroundings on these images "
+                   "(also writes the runners-up side by side); 'global': the one chosen when fitting; or an "
+                   "appearance index, '-J' for its opposite sign.")
 @sample_options(n_images=6, out="out/remove")
 @handle_errors
 def remove(factors, part, mask, region, dilate, alpha, background, seeds, seed, n_images, out, generator_name, device):
@@ -292,19 +293,13 @@ def remove(factors, part, mask, region, dilate, alpha, background, seeds, seed, 
 
     from . import viz
     from .editing import check_alpha
-    from .removal import rasterise_mask, region_for
+    from .removal import parse_background, rasterise_mask, region_for
 
     model, gen = _load(factors, device, generator_name)
     if sum(v is not None for v in (part, mask, region)) != 1:
-        raise PandaError("say what to remove: exactly one of --part K, --mask FILE.PNG or --region eyes|nose|mouth.")
+        raise PandaError("say what to remove: exactly one of --part K, --mask FILE.PNG or --region eyes|nose|mouth|forehead.")
     check_alpha(alpha)
-    if background not in ("auto", "global"):
-        try:
-            background = model.check_appearance(int(background))
-        except ValueError as exc:
-            raise PandaError(f"--background must be auto, global or an appearance index, got '{background}'.") from exc
-    if background == "global" and model.background_ is None:
-        raise PandaError("this factor file has no background appearance: use --background auto or an index.")
+    background, sign = parse_background(model, background)
     seed_list = _seeds(seeds, seed, n_images)
     masks = None
     if region is not None:
@@ -324,11 +319,18 @@ def remove(factors, part, mask, region, dilate, alpha, background, seeds, seed, 
         grid_regions = region_for(model, part, mask)
         label = model.part_label(part) if part is not None else "mask"
     folder = viz.check_writable(out)
-    image, figures = viz.remove_figure(model, gen, seed_list, grid_regions, alpha, background, label, masks)
-    name = f"remove_part{part}.png" if part is not None else (f"remove_{region}.png" if region else "remove_mask.png")
-    path = viz.save_png(image, folder / name)
+    image, figures = viz.remove_figure(model, gen, seed_list, grid_regions, alpha, background, label, masks, sign)
+    name = f"remove_part{part}" if part is not None else (f"remove_{region}" if region else "remove_mask")
+    path = viz.save_png(image, folder / f"{name}.png")
     click.echo(f"wrote {path}\n  background appearance {figures['background']} ({figures['sign']:+g}); colour distance from "
                f"the region to its surroundings: {figures['distance_before']:.4f} before, {figures['distance_after']:.4f} after")
+    if "search" in figures:  # auto: show the runners-up, the pick is a colour criterion and may not look best
+        sheet = viz.candidates_figure(model, gen, seed_list[:4], grid_regions[:4] if grid_regions.dim() == 3 else grid_regions,
+                                      figures["search"], alpha, masks=None if masks is None else masks[:4], label=label)
+        sheet_path = viz.save_png(sheet, folder / f"{name}_candidates.png")
+        others = ", ".join(f"{'+' if s > 0 else '-'}{j} ({100 * g:.0f}%)" for j, s, g in figures["search"].ranked(6)[1:])
+        click.echo(f"wrote {sheet_path}\n  runners-up (share of the way to the surroundings' colour): {others};\n"
+                   f"  if one of them looks more like removal, pass it: --background J (or -J for the opposite sign)")
 
 
 @main.command()

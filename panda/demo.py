@@ -86,6 +86,9 @@ def run_demo(generator_name: str = "dcgan-celeba", layer: str | None = None, ran
     removals.sort(key=lambda item: item[2]["distance_after"] / max(item[2]["distance_before"], 1e-12))
     for rank, (k, image, fig) in enumerate(removals[:3]):
         viz.save_png(image, folder / f"remove_{rank}.png")
+    best_k, _, best_fig = removals[0]
+    viz.save_png(viz.candidates_figure(model, gen, shown[:3], region_for(model, part=best_k), best_fig["search"], 1.0,
+                                       label=model.part_label(best_k)), folder / "remove_candidates.png")
     viz.save_png(viz.localize_top_figure(model, gen, shown[0], 6), folder / "localize_top.png")
     viz.save_png(viz.localize_figure(model, gen, shown, model.background_), folder / "localize_background.png")
 
@@ -126,7 +129,9 @@ def run_demo(generator_name: str = "dcgan-celeba", layer: str | None = None, ran
         f"<code>examples/</code> for glasses removed on dcgan-digiface."),
         [(f"remove_{rank}.png", f"Remove {model.part_label(k)} with appearance {fig['background']} ({fig['sign']:+g}): colour "
                                 f"distance to the surroundings {fig['distance_before']:.3f} -> {fig['distance_after']:.3f}.")
-         for rank, (k, _, fig) in enumerate(removals[:3])]))
+         for rank, (k, _, fig) in enumerate(removals[:3])]
+        + [("remove_candidates.png", f"The six best-scoring fills for {model.part_label(best_k)}: the criterion is colour only, "
+                                     f"so look, and pass another with <code>--background J</code> (or -J) if it removes better.")]))
     sections.append(("Concept localisation", "A^T Z: how much of each appearance is at each position (each map rescaled "
                      "to [0, 1]).", [("localize_top.png", f"Seed {shown[0]}: its six strongest concepts."),
                                      ("localize_background.png", f"Where the background appearance {model.background_} is.")]))

@@ -22,7 +22,11 @@ from torch import nn
 
 from .errors import PandaError
 
-REGIONS = ("eyes", "nose", "mouth")
+REGIONS = ("eyes", "nose", "mouth")  # the ROIR benchmark's regions
+#: Regions ``panda remove --region`` can fill: the benchmark's, and the forehead (hair over it, a hat's brim).
+REMOVAL_REGIONS = REGIONS + ("forehead",)
+#: The top arc of FaceMesh's face oval, temple to temple through the hairline (point 10).
+_OVAL_TOP = [21, 54, 103, 67, 109, 10, 338, 297, 332, 284, 251]
 MEDIAPIPE_HINT = ('pip install --no-deps mediapipe==0.10.21 && pip install absl-py attrs flatbuffers '
                   '"protobuf>=4.25.3,<5" opencv-python-headless matplotlib')
 ONET_HINT = "pip install --no-deps facenet-pytorch==2.6.0"
@@ -52,11 +56,13 @@ def _region_indices() -> dict[str, list[int]]:
         "nose": [idx(c.FACEMESH_NOSE)],
         "mouth": [idx(c.FACEMESH_LIPS)],
         "face": [idx(c.FACEMESH_FACE_OVAL)],
+        # between the eyebrows and the oval's top arc; FaceMesh fits the skull, so this reaches under hair
+        "forehead": [sorted(set(idx(c.FACEMESH_LEFT_EYEBROW, c.FACEMESH_RIGHT_EYEBROW)) | set(_OVAL_TOP))],
     }
 
 
 class FaceMeshMasker:
-    """Eyes, nose and mouth masks for batches of face images, from MediaPipe FaceMesh.
+    """Eyes, nose, mouth and forehead masks for batches of face images, from MediaPipe FaceMesh.
 
     dilate: pixels by which each hull is grown at image resolution (thin eye hulls at 64 x 64 need it).
     """

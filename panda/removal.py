@@ -78,6 +78,24 @@ def remove(model: PandA, generator: GeneratorAdapter, latents: Latents | Sequenc
     return synthesize_offset(generator, model.layer_, as_latents(generator, latents), deltas, batch_size)
 
 
+def parse_background(model: PandA, text: str) -> tuple[int | str, float | None]:
+    """Read a ``--background`` value: "auto", "global", or an appearance index with an optional sign
+    ("3" or "+3" adds appearance 3, "-3" subtracts it). Returns (choice, sign); the sign is None where
+    the value gives none ("auto", "global", or an unsigned index: remove() then uses the model's sign
+    for its global background and +1 for any other)."""
+    text = str(text).strip()
+    if text in ("auto", "global"):
+        if text == "global" and model.background_ is None:
+            raise PandaError("this factor file has no background appearance: use --background auto or an index.")
+        return text, None
+    sign = -1.0 if text.startswith("-") else (1.0 if text.startswith("+") else None)
+    try:
+        index = int(text.lstrip("+-"))
+    except ValueError as exc:
+        raise PandaError(f"--background must be auto, global or an appearance index such as 3 or -3, got '{text}'.") from exc
+    return model.check_appearance(index), sign
+
+
 @dataclass
 class BackgroundSearch:
     """Result of :func:`find_background`.
@@ -91,6 +109,11 @@ class BackgroundSearch:
     sign: float
     gain: float
     table: dict
+
+    def ranked(self, top: int | None = None) -> list[tuple[int, float, float]]:
+        """The candidates as (appearance, sign, gain), best first; the first ``top`` of them."""
+        order = sorted(((j, s, g) for (j, s), g in self.table.items()), key=lambda c: -c[2])
+        return order[:top]
 
 
 def region_masks(model: PandA, size: int) -> list[torch.Tensor]:

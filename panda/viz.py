@@ -342,28 +342,27 @@ def refine_figure(model, generator, seeds: Sequence[int], part: int, appearance:
 
 def remove_figure(model, generator, seeds: Sequence[int], region: torch.Tensor, alpha: float = 1.0,
                   background: int | str | None = "auto", label: str = "region",
-                  masks: torch.Tensor | None = None) -> tuple[Image.Image, dict]:
+                  masks: torch.Tensor | None = None, sign: float | None = None) -> tuple[Image.Image, dict]:
     """Rows: samples. Columns: the region as heat, original, removed, pixel change.
 
     region: (H, W) or per sample (N, H, W) on the layer's grid; masks: the same at image resolution
     (bool), default the region upsampled above 0.5. background: "auto" (chosen for this region on these
-    images, :func:`panda.removal.choose_fill`), None or "global" (the one chosen when fitting), or an index.
-    Returns the picture and figures: the appearance and sign used, and the mean colour distance from
-    the region to the band around it, before and after.
+    images, :func:`panda.removal.choose_fill`), None or "global" (the one chosen when fitting), or an
+    index, with ``sign`` (None: see :func:`panda.removal.remove`).
+    Returns the picture and figures: the appearance and sign used, the mean colour distance from the
+    region to the band around it, before and after, and with "auto" the whole search ("search", a
+    :class:`panda.removal.BackgroundSearch`) for :func:`candidates_figure`.
     """
     from .removal import choose_fill, remove, towards_background
 
     latents = generator.sample(seeds)
     original = generator.to_unit(generator.synthesize(latents)).cpu()
     size, scale = original.shape[-1], _scale_for(original)
-    regions = region[None].expand(len(seeds), *region.shape) if region.dim() == 2 else region
-    shown = upsample(regions.float(), size).clamp(0, 1) if masks is None else masks.float()  # what is drawn
-    if masks is None:
-        masks = shown > 0.5  # what is measured
-    sign = None
+    regions, shown, masks = _removal_regions(region, masks, len(seeds), size)
+    figures = {}
     if background == "auto":
         found = choose_fill(model, generator, latents, regions, masks, alpha)
-        background, sign = found.appearance, found.sign
+        background, sign, figures["search"] = found.appearance, found.sign, found
     elif background in (None, "global"):
         background = None
     removed = generator.to_unit(remove(model, generator, latents, regions, alpha, background, sign)).cpu()
@@ -374,11 +373,43 @@ def remove_figure(model, generator, seeds: Sequence[int], region: torch.Tensor, 
              to_pil(hot(heat[i].numpy()), scale)] for i in range(len(latents))]
     b = model.background_ if background is None else background
     used_sign = sign if sign is not None else (model.background_sign_ if b == model.background_ else 1.0)
-    figures = {"background": b, "sign": used_sign, "distance_before": float(before.mean()),
-               "distance_after": float(after.mean())}
+    figures.update({"background": b, "sign": used_sign, "distance_before": float(before.mean()),
+                    "distance_after": float(after.mean())})
     title = (f"remove {label} with background appearance {b} ({used_sign:+g}) x {alpha:+g}: colour distance to the "
              f"surroundings {figures['distance_before']:.3f} -> {figures['distance_after']:.3f}")
     return grid(rows, [f"seed {s}" for s in seeds], [label, "original", "removed", "change"], title=title), figures
+
+
+def _removal_regions(region: torch.Tensor, masks: torch.Tensor | None, n: int,
+                     size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(regions on the grid (N, H, W), what to draw (N, size, size) in [0, 1], what to measure (N, size, size) bool)."""
+    regions = region[None].expand(n, *region.shape) if region.dim() == 2 else region
+    shown = upsample(regions.float(), size).clamp(0, 1) if masks is None else masks.float()
+    return regions, shown, (shown > 0.5 if masks is None else masks)
+
+
+def candidates_figure(model, generator, seeds: Sequence[int], region: torch.Tensor, search, alpha: float = 1.0,
+                      top: int = 6, masks: torch.Tensor | None = None, label: str = "region") -> Image.Image:
+    """The ``top`` best fills of a background search side by side, so a person can overrule the pick.
+
+    Rows: samples. Columns: the original with the region drawn, then each candidate's removal, best
+    first, labelled with its appearance, sign and gain (the share of the way its fill brought the
+    region's mean colour to its surroundings on the searched images). region, masks: as for
+    :func:`remove_figure`; search: the :class:`panda.removal.BackgroundSearch` it returned.
+    """
+    from .removal import remove
+
+    latents = generator.sample(seeds)
+    original = generator.to_unit(generator.synthesize(latents)).cpu()
+    size, scale = original.shape[-1], _scale_for(original)
+    regions, shown, _ = _removal_regions(region, masks, len(seeds), size)
+    ranked = search.ranked(top)
+    fills = [generator.to_unit(remove(model, generator, latents, regions, alpha, j, s)).cpu() for j, s, _ in ranked]
+    rows = [[to_pil(overlay(original[i], shown[i]), scale)] + [to_pil(f[i], scale) for f in fills] for i in range(len(latents))]
+    cols = [label] + [f"{'+' if s > 0 else '-'}{j}: {100 * g:.0f}%" for j, s, g in ranked]
+    title = (f"the {len(ranked)} best fills for {label} at alpha {alpha:+g} (appearance with sign: gain); "
+             f"pick one with --background J or --background -J")
+    return grid(rows, [f"seed {s}" for s in seeds], cols, title=title)
 
 
 def localize_figure(model, generator, seeds: Sequence[int], appearance: int) -> Image.Image:

@@ -159,6 +159,9 @@ def test_background_search_picks_its_best_candidate(model, celeba):
     found = find_background(model, celeba, range(4), candidates=4)
     assert found.gain == max(found.table.values())
     assert len(found.table) == 8
+    ranked = found.ranked(3)
+    assert ranked[0] == (found.appearance, found.sign, found.gain) and len(ranked) == 3
+    assert ranked[0][2] >= ranked[1][2] >= ranked[2][2]
     assert model.background_ is not None and model.background_sign_ in (1.0, -1.0)
 
 

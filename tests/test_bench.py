@@ -12,7 +12,7 @@ from panda.landmarks import FaceMeshMasker, RegionMasks, cross_check, load_onet,
 @pytest.fixture(scope="module")
 def faces(digiface):
     x = digiface.to_unit(digiface.synthesize(digiface.sample(range(24))))
-    return x, FaceMeshMasker()(x)
+    return x, FaceMeshMasker()(x, regions=("eyes", "nose", "mouth", "forehead"))
 
 
 def test_facemesh_masks_sit_on_small_regions(faces):
@@ -25,6 +25,15 @@ def test_facemesh_masks_sit_on_small_regions(faces):
     rows = {r: (rm.masks[r][rm.found].float() * torch.arange(64.0)[:, None]).sum((1, 2)) / rm.masks[r][rm.found].float().sum((1, 2))
             for r in ("eyes", "nose", "mouth")}
     assert (rows["eyes"] < rows["nose"]).all() and (rows["nose"] < rows["mouth"]).all()
+
+
+def test_forehead_sits_above_the_eyes(faces):
+    _, rm = faces
+    fore, eyes = rm.masks["forehead"][rm.found].float(), rm.masks["eyes"][rm.found].float()
+    row = torch.arange(64.0)[:, None]
+    assert ((fore * row).sum((1, 2)) / fore.sum((1, 2)) < (eyes * row).sum((1, 2)) / eyes.sum((1, 2))).all()
+    top = lambda m: (m.sum(2) > 0).float().argmax(1)  # first row with any pixel  # noqa: E731
+    assert (top(fore) <= top(eyes) - 4).all()  # it reaches well above them, up to the hairline
 
 
 def test_onet_points_agree_with_facemesh(faces):

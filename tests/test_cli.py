@@ -100,6 +100,10 @@ def test_refine_remove_localize_commands(factor_file, tmp_path):
     r = run("remove", factor_file, "--part", 2, "--seeds", "0-1", "--out", tmp_path / "rm")
     assert r.exit_code == 0, r.output
     assert "before" in r.output and (tmp_path / "rm" / "remove_part2.png").is_file()
+    assert "runners-up" in r.output and (tmp_path / "rm" / "remove_part2_candidates.png").is_file()  # auto shows them
+    r = run("remove", factor_file, "--part", 2, "--background", "-3", "--seeds", "0", "--out", tmp_path / "neg")
+    assert r.exit_code == 0, r.output
+    assert "appearance 3 (-1)" in r.output and not (tmp_path / "neg" / "remove_part2_candidates.png").exists()
     r = run("remove", factor_file, "--region", "eyes", "--background", "global", "--seeds", "0-1", "--out", tmp_path / "rm")
     assert r.exit_code == 0, r.output
     assert (tmp_path / "rm" / "remove_eyes.png").is_file()
@@ -123,12 +127,15 @@ def test_refine_remove_localize_commands(factor_file, tmp_path):
     (["refine", "--part", 12], "part 12 is out of range"),
     (["refine", "--part", 0, "--radius", -1], "radius=-1"),
     (["refine", "--part", 0, "--steps", -1], "steps=-1"),
+    (["refine", "--part", 0, "--search", 8], "translation range"),
     (["refine", "--part", 0, "--alpha", "nan"], "finite"),
     (["remove", "--part", 0, "--alpha", "inf"], "finite"),
     (["remove"], "exactly one of --part"),
     (["remove", "--part", 0, "--region", "eyes"], "exactly one of --part"),
     (["remove", "--part", 0, "--background", "sky"], "auto, global or an appearance index"),
     (["remove", "--part", 0, "--background", 999], "appearance 999 is out of range"),
+    (["remove", "--part", 0, "--background", "-999"], "appearance 999 is out of range"),
+    (["remove", "--part", 0, "--background", "+x"], "auto, global or an appearance index"),
     (["localize", "--appearance", 999], "appearance 999 is out of range"),
     (["localize"], "either --appearance"),
     (["localize", "--top", 0], "--top 0"),

@@ -119,12 +119,20 @@ def as_latents(generator: GeneratorAdapter, latents_or_seeds: Latents | Sequence
 
 
 def edit(
-    model: PandA, generator: GeneratorAdapter, latents: Latents | Sequence[int], edits: Sequence[Edit], batch_size: int = 64
+    model: PandA, generator: GeneratorAdapter, latents: Latents | Sequence[int], edits: Sequence[Edit], batch_size: int = 64,
+    parts: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Apply the edits (summed) to every latent (or seed): images (N, 3, H', W') in the generator's range."""
+    """Apply the edits (summed) to every latent (or seed): images (N, 3, H', W') in the generator's range.
+
+    parts: optional sample-specific parts (N, S, R_S), one per latent (``panda.refinement.refine``), in place
+    of the global ones.
+    """
     model.check_compatible(generator)
     latents = as_latents(generator, latents)
-    return synthesize_offset(generator, model.layer_, latents, edit_delta(model, edits)[None], batch_size)
+    if parts is not None and parts.shape[0] != len(latents):
+        raise PandaError(f"{parts.shape[0]} sets of refined parts for {len(latents)} images: refine the images you edit.")
+    deltas = edit_delta(model, edits)[None] if parts is None else edit_delta(model, edits, parts)
+    return synthesize_offset(generator, model.layer_, latents, deltas, batch_size)
 
 
 def sweep(

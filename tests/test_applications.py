@@ -53,6 +53,18 @@ def test_refinement_follows_shifted_content(model, celeba):
     assert better >= 6, f"refinement lowered the ROIR for only {better} of 8 parts"
 
 
+def test_edit_with_refined_parts(model, celeba):
+    from panda.editing import Edit, edit
+    seeds, e = [11, 12], [Edit(part=2, appearance=1, alpha=2.0)]
+    _, (parts, _) = refine(model, celeba, seeds, steps=20)
+    with_refined, with_global = edit(model, celeba, seeds, e, parts=parts), edit(model, celeba, seeds, e)
+    assert with_refined.shape == with_global.shape == (2, 3, 64, 64)
+    assert not torch.allclose(with_refined, with_global)
+    assert torch.equal(edit(model, celeba, seeds, e, parts=model.parts_.expand(2, -1, -1)), with_global)
+    with pytest.raises(PandaError, match="refine the images you edit"):
+        edit(model, celeba, [11], e, parts=parts)
+
+
 def test_search_alone_finds_a_known_translation(model, celeba):
     z = capture(celeba, celeba.sample([7, 8, 9]), model.layer_)
     for shift in [(1, 0), (0, -2), (-1, 1)]:

@@ -77,8 +77,8 @@ def run_demo(generator_name: str = "dcgan-celeba", layer: str | None = None, ran
     finite = [r for r in refined if math.isfinite(r[2]["roir_global"])] or refined
     refine_part, refine_img, refine_fig = max(finite, key=lambda r: r[2]["roir_global"] / max(r[2]["roir_refined"], 1e-12))
     viz.save_png(refine_img, folder / "refine.png")
-    refine_rows = "".join(f"<tr><td>{k}</td><td>{f['error_global']:.3f}</td><td>{f['error_refined']:.3f}</td>"
-                          f"<td>{f['roir_global']:.2f}</td><td>{f['roir_refined']:.2f}</td></tr>" for k, _, f in refined)
+    refine_rows = "".join(f"<tr><td>{html.escape(model.part_label(k))}</td><td>{f['roir_global']:.2f}</td>"
+                          f"<td>{f['roir_refined']:.2f}</td></tr>" for k, _, f in refined)
     removals = []
     for k in range(model.n_parts):
         image, fig = viz.remove_figure(model, gen, shown[:3], region_for(model, part=k), 1.0, label=model.part_label(k))
@@ -111,11 +111,12 @@ def run_demo(generator_name: str = "dcgan-celeba", layer: str | None = None, ran
         f"Sample-specific parts for images whose content is shifted (here the features are translated by 2 positions "
         f"to the right, periodically). Each image's refinement starts from the global parts translated by whichever "
         f"shift of up to 2 positions fits it best (the right one for {refine_fig['shift_found']:.0%} of these images), "
-        f"then lets each part move one position beyond that start. For every part: "
-        f"reconstruction error with the global and the refined parts, and the median ROIR (lower is better) of its "
-        f"top edit against the shifted region. Refinement lowered the ROIR for {len(improved)} of {model.n_parts} parts."
-        f"<table border=1 cellpadding=3><tr><th>part</th><th>error, global</th><th>error, refined</th>"
-        f"<th>ROIR, global</th><th>ROIR, refined</th></tr>{refine_rows}</table>"),
+        f"then lets each part move one position beyond that start. Reconstruction error of these images: "
+        f"{refine_fig['error_global']:.3f} with the global parts, {refine_fig['error_refined']:.3f} with the refined ones. "
+        f"For every part, the median ROIR (lower is better) of its top edit against the shifted region (inf: the "
+        f"global edit changed nothing there). Refinement lowered it for {len(improved)} of {model.n_parts} parts."
+        f"<table border=1 cellpadding=3><tr><th>part</th><th>ROIR, global</th><th>ROIR, refined</th></tr>"
+        f"{refine_rows}</table>"),
         [("refine.png", f"Part {refine_part}, where refinement helped most (ROIR {refine_fig['roir_global']:.2f} -> "
                         f"{refine_fig['roir_refined']:.2f}): global against refined parts on the shifted samples.")]))
     gain = "n/a" if model.background_gain_ != model.background_gain_ else f"{100 * model.background_gain_:.0f}%"
@@ -131,7 +132,7 @@ def run_demo(generator_name: str = "dcgan-celeba", layer: str | None = None, ran
                                 f"distance to the surroundings {fig['distance_before']:.3f} -> {fig['distance_after']:.3f}.")
          for rank, (k, _, fig) in enumerate(removals[:3])]
         + [("remove_candidates.png", f"The six best-scoring fills for {model.part_label(best_k)}: the criterion is colour only, "
-                                     f"so look, and pass another with <code>--background J</code> (or -J) if it removes better.")]))
+                                     f"so look, and pass another with --background J (or -J) if it removes better.")]))
     sections.append(("Concept localisation", "A^T Z: how much of each appearance is at each position (each map rescaled "
                      "to [0, 1]).", [("localize_top.png", f"Seed {shown[0]}: its six strongest concepts."),
                                      ("localize_background.png", f"Where the background appearance {model.background_} is.")]))

@@ -95,7 +95,7 @@ def best_translation(m: torch.Tensor, parts: torch.Tensor, grid: tuple[int, int]
                    key=lambda t: abs(t[0]) + abs(t[1]))
     best = None
     for t in moves:
-        cand = torch.roll(maps, t, (-2, -1)).flatten(1).T
+        cand = shift_maps(maps, *t).flatten(1).T
         f = float(parts_objective(m, cand))
         if best is None or f < best[0]:
             best = (f, cand, t)
@@ -115,10 +115,11 @@ def refine_parts(model: PandA, z: torch.Tensor, steps: int = 100, radius: int | 
     check_refine_args(grid, steps, radius, search=search)
     z = model._flat(z)
     a = model.appearances_.to(z)
+    start = model.parts_.to(z.device, torch.float64)
     parts, shifts = [], []
     for zi in z:
         m = _sample_matrix(a, zi)
-        p, t = best_translation(m, model.parts_.to(m), grid, search)
+        p, t = best_translation(m, start, grid, search)
         if steps > 0:
             support = None if radius is None else part_neighbourhood(p, grid, radius).to(m.device)
             p, _ = solve_parts(m, p, max_iter=steps, tol=tol, support=support)

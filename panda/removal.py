@@ -57,6 +57,17 @@ def region_for(model: PandA, part: int | None = None, mask=None) -> torch.Tensor
     return rasterise_mask(mask, model.layer_shape_[1:])
 
 
+def fill_for(model: PandA, background: int | None = None, sign: float | None = None) -> tuple[int, float]:
+    """The (appearance, sign) a removal adds: ``background`` or the model's global one; ``sign`` or, when
+    None, the model's sign for its global background and +1 for any other appearance."""
+    if model.background_ is None and background is None:
+        raise PandaError("this factor file has no background appearance: name one with --background J, or use --background auto.")
+    b = model.background_ if background is None else model.check_appearance(background)
+    if sign is None:
+        sign = model.background_sign_ if b == model.background_ else 1.0
+    return b, sign
+
+
 def remove(model: PandA, generator: GeneratorAdapter, latents: Latents | Sequence[int], region: torch.Tensor,
            alpha: float = 1.0, background: int | None = None, sign: float | None = None,
            batch_size: int = 64) -> torch.Tensor:
@@ -68,11 +79,7 @@ def remove(model: PandA, generator: GeneratorAdapter, latents: Latents | Sequenc
     """
     model.check_compatible(generator)
     check_alpha(alpha)
-    if model.background_ is None and background is None:
-        raise PandaError("this factor file has no background appearance: name one with --background J.")
-    b = model.background_ if background is None else model.check_appearance(background)
-    if sign is None:
-        sign = model.background_sign_ if b == model.background_ else 1.0
+    b, sign = fill_for(model, background, sign)
     regions = region[None] if region.dim() == 2 else region
     deltas = torch.stack([region_delta(model, b, r, sign * alpha) for r in regions])
     return synthesize_offset(generator, model.layer_, as_latents(generator, latents), deltas, batch_size)
@@ -85,8 +92,8 @@ def parse_background(model: PandA, text: str) -> tuple[int | str, float | None]:
     for its global background and +1 for any other)."""
     text = str(text).strip()
     if text in ("auto", "global"):
-        if text == "global" and model.background_ is None:
-            raise PandaError("this factor file has no background appearance: use --background auto or an index.")
+        if text == "global":
+            fill_for(model)  # refuses a file without one
         return text, None
     sign = -1.0 if text.startswith("-") else (1.0 if text.startswith("+") else None)
     try:

@@ -353,7 +353,7 @@ def remove_figure(model, generator, seeds: Sequence[int], region: torch.Tensor, 
     region to the band around it, before and after, and with "auto" the whole search ("search", a
     :class:`panda.removal.BackgroundSearch`) for :func:`candidates_figure`.
     """
-    from .removal import choose_fill, remove, towards_background
+    from .removal import choose_fill, fill_for, remove, towards_background
 
     latents = generator.sample(seeds)
     original = generator.to_unit(generator.synthesize(latents)).cpu()
@@ -365,14 +365,13 @@ def remove_figure(model, generator, seeds: Sequence[int], region: torch.Tensor, 
         background, sign, figures["search"] = found.appearance, found.sign, found
     elif background in (None, "global"):
         background = None
-    removed = generator.to_unit(remove(model, generator, latents, regions, alpha, background, sign)).cpu()
+    b, used_sign = fill_for(model, background, sign)
+    removed = generator.to_unit(remove(model, generator, latents, regions, alpha, b, used_sign)).cpu()
     before, after = towards_background(original, removed, masks)
     change = change_map(original, removed)
     heat = change / change.max().clamp_min(1e-12)
     rows = [[to_pil(overlay(original[i], shown[i]), scale), to_pil(original[i], scale), to_pil(removed[i], scale),
              to_pil(hot(heat[i].numpy()), scale)] for i in range(len(latents))]
-    b = model.background_ if background is None else background
-    used_sign = sign if sign is not None else (model.background_sign_ if b == model.background_ else 1.0)
     figures.update({"background": b, "sign": used_sign, "distance_before": float(before.mean()),
                     "distance_after": float(after.mean())})
     title = (f"remove {label} with background appearance {b} ({used_sign:+g}) x {alpha:+g}: colour distance to the "

@@ -19,7 +19,7 @@ import torch
 
 import panda
 from panda.editing import Edit, edit
-from panda.features import capture
+from panda.features import FeatureSource, capture
 from panda.model import PandA
 from panda.refinement import refine_parts
 from panda.removal import region_for, remove
@@ -41,8 +41,8 @@ def per_image(fn, n_images: int, repeat: int = 5) -> float:
 def measure(name: str) -> dict:
     torch.manual_seed(0)
     g = panda.load_generator(name)
-    model = PandA(rank_parts=12, background_samples=0, n_heldout=0).fit(g, n_samples=2000)
-    model.background_, model.background_sign_ = 0, 1.0  # removal's cost does not depend on which appearance
+    model = PandA(rank_parts=12).fit(FeatureSource(g, g.default_layer, range(2000)))
+    model.set_background(0, 1.0)  # removal's cost does not depend on which appearance
     one, many = g.sample([7]), g.sample(range(100, 100 + BATCH))
     z_one, z_many = capture(g, one, model.layer_), capture(g, many, model.layer_)
     e = [Edit(3, model.top_appearances(3, 1)[0], 1.0)]

@@ -30,13 +30,13 @@ import torch
 from tqdm import tqdm
 
 import panda
-from panda.bench import face_set, region_parts
 from panda.editing import Edit, edit
-from panda.landmarks import FaceMeshMasker, load_onet
+from panda.features import FeatureSource
+from panda.landmarks import FaceMeshMasker, face_set, load_onet
 from panda.metrics import roir
 from panda.model import PandA
-from panda.refinement import refine
-from panda.viz import refine_figure
+from panda.naming import region_parts
+from panda.refinement import compare_refinement, refine
 
 N_FIT, N_TEST, RANK_PARTS = 2000, 32, 12
 N_FACES = 400  # held-out faces from which the farthest and nearest N_TEST are taken
@@ -61,14 +61,14 @@ VARIANTS = {"search 0, 100 steps": (0, 100), "search 2, 0 steps": (2, 0), "searc
 def evaluate(model: PandA, gen, seeds: list[int], shift: tuple[int, int], search: int, steps: int) -> dict:
     """Mean errors, share of images started from the right shift, and per-part median ROIR (global, refined)."""
     z, refined = refine(model, gen, seeds, steps=steps, shift=shift, search=search)
-    rows = [refine_figure(model, gen, seeds, k, model.top_appearances(k, 1)[0], 2.0, shift, steps, refined=(z, refined))[1]
+    rows = [compare_refinement(model, gen, seeds, k, model.top_appearances(k, 1)[0], 2.0, shift, steps, refined=(z, refined))
             for k in range(model.n_parts)]
     return {
-        "error_global": rows[0]["error_global"], "error_refined": rows[0]["error_refined"],
-        "found": rows[0]["shift_found"],
-        "roir_global": statistics.median(r["roir_global"] for r in rows),
-        "roir_refined": statistics.median(r["roir_refined"] for r in rows),
-        "better": sum(r["roir_refined"] < r["roir_global"] for r in rows),
+        "error_global": rows[0].error_global, "error_refined": rows[0].error_refined,
+        "found": rows[0].shift_found,
+        "roir_global": statistics.median(r.roir_global for r in rows),
+        "roir_refined": statistics.median(r.roir_refined for r in rows),
+        "better": sum(r.roir_refined < r.roir_global for r in rows),
     }
 
 
@@ -107,7 +107,7 @@ def main() -> None:
     ]
     for name in ["dcgan-celeba", "dcgan-digiface"]:
         gen = panda.load_generator(name)
-        model = PandA(None, RANK_PARTS).fit(gen, n_samples=N_FIT)
+        model = PandA(None, RANK_PARTS).fit(FeatureSource(gen, gen.default_layer, range(N_FIT)))
         seeds = list(range(N_FIT, N_FIT + N_TEST))
         lines += [f"## {name}, layer {model.layer_} ({'x'.join(map(str, model.layer_shape_))})", "",
                   "| shift | refinement | error global | error refined | found | ROIR global | ROIR refined | better |",

@@ -1,8 +1,8 @@
 """panda: unsupervised parts and appearances in the feature maps of GAN generators (PandA, ICLR 2023)."""
 
-__version__ = "0.1.0"
+from .errors import PandaError
+from .generators import DEFAULT_GENERATOR, GENERATORS, GeneratorAdapter, GeneratorSpec, Latents, load_generator, register_generator
+from .version import __version__
 
-from .errors import PandaError  # noqa: E402
-from .generators import BUILTIN, DEFAULT_GENERATOR, GeneratorAdapter, Latents, load_generator  # noqa: E402
-
-__all__ = ["BUILTIN", "DEFAULT_GENERATOR", "GeneratorAdapter", "Latents", "PandaError", "__version__", "load_generator"]
+__all__ = ["DEFAULT_GENERATOR", "GENERATORS", "GeneratorAdapter", "GeneratorSpec", "Latents", "PandaError", "__version__",
+           "load_generator", "register_generator"]

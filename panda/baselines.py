@@ -4,9 +4,9 @@ Every method returns unit-norm latent directions (K, latent_dim), best first; an
 ``G(z + alpha * n)``. LowRankGAN and ReSeFa are given the region masks (the supervision they use);
 GANSpace and SeFa are not. StyleSpace needs a StyleGAN's style channels: it has no DCGAN analogue.
 
-- GANSpace (Härkönen et al., 2020): PCA of an early activation (here the first block's output),
+- GANSpace (Härkönen et al., 2020): PCA of an early activation (the spec's ``ganspace_layer``),
   carried back to z by least squares (PCA coordinates scaled to unit std, regressed onto z).
-- SeFa (Shen & Zhou, 2021): closed form, the eigenvectors of W W^T for the first layer's weight W
+- SeFa (Shen & Zhou, 2021): closed form, the eigenvectors of W W^T for the first layer's weight W (the spec's ``sefa_weight``)
   (latent_dim x everything else, columns normalised).
 - LowRankGAN (Zhu et al., 2021): Jacobian Gram matrices of the image inside and outside the region,
   each split into low-rank + sparse by robust PCA (principal component pursuit, ADMM); the region's
@@ -20,8 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch.func import jacfwd
 
-from .errors import PandaError
 from .features import iter_features
 from .generators import GeneratorAdapter, Latents
 
@@ -63,8 +63,6 @@ def sefa(weight: torch.Tensor) -> torch.Tensor:
 def jacobians(generator: GeneratorAdapter, latents: Latents) -> list[torch.Tensor]:
     """Per sample, the Jacobian (H*W, latent_dim) of the channel-averaged image w.r.t. z, in forward
     mode (latent_dim products instead of one backward pass per pixel)."""
-    from torch.func import jacfwd
-
     out = []
     for i in range(len(latents)):
         lat = latents[i:i + 1]
@@ -160,13 +158,3 @@ class LatentEdit:
     def __call__(self, generator: GeneratorAdapter, latents: Latents, alpha: float) -> torch.Tensor:
         z = latents.z + alpha * self.direction.to(latents.z)
         return generator.synthesize(Latents(z, latents.labels))
-
-
-def first_layer_weight(generator: GeneratorAdapter) -> torch.Tensor:
-    """The weight of the first layer acting on the latent (SeFa's W), for the built-in DCGANs:
-    the first ConvTranspose2d, (in = latent_dim [+ classes], out, 4, 4); class rows are dropped."""
-    for module in generator.module.modules():
-        if isinstance(module, (torch.nn.ConvTranspose2d, torch.nn.Linear)):
-            w = module.weight if isinstance(module, torch.nn.ConvTranspose2d) else module.weight.T
-            return w[:generator.latent_dim]
-    raise PandaError(f"no latent-facing layer found in '{generator.name}' for SeFa.")

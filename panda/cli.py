@@ -1,16 +1,41 @@
-"""The ``panda`` command line: one command per task (``panda COMMAND --help`` shows examples)."""
+"""The ``panda`` command line: one command per task (``panda COMMAND --help`` shows examples).
+
+One error boundary (:class:`PandaGroup`) turns every library error and every bad option value into one
+line on stderr and exit code 2. Values are parsed by click parameter types (seeds ``0,1,4-6``, shifts,
+edits, finite floats, counts as ``click.IntRange``); generator choices come from the registry.
+"""
 
 from __future__ import annotations
 
-import functools
+import math
 import re
-from pathlib import Path
 import sys
-from typing import Callable
+from pathlib import Path
 
 import click
+import torch
 
+from .demo import run_demo
+from .drawing import save_png
+from .editing import DEFAULT_ALPHAS, Edit, check_alpha, check_edits, edit as edit_images, measured_sweep
 from .errors import PandaError
+from .evaluation import run_roir
+from .figures import (candidates_figure, edits_figure, localize_figure, localize_top_figure, parts_figure,
+                      refine_figure, remove_figure, sweep_figure)
+from .fileio import check_writable
+from .fitting import fit_factors
+from .generators import DEFAULT_GENERATOR, GENERATORS, load_generator
+from .landmarks import REMOVAL_REGIONS, FaceMeshMasker
+from .localisation import localisation
+from .model import PandA
+from .naming import CALIB_SEED_START, name_model_parts
+from .refinement import check_refine_args, compare_refinement
+from .removal import candidate_fills, parse_background, rasterise_mask, region_for, removal
+from .serve import serve as run_server
+from .tables import markdown, write_outputs
+
+#: The most seeds one command draws (a typo like 0-4294967295 must not exhaust memory).
+MAX_SEEDS = 100_000
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -24,60 +49,117 @@ def parse_seeds(text: str) -> list[int]:
         lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
         if hi < lo:
             raise PandaError(f"seed range '{piece}' runs backwards: write it as {hi}-{lo}.")
+        if hi >= 2**32:
+            raise PandaError(f"seed {hi} is out of range: seeds are in [0, 2**32).")
+        if len(seeds) + hi - lo + 1 > MAX_SEEDS:
+            raise PandaError(f"'{text}' asks for more than {MAX_SEEDS} seeds: give fewer.")
         seeds.extend(range(lo, hi + 1))
     return seeds
 
 
-def parse_floats(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",")]
-    except ValueError as exc:
-        raise PandaError(f"cannot read numbers '{text}': write them like -2,-1,0,1,2.") from exc
+class _Parsed(click.ParamType):
+    """A click type from a parsing function that raises PandaError."""
 
+    def __init__(self, name: str, parse) -> None:
+        self.name, self._parse = name, parse
 
-def handle_errors(fn: Callable) -> Callable:
-    """Print a PandaError as one line and exit 2 instead of a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str):
+            return value
         try:
-            return fn(*args, **kwargs)
+            return self._parse(value)
+        except PandaError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _shift(text: str) -> tuple[int, int]:
+    try:
+        dy, dx = (int(v) for v in text.split(","))
+        return dy, dx
+    except ValueError as exc:
+        raise PandaError(f"cannot read shift '{text}': write it as DY,DX in layer positions, e.g. 0,2.") from exc
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise PandaError(f"'{text}' is not a number.") from exc
+    if not math.isfinite(value):
+        raise PandaError(f"{text} is not a finite number.")
+    return value
+
+
+SEEDS = _Parsed("seeds", parse_seeds)
+SHIFT = _Parsed("dy,dx", _shift)
+EDIT = _Parsed("part,appearance,alpha", Edit.parse)
+FINITE = _Parsed("float", _finite)
+COUNT = click.IntRange(min=1)
+class GeneratorChoice(click.Choice):
+    """The registered generators, read at parse time (a generator registered after import is a choice too)."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+
+    @property
+    def choices(self):
+        return tuple(GENERATORS)
+
+    @choices.setter
+    def choices(self, _value) -> None:
+        pass
+
+
+GENERATOR = GeneratorChoice()
+GENERATOR_HELP = "Generator: " + "; ".join(f"{name}: {spec.description}" for name, spec in GENERATORS.items()) + "."
+
+
+class PandaGroup(click.Group):
+    """The one error boundary: a PandaError or a click usage error becomes one line on stderr and exit code 2."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
         except PandaError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
-
-    return wrapper
+        except click.ClickException as exc:  # bad option values, unknown options, missing arguments
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
 
 def device_option(fn):
     return click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda or cuda:N.")(fn)
 
 
-def _load(factors: str, device: str, generator: str | None = None):
+def _load(factors: str, device: str, generator: str | None = None) -> tuple[PandA, object]:
     """The factor file and the generator it was fitted on (checked)."""
-    from .generators import load_generator
-    from .model import PandA
-
     model = PandA.load(factors)
     gen = load_generator(generator or model.generator_name_, device)
     model.check_compatible(gen)
     return model, gen
 
 
-def _seeds(seeds: str | None, seed: int, n: int) -> list[int]:
-    return parse_seeds(seeds) if seeds else list(range(seed, seed + n))
+def _seeds(seeds: list[int] | None, seed: int, n: int) -> list[int]:
+    return seeds if seeds else list(range(seed, seed + n))
 
 
 def sample_options(n_images: int, out: str):
-    """--seeds / --seed / --n-images (which samples to draw), --out and --device, for commands that draw pictures."""
+    """--seeds / --seed / --n-images (which samples to draw), --out, --generator and --device."""
 
     def apply(fn):
         for option in reversed([
-            click.option("--seeds", default=None, help="Samples, e.g. 0-7 or 0,3,9 (overrides --seed/--n-images)."),
-            click.option("--seed", type=int, default=0, help="First sample's seed."),
-            click.option("--n-images", type=int, default=n_images, help="How many samples."),
+            click.option("--seeds", type=SEEDS, default=None, help="Samples, e.g. 0-7 or 0,3,9 (overrides --seed/--n-images)."),
+            click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, help="First sample's seed."),
+            click.option("--n-images", type=click.IntRange(1, MAX_SEEDS), default=n_images, help="How many samples."),
             click.option("--out", "-o", default=out, help="Output folder."),
-            click.option("--generator", "generator_name", default=None,
+            click.option("--generator", "generator_name", type=GENERATOR, default=None,
                          help="Generator to use; default: the one the factor file was fitted on."),
             device_option,
         ]):
@@ -87,7 +169,7 @@ def sample_options(n_images: int, out: str):
     return apply
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.group(cls=PandaGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(package_name="panda")
 def main() -> None:
     """panda: learn the parts and appearances in a GAN generator's feature maps, and edit images with them.
@@ -102,20 +184,16 @@ def main() -> None:
     """
 
 
-@main.command()
-@click.argument("generator", default="dcgan-celeba")
+@main.command(epilog=GENERATOR_HELP)
+@click.argument("generator", type=GENERATOR, default=DEFAULT_GENERATOR, metavar="GENERATOR")
 @device_option
 @click.option("--seed", default=0, help="Seed of the probe sample that measures the shapes.")
-@handle_errors
 def layers(generator: str, device: str, seed: int) -> None:
     """List GENERATOR's hookable layers with their C x H x W shapes.
 
     \b
     Example:  panda layers dcgan-digiface
-    Generators: dcgan-celeba (default), dcgan-digiface, dcgan-eyes.
     """
-    from .generators import load_generator
-
     gen = load_generator(generator, device)
     click.echo(f"{gen.name}: {gen.description}")
     for name, (c, h, w) in gen.layer_shapes().items():
@@ -124,33 +202,30 @@ def layers(generator: str, device: str, seed: int) -> None:
 
 
 @main.command()
-@click.option("--generator", "generator_name", default="dcgan-celeba", help="Built-in generator (see `panda layers`).")
+@click.option("--generator", "generator_name", type=GENERATOR, default=DEFAULT_GENERATOR, help=GENERATOR_HELP)
 @click.option("--layer", default=None, help="Layer to factorise; default: the generator's default layer.")
-@click.option("--rank-appearance", "-rc", type=int, default=None, help="R_C appearances; default: all C channels.")
-@click.option("--rank-parts", "-rs", type=int, default=12, help="R_S parts.")
-@click.option("--n-samples", "-n", type=int, default=5000, help="Training samples (seeds SEED .. SEED+N-1).")
-@click.option("--seed", type=int, default=0, help="First training seed; also seeds the random start of the parts.")
-@click.option("--max-iter", type=int, default=30, help="At most this many alternating iterations.")
-@click.option("--tol", type=float, default=1e-4, help="Stop when the error falls by less than this (relative).")
-@click.option("--batch-size", type=int, default=256, help="Generator batch size.")
-@click.option("--memory-gb", type=float, default=2.0, help="Feature maps kept in memory; above it they are re-generated each pass.")
+@click.option("--rank-appearance", "-rc", type=COUNT, default=None, help="R_C appearances; default: all C channels.")
+@click.option("--rank-parts", "-rs", type=COUNT, default=12, help="R_S parts.")
+@click.option("--n-samples", "-n", type=click.IntRange(1, 10_000_000), default=5000, help="Training samples (seeds SEED .. SEED+N-1).")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, help="First training seed; also seeds the random start of the parts.")
+@click.option("--max-iter", type=COUNT, default=30, help="At most this many alternating iterations.")
+@click.option("--tol", type=FINITE, default=1e-4, help="Stop when the error falls by less than this (relative).")
+@click.option("--batch-size", type=COUNT, default=256, help="Generator batch size.")
+@click.option("--memory-gb", type=FINITE, default=2.0, help="Feature maps kept in memory; above it they are re-generated each pass.")
 @click.option("--out", "-o", default="factors.safetensors", help="Factor file to write (safetensors + JSON metadata).")
 @device_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-@handle_errors
 def fit(generator_name, layer, rank_appearance, rank_parts, n_samples, seed, max_iter, tol, batch_size, memory_gb, out, device, quiet):
     """Learn parts and appearances at a layer and write them to a factor file.
 
     \b
     Example:  panda fit --generator dcgan-digiface --layer main.5 -rs 12 -n 5000 --out digiface.safetensors
     """
-    from .generators import load_generator
-    from .model import PandA
-
+    if memory_gb < 0:
+        raise PandaError(f"--memory-gb must be >= 0, got {memory_gb}.")
     gen = load_generator(generator_name, device)
-    model = PandA(rank_appearance, rank_parts, max_iter=max_iter, tol=tol, random_state=seed, batch_size=batch_size,
-                  memory_budget=int(memory_gb * (1 << 30)), verbose=not quiet)
-    model.fit(gen, layer, n_samples=n_samples, seed=seed)
+    model = fit_factors(gen, layer, rank_appearance, rank_parts, n_samples, seed, max_iter, tol, batch_size,
+                        int(memory_gb * (1 << 30)), progress=not quiet)
     path = model.save(out)
     click.echo(f"{model}\n  features {model.extract_time_:.2f} s, fit {model.fit_time_:.2f} s, {model.n_iter_} iteration(s), "
                f"{model.n_passes_} pass(es); train error {model.train_error_:.4f}, held-out {model.heldout_error_:.4f}\n"
@@ -160,19 +235,16 @@ def fit(generator_name, layer, rank_appearance, rank_parts, n_samples, seed, max
 @main.command()
 @click.argument("factors", type=click.Path(dir_okay=False))
 @sample_options(n_images=8, out="out/parts")
-@handle_errors
 def parts(factors, seeds, seed, n_images, out, generator_name, device):
     """Draw the parts of FACTORS as heat maps over sample images (parts.png).
 
     \b
     Example:  panda parts factors.safetensors --seeds 0-7 --out out/parts
     """
-    from . import viz
-
     model, gen = _load(factors, device, generator_name)
     seed_list = _seeds(seeds, seed, n_images)
-    folder = viz.check_writable(out)
-    path = viz.save_png(viz.parts_figure(model, gen, seed_list), folder / "parts.png")
+    folder = check_writable(out)
+    path = save_png(parts_figure(model, gen.render(seed_list), seed_list), folder / "parts.png")
     click.echo(f"wrote {path}")
 
 
@@ -180,11 +252,10 @@ def parts(factors, seeds, seed, n_images, out, generator_name, device):
 @click.argument("factors", type=click.Path(dir_okay=False))
 @click.option("--part", "-k", type=int, default=None, help="Part k to edit.")
 @click.option("--appearance", "-j", type=int, default=None, help="Appearance j to add; default: the part's top appearance by energy.")
-@click.option("--alpha", "-a", type=float, default=1.0, help="Strength, in units of the layer's typical activation norm.")
-@click.option("--edit", "edits", multiple=True, help="PART,APPEARANCE,ALPHA; repeat to combine edits (no sweep then).")
+@click.option("--alpha", "-a", type=FINITE, default=1.0, help="Strength, in units of the layer's typical activation norm.")
+@click.option("--edit", "edits", type=EDIT, multiple=True, help="PART,APPEARANCE,ALPHA; repeat to combine edits (no sweep then).")
 @click.option("--sweep/--no-sweep", default=True, help="With one edit: columns -2x, -1x, 0, +1x, +2x alpha.")
 @sample_options(n_images=6, out="out/edit")
-@handle_errors
 def edit(factors, part, appearance, alpha, edits, sweep, seeds, seed, n_images, out, generator_name, device):
     """Edit samples locally: add appearance j to part k (edit grid PNG).
 
@@ -193,93 +264,76 @@ def edit(factors, part, appearance, alpha, edits, sweep, seeds, seed, n_images, 
       panda edit factors.safetensors --part 6 --appearance 5 --alpha 1.5
       panda edit factors.safetensors --edit 6,5,1.5 --edit 9,1,-1 --seeds 0-3
     """
-    from . import viz
-    from .editing import DEFAULT_ALPHAS, Edit, check_edits
-
     model, gen = _load(factors, device, generator_name)
     seed_list = _seeds(seeds, seed, n_images)
     if edits:
         if part is not None or appearance is not None:
             raise PandaError("give either --edit PART,APPEARANCE,ALPHA (repeatable) or --part/--appearance/--alpha, not both.")
-        edit_list = check_edits(model, [Edit.parse(e) for e in edits])
+        edit_list = check_edits(model, list(edits))
     else:
         if part is None:
             raise PandaError("say which part to edit: --part K (`panda parts` shows them), or --edit PART,APPEARANCE,ALPHA.")
         model.check_part(part)
         j = model.top_appearances(part, 1)[0] if appearance is None else model.check_appearance(appearance)
         edit_list = check_edits(model, [Edit(part, j, alpha)])
-    folder = viz.check_writable(out)
+    folder = check_writable(out)
     if len(edit_list) == 1 and sweep:
         e = edit_list[0]
-        alphas = [f * e.alpha for f in DEFAULT_ALPHAS]
-        image, share = viz.sweep_figure(model, gen, seed_list, e.part, e.appearance, alphas)
-        path = viz.save_png(image, folder / f"edit_part{e.part}_app{e.appearance}.png")
-        click.echo(f"wrote {path} ({100 * share:.0f}% of the pixel change inside the part)")
+        result = measured_sweep(model, gen, seed_list, e.part, e.appearance, [f * e.alpha for f in DEFAULT_ALPHAS])
+        path = save_png(sweep_figure(model, result, seed_list), folder / f"edit_part{e.part}_app{e.appearance}.png")
+        click.echo(f"wrote {path} ({100 * result.share:.0f}% of the pixel change inside the part)")
     else:
-        path = viz.save_png(viz.edits_figure(model, gen, seed_list, edit_list), folder / "edit.png")
+        edited = gen.to_unit(edit_images(model, gen, seed_list, edit_list)).cpu()
+        path = save_png(edits_figure(model, gen.render(seed_list), edited, edit_list, seed_list), folder / "edit.png")
         click.echo(f"wrote {path}")
-
-
-def parse_shift(text: str) -> tuple[int, int]:
-    try:
-        dy, dx = (int(v) for v in text.split(","))
-        return dy, dx
-    except ValueError as exc:
-        raise PandaError(f"cannot read shift '{text}': write it as DY,DX in layer positions, e.g. 0,2.") from exc
 
 
 @main.command()
 @click.argument("factors", type=click.Path(dir_okay=False))
 @click.option("--part", "-k", type=int, required=True, help="Part k to refine and edit.")
 @click.option("--appearance", "-j", type=int, default=None, help="Appearance for the edit; default: the part's top one by energy.")
-@click.option("--alpha", "-a", type=float, default=2.0, help="Edit strength.")
+@click.option("--alpha", "-a", type=FINITE, default=2.0, help="Edit strength.")
 @click.option("--steps", type=int, default=100, help="Refinement steps per image.")
 @click.option("--radius", type=int, default=1, help="Positions a part may move beyond its start's support.")
 @click.option("--search", type=int, default=2,
               help="Start from the global parts translated by up to this many positions, whichever fits the image best (0: no search).")
-@click.option("--shift", default="0,0",
+@click.option("--shift", type=SHIFT, default="0,0",
               help="Translate the features by DY,DX layer positions first (periodically), to try refinement on misaligned data.")
 @sample_options(n_images=6, out="out/refine")
-@handle_errors
 def refine(factors, part, appearance, alpha, steps, radius, search, shift, seeds, seed, n_images, out, generator_name, device):
     """Fit sample-specific parts for each image and compare them and their edits with the global parts.
 
     \b
     Example:  panda refine factors.safetensors --part 2 --shift 0,2 --seeds 0-5
     """
-    from . import viz
-    from .editing import check_alpha
-    from .refinement import check_refine_args
-
     model, gen = _load(factors, device, generator_name)
     model.check_part(part)
     j = model.top_appearances(part, 1)[0] if appearance is None else model.check_appearance(appearance)
     check_alpha(alpha)
-    dy, dx = parse_shift(shift)
-    check_refine_args(model.layer_shape_[1:], steps, radius, (dy, dx), search)  # all before anything is written
+    check_refine_args(model.layer_shape_[1:], steps, radius, shift, search)  # all before anything is written
     seed_list = _seeds(seeds, seed, n_images)
-    folder = viz.check_writable(out)
-    image, figures = viz.refine_figure(model, gen, seed_list, part, j, alpha, (dy, dx), steps, radius, search)
-    path = viz.save_png(image, folder / f"refine_part{part}.png")
-    click.echo(f"wrote {path}\n  reconstruction error: global {figures['error_global']:.4f}, refined {figures['error_refined']:.4f}\n"
-               f"  median ROIR of the edit (lower is better): global {figures['roir_global']:.3f}, refined {figures['roir_refined']:.3f}\n"
-               f"  images whose refinement started from the shift ({dy},{dx}): {figures['shift_found']:.0%}")
+    folder = check_writable(out)
+    cmp = compare_refinement(model, gen, seed_list, part, j, alpha, shift, steps, radius, search)
+    path = save_png(refine_figure(model, cmp, seed_list, steps), folder / f"refine_part{part}.png")
+    dy, dx = shift
+    click.echo(f"wrote {path}\n  reconstruction error: global {cmp.error_global:.4f}, refined {cmp.error_refined:.4f}\n"
+               f"  median ROIR of the edit (lower is better): global {cmp.roir_global:.3f}, refined {cmp.roir_refined:.3f}\n"
+               f"  images whose refinement started from the shift ({dy},{dx}): {cmp.shift_found:.0%}")
 
 
 @main.command()
 @click.argument("factors", type=click.Path(dir_okay=False))
 @click.option("--part", "-k", type=int, default=None, help="Remove what is in part k.")
 @click.option("--mask", type=click.Path(dir_okay=False), default=None, help="Or a PNG whose white pixels mark the region.")
-@click.option("--region", type=click.Choice(["eyes", "nose", "mouth", "forehead"]), default=None,
+@click.option("--region", type=click.Choice(REMOVAL_REGIONS), default=None,
               help="Or a face region found in each image by MediaPipe FaceMesh (eyes: glasses; forehead: hair over it).")
-@click.option("--dilate", type=int, default=5, help="With --region: grow the region by this many pixels.")
-@click.option("--alpha", "-a", type=float, default=1.5, help="Strength of the background appearance.")
+@click.option("--dilate", type=click.IntRange(min=0), default=5, help="With --region: grow the region by this many pixels.")
+@click.option("--alpha", "-a", type=FINITE, default=1.5, help="Strength of the background appearance.")
 @click.option("--background", "-b", default="auto",
               help="'auto': the appearance that best fills this region with its surroundings on these images "
                    "(also writes the runners-up side by side); 'global': the one chosen when fitting; or an "
                    "appearance index, '-J' for its opposite sign.")
 @sample_options(n_images=6, out="out/remove")
-@handle_errors
 def remove(factors, part, mask, region, dilate, alpha, background, seeds, seed, n_images, out, generator_name, device):
     """Context-aware object removal: fill a part, a mask or a face region with a background appearance.
 
@@ -289,26 +343,15 @@ def remove(factors, part, mask, region, dilate, alpha, background, seeds, seed, 
       panda remove factors.safetensors --part 8 --background global
       panda remove factors.safetensors --mask hat.png --background 3 --alpha 2
     """
-    import torch
-
-    from . import viz
-    from .editing import check_alpha
-    from .removal import parse_background, rasterise_mask, region_for
-
     model, gen = _load(factors, device, generator_name)
     if sum(v is not None for v in (part, mask, region)) != 1:
-        raise PandaError("say what to remove: exactly one of --part K, --mask FILE.PNG or --region eyes|nose|mouth|forehead.")
+        raise PandaError(f"say what to remove: exactly one of --part K, --mask FILE.PNG or --region {'|'.join(REMOVAL_REGIONS)}.")
     check_alpha(alpha)
     background, sign = parse_background(model, background)
     seed_list = _seeds(seeds, seed, n_images)
     masks = None
     if region is not None:
-        if dilate < 0:
-            raise PandaError(f"--dilate must be >= 0, got {dilate}.")
-        from .landmarks import FaceMeshMasker
-
-        images = gen.to_unit(gen.synthesize(gen.sample(seed_list))).cpu()
-        found = FaceMeshMasker(dilate=dilate)(images, regions=(region,))
+        found = FaceMeshMasker(dilate=dilate)(gen.render(seed_list), regions=(region,))
         missing = [s for s, ok in zip(seed_list, found.found.tolist()) if not ok]
         if missing:
             raise PandaError(f"FaceMesh found no face in seeds {missing}: leave them out of --seeds.")
@@ -318,17 +361,16 @@ def remove(factors, part, mask, region, dilate, alpha, background, seeds, seed, 
     else:
         grid_regions = region_for(model, part, mask)
         label = model.part_label(part) if part is not None else "mask"
-    folder = viz.check_writable(out)
-    image, figures = viz.remove_figure(model, gen, seed_list, grid_regions, alpha, background, label, masks, sign)
+    folder = check_writable(out)
+    result = removal(model, gen, seed_list, grid_regions, alpha, background, masks, sign)
     name = f"remove_part{part}" if part is not None else (f"remove_{region}" if region else "remove_mask")
-    path = viz.save_png(image, folder / f"{name}.png")
-    click.echo(f"wrote {path}\n  background appearance {figures['background']} ({figures['sign']:+g}); colour distance from "
-               f"the region to its surroundings: {figures['distance_before']:.4f} before, {figures['distance_after']:.4f} after")
-    if "search" in figures:  # auto: show the runners-up, the pick is a colour criterion and may not look best
-        sheet = viz.candidates_figure(model, gen, seed_list[:4], grid_regions[:4] if grid_regions.dim() == 3 else grid_regions,
-                                      figures["search"], alpha, masks=None if masks is None else masks[:4], label=label)
-        sheet_path = viz.save_png(sheet, folder / f"{name}_candidates.png")
-        others = ", ".join(f"{'+' if s > 0 else '-'}{j} ({100 * g:.0f}%)" for j, s, g in figures["search"].ranked(6)[1:])
+    path = save_png(remove_figure(result, seed_list, label), folder / f"{name}.png")
+    click.echo(f"wrote {path}\n  background appearance {result.appearance} ({result.sign:+g}); colour distance from "
+               f"the region to its surroundings: {result.distance_before:.4f} before, {result.distance_after:.4f} after")
+    if result.search is not None:  # auto: show the runners-up, the pick is a colour criterion and may not look best
+        fills = candidate_fills(model, gen, seed_list[:4], result.regions[:4], result.search, alpha)
+        sheet_path = save_png(candidates_figure(result, fills, seed_list[:4], label), folder / f"{name}_candidates.png")
+        others = ", ".join(f"{'+' if s > 0 else '-'}{j} ({100 * g:.0f}%)" for j, s, g in result.search.ranked(6)[1:])
         click.echo(f"wrote {sheet_path}\n  runners-up (share of the way to the surroundings' colour): {others};\n"
                    f"  if one of them looks more like removal, pass it: --background J (or -J for the opposite sign)")
 
@@ -338,7 +380,6 @@ def remove(factors, part, mask, region, dilate, alpha, background, seeds, seed, 
 @click.option("--appearance", "-j", type=int, default=None, help="Show where appearance j is, across samples.")
 @click.option("--top", type=int, default=None, help="Or: the K strongest concepts of one image (the first seed).")
 @sample_options(n_images=8, out="out/localize")
-@handle_errors
 def localize(factors, appearance, top, seeds, seed, n_images, out, generator_name, device):
     """Concept localisation: where each appearance is (A^T Z), as heat maps over the images.
 
@@ -347,73 +388,64 @@ def localize(factors, appearance, top, seeds, seed, n_images, out, generator_nam
       panda localize factors.safetensors --appearance 3 --seeds 0-7
       panda localize factors.safetensors --top 6 --seed 12
     """
-    from . import viz
-
     model, gen = _load(factors, device, generator_name)
     if (appearance is None) == (top is None):
         raise PandaError("give either --appearance J (one concept, many images) or --top K (one image, K concepts).")
     seed_list = _seeds(seeds, seed, n_images)
     if appearance is not None:
         model.check_appearance(appearance)
-        folder = viz.check_writable(out)
-        path = viz.save_png(viz.localize_figure(model, gen, seed_list, appearance), folder / f"localize_app{appearance}.png")
+        folder = check_writable(out)
+        image = localize_figure(model, localisation(model, gen, seed_list), appearance, seed_list)
+        path = save_png(image, folder / f"localize_app{appearance}.png")
     else:
         if not 1 <= top <= model.n_appearances:
             raise PandaError(f"--top {top} must be in 1..{model.n_appearances}.")
-        folder = viz.check_writable(out)
-        path = viz.save_png(viz.localize_top_figure(model, gen, seed_list[0], top), folder / f"localize_top_seed{seed_list[0]}.png")
+        folder = check_writable(out)
+        image = localize_top_figure(model, localisation(model, gen, seed_list[:1]), top, seed_list[0])
+        path = save_png(image, folder / f"localize_top_seed{seed_list[0]}.png")
     click.echo(f"wrote {path}")
 
 
 @main.command()
 @click.argument("factors", type=click.Path(dir_okay=False))
 @click.option("--host", default="127.0.0.1", help="Address to listen on (127.0.0.1: this machine only).")
-@click.option("--port", type=int, default=8000, help="Port to listen on.")
-@click.option("--generator", "generator_name", default=None, help="Generator; default: the one the factor file was fitted on.")
-@click.option("--seed", type=int, default=0, help="The sample the page opens on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, help="Port to listen on.")
+@click.option("--generator", "generator_name", type=GENERATOR, default=None, help="Generator; default: the one the factor file was fitted on.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, help="The sample the page opens on.")
 @device_option
-@handle_errors
 def serve(factors, host, port, generator_name, seed, device):
     """Explore FACTORS in the browser: sliders for part, appearance and alpha; live edits, maps, removal.
 
     \b
     Example:  panda serve out/demo/factors.safetensors --port 8000   (then open http://127.0.0.1:8000/)
     """
-    from .serve import serve as run_server
-
-    if not 0 < port < 65536:
-        raise PandaError(f"port {port} is not a valid port: use 1..65535.")
     run_server(factors, host, port, device, generator_name, seed)
 
 
 @main.command()
-@click.option("--generator", "generator_name", default="dcgan-celeba", help="Built-in generator.")
+@click.option("--generator", "generator_name", type=GENERATOR, default=DEFAULT_GENERATOR, help=GENERATOR_HELP)
 @click.option("--layer", default=None, help="Layer; default: the generator's default layer.")
-@click.option("--rank-parts", "-rs", type=int, default=12, help="R_S parts.")
-@click.option("--n-samples", "-n", type=int, default=5000, help="Training samples.")
-@click.option("--seed", type=int, default=0, help="First training seed and random start.")
+@click.option("--rank-parts", "-rs", type=COUNT, default=12, help="R_S parts.")
+@click.option("--n-samples", "-n", type=click.IntRange(1, 10_000_000), default=5000, help="Training samples.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, help="First training seed and random start.")
 @click.option("--out", "-o", default="out/demo", help="Output folder (index.html and PNGs).")
 @device_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-@handle_errors
 def demo(generator_name, layer, rank_parts, n_samples, seed, out, device, quiet):
     """Fit on a face generator and write parts, top edits per part and an index.html to OUT.
 
     \b
     Example:  panda demo --out out/demo   (then open out/demo/index.html)
     """
-    from .demo import run_demo
-
     index = run_demo(generator_name, layer, rank_parts, n_samples, seed, out, device, progress=not quiet)
     click.echo(f"open {index}")
 
 
 @main.command("name-parts")
 @click.argument("factors", type=click.Path(dir_okay=False))
-@click.option("--n", "n", type=int, default=64, help="Faces to measure the overlaps on.")
-@click.option("--seed", type=int, default=20_000_000, help="First seed of those faces.")
+@click.option("--n", "n", type=COUNT, default=64, help="Faces to measure the overlaps on.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=CALIB_SEED_START, help="First seed of those faces.")
 @device_option
-@handle_errors
 def name_parts_cmd(factors, n, seed, device):
     """Name FACTORS' parts after the face regions (eyes, nose, mouth) they overlap most, and save the names
     into the file; every picture then shows them. Regions come from MediaPipe FaceMesh, not from PandA.
@@ -421,10 +453,6 @@ def name_parts_cmd(factors, n, seed, device):
     \b
     Example:  panda name-parts out/demo/factors.safetensors
     """
-    from .bench import name_model_parts
-
-    if n < 1:
-        raise PandaError(f"--n must be >= 1, got {n}.")
     model, gen = _load(factors, device)
     names = name_model_parts(model, gen, n, seed)
     model.save(factors)
@@ -437,42 +465,30 @@ def bench() -> None:
 
 
 @bench.command("roir")
-@click.option("--generator", "generator_name", default="dcgan-celeba", help="Built-in face generator.")
-@click.option("--n", "n", type=int, default=1000, help="Test seeds to try (those both landmark models accept are kept).")
-@click.option("--n-calib", type=int, default=64, help="Calibration seeds (disjoint from the test seeds).")
-@click.option("--budget", type=int, default=8, help="Directions each method may propose per region (x 2 signs).")
-@click.option("--target", type=float, default=0.05, help="Matched mean absolute pixel change inside the region ([0, 1] images).")
-@click.option("--n-train", type=int, default=5000, help="PandA's training samples.")
-@click.option("--ganspace-samples", type=int, default=10_000, help="GANSpace's PCA samples.")
-@click.option("--n-jacobian", type=int, default=5, help="Calibration samples LowRankGAN and ReSeFa compute their directions from.")
-@click.option("--seed", type=int, default=0, help="Random start of PandA's parts.")
+@click.option("--generator", "generator_name", type=GENERATOR, default=DEFAULT_GENERATOR, help=GENERATOR_HELP)
+@click.option("--n", "n", type=COUNT, default=1000, help="Test seeds to try (those both landmark models accept are kept).")
+@click.option("--n-calib", type=COUNT, default=64, help="Calibration seeds (disjoint from the test seeds).")
+@click.option("--budget", type=COUNT, default=8, help="Directions each method may propose per region (x 2 signs).")
+@click.option("--target", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05,
+              help="Matched mean absolute pixel change inside the region ([0, 1] images).")
+@click.option("--n-train", type=COUNT, default=5000, help="PandA's training samples.")
+@click.option("--ganspace-samples", type=COUNT, default=10_000, help="GANSpace's PCA samples.")
+@click.option("--n-jacobian", type=COUNT, default=5, help="Calibration samples LowRankGAN and ReSeFa compute their directions from.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, help="Random start of PandA's parts.")
 @click.option("--out", "-o", default="out/bench", help="Output folder (roir.md, roir.csv, roir.png, one grid per region).")
 @device_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-@handle_errors
 def bench_roir(generator_name, n, n_calib, budget, target, n_train, ganspace_samples, n_jacobian, seed, out, device, quiet):
-    """ROIR of local edits (eyes, nose, mouth) for PandA, GANSpace, SeFa, LowRankGAN, ReSeFa (StyleSpace: n/a).
+    """ROIR of local edits (eyes, nose, mouth) for every registered method (PandA, GANSpace, SeFa, StyleSpace,
+    LowRankGAN, ReSeFa; a method a generator cannot run is reported as n/a with the reason).
 
     \b
     Example:  panda bench roir --generator dcgan-celeba --n 1000 --out out/bench/celeba
     """
-    from . import viz
-    from .bench import markdown, run_roir, write_outputs
-    from .generators import load_generator
-    from .model import PandA
-
-    for name, value in (("n", n), ("n-calib", n_calib), ("budget", budget), ("n-train", n_train),
-                        ("ganspace-samples", ganspace_samples), ("n-jacobian", n_jacobian)):
-        if value < 1:
-            raise PandaError(f"--{name} must be >= 1, got {value}.")
-    if not 0 < target < 1:
-        raise PandaError(f"--target must be in (0, 1), got {target}.")
-    viz.check_writable(out)
+    check_writable(out)
     gen = load_generator(generator_name, device)
-    model = PandA(rank_parts=12, background_samples=0, n_heldout=0, random_state=seed, verbose=not quiet).fit(gen, n_samples=n_train)
-    result, edits = run_roir(generator_name, n, n_calib, budget, target, n_train, n_jacobian, ganspace_samples,
-                             device=device, progress=not quiet, model=model)
-    paths = write_outputs(result, edits, Path(out), model)
+    result = run_roir(gen, n, n_calib, budget, target, n_train, n_jacobian, ganspace_samples, seed=seed, progress=not quiet)
+    paths = write_outputs(result, Path(out))
     click.echo(markdown(result))
     click.echo("wrote " + ", ".join(str(p) for p in paths))
 

@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
-import html
+import importlib.util
 import math
 from pathlib import Path
 
+from markupsafe import Markup, escape
 from tqdm.auto import tqdm
 
-from . import viz
-from .editing import DEFAULT_ALPHAS
+from . import figures
+from .drawing import save_png
+from .editing import DEFAULT_ALPHAS, measured_sweep, sweep
+from .fileio import check_writable
+from .fitting import fit_factors
 from .generators import load_generator
+from .localisation import localisation
 from .model import PandA
+from .naming import name_model_parts
+from .pages import Section, write_index
+from .refinement import compare_refinement, refine
+from .removal import candidate_fills, region_for, removal
 
 
 def _name_parts(model: PandA, generator) -> str:
     """Name the parts from independent face landmarks when MediaPipe is installed; say what happened."""
-    import importlib.util
-
     if importlib.util.find_spec("mediapipe") is None or importlib.util.find_spec("facenet_pytorch") is None:
         return "Parts are not named: MediaPipe / facenet-pytorch are not installed (the Makefile installs them)."
-    from .bench import name_model_parts
-
     try:
         names = name_model_parts(model, generator)
     except Exception as exc:  # naming is a nicety: the demo goes on without it
@@ -38,89 +43,79 @@ def run_demo(generator_name: str = "dcgan-celeba", layer: str | None = None, ran
 
     The samples shown are seeds n_samples + seed ..., which the fit never saw.
     """
-    folder = viz.check_writable(out)
+    folder = check_writable(out)
     gen = load_generator(generator_name, device)
-    model = PandA(None, rank_parts, random_state=seed, verbose=progress).fit(gen, layer, n_samples=n_samples, seed=seed)
+    model = fit_factors(gen, layer, None, rank_parts, n_samples, seed, progress=progress)
     naming = _name_parts(model, gen)
     model.save(folder / "factors.safetensors")
     shown = list(range(seed + n_samples, seed + n_samples + n_show))
     latents = gen.sample(shown)
     alphas = list(DEFAULT_ALPHAS)
 
-    viz.save_png(viz.parts_figure(model, gen, shown, latents), folder / "parts.png")
-    overview_rows, overview_labels, per_part = [], [], []
-    one = latents[:1]
+    save_png(figures.parts_figure(model, gen.render(latents), shown), folder / "parts.png")
+    overview, per_part = [], []
     for k in tqdm(range(model.n_parts), desc="edits per part", disable=not progress, leave=False):
         top = model.top_appearances(k, n_top)
-        image, share = viz.sweep_figure(model, gen, shown, k, top[0], alphas, latents)
-        viz.save_png(image, folder / f"edit_part{k}.png")
-        viz.save_png(viz.contact_sheet(model, gen, shown[:2], k, top, alphas, latents[:2]), folder / f"part{k}_appearances.png")
-        per_part.append((k, top, share))
-        from .editing import sweep
-        row = gen.to_unit(sweep(model, gen, one, k, top[0], alphas))[0].cpu()
-        overview_rows.append([viz.to_pil(x, viz._scale_for(row)) for x in row])
-        overview_labels.append(f"{model.part_label(k)} + app. {top[0]}")
-    viz.save_png(viz.grid(overview_rows, overview_labels, [f"alpha {a:+g}" for a in alphas],
-                          title=f"seed {shown[0]}: every part with its top appearance"), folder / "overview.png")
+        result = measured_sweep(model, gen, latents, k, top[0], alphas)
+        save_png(figures.sweep_figure(model, result, shown), folder / f"edit_part{k}.png")
+        sheets = [(j, gen.to_unit(sweep(model, gen, latents[:2], k, j, alphas)).cpu()) for j in top]
+        save_png(figures.contact_sheet(model, k, sheets, alphas, shown[:2]), folder / f"part{k}_appearances.png")
+        per_part.append((k, top, result.share))
+        overview.append((k, top[0], result.images[0]))
+    save_png(figures.overview_figure(model, overview, alphas, shown[0]), folder / "overview.png")
 
     # -- the paper's other applications
-    from .removal import region_for
-
-    from .refinement import refine
-
-    once = refine(model, gen, shown, shift=(0, 2))  # the same refined parts serve every part's figure
-    refined = [(k, *viz.refine_figure(model, gen, shown, k, model.top_appearances(k, 1)[0], 2.0, shift=(0, 2), refined=once))
+    once = refine(model, gen, latents, shift=(0, 2))  # the same refined parts serve every part's comparison
+    refined = [compare_refinement(model, gen, latents, k, model.top_appearances(k, 1)[0], 2.0, shift=(0, 2), refined=once)
                for k in tqdm(range(model.n_parts), desc="refinement per part", disable=not progress, leave=False)]
-    improved = [r for r in refined if r[2]["roir_refined"] < r[2]["roir_global"]]
+    improved = [r for r in refined if r.roir_refined < r.roir_global]
     # the part refinement helped most; an infinite global ROIR (a part that wrapped round to the other side)
     # would win that comparison but makes a confusing picture
-    finite = [r for r in refined if math.isfinite(r[2]["roir_global"])] or refined
-    refine_part, refine_img, refine_fig = max(finite, key=lambda r: r[2]["roir_global"] / max(r[2]["roir_refined"], 1e-12))
-    viz.save_png(refine_img, folder / "refine.png")
-    refine_rows = "".join(f"<tr><td>{html.escape(model.part_label(k))}</td><td>{f['roir_global']:.2f}</td>"
-                          f"<td>{f['roir_refined']:.2f}</td></tr>" for k, _, f in refined)
-    removals = []
-    for k in range(model.n_parts):
-        image, fig = viz.remove_figure(model, gen, shown[:3], region_for(model, part=k), 1.0, label=model.part_label(k))
-        removals.append((k, image, fig))
-    removals.sort(key=lambda item: item[2]["distance_after"] / max(item[2]["distance_before"], 1e-12))
-    for rank, (k, image, fig) in enumerate(removals[:3]):
-        viz.save_png(image, folder / f"remove_{rank}.png")
-    best_k, _, best_fig = removals[0]
-    viz.save_png(viz.candidates_figure(model, gen, shown[:3], region_for(model, part=best_k), best_fig["search"], 1.0,
-                                       label=model.part_label(best_k)), folder / "remove_candidates.png")
-    viz.save_png(viz.localize_top_figure(model, gen, shown[0], 6), folder / "localize_top.png")
-    viz.save_png(viz.localize_figure(model, gen, shown, model.background_), folder / "localize_background.png")
+    finite = [r for r in refined if math.isfinite(r.roir_global)] or refined
+    best = max(finite, key=lambda r: r.roir_global / max(r.roir_refined, 1e-12))
+    save_png(figures.refine_figure(model, best, shown, 100), folder / "refine.png")
+    removals = [(k, removal(model, gen, latents[:3], region_for(model, part=k), 1.0)) for k in range(model.n_parts)]
+    removals.sort(key=lambda item: item[1].distance_after / max(item[1].distance_before, 1e-12))
+    for rank, (k, result) in enumerate(removals[:3]):
+        save_png(figures.remove_figure(result, shown[:3], model.part_label(k)), folder / f"remove_{rank}.png")
+    best_k, best_removal = removals[0]
+    fills = candidate_fills(model, gen, latents[:3], best_removal.regions, best_removal.search, 1.0)
+    save_png(figures.candidates_figure(best_removal, fills, shown[:3], model.part_label(best_k)), folder / "remove_candidates.png")
+    save_png(figures.localize_top_figure(model, localisation(model, gen, latents[:1]), 6, shown[0]), folder / "localize_top.png")
+    save_png(figures.localize_figure(model, localisation(model, gen, latents), model.background_, shown),
+             folder / "localize_background.png")
 
-    summary = (f"Generator <b>{html.escape(gen.name)}</b> ({html.escape(gen.description)}), layer <b>{model.layer_}</b> "
-               f"({'x'.join(map(str, model.layer_shape_))}), R_C = {model.n_appearances}, R_S = {model.n_parts}, "
-               f"{model.n_samples_} training samples. Feature extraction {model.extract_time_:.2f} s, fit "
-               f"{model.fit_time_:.2f} s ({model.n_iter_} iteration(s), {model.n_passes_} passes). Relative "
-               f"reconstruction error: training {model.train_error_:.4f}, held-out {model.heldout_error_:.4f} "
-               f"({model.n_heldout} samples). Factors: <code>factors.safetensors</code>. Samples shown: seeds "
-               f"{shown[0]}-{shown[-1]}, not used for fitting. Alpha is in units of the layer's typical activation norm.")
+    summary = Markup(
+        f"Generator <b>{escape(gen.name)}</b> ({escape(gen.description)}), layer <b>{escape(model.layer_)}</b> "
+        f"({'x'.join(map(str, model.layer_shape_))}), R_C = {model.n_appearances}, R_S = {model.n_parts}, "
+        f"{model.n_samples_} training samples. Feature extraction {model.extract_time_:.2f} s, fit "
+        f"{model.fit_time_:.2f} s ({model.n_iter_} iteration(s), {model.n_passes_} passes). Relative "
+        f"reconstruction error: training {model.train_error_:.4f}, held-out {model.heldout_error_:.4f} "
+        f"({model.n_heldout_} samples). Factors: <code>factors.safetensors</code>. Samples shown: seeds "
+        f"{shown[0]}-{shown[-1]}, not used for fitting. Alpha is in units of the layer's typical activation norm.")
     sections = [
-        ("Summary", summary, []),
-        ("Parts", "Each part is a non-negative map over the layer's grid, shared by all images; "
-                  "'all parts' colours each pixel by its strongest part. " + html.escape(naming),
-         [("parts.png", "The parts over samples.")]),
-        ("Every part at a glance", "One sample; each row adds the part's top appearance (by coefficient energy) at "
-                                   "increasing strength.", [("overview.png", "Top edit of every part.")]),
+        Section("Summary", summary),
+        Section("Parts", "Each part is a non-negative map over the layer's grid, shared by all images; "
+                         "'all parts' colours each pixel by its strongest part. " + naming,
+                [("parts.png", "The parts over samples.")]),
+        Section("Every part at a glance", "One sample; each row adds the part's top appearance (by coefficient energy) "
+                                          "at increasing strength.", [("overview.png", "Top edit of every part.")]),
     ]
-    sections.append(("Refinement", (
+    refine_rows = Markup("").join(Markup("<tr><td>{}</td><td>{:.2f}</td><td>{:.2f}</td></tr>").format(
+        model.part_label(r.part), r.roir_global, r.roir_refined) for r in refined)
+    sections.append(Section("Refinement", Markup(
         f"Sample-specific parts for images whose content is shifted (here the features are translated by 2 positions "
         f"to the right, periodically). Each image's refinement starts from the global parts translated by whichever "
-        f"shift of up to 2 positions fits it best (the right one for {refine_fig['shift_found']:.0%} of these images), "
+        f"shift of up to 2 positions fits it best (the right one for {best.shift_found:.0%} of these images), "
         f"then lets each part move one position beyond that start. Reconstruction error of these images: "
-        f"{refine_fig['error_global']:.3f} with the global parts, {refine_fig['error_refined']:.3f} with the refined ones. "
+        f"{best.error_global:.3f} with the global parts, {best.error_refined:.3f} with the refined ones. "
         f"For every part, the median ROIR (lower is better) of its top edit against the shifted region (inf: the "
         f"global edit changed nothing there). Refinement lowered it for {len(improved)} of {model.n_parts} parts."
-        f"<table border=1 cellpadding=3><tr><th>part</th><th>ROIR, global</th><th>ROIR, refined</th></tr>"
-        f"{refine_rows}</table>"),
-        [("refine.png", f"Part {refine_part}, where refinement helped most (ROIR {refine_fig['roir_global']:.2f} -> "
-                        f"{refine_fig['roir_refined']:.2f}): global against refined parts on the shifted samples.")]))
+        f"<table><tr><th>part</th><th>ROIR, global</th><th>ROIR, refined</th></tr>") + refine_rows + Markup("</table>"),
+        [("refine.png", f"Part {best.part}, where refinement helped most (ROIR {best.roir_global:.2f} -> "
+                        f"{best.roir_refined:.2f}): global against refined parts on the shifted samples.")]))
     gain = "n/a" if model.background_gain_ != model.background_gain_ else f"{100 * model.background_gain_:.0f}%"
-    sections.append(("Object removal", (
+    sections.append(Section("Object removal", Markup(
         f"Adding a 'background' appearance to a part fills it with what surrounds it. For each part panda picks the "
         f"appearance (and sign) among the 16 strongest that brings the part's mean colour closest to the band of "
         f"pixels around it on these images (<code>--background auto</code>); the fit's global choice is appearance "
@@ -128,18 +123,18 @@ def run_demo(generator_name: str = "dcgan-celeba", layer: str | None = None, ran
         f"three parts where removal moved the colour most towards the surroundings. On these small DCGANs expect a fill "
         f"that tones the region towards its surroundings rather than a clean inpainting; see "
         f"<code>examples/</code> for glasses removed on dcgan-digiface."),
-        [(f"remove_{rank}.png", f"Remove {model.part_label(k)} with appearance {fig['background']} ({fig['sign']:+g}): colour "
-                                f"distance to the surroundings {fig['distance_before']:.3f} -> {fig['distance_after']:.3f}.")
-         for rank, (k, _, fig) in enumerate(removals[:3])]
+        [(f"remove_{rank}.png", f"Remove {model.part_label(k)} with appearance {r.appearance} ({r.sign:+g}): colour "
+                                f"distance to the surroundings {r.distance_before:.3f} -> {r.distance_after:.3f}.")
+         for rank, (k, r) in enumerate(removals[:3])]
         + [("remove_candidates.png", f"The six best-scoring fills for {model.part_label(best_k)}: the criterion is colour only, "
                                      f"so look, and pass another with --background J (or -J) if it removes better.")]))
-    sections.append(("Concept localisation", "A^T Z: how much of each appearance is at each position (each map rescaled "
-                     "to [0, 1]).", [("localize_top.png", f"Seed {shown[0]}: its six strongest concepts."),
-                                     ("localize_background.png", f"Where the background appearance {model.background_} is.")]))
+    sections.append(Section("Concept localisation", "A^T Z: how much of each appearance is at each position (each map "
+                            "rescaled to [0, 1]).", [("localize_top.png", f"Seed {shown[0]}: its six strongest concepts."),
+                                                     ("localize_background.png", f"Where the background appearance {model.background_} is.")]))
     for k, top, share in per_part:
-        sections.append((f"Part {k}", f"Top appearances by coefficient energy: {', '.join(map(str, top))}.", [
+        sections.append(Section(f"Part {k}", f"Top appearances by coefficient energy: {', '.join(map(str, top))}.", [
             (f"edit_part{k}.png", f"Part {k} + appearance {top[0]} at alpha {', '.join(f'{a:+g}' for a in alphas)}; "
                                   f"{100 * share:.0f}% of the pixel change at |alpha| = 2 falls in the part."),
             (f"part{k}_appearances.png", f"Part {k}: its {len(top)} top appearances on two samples."),
         ]))
-    return viz.write_index(folder, f"panda demo: {gen.name}", sections)
+    return write_index(folder, f"panda demo: {gen.name}", sections)

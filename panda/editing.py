@@ -17,8 +17,9 @@ import torch
 from .errors import PandaError
 from .features import modified
 from .generators import GeneratorAdapter, Latents
+from .maps import normalise, upsample
+from .metrics import change_inside_fraction
 from .model import PandA
-from .viz import normalise
 
 
 #: The strengths a sweep shows by default (in units of the layer's typical activation norm).
@@ -46,7 +47,10 @@ class Edit:
 def part_profile(model: PandA, part: int, parts: torch.Tensor | None = None) -> torch.Tensor:
     """Part ``part`` as an (H, W) map min-max rescaled to [0, 1], as in the paper's edits.
 
-    parts: (S, R_S) parts to use instead of the model's global ones (e.g. a sample's refined parts).
+    Parameters
+    ----------
+    parts : torch.Tensor, optional
+        (S, R_S) parts to use instead of the model's global ones (e.g. a sample's refined parts).
     """
     model.check_part(part)
     _, h, w = model.layer_shape_
@@ -72,9 +76,17 @@ def check_edits(model: PandA, edits: Sequence[Edit]) -> list[Edit]:
 
 
 def edit_delta(model: PandA, edits: Sequence[Edit], parts: torch.Tensor | None = None) -> torch.Tensor:
-    """sum over edits of alpha * scale * a_j p_k^T, as (C, H, W).
+    """sum over edits of alpha * scale * a_j p_k^T.
 
-    parts: (S, R_S) to use instead of the global parts, or (N, S, R_S) per sample (then (N, C, H, W)).
+    Parameters
+    ----------
+    parts : torch.Tensor, optional
+        (S, R_S) to use instead of the global parts, or (N, S, R_S) per sample.
+
+    Returns
+    -------
+    torch.Tensor
+        (C, H, W), or (N, C, H, W) with per-sample parts.
     """
     edits = check_edits(model, edits)
     if parts is not None and parts.dim() == 3:
@@ -113,22 +125,31 @@ def synthesize_offset(
     return torch.cat(out)
 
 
-def as_latents(generator: GeneratorAdapter, latents_or_seeds: Latents | Sequence[int]) -> Latents:
-    """Latents as given, or sampled from a list of seeds."""
-    return latents_or_seeds if isinstance(latents_or_seeds, Latents) else generator.sample(latents_or_seeds)
-
-
 def edit(
     model: PandA, generator: GeneratorAdapter, latents: Latents | Sequence[int], edits: Sequence[Edit], batch_size: int = 64,
     parts: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Apply the edits (summed) to every latent (or seed): images (N, 3, H', W') in the generator's range.
+    """Apply the edits (summed) to every latent (or seed).
 
-    parts: optional sample-specific parts (N, S, R_S), one per latent (``panda.refinement.refine``), in place
-    of the global ones.
+    Parameters
+    ----------
+    latents : Latents or sequence of int
+        N latents or seeds.
+    edits : sequence of Edit
+        Summed into one offset.
+    batch_size : int
+        Generator batch size.
+    parts : torch.Tensor, optional
+        Sample-specific parts (N, S, R_S), one per latent (:func:`panda.refinement.refine`), in place of the
+        global ones.
+
+    Returns
+    -------
+    torch.Tensor
+        Images (N, 3, H', W') in the generator's range.
     """
     model.check_compatible(generator)
-    latents = as_latents(generator, latents)
+    latents = generator.latents(latents)
     if parts is not None and parts.shape[0] != len(latents):
         raise PandaError(f"{parts.shape[0]} sets of refined parts for {len(latents)} images: refine the images you edit.")
     deltas = edit_delta(model, edits)[None] if parts is None else edit_delta(model, edits, parts)
@@ -141,7 +162,7 @@ def sweep(
 ) -> torch.Tensor:
     """One edit at several strengths, for latents (or seeds): images (N, len(alphas), 3, H', W')."""
     model.check_compatible(generator)
-    latents = as_latents(generator, latents)
+    latents = generator.latents(latents)
     unit = edit_delta(model, [Edit(part, appearance, 1.0)])
     for a in alphas:
         check_edits(model, [Edit(part, appearance, a)])
@@ -150,3 +171,57 @@ def sweep(
     deltas = torch.tensor(list(alphas), dtype=unit.dtype).repeat(n)[:, None, None, None] * unit[None]
     images = synthesize_offset(generator, model.layer_, rep, deltas, batch_size)
     return images.view(n, m, *images.shape[1:])
+
+
+@dataclass
+class SweepResult:
+    """One edit at several strengths, measured.
+
+    Attributes
+    ----------
+    part, appearance : int
+        The edit.
+    alphas : list of float
+        The strengths, one column each.
+    original : torch.Tensor
+        (N, 3, H, W) unedited images in [0, 1].
+    images : torch.Tensor
+        (N, len(alphas), 3, H, W) edited images in [0, 1].
+    region : torch.Tensor
+        (H, W) the part's rescaled map at image resolution, in [0, 1].
+    share : float
+        Mean share of the squared pixel change at the largest |alpha| that falls where ``region`` > 0.5.
+    """
+
+    part: int
+    appearance: int
+    alphas: list[float]
+    original: torch.Tensor
+    images: torch.Tensor
+    region: torch.Tensor
+    share: float
+
+    @property
+    def strongest(self) -> int:
+        """The column of the largest |alpha|."""
+        return max(range(len(self.alphas)), key=lambda i: abs(self.alphas[i]))
+
+
+def measured_sweep(
+    model: PandA, generator: GeneratorAdapter, latents: Latents | Sequence[int], part: int, appearance: int,
+    alphas: Sequence[float],
+) -> SweepResult:
+    """:func:`sweep` with the unedited images and how much of the change falls inside the part.
+
+    Returns
+    -------
+    SweepResult
+    """
+    latents = generator.latents(latents)
+    out = generator.to_unit(sweep(model, generator, latents, part, appearance, alphas)).cpu()
+    original = generator.render(latents)
+    region = upsample(part_profile(model, part)[None], out.shape[-1])[0]
+    result = SweepResult(part, appearance, list(alphas), original, out, region, 0.0)
+    big = out[:, result.strongest]
+    result.share = float(change_inside_fraction(original, big, (region > 0.5).float()).mean())
+    return result

@@ -19,6 +19,7 @@ Each decomposition is a plain function (TensorLy style); :class:`panda.model.Pan
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -39,17 +40,26 @@ def _check_finite(z: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class DataStats:
-    """First-pass statistics of the data.
+    """First-pass statistics of the data (all float64).
 
-    total:        sum_i ||Z_i||_F^2.
-    channel:      sum_i Z_i Z_i^T, (C, C) (HOSVD of the channel mode).
-    position:     sum_i Z_i^T Z_i, (S, S) (the P-step's M when R_C = C).
-    feature_norm: mean over samples and positions of the feature vector's norm ||z_{:, s}||:
-                  the layer's typical activation norm, the unit of edit strengths.
-    n:            number of samples.
-    border_channel: sum_i Z_i[:, B] Z_i[:, B]^T over the grid's outer ring B, (C, C): with ``channel`` it
-                  gives each appearance's share of energy on the border (the background criterion).
-    border_sum:   sum_i Z_i[:, B] 1, (C,): the sign an appearance typically has on the border.
+    Attributes
+    ----------
+    total : float
+        sum_i ||Z_i||_F^2.
+    channel : torch.Tensor
+        sum_i Z_i Z_i^T, (C, C) (HOSVD of the channel mode).
+    position : torch.Tensor
+        sum_i Z_i^T Z_i, (S, S) (the P-step's M when R_C = C).
+    feature_norm : float
+        Mean over samples and positions of the feature vector's norm ||z_{:, s}||: the layer's typical
+        activation norm, the unit of edit strengths.
+    n : int
+        Number of samples.
+    border_channel : torch.Tensor or None
+        sum_i Z_i[:, B] Z_i[:, B]^T over the grid's outer ring B, (C, C): with ``channel`` it gives each
+        appearance's share of energy on the border.
+    border_sum : torch.Tensor or None
+        sum_i Z_i[:, B] 1, (C,): the sign an appearance typically has on the border.
     """
 
     total: float
@@ -69,9 +79,14 @@ def border_mask(h: int, w: int, width: int = 1) -> torch.Tensor:
 
 
 def data_stats(batches: Batches, grid: tuple[int, int] | None = None) -> DataStats:
-    """One pass over ``batches`` of (B, C, S) feature maps -> :class:`DataStats` (float64).
+    """One pass over the data -> :class:`DataStats`.
 
-    grid: the layer's (H, W); with it the border statistics are gathered too.
+    Parameters
+    ----------
+    batches : iterable of torch.Tensor
+        (B, C, S) feature maps.
+    grid : (int, int), optional
+        The layer's (H, W); with it the border statistics are gathered too.
     """
     norm_sum, n, channel, position, border_channel, border_sum = 0.0, 0, None, None, None, None
     border = None if grid is None else border_mask(*grid).flatten()
@@ -139,14 +154,29 @@ def parts_objective(m: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
 
 def solve_parts(m: torch.Tensor, p: torch.Tensor, max_iter: int = 500, tol: float = 1e-7,
                 support: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
-    """Minimise f(P) (see :func:`parts_objective`) over P >= 0 from a start ``p`` (S, R_S).
+    """Minimise f(P) (see :func:`parts_objective`) over P >= 0.
 
     Projected gradient with an Armijo backtracking line search along the projection arc; the
     step grows after each accepted step and halves until accepted, so no learning rate is set.
-    Stops when f decreases by less than ``tol`` relative to |f|. Returns (P, iterations).
 
-    support: optional (S, R_S) bool mask; entries outside it are held at 0 (the feasible set stays
-    convex, so the projection is exact: clamp at 0, then zero outside the mask).
+    Parameters
+    ----------
+    m : torch.Tensor
+        (S, S) symmetric positive semi-definite statistic.
+    p : torch.Tensor
+        (S, R_S) non-negative start.
+    max_iter : int
+        At most this many iterations.
+    tol : float
+        Stop when f decreases by less than ``tol`` relative to |f|.
+    support : torch.Tensor, optional
+        (S, R_S) bool; entries outside it are held at 0 (the feasible set stays convex, so the projection
+        is exact: clamp at 0, then zero outside the mask).
+
+    Returns
+    -------
+    (torch.Tensor, int)
+        P (S, R_S) and the iterations run.
     """
     if support is not None:
         p = p * support
@@ -188,12 +218,20 @@ def init_parts(m: torch.Tensor, rank: int, random_state: int = 0) -> torch.Tenso
 class FitResult:
     """What :func:`panda_factorise` returns.
 
-    appearances: A, (C, R_C), orthonormal columns, ordered by eigenvalue of N.
-    parts:       P, (S, R_S), >= 0.
-    errors:      relative training error sum||Z - A A^T Z P P^T||^2 / sum||Z||^2 after each outer iteration.
-    n_passes:    passes over the data (each re-generates it when it is not kept in memory).
-    stats:       the first pass's :class:`DataStats`.
-    times:       seconds since the start at each entry of ``errors``.
+    Attributes
+    ----------
+    appearances : torch.Tensor
+        A, (C, R_C), orthonormal columns, ordered by eigenvalue of N.
+    parts : torch.Tensor
+        P, (S, R_S), >= 0.
+    errors : list of float
+        Relative training error sum||Z - A A^T Z P P^T||^2 / sum||Z||^2 after each outer iteration.
+    n_passes : int
+        Passes over the data (each re-generates it when it is not kept in memory).
+    stats : DataStats
+        The first pass's statistics.
+    times : list of float
+        Seconds since the start at each entry of ``errors``.
     """
 
     appearances: torch.Tensor
@@ -214,30 +252,44 @@ def panda_factorise(
     callback: Callable[[int, float], None] | None = None,
     stats: DataStats | None = None,
     n_init: int = 4,
+    grid: tuple[int, int] | None = None,
 ) -> FitResult:
     """Alternating minimisation of the PandA objective.
 
     Parameters
     ----------
-    batches:         re-iterable of (B, C, S) feature maps; every iteration must see the same samples.
-    rank_appearance: R_C, 1 <= R_C <= C.
-    rank_parts:      R_S, 1 <= R_S <= S.
-    n_iter_max:      at most this many outer (P-step, A-step) iterations.
-    tol:             stop when the relative training error falls by less than ``tol`` (relative) in an iteration.
-    random_state:    seed of the random non-negative starts of P.
-    n_init:          the first P-step runs from this many random starts (seeds random_state, random_state + 1, ...)
-                     and keeps the best; restarts are cheap because the P-step works on an S x S matrix only.
-    callback:        called as ``callback(iteration, relative_error)`` after each outer iteration.
-    stats:           the first pass's statistics, if already computed.
+    batches : iterable of torch.Tensor
+        Re-iterable of (B, C, S) feature maps; every iteration must see the same samples.
+    rank_appearance : int
+        R_C, 1 <= R_C <= C.
+    rank_parts : int
+        R_S, 1 <= R_S <= S.
+    n_iter_max : int
+        At most this many outer (P-step, A-step) iterations.
+    tol : float
+        Stop when the relative training error falls by less than ``tol`` (relative) in an iteration.
+    random_state : int
+        Seed of the random non-negative starts of P.
+    callback : callable, optional
+        Called as ``callback(iteration, relative_error)`` after each outer iteration.
+    stats : DataStats, optional
+        The first pass's statistics, if already computed.
+    n_init : int
+        The first P-step runs from this many random starts (seeds random_state, random_state + 1, ...) and
+        keeps the best; restarts are cheap because the P-step works on an S x S matrix only.
+    grid : (int, int), optional
+        The layer's (H, W); with it the first pass also gathers the border statistics.
 
     Returns
     -------
-    FitResult. A starts from the HOSVD basis (eigenvectors of sum_i Z_i Z_i^T), as in the authors' code.
+    FitResult
+        A starts from the HOSVD basis (eigenvectors of sum_i Z_i Z_i^T), as in the authors' code.
     """
     start = time.perf_counter()
+    check_params(n_iter_max, tol, n_init, random_state)
     passes = 0
     if stats is None:
-        stats = data_stats(batches)
+        stats = data_stats(batches, grid)
         passes += 1
     c, s = stats.channel.shape[0], stats.position.shape[0]
     check_ranks(rank_appearance, rank_parts, c, s)
@@ -248,8 +300,6 @@ def panda_factorise(
     # The P-step's statistic, scaled by sum||Z||^2 so that its objective is the relative error - 1.
     m = (stats.position if full else position_gram(batches, a)) / stats.total
     passes += 0 if full else 1
-    if n_init < 1:
-        raise PandaError(f"n_init={n_init}: give at least 1 random start.")
     starts = [solve_parts(m, init_parts(m, rank_parts, random_state + i))[0] for i in range(n_init)]
     p = min(starts, key=lambda cand: float(parts_objective(m, cand)))
     errors: list[float] = []
@@ -273,13 +323,87 @@ def panda_factorise(
     return FitResult(a.float(), p.float(), errors, passes, stats, times)
 
 
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def check_params(n_iter_max: int, tol: float, n_init: int, random_state: int) -> None:
+    """The fit's hyper-parameters, checked before any data is touched."""
+    if not _is_int(n_iter_max) or n_iter_max < 1:
+        raise PandaError(f"max_iter={n_iter_max!r}: give a whole number of iterations >= 1.")
+    if not isinstance(tol, (int, float)) or not math.isfinite(tol) or tol < 0:
+        raise PandaError(f"tol={tol!r}: give a finite tolerance >= 0.")
+    if not _is_int(n_init) or n_init < 1:
+        raise PandaError(f"n_init={n_init!r}: give a whole number of random starts >= 1.")
+    if not _is_int(random_state) or random_state < 0:
+        raise PandaError(f"random_state={random_state!r}: give a whole number >= 0.")
+
+
 def check_ranks(rank_appearance: int, rank_parts: int, c: int, s: int) -> None:
+    """1 <= R_C <= C and 1 <= R_S <= S; the message says which way to move."""
+    if not _is_int(rank_appearance) or not _is_int(rank_parts):
+        raise PandaError(f"ranks must be whole numbers, got R_C={rank_appearance!r}, R_S={rank_parts!r}.")
+    if rank_appearance < 1:
+        raise PandaError(f"rank_appearance={rank_appearance} must be at least 1.")
+    if rank_parts < 1:
+        raise PandaError(f"rank_parts={rank_parts} must be at least 1.")
     if not 1 <= rank_appearance <= c:
         raise PandaError(f"rank_appearance={rank_appearance} must be in 1..{c} (the layer's channel count C={c}): "
-                         f"lower it, or pick a wider layer (`panda layers GENERATOR` lists them).")
+                         f"lower it, or pick a wider layer.")
     if not 1 <= rank_parts <= s:
         raise PandaError(f"rank_parts={rank_parts} must be in 1..{s} (the layer's H*W={s} positions): "
-                         f"lower it, or pick a larger layer (`panda layers GENERATOR` lists them).")
+                         f"lower it, or pick a larger layer.")
+
+
+def coefficient_moments(batches: Batches, appearances: torch.Tensor, parts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and mean square over samples of Lambda_i = A^T Z_i P.
+
+    Parameters
+    ----------
+    batches : iterable of torch.Tensor
+        (B, C, S) feature maps.
+    appearances : torch.Tensor
+        A, (C, R_C).
+    parts : torch.Tensor
+        P, (S, R_S).
+
+    Returns
+    -------
+    (torch.Tensor, torch.Tensor)
+        E[Lambda_i] and E[Lambda_i ** 2], each (R_C, R_S) float32.
+    """
+    total, sq, n = 0, 0, 0
+    for z in batches:
+        lam = appearances.T.to(z) @ z @ parts.to(z)
+        total = total + lam.double().sum(0)
+        sq = sq + (lam.double() ** 2).sum(0)
+        n += z.shape[0]
+    return (total / n).float().cpu(), (sq / n).float().cpu()
+
+
+def appearance_shares(stats: DataStats, appearances: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each appearance sits, from the first pass's statistics (no data pass).
+
+    Parameters
+    ----------
+    stats : DataStats
+        Gathered with ``grid`` (border statistics present).
+    appearances : torch.Tensor
+        A, (C, R_C).
+    grid : (int, int)
+        The layer's (H, W).
+
+    Returns
+    -------
+    (torch.Tensor, torch.Tensor)
+        Each appearance's share of sum_i ||Z_i||^2, (R_C,), and its energy share on the grid's outer ring
+        relative to the ring's area, (R_C,) (1 = spread evenly; > 1 = on the border).
+    """
+    a = appearances.double().cpu()
+    energy = ((a.T @ stats.channel.cpu()) * a.T).sum(1)
+    border = ((a.T @ stats.border_channel.cpu()) * a.T).sum(1)
+    area = float(border_mask(*grid).double().mean())
+    return (energy / stats.total).float(), (border / energy.clamp_min(1e-30) / area).float()
 
 
 def relative_error(batches: Batches, appearances: torch.Tensor, parts: torch.Tensor) -> float:

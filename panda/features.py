@@ -8,6 +8,7 @@ always removed, also when the forward pass raises, so the generator is unchanged
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Callable, Iterator, Sequence
 
 import torch
@@ -78,11 +79,43 @@ def iter_features(
             yield z.flatten(2)
 
 
-class FeatureSource:
-    """The feature maps of a fixed list of seeds, kept in memory when they fit ``memory_budget``
-    bytes and re-generated batch by batch (bounded memory) otherwise.
+#: Held-out samples (for :meth:`panda.model.PandA.score`) are seeds from here on, far from training seeds' usual range.
+HELDOUT_SEED_START = 1_000_000_000
 
-    Iterating yields (B, C, S) float tensors; every pass sees the same samples in the same order.
+
+class FeatureSource:
+    """The feature maps of a fixed list of seeds at one layer: the data a :class:`panda.model.PandA` is fitted on.
+
+    Nothing is generated until the first pass. The first pass keeps the maps in memory when they fit
+    ``memory_budget`` bytes; otherwise every pass re-generates them batch by batch (bounded memory).
+
+    Parameters
+    ----------
+    generator : GeneratorAdapter
+        The generator.
+    layer : str
+        The layer's name (``generator.layer_shapes()`` lists them).
+    seeds : sequence of int
+        The samples; every pass sees them in this order.
+    batch_size : int
+        Generator batch size.
+    memory_budget : int
+        Bytes of feature maps kept in memory.
+    progress : bool
+        A progress bar while generating.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        The layer's (C, H, W).
+    nbytes : int
+        Size of all the feature maps in float32.
+    streamed : bool
+        True when the maps do not fit the budget and every pass re-generates them.
+    extract_time : float
+        Seconds spent in the generator so far, over all passes.
+
+    Iterating yields (B, C, S) float tensors, S = H * W.
     """
 
     def __init__(
@@ -94,21 +127,49 @@ class FeatureSource:
         memory_budget: int = 2 << 30,
         progress: bool = False,
     ) -> None:
-        if len(seeds) == 0:
-            raise PandaError("no samples: n_samples must be >= 1.")
-        self.generator, self.layer, self.seeds = generator, layer, list(seeds)
-        self.batch_size, self.progress = batch_size, progress
+        self.seeds = list(seeds)
+        if len(self.seeds) == 0:
+            raise PandaError("no samples: give at least one seed.")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise PandaError(f"batch_size={batch_size!r}: give a whole number >= 1.")
+        if not isinstance(memory_budget, (int, float)) or not memory_budget >= 0 or memory_budget == float("inf"):
+            raise PandaError(f"memory_budget={memory_budget!r}: give a finite number of bytes >= 0.")
+        self.generator, self.layer = generator, layer
+        self.batch_size, self.memory_budget, self.progress = batch_size, memory_budget, progress
         generator.layer_module(layer)  # validates the name, listing the valid ones
         c, h, w = self.shape = generator.layer_shapes()[layer]
         self.nbytes = len(self.seeds) * c * h * w * 4
-        self.cached: list[torch.Tensor] | None = None
-        if self.nbytes <= memory_budget:
-            self.cached = list(iter_features(generator, layer, self.seeds, batch_size, progress, "extracting features"))
+        self.streamed = self.nbytes > memory_budget
+        self.extract_time = 0.0
+        self._cache: list[torch.Tensor] | None = None
+
+    @classmethod
+    def heldout(cls, generator: GeneratorAdapter, layer: str, n_samples: int, **kwargs) -> "FeatureSource":
+        """``n_samples`` seeds from :data:`HELDOUT_SEED_START`, never used for training."""
+        return cls(generator, layer, range(HELDOUT_SEED_START, HELDOUT_SEED_START + n_samples), **kwargs)
 
     def __len__(self) -> int:
         return len(self.seeds)
 
+    def _generate(self, desc: str) -> Iterator[torch.Tensor]:
+        it = iter_features(self.generator, self.layer, self.seeds, self.batch_size, self.progress, desc)
+        while True:
+            t = time.perf_counter()
+            z = next(it, None)
+            self.extract_time += time.perf_counter() - t
+            if z is None:
+                return
+            yield z
+
     def __iter__(self) -> Iterator[torch.Tensor]:
-        if self.cached is not None:
-            return iter(self.cached)
-        return iter_features(self.generator, self.layer, self.seeds, self.batch_size, self.progress, "re-generating features")
+        if self._cache is not None:
+            yield from self._cache
+            return
+        if self.streamed:
+            yield from self._generate("re-generating features (over the memory budget)")
+            return
+        kept = []
+        for z in self._generate("extracting features"):
+            kept.append(z)
+            yield z
+        self._cache = kept  # only a complete pass is kept

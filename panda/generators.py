@@ -1,4 +1,4 @@
-"""Generator adapters: one seam for every architecture.
+"""Generator adapters and the generator registry: one seam for every architecture.
 
 A :class:`GeneratorAdapter` wraps any ``torch.nn.Module`` generator with what panda needs
 to know about it: how to turn seeds into latents (reproducibly), optional class
@@ -7,15 +7,19 @@ replaced with forward hooks (see :mod:`panda.features`), so ``G[l:](Z')`` needs 
 per-architecture forward splitting: a StyleGAN or BigGAN adapter only has to say how to
 call its module.
 
-Built in are three real pretrained DCGANs that ship inside PyPI wheels. Their weight files
+A :class:`GeneratorSpec` carries everything generator-specific (how to build and load it, how
+to call it, how seeds become latents, its default layer, what each baseline needs from it);
+:func:`register_generator` adds one to :data:`GENERATORS`, and every front end takes its
+choices from there. Adding a generator means adding one spec here.
+
+Registered are three real pretrained DCGANs that ship inside PyPI wheels. Their weight files
 are read directly (``weights_only=True``), never their packages' code.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 from dataclasses import dataclass
+import importlib.util
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -24,6 +28,8 @@ import torch
 from torch import nn
 
 from .errors import PandaError
+from .fileio import sha256_of
+from .registry import Registry
 
 #: How a wrapped module is called: ``forward_fn(module, z, onehot) -> images``.
 #: ``z`` is (N, latent_dim); ``onehot`` is (N, n_classes) or None; images are (N, 3, H, W).
@@ -34,8 +40,12 @@ ForwardFn = Callable[[nn.Module, torch.Tensor, "torch.Tensor | None"], torch.Ten
 class Latents:
     """A batch of generator inputs.
 
-    z:      (N, latent_dim) float tensor.
-    labels: (N,) long tensor of class indices for a conditional generator, else None.
+    Attributes
+    ----------
+    z : torch.Tensor
+        (N, latent_dim) float.
+    labels : torch.Tensor or None
+        (N,) long class indices for a conditional generator, else None.
     """
 
     z: torch.Tensor
@@ -64,15 +74,27 @@ class GeneratorAdapter:
 
     Parameters
     ----------
-    module:       the generator; put in eval mode, its parameters frozen.
-    name:         identifier written into factor files (e.g. ``"dcgan-celeba"``).
-    latent_dim:   size of z.
-    weight_hash:  sha256 of the weights, written into factor files so that a factor file
-                  is never used with another generator by mistake.
-    forward_fn:   how to call ``module`` (see :data:`ForwardFn`); default ``module(z)``.
-    classes:      class names of a conditional generator, else None.
-    output_range: the range of the images the module returns.
-    default_layer: the layer the CLI uses when none is given.
+    module : nn.Module
+        The generator; put in eval mode, its parameters frozen.
+    name : str
+        Identifier written into factor files (e.g. ``"dcgan-celeba"``).
+    latent_dim : int
+        Size of z.
+    weight_hash : str
+        sha256 of the weights, written into factor files so that a factor file is never used with another
+        generator by mistake.
+    forward_fn : ForwardFn, optional
+        How to call ``module``; default ``module(z)``.
+    classes : sequence of str, optional
+        Class names of a conditional generator.
+    output_range : (float, float)
+        The range of the images the module returns.
+    default_layer : str, optional
+        The layer used when none is given.
+    description : str
+        One line for listings.
+    spec : GeneratorSpec, optional
+        The spec it was loaded from (None for a hand-wrapped module): baselines read what they need from it.
     """
 
     def __init__(
@@ -86,6 +108,7 @@ class GeneratorAdapter:
         output_range: tuple[float, float] = (-1.0, 1.0),
         default_layer: str | None = None,
         description: str = "",
+        spec: "GeneratorSpec | None" = None,
     ) -> None:
         self.module = module.eval().requires_grad_(False)
         self.name = name
@@ -96,6 +119,7 @@ class GeneratorAdapter:
         self.output_range = output_range
         self.default_layer = default_layer
         self.description = description
+        self.spec = spec
         self._layer_shapes: dict[str, tuple[int, int, int]] | None = None
 
     # ------------------------------------------------------------------ device
@@ -115,13 +139,17 @@ class GeneratorAdapter:
         ``gen_images.py`` convention). A conditional generator draws the class from the
         same RandomState after z unless ``class_index`` fixes it.
         """
+        for s in seeds:
+            # a float seed would be truncated silently (0.7 -> seed 0)
+            if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
+                raise PandaError(f"seed {s!r} is not a whole number: seeds are integers in [0, 2**32).")
         seeds = [int(s) for s in seeds]
         for s in seeds:
             if not 0 <= s < 2**32:
                 raise PandaError(f"seed {s} is out of range: seeds must be in [0, 2**32).")
         if class_index is not None:
             if self.classes is None:
-                raise PandaError(f"generator '{self.name}' is unconditional: drop --class.")
+                raise PandaError(f"generator '{self.name}' is unconditional: give no class.")
             if not 0 <= class_index < len(self.classes):
                 raise PandaError(
                     f"class {class_index} is out of range for '{self.name}': "
@@ -138,6 +166,15 @@ class GeneratorAdapter:
         lab = torch.from_numpy(labels).to(device) if self.classes is not None else None
         return Latents(torch.from_numpy(z).to(device), lab)
 
+    def latents(self, latents_or_seeds: "Latents | Sequence[int]") -> Latents:
+        """Latents as given, or sampled from a list of seeds (see :meth:`sample`)."""
+        if isinstance(latents_or_seeds, Latents):
+            return latents_or_seeds
+        seeds = list(latents_or_seeds)
+        if not seeds:
+            raise PandaError("no images asked for: give at least one seed.")
+        return self.sample(seeds)
+
     # --------------------------------------------------------------- synthesis
     @torch.no_grad()
     def synthesize(self, latents: Latents) -> torch.Tensor:
@@ -149,6 +186,16 @@ class GeneratorAdapter:
                 raise PandaError(f"generator '{self.name}' is conditional: give class labels.")
             onehot = torch.nn.functional.one_hot(latents.labels, len(self.classes)).to(latents.z.dtype)
         return self.forward_fn(self.module, latents.z, onehot)
+
+    def render(self, latents_or_seeds: "Latents | Sequence[int]") -> torch.Tensor:
+        """Images (N, 3, H, W) in [0, 1] on the CPU, for latents or seeds: what pictures and metrics use."""
+        return self.to_unit(self.synthesize(self.latents(latents_or_seeds))).cpu()
+
+    @property
+    def image_size(self) -> int:
+        """The side of the images the generator makes (measured once, with the layer shapes)."""
+        self.layer_shapes()
+        return self._image_size
 
     def to_unit(self, images: torch.Tensor) -> torch.Tensor:
         """Map images from ``output_range`` to [0, 1] (clamped for display)."""
@@ -171,7 +218,7 @@ class GeneratorAdapter:
 
                 handles.append(sub.register_forward_hook(record))
             try:
-                self.synthesize(self.sample([0]))
+                self._image_size = int(self.synthesize(self.sample([0])).shape[-1])
             finally:
                 for h in handles:
                     h.remove()
@@ -235,50 +282,139 @@ class SequentialDCGAN(nn.Module):
         return self.main(x)
 
 
+def first_weight(module: nn.Module, latent_dim: int) -> torch.Tensor:
+    """SeFa's W for a DCGAN: the first ConvTranspose2d's weight (in = latent_dim [+ classes], out, 4, 4)
+    with the class rows dropped, (latent_dim, out, 4, 4)."""
+    for sub in module.modules():
+        if isinstance(sub, nn.ConvTranspose2d):
+            return sub.weight[:latent_dim]
+    raise PandaError("no ConvTranspose2d acts on the latent: SeFa is not available for this generator.")
+
+
 @dataclass(frozen=True)
-class BuiltinSpec:
-    """Where a built-in generator's weights live and how to build its module."""
+class WeightFile:
+    """A weight file inside an installed wheel, checked against its sha256 and read with ``weights_only``."""
 
     package: str
     requirement: str
     resource: str
     sha256: str
+    state_key: str | None = None
+
+    def path(self) -> Path:
+        """The file's path; a clear error naming the install command when the package is missing."""
+        # find_spec locates a top-level package without executing it; importlib.resources.files
+        # would import it, and these packages' __init__ pulls in flask/torchvision or loads CUDA weights.
+        found = importlib.util.find_spec(self.package)
+        if found is None or not found.submodule_search_locations:
+            raise PandaError(f"this generator needs the package {self.requirement}: install it with `{INSTALL_HINT}`.")
+        return Path(list(found.submodule_search_locations)[0]) / self.resource
+
+    def state_dict(self) -> tuple[dict, str]:
+        """(the state dict, the file's sha256), after checking the hash."""
+        path = self.path()
+        if not path.is_file():
+            raise PandaError(f"weight file {path} is missing: reinstall it with `{INSTALL_HINT}`.")
+        digest = sha256_of(path)
+        if digest != self.sha256:
+            raise PandaError(f"weight file {path} has sha256 {digest}, expected {self.sha256}: reinstall it with "
+                             f"`pip install --force-reinstall --no-deps {self.requirement}`.")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        return (state if self.state_key is None else state[self.state_key]), digest
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """Everything generator-specific, in one place.
+
+    Attributes
+    ----------
+    name : str
+        The registry key (``--generator NAME``).
+    description : str
+        One line for listings and help.
+    build : callable
+        ``build() -> nn.Module``: the architecture, with freshly initialised weights.
+    weights : WeightFile
+        Where its weights are (any object with ``state_dict() -> (state dict, sha256)`` will do).
+    latent_dim : int
+        Size of z; seeds become z as ``np.random.RandomState(seed).randn(1, latent_dim)``.
+    default_layer : str
+        The layer used when none is given.
+    forward : ForwardFn
+        How the module is called with z (N, latent_dim) and a one-hot class (N, n_classes) or None.
+    classes : tuple of str or None
+        Class names of a conditional generator.
+    latent_spaces : tuple of str
+        The latent spaces edits and projections may use (a DCGAN has only ``"z"``).
+    ganspace_layer : str or None
+        The early activation GANSpace runs PCA on; None: GANSpace is not available.
+    sefa_weight : callable or None
+        ``sefa_weight(module) -> W`` (latent_dim, ...): the first weight acting on the latent; None: SeFa is
+        not available.
+    style_space : bool
+        Whether the generator has a StyleGAN style space (StyleSpace's edits).
+    """
+
+    name: str
+    description: str
     build: Callable[[], nn.Module]
+    weights: WeightFile
     latent_dim: int
     default_layer: str
-    description: str
-    state_key: str | None = None
+    forward: ForwardFn = _call_with_image_latent
     classes: tuple[str, ...] | None = None
+    latent_spaces: tuple[str, ...] = ("z",)
+    ganspace_layer: str | None = None
+    sefa_weight: Callable[[nn.Module], torch.Tensor] | None = None
+    style_space: bool = False
+
+    def load(self, device: str | torch.device = "cpu") -> GeneratorAdapter:
+        """Build the module, load the checked weights and wrap it."""
+        state, digest = self.weights.state_dict()
+        module = self.build()
+        module.load_state_dict(state)
+        adapter = GeneratorAdapter(module, name=self.name, latent_dim=self.latent_dim, weight_hash=digest,
+                                   forward_fn=self.forward, classes=self.classes, default_layer=self.default_layer,
+                                   description=self.description, spec=self)
+        return adapter.to(device)
 
 
 INSTALL_HINT = "pip install --no-deps generateme==0.1.2 gan_face_generate==1.1.1 omniart_eye_generator==0.1"
 
-BUILTIN: dict[str, BuiltinSpec] = {
-    "dcgan-celeba": BuiltinSpec(
-        package="generateme", requirement="generateme==0.1.2",
-        resource="static/Models/dcGanGeneratorModel.pt",
-        sha256="9837db49baa6f8ab5c36b138278218603ece4c0e69ea7202fb730834dd0992e8",
-        build=CelebaDCGAN, latent_dim=100, default_layer="relu2",
-        description="64x64 photo-like faces (CelebA-like DCGAN, generateme, MIT)",
-    ),
-    "dcgan-digiface": BuiltinSpec(
-        package="gan_face_generate", requirement="gan_face_generate==1.1.1",
-        resource="weights.tar",
-        sha256="0c3b90b138cfc4e8a73310b9fd5ce2a8f1f3a542a037de277412307fcd28771f",
-        build=lambda: SequentialDCGAN([100, 512, 256, 128, 64]), latent_dim=100, default_layer="main.5",
-        description="64x64 faces rendered from DigiFace1M (DCGAN, gan_face_generate, MIT)",
-        state_key="netG_state_dict",
-    ),
-    "dcgan-eyes": BuiltinSpec(
-        package="omniart_eye_generator", requirement="omniart_eye_generator==0.1",
-        resource="generator_model_state.pth",
-        sha256="dd486abbd738bfe3d28ddd46987bec11e3842ddcc8c28ccc5251b52c6ecf4da0",
-        build=lambda: SequentialDCGAN([108, 1024, 512, 256, 128, 64], dropout_after_first=0.2),
-        latent_dim=100, default_layer="main.6",
-        description="128x128 eyes, class-conditional on 8 eye colours (omniart_eye_generator, MIT)",
-        classes=("amber", "blue", "brown", "gray", "grayscale", "green", "hazel", "red"),
-    ),
-}
+#: The generator registry: name -> spec. Filled by :func:`register_generator`.
+GENERATORS: Registry = Registry("generator")
+
+
+def register_generator(spec: GeneratorSpec) -> GeneratorSpec:
+    """Add ``spec`` to :data:`GENERATORS` (a name can be registered once)."""
+    return GENERATORS.add(spec.name, spec)
+
+
+register_generator(GeneratorSpec(
+    name="dcgan-celeba", description="64x64 photo-like faces (CelebA-like DCGAN, generateme, MIT)",
+    build=CelebaDCGAN, latent_dim=100, default_layer="relu2", ganspace_layer="relu1",
+    weights=WeightFile("generateme", "generateme==0.1.2", "static/Models/dcGanGeneratorModel.pt",
+                       "9837db49baa6f8ab5c36b138278218603ece4c0e69ea7202fb730834dd0992e8"),
+    sefa_weight=lambda m: first_weight(m, 100),
+))
+register_generator(GeneratorSpec(
+    name="dcgan-digiface", description="64x64 faces rendered from DigiFace1M (DCGAN, gan_face_generate, MIT)",
+    build=lambda: SequentialDCGAN([100, 512, 256, 128, 64]), latent_dim=100, default_layer="main.5",
+    ganspace_layer="main.2",
+    weights=WeightFile("gan_face_generate", "gan_face_generate==1.1.1", "weights.tar",
+                       "0c3b90b138cfc4e8a73310b9fd5ce2a8f1f3a542a037de277412307fcd28771f", state_key="netG_state_dict"),
+    sefa_weight=lambda m: first_weight(m, 100),
+))
+register_generator(GeneratorSpec(
+    name="dcgan-eyes", description="128x128 eyes, class-conditional on 8 eye colours (omniart_eye_generator, MIT)",
+    build=lambda: SequentialDCGAN([108, 1024, 512, 256, 128, 64], dropout_after_first=0.2), latent_dim=100,
+    default_layer="main.6", ganspace_layer="main.2",
+    weights=WeightFile("omniart_eye_generator", "omniart_eye_generator==0.1", "generator_model_state.pth",
+                       "dd486abbd738bfe3d28ddd46987bec11e3842ddcc8c28ccc5251b52c6ecf4da0"),
+    classes=("amber", "blue", "brown", "gray", "grayscale", "green", "hazel", "red"),
+    sefa_weight=lambda m: first_weight(m, 100),
+))
 DEFAULT_GENERATOR = "dcgan-celeba"
 
 
@@ -291,60 +427,21 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     except RuntimeError as exc:
         raise PandaError(f"unknown device '{device}': use cpu, cuda or cuda:N.") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise PandaError(f"device '{device}' was asked for but CUDA is not available here: use --device cpu.")
+        raise PandaError(f"device '{device}' was asked for but CUDA is not available here: use the cpu.")
     return dev
 
 
-def weight_path(name: str):
-    """Path of a built-in generator's weight file inside its installed wheel."""
-    spec = _spec(name)
-    # find_spec locates a top-level package without executing it; importlib.resources.files
-    # would import it, and these packages' __init__ pulls in flask/torchvision or loads CUDA
-    # weights.
-    found = importlib.util.find_spec(spec.package)
-    if found is None or not found.submodule_search_locations:
-        raise PandaError(f"generator '{name}' needs the package {spec.requirement}: install it with `{INSTALL_HINT}`.")
-    return Path(list(found.submodule_search_locations)[0]) / spec.resource
-
-
-def sha256_of(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _spec(name: str) -> BuiltinSpec:
-    if name not in BUILTIN:
-        raise PandaError(f"unknown generator '{name}'. Valid generators: {', '.join(BUILTIN)}.")
-    return BUILTIN[name]
+def get_spec(name: str) -> GeneratorSpec:
+    """The registered spec called ``name``; a clear error listing the registered ones otherwise."""
+    if name not in GENERATORS:
+        raise PandaError(f"unknown generator '{name}'. Registered generators: {', '.join(GENERATORS)}.")
+    return GENERATORS[name]
 
 
 def load_generator(name: str = DEFAULT_GENERATOR, device: str | torch.device = "cpu") -> GeneratorAdapter:
-    """Build a built-in generator, check its weights' sha256 and load them.
+    """Build a registered generator, check its weights' sha256 and load them.
 
     Raises :class:`PandaError` for an unknown name, a missing package (naming the install
     command) or a weight file whose hash differs from the one panda was checked against.
     """
-    spec = _spec(name)
-    path = weight_path(name)
-    if not path.is_file():
-        raise PandaError(f"weight file {path} of '{name}' is missing: reinstall it with `{INSTALL_HINT}`.")
-    digest = sha256_of(path)
-    if digest != spec.sha256:
-        raise PandaError(
-            f"weight file {path} has sha256 {digest}, expected {spec.sha256}: "
-            f"reinstall {spec.requirement} with `pip install --force-reinstall --no-deps {spec.requirement}`."
-        )
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if spec.state_key is not None:
-        state = state[spec.state_key]
-    module = spec.build()
-    module.load_state_dict(state)
-    adapter = GeneratorAdapter(
-        module, name=name, latent_dim=spec.latent_dim, weight_hash=digest,
-        forward_fn=_call_with_image_latent, classes=spec.classes,
-        default_layer=spec.default_layer, description=spec.description,
-    )
-    return adapter.to(device)
+    return get_spec(name).load(device)

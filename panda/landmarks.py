@@ -12,7 +12,7 @@ own module matches its keys): 5 points (eyes, nose, mouth corners) for the whole
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import PandaError
+from .fileio import sha256_of
+from .generators import GeneratorAdapter, Latents
 
 REGIONS = ("eyes", "nose", "mouth")  # the ROIR benchmark's regions
 #: Regions ``panda remove --region`` can fill: the benchmark's, and the forehead (hair over it, a hat's brim).
@@ -143,8 +145,6 @@ class ONet(nn.Module):
 
 
 def load_onet() -> ONet:
-    from .generators import sha256_of
-
     spec = importlib.util.find_spec("facenet_pytorch")
     if spec is None or not spec.submodule_search_locations:
         raise PandaError(f"the ONet cross-check needs facenet-pytorch's weights: install them with `{ONET_HINT}`.")
@@ -198,3 +198,53 @@ def cross_check(masks: RegionMasks, prob: torch.Tensor, points: torch.Tensor, th
         inside = masks.masks[region][rows, iy[:, which], ix[:, which]].all(1)
         out[region] = float(inside[kept].float().mean()) if kept.any() else float("nan")
     return out
+
+
+@dataclass
+class FaceSet:
+    """Samples both landmark models accept, with their images and region masks.
+
+    Attributes
+    ----------
+    seeds : list of int
+        The kept seeds.
+    latents : Latents
+        Their latents.
+    images : torch.Tensor
+        (N, 3, H, W) in [0, 1].
+    masks : dict of str to torch.Tensor
+        Region name -> (N, H, W) bool.
+    n_tried : int
+        Seeds tried.
+    check : dict
+        :func:`cross_check`'s shares, and ONet's "points" (N, 5, 2) of the kept samples.
+    """
+
+    seeds: list[int]
+    latents: Latents
+    images: torch.Tensor
+    masks: dict[str, torch.Tensor]
+    n_tried: int
+    check: dict = field(default_factory=dict)
+
+
+def face_set(generator: GeneratorAdapter, start: int, n: int, masker: FaceMeshMasker, onet: ONet,
+             batch: int = 256) -> FaceSet:
+    """Seeds ``start .. start + n - 1``, kept where FaceMesh finds a face, ONet (on FaceMesh's face box) gives
+    probability > 0.9 and every region mask is non-empty."""
+    seeds, images, masks, found, probs, points = list(range(start, start + n)), [], {r: [] for r in REGIONS}, [], [], []
+    for i in range(0, n, batch):
+        x = generator.render(seeds[i:i + batch])
+        rm = masker(x)
+        p, pts = onet_points(onet, x, rm.boxes)
+        images.append(x), found.append(rm.found), probs.append(p), points.append(pts)
+        for r in REGIONS:
+            masks[r].append(rm.masks[r])
+    images = torch.cat(images)
+    masks = {r: torch.cat(m) for r, m in masks.items()}
+    check = cross_check(RegionMasks(torch.cat(found), masks), torch.cat(probs), torch.cat(points))
+    keep = check["kept"] & torch.stack([m.flatten(1).any(1) for m in masks.values()]).all(0)
+    idx = torch.nonzero(keep).flatten()
+    kept_seeds = [seeds[i] for i in idx.tolist()]
+    check = {k: v for k, v in check.items() if k != "kept"} | {"points": torch.cat(points)[idx]}
+    return FaceSet(kept_seeds, generator.sample(kept_seeds), images[idx], {r: m[idx] for r, m in masks.items()}, n, check)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -12,11 +13,42 @@ from .model import PandA
 
 
 def localize(model: PandA, generator: GeneratorAdapter, latents: Latents | Sequence[int]) -> torch.Tensor:
-    """Localisation maps (N, R_C, H, W) on the layer's grid for latents (or seeds)."""
-    from .editing import as_latents
+    """Localisation maps on the layer's grid.
 
+    Parameters
+    ----------
+    latents : Latents or sequence of int
+        N latents or seeds.
+
+    Returns
+    -------
+    torch.Tensor
+        (N, R_C, H, W) on the CPU.
+    """
     model.check_compatible(generator)
-    return model.localize(capture(generator, as_latents(generator, latents), model.layer_)).cpu()
+    return model.localize(capture(generator, generator.latents(latents), model.layer_)).cpu()
+
+
+@dataclass
+class Localisation:
+    """Images and where each appearance is in them.
+
+    Attributes
+    ----------
+    images : torch.Tensor
+        (N, 3, H', W') in [0, 1].
+    maps : torch.Tensor
+        (N, R_C, H, W) on the layer's grid (:func:`localize`).
+    """
+
+    images: torch.Tensor
+    maps: torch.Tensor
+
+
+def localisation(model: PandA, generator: GeneratorAdapter, latents: Latents | Sequence[int]) -> Localisation:
+    """:func:`localize` with the images, for pictures."""
+    latents = generator.latents(latents)
+    return Localisation(generator.render(latents), localize(model, generator, latents))
 
 
 def strongest(maps: torch.Tensor, k: int) -> list[int]:

@@ -1,28 +1,32 @@
-"""The :class:`PandA` estimator: fit, inspect, save and load parts and appearances."""
+"""The :class:`PandA` estimator: fit, inspect, save and load parts and appearances.
+
+A thin wrapper in the TensorLy manner: :meth:`PandA.fit` takes the data (a
+:class:`panda.features.FeatureSource`: generator, layer and seeds belong to the data), hands the work
+to :func:`panda.factorisation.panda_factorise` and stores its result. Held-out scoring is
+:meth:`PandA.score`; the background appearance for object removal is searched by
+:func:`panda.removal.find_background` and stored with :meth:`PandA.set_background`.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from . import __version__
+from .version import __version__
 from .errors import PandaError
-from .factorisation import DataStats, border_mask, check_ranks, data_stats, panda_factorise, relative_error
+from .factorisation import (appearance_shares, check_params, check_ranks, coefficient_moments,
+                            panda_factorise, relative_error)
 from .features import FeatureSource
+from .fileio import atomic_write
 from .generators import GeneratorAdapter
 
-#: Held-out error is measured on seeds from here on, far from the training seeds' usual range.
-HELDOUT_SEED_START = 1_000_000_000
 FORMAT = "panda-factors"
 FORMAT_VERSION = 1
-#: Calibration samples for choosing the background appearance (see panda.removal.find_background).
-BACKGROUND_SEED_START = 2_000_000_000
 
 
 class PandA:
@@ -30,36 +34,51 @@ class PandA:
 
     Parameters
     ----------
-    rank_appearance: R_C, number of appearances; None means all C channels (the paper's choice).
-    rank_parts:      R_S, number of parts.
-    max_iter:        at most this many alternating iterations.
-    tol:             stop when the relative training error falls by less than this (relative).
-    random_state:    seed of the random start of P.
-    batch_size:      generator batch size while extracting features.
-    memory_budget:   bytes of feature maps kept in memory; above it every pass re-generates them.
-    n_heldout:       samples (seeds from ``HELDOUT_SEED_START``) for the held-out error; 0 skips it.
-    n_init:          random starts of the parts; the best is kept (each costs an S x S solve, not a data pass).
-    background_samples: calibration samples for finding the background appearance (object removal); 0 skips it.
-    verbose:         progress bars.
+    rank_appearance : int or None
+        R_C, number of appearances; None means all C channels (the paper's choice).
+    rank_parts : int
+        R_S, number of parts.
+    max_iter : int
+        At most this many alternating iterations.
+    tol : float
+        Stop when the relative training error falls by less than this (relative).
+    random_state : int
+        Seed of the random starts of P.
+    n_init : int
+        Random starts of the parts; the best is kept (each costs an S x S solve, not a data pass).
+    verbose : bool
+        Say what the fit does (the data's own progress bar is the source's ``progress``).
 
-    Attributes (after ``fit``)
-    --------------------------
-    appearances_:    A, (C, R_C), orthonormal columns.
-    parts_:          P, (S, R_S), non-negative; column k reshaped to (H, W) is part k.
-    layer_shape_:    (C, H, W).
-    feature_scale_:  the layer's typical activation norm (mean ||z_{:, s}|| over samples and positions).
-    appearance_energy_: share of sum_i ||Z_i||^2 along each appearance, (R_C,).
-    background_scores_: each appearance's energy share on the grid's outer ring / the ring's area, (R_C,).
-    background_, background_sign_, background_gain_: the appearance (and sign) that acts as "background"
-                     for object removal, and how far it brings regions towards their surroundings' colour
-                     (see ``panda.removal.find_background``); None when not searched.
-    coef_mean_:      mean over training samples of Lambda_i = A^T Z_i P, (R_C, R_S).
-    coef_energy_:    mean over training samples of Lambda_i ** 2, (R_C, R_S).
-    train_error_, heldout_error_: relative reconstruction errors.
-    error_history_:  training error after each iteration.
-    n_iter_, n_passes_, fit_time_, extract_time_: iterations, passes over the data, seconds.
-    generator_name_, generator_hash_, layer_, n_samples_, seed_: provenance.
-    part_names_:     {part: name} from ``panda name-parts`` (e.g. 'eyes'); shown in every picture.
+    Attributes
+    ----------
+    appearances_ : torch.Tensor
+        A, (C, R_C), orthonormal columns.
+    parts_ : torch.Tensor
+        P, (S, R_S), non-negative; column k reshaped to (H, W) is part k.
+    layer_shape_ : tuple of int
+        (C, H, W).
+    feature_scale_ : float
+        The layer's typical activation norm (mean ||z_{:, s}|| over samples and positions): the unit of alpha.
+    appearance_energy_ : torch.Tensor
+        Share of sum_i ||Z_i||^2 along each appearance, (R_C,).
+    background_scores_ : torch.Tensor
+        Each appearance's energy share on the grid's outer ring / the ring's area, (R_C,).
+    background_, background_sign_, background_gain_ : int or None, float, float
+        The appearance (and sign) that acts as "background" for object removal and how far it brings regions
+        towards their surroundings' colour (:func:`panda.removal.find_background`); None when not searched.
+    coef_mean_, coef_energy_ : torch.Tensor
+        Mean over training samples of Lambda_i = A^T Z_i P and of Lambda_i ** 2, (R_C, R_S).
+    train_error_, heldout_error_ : float
+        Relative reconstruction errors (held-out: NaN until :meth:`score`).
+    n_heldout_ : int
+        Samples the held-out error was measured on.
+    error_history_ : list of float
+        Training error after each iteration.
+    n_iter_, n_passes_, fit_time_, extract_time_ : int, int, float, float
+        Iterations, passes over the data, seconds in the fit and in the generator.
+    generator_name_, generator_hash_, layer_, n_samples_, seed_ : provenance
+    part_names_ : dict of int to str
+        {part: name} from ``panda name-parts`` (e.g. 'eyes'); shown in every picture.
     """
 
     def __init__(
@@ -69,11 +88,7 @@ class PandA:
         max_iter: int = 30,
         tol: float = 1e-4,
         random_state: int = 0,
-        batch_size: int = 256,
-        memory_budget: int = 2 << 30,
-        n_heldout: int = 256,
         n_init: int = 4,
-        background_samples: int = 8,
         verbose: bool = False,
     ) -> None:
         self.rank_appearance = rank_appearance
@@ -81,89 +96,81 @@ class PandA:
         self.max_iter = max_iter
         self.tol = tol
         self.random_state = random_state
-        self.batch_size = batch_size
-        self.memory_budget = memory_budget
-        self.n_heldout = n_heldout
         self.n_init = n_init
-        self.background_samples = background_samples
         self.verbose = verbose
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, generator: GeneratorAdapter, layer: str | None = None, n_samples: int = 2000, seed: int = 0) -> "PandA":
-        """Learn A and P from the feature maps of seeds ``seed .. seed + n_samples - 1`` at ``layer``."""
-        layer = layer or generator.default_layer
-        if layer is None:
-            raise PandaError(f"generator '{generator.name}' has no default layer: give one (`panda layers {generator.name}`).")
-        if n_samples < 1:
-            raise PandaError(f"n_samples={n_samples}: fit needs at least 1 sample.")
-        generator.layer_module(layer)  # an unknown layer fails here, listing the valid ones
-        c, h, w = generator.layer_shapes()[layer]
+    def validate(self, shape: tuple[int, int, int]) -> int:
+        """Every hyper-parameter against the layer's (C, H, W); returns R_C."""
+        c, h, w = shape
         rank_c = c if self.rank_appearance is None else self.rank_appearance
-        check_ranks(rank_c, self.rank_parts, c, h * w)  # before spending time on extraction
+        check_ranks(rank_c, self.rank_parts, c, h * w)
+        check_params(self.max_iter, self.tol, self.n_init, self.random_state)
+        return rank_c
 
-        # extract_time_: the generator's forward passes that fill the in-memory cache; fit_time_:
-        # every pass over the features, statistics included (with streaming it re-generates them).
-        t0 = time.perf_counter()
-        source = FeatureSource(generator, layer, range(seed, seed + n_samples), self.batch_size,
-                               self.memory_budget, progress=self.verbose)
-        self.extract_time_ = time.perf_counter() - t0
+    def fit(self, source: FeatureSource) -> "PandA":
+        """Learn A and P from the feature maps of ``source``.
 
-        t1 = time.perf_counter()
-        stats = data_stats(source, grid=(h, w))
+        Parameters
+        ----------
+        source : FeatureSource
+            The training data; its generator, layer and seeds are recorded as the factors' provenance.
+
+        Returns
+        -------
+        PandA
+            self.
+        """
+        if not isinstance(source, FeatureSource):
+            raise PandaError(f"fit takes a FeatureSource (generator, layer, seeds), got {type(source).__name__}.")
+        c, h, w = source.shape
+        rank_c = self.validate(source.shape)  # before any sample is generated
+        t0, extract0 = time.perf_counter(), source.extract_time
         result = panda_factorise(source, rank_c, self.rank_parts, self.max_iter, self.tol, self.random_state,
-                                 stats=stats, n_init=self.n_init)
-        self.fit_time_ = time.perf_counter() - t1
-        self._set_fitted(result.appearances, result.parts, (c, h, w), stats)
+                                 n_init=self.n_init, grid=(h, w))
+        self.appearances_ = result.appearances.detach().float().cpu().contiguous()
+        self.parts_ = result.parts.detach().float().cpu().contiguous()
+        self.layer_shape_ = (c, h, w)
+        self.feature_scale_ = float(result.stats.feature_norm)
+        self.coef_mean_, self.coef_energy_ = coefficient_moments(source, self.appearances_, self.parts_)
+        self.appearance_energy_, self.background_scores_ = appearance_shares(result.stats, self.appearances_, (h, w))
         self.error_history_ = result.errors
         self.train_error_ = result.errors[-1]
         self.n_iter_ = len(result.errors)
-        self.n_passes_ = result.n_passes + 2  # + the statistics pass above and the coefficient pass below
-        self.coef_mean_, self.coef_energy_ = self._coefficient_stats(source)
-        self._set_border_scores(stats)
-        self.generator_name_, self.generator_hash_ = generator.name, generator.weight_hash
-        self.layer_, self.n_samples_, self.seed_ = layer, n_samples, seed
+        self.n_passes_ = result.n_passes + 1  # + the coefficient pass
+        # extract_time_: the generator's forward passes; fit_time_: everything else, statistics included.
+        self.extract_time_ = source.extract_time - extract0
+        self.fit_time_ = time.perf_counter() - t0 - self.extract_time_
+        g = source.generator
+        self.generator_name_, self.generator_hash_ = g.name, g.weight_hash
+        self.layer_, self.n_samples_, self.seed_ = source.layer, len(source), int(source.seeds[0])
+        self.heldout_error_, self.n_heldout_ = float("nan"), 0
         self.background_, self.background_sign_, self.background_gain_ = None, 1.0, float("nan")
-        self.background_time_ = 0.0
         self.part_names_: dict[int, str] = {}
-        if self.background_samples > 0:
-            from .removal import find_background  # removal builds on the model
-
-            t2 = time.perf_counter()
-            found = find_background(self, generator, range(BACKGROUND_SEED_START, BACKGROUND_SEED_START + self.background_samples))
-            self.background_, self.background_sign_, self.background_gain_ = found.appearance, found.sign, found.gain
-            self.background_time_ = time.perf_counter() - t2
-        self.heldout_error_ = float("nan")
-        if self.n_heldout > 0:
-            held = FeatureSource(generator, layer, range(HELDOUT_SEED_START, HELDOUT_SEED_START + self.n_heldout),
-                                 self.batch_size, 0)
-            self.heldout_error_ = relative_error(held, self.appearances_, self.parts_)
         return self
 
-    def _set_fitted(self, a: torch.Tensor, p: torch.Tensor, shape, stats: DataStats) -> None:
-        self.appearances_ = a.detach().float().cpu().contiguous()
-        self.parts_ = p.detach().float().cpu().contiguous()
-        self.layer_shape_ = tuple(int(v) for v in shape)
-        self.feature_scale_ = float(stats.feature_norm)
+    def score(self, source: FeatureSource) -> float:
+        """Relative reconstruction error sum_i ||Z_i - A A^T Z_i P P^T||^2 / sum_i ||Z_i||^2 on ``source``
+        (lower is better); recorded as ``heldout_error_`` and ``n_heldout_`` for the factor file.
 
-    def _set_border_scores(self, stats: DataStats) -> None:
-        """Each appearance's share of energy, and of its energy on the grid's outer ring relative to the
-        ring's area (1 = spread evenly; > 1 = on the border): where a concept sits, from the fit's statistics."""
-        a = self.appearances_.double()
-        energy = ((a.T @ stats.channel.cpu()) * a.T).sum(1)
-        border = ((a.T @ stats.border_channel.cpu()) * a.T).sum(1)
-        _, h, w = self.layer_shape_
-        area = float(border_mask(h, w).double().mean())
-        self.appearance_energy_ = (energy / stats.total).float()
-        self.background_scores_ = (border / energy.clamp_min(1e-30) / area).float()
+        Parameters
+        ----------
+        source : FeatureSource
+            Samples of the same generator and layer, ideally never used for fitting
+            (:meth:`panda.features.FeatureSource.heldout`).
+        """
+        self.check_compatible(source.generator, source.layer)
+        self.heldout_error_ = relative_error(source, self.appearances_, self.parts_)
+        self.n_heldout_ = len(source)
+        return self.heldout_error_
 
-    def _coefficient_stats(self, batches) -> tuple[torch.Tensor, torch.Tensor]:
-        total, sq, n = 0, 0, 0
-        for z in batches:
-            lam = self.coefficients(z)
-            total = total + lam.double().sum(0)
-            sq = sq + (lam.double() ** 2).sum(0)
-            n += z.shape[0]
-        return (total / n).float(), (sq / n).float()
+    def set_background(self, appearance: int | None, sign: float = 1.0, gain: float = float("nan")) -> None:
+        """Store the appearance (and sign) object removal adds by default, and its measured gain."""
+        if appearance is not None:
+            self.check_appearance(appearance)
+        if sign not in (1.0, -1.0):
+            raise PandaError(f"the background sign must be +1 or -1, got {sign}.")
+        self.background_, self.background_sign_, self.background_gain_ = appearance, float(sign), float(gain)
 
     # -------------------------------------------------------------- inspection
     def _check_fitted(self) -> None:
@@ -254,15 +261,15 @@ class PandA:
         if generator.name != self.generator_name_ or generator.weight_hash != self.generator_hash_:
             raise PandaError(
                 f"this factor file was fitted on generator '{self.generator_name_}' (weights {self.generator_hash_[:12]}), "
-                f"not '{generator.name}' (weights {generator.weight_hash[:12]}): use --generator {self.generator_name_}, "
-                f"or fit a new one with `panda fit --generator {generator.name}`.")
+                f"not '{generator.name}' (weights {generator.weight_hash[:12]}): use it with generator '{self.generator_name_}', "
+                f"or fit new factors on '{generator.name}'.")
         if layer is not None and layer != self.layer_:
             raise PandaError(f"this factor file was fitted at layer '{self.layer_}', not '{layer}': "
-                             f"use --layer {self.layer_}, or fit a new one at '{layer}'.")
+                             f"use layer '{self.layer_}', or fit new factors at '{layer}'.")
         shape = generator.layer_shapes().get(self.layer_)
         if shape is None or tuple(shape) != tuple(self.layer_shape_):
             raise PandaError(f"layer '{self.layer_}' of '{generator.name}' has shape {shape}, the factor file "
-                             f"expects {self.layer_shape_}: re-fit it with `panda fit`.")
+                             f"expects {self.layer_shape_}: fit the factors again.")
 
     # ----------------------------------------------------------- persistence
     def metadata(self) -> dict:
@@ -273,7 +280,7 @@ class PandA:
             "layer_shape": list(self.layer_shape_), "rank_appearance": self.n_appearances, "rank_parts": self.n_parts,
             "n_samples": self.n_samples_, "seed": self.seed_, "random_state": self.random_state,
             "train_error": self.train_error_, "heldout_error": _json_float(self.heldout_error_),
-            "n_heldout": self.n_heldout, "error_history": self.error_history_, "n_iter": self.n_iter_,
+            "n_heldout": self.n_heldout_, "error_history": self.error_history_, "n_iter": self.n_iter_,
             "n_passes": self.n_passes_, "fit_time_s": self.fit_time_, "extract_time_s": self.extract_time_,
             "feature_scale": self.feature_scale_, "background": self.background_,
             "background_sign": self.background_sign_, "background_gain": _json_float(self.background_gain_),
@@ -281,24 +288,26 @@ class PandA:
         }
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write a safetensors file (A, P, coefficient statistics) with the metadata as JSON; atomic."""
-        from safetensors.torch import save_file
+        """Write a safetensors file (A, P, coefficient statistics) with the metadata as JSON; atomic.
 
+        Parameters
+        ----------
+        path : path-like
+            The factor file; its folder is created when missing.
+        """
+        from safetensors.torch import save
+
+        self._check_fitted()
         path = Path(path)
-        tensors = {name: getattr(self, name + "_") for name in _TENSORS}
-        parent = path.parent if str(path.parent) else Path(".")
+        tensors = {name: getattr(self, name + "_").contiguous() for name in _TENSORS}
+        data = save(tensors, metadata={"panda": json.dumps(self.metadata())})
+        if path.is_dir():
+            raise PandaError(f"'{path}' is a folder: give a file name for the factors.")
         try:
-            parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
-            os.close(fd)
+            path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise PandaError(f"cannot write the factor file '{path}' ({exc.strerror}): choose another path with --out.") from exc
-        try:
-            save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata={"panda": json.dumps(self.metadata())})
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        return path
+            raise PandaError(f"cannot write the factor file '{path}' ({exc.strerror}): choose another path.") from exc
+        return atomic_write(path, data)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "PandA":
@@ -306,9 +315,9 @@ class PandA:
         from safetensors import safe_open
 
         path = Path(path)
-        refit = "re-create it with `panda fit`"
+        refit = "fit the factors again"
         if not path.is_file():
-            raise PandaError(f"factor file '{path}' does not exist: give the path written by `panda fit`, or {refit}.")
+            raise PandaError(f"factor file '{path}' does not exist: give the path the factors were saved to, or {refit}.")
         try:
             with safe_open(str(path), framework="pt") as fh:
                 meta_raw = (fh.metadata() or {}).get("panda")
@@ -343,9 +352,9 @@ class PandA:
             raise PandaError(f"'{path}': the parts have negative entries, so the file is damaged: {refit}.")
         if not torch.allclose(a.T @ a, torch.eye(rc), atol=1e-3):
             raise PandaError(f"'{path}': the appearances are not orthonormal, so the file is damaged: {refit}.")
-        model = cls(rank_appearance=rc, rank_parts=rs, random_state=meta["random_state"], n_heldout=meta["n_heldout"])
-        stats = DataStats(0.0, torch.empty(0), torch.empty(0), meta["feature_scale"], meta["n_samples"])
-        model._set_fitted(a, p, (c, h, w), stats)
+        model = cls(rank_appearance=rc, rank_parts=rs, random_state=meta["random_state"])
+        model.appearances_, model.parts_, model.layer_shape_ = a.contiguous(), p.contiguous(), (c, h, w)
+        model.feature_scale_, model.n_heldout_ = float(meta["feature_scale"]), meta["n_heldout"]
         for name in _TENSORS[2:]:
             setattr(model, name + "_", tensors[name].float())
         bg = meta["background"]
@@ -358,8 +367,7 @@ class PandA:
         except (TypeError, ValueError, AttributeError) as exc:
             raise PandaError(f"'{path}': the part names are not readable: {refit}.") from exc
         if any(not 0 <= k < rs for k in model.part_names_):
-            raise PandaError(f"'{path}': names are given for parts outside 0..{rs - 1}: name its parts again "
-                             f"with `panda name-parts`, or {refit}.")
+            raise PandaError(f"'{path}': names are given for parts outside 0..{rs - 1}: name its parts again, or {refit}.")
         model.generator_name_, model.generator_hash_ = meta["generator"], meta["generator_sha256"]
         model.layer_, model.n_samples_, model.seed_ = meta["layer"], meta["n_samples"], meta["seed"]
         model.train_error_, model.heldout_error_ = meta["train_error"], _from_json_float(meta["heldout_error"])

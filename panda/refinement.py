@@ -25,15 +25,19 @@ candidates, so a test knows the right answer.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from .editing import Edit, edit_delta, part_profile, synthesize_offset
 from .errors import PandaError
 from .factorisation import parts_objective, solve_parts
 from .features import capture
 from .generators import GeneratorAdapter, Latents
+from .maps import normalise, upsample
+from .metrics import roir
 from .model import PandA
 
 
@@ -56,8 +60,6 @@ def part_neighbourhood(parts: torch.Tensor, grid: tuple[int, int], radius: int =
     """(S, R_S) bool: where each of ``parts`` (S, R_S) may go when refined: its support (the part's
     [0, 1]-rescaled map above ``threshold``) dilated by ``radius`` positions (a square neighbourhood)
     on the (H, W) ``grid``."""
-    from .viz import normalise
-
     maps = normalise(parts.T.reshape(-1, *grid)) > threshold  # (R_S, H, W)
     grown = F.max_pool2d(maps[:, None].float(), 2 * radius + 1, stride=1, padding=radius)[:, 0] > 0
     return grown.flatten(1).T
@@ -104,12 +106,26 @@ def best_translation(m: torch.Tensor, parts: torch.Tensor, grid: tuple[int, int]
 
 def refine_parts(model: PandA, z: torch.Tensor, steps: int = 100, radius: int | None = 1,
                  search: int = 2, tol: float = 1e-9) -> Refined:
-    """Sample-specific parts for feature maps z (N, C, H, W): parts (N, S, R_S) and start shifts (N, 2).
+    """Sample-specific parts for each sample's feature maps.
 
-    steps:  at most this many projected-gradient iterations per sample (each is an S x S product).
-    radius: how many positions a part may move beyond its start's support (None: anywhere).
-    search: start from the global parts translated by up to this many positions, whichever
-            reconstructs the sample best (0: from the global parts as they are).
+    Parameters
+    ----------
+    z : torch.Tensor
+        (N, C, H, W) feature maps at the model's layer.
+    steps : int
+        At most this many projected-gradient iterations per sample (each is an S x S product).
+    radius : int or None
+        How many positions a part may move beyond its start's support (None: anywhere).
+    search : int
+        Start from the global parts translated by up to this many positions, whichever reconstructs the
+        sample best (0: from the global parts as they are).
+    tol : float
+        Relative decrease under which a sample's solve stops.
+
+    Returns
+    -------
+    Refined
+        Parts (N, S, R_S) and start shifts (N, 2).
     """
     grid = tuple(model.layer_shape_[1:])
     check_refine_args(grid, steps, radius, search=search)
@@ -142,11 +158,87 @@ def refine(model: PandA, generator: GeneratorAdapter, latents: Latents | Sequenc
            shift: tuple[int, int] = (0, 0), radius: int | None = 1, search: int = 2) -> tuple[torch.Tensor, Refined]:
     """Capture the samples' features (optionally translated by ``shift`` = (dy, dx) positions, to make
     misaligned data) and refine. Returns (feature maps (N, C, H, W), :class:`Refined`)."""
-    from .editing import as_latents
-
     model.check_compatible(generator)
     check_refine_args(tuple(model.layer_shape_[1:]), steps, radius, shift, search)
-    z = capture(generator, as_latents(generator, latents), model.layer_)
+    z = capture(generator, generator.latents(latents), model.layer_)
     if shift != (0, 0):
         z = shift_maps(z, *shift)
     return z, refine_parts(model, z, steps, radius, search)
+
+
+@dataclass
+class RefinementComparison:
+    """One edit made with the global and with the refined parts, on samples whose features were shifted.
+
+    Attributes
+    ----------
+    part, appearance, alpha : int, int, float
+        The edit.
+    shift : (int, int)
+        The translation (dy, dx) applied to the features.
+    refined : Refined
+        The refined parts (N, S, R_S) and the shift each started from (N, 2).
+    original, with_global, with_refined : torch.Tensor
+        (N, 3, H', W') in [0, 1]: the shifted images, and the edit with each kind of part.
+    region : torch.Tensor
+        (H', W') in [0, 1]: the global part moved by ``shift``, where the edit should stay.
+    error_global, error_refined : float
+        Mean relative reconstruction error of the shifted features with each kind of part.
+    roir_global, roir_refined : float
+        Median ROIR of the edit against ``region`` > 0.5 (inf, an edit that changed nothing there, counts as worst).
+    shift_found : float
+        Share of samples whose refinement started from ``shift``.
+    """
+
+    part: int
+    appearance: int
+    alpha: float
+    shift: tuple[int, int]
+    refined: Refined
+    original: torch.Tensor
+    with_global: torch.Tensor
+    with_refined: torch.Tensor
+    region: torch.Tensor
+    error_global: float
+    error_refined: float
+    roir_global: float
+    roir_refined: float
+    shift_found: float
+
+
+def compare_refinement(model: PandA, generator: GeneratorAdapter, latents: Latents | Sequence[int], part: int,
+                       appearance: int, alpha: float, shift: tuple[int, int] = (0, 0), steps: int = 100,
+                       radius: int | None = 1, search: int = 2,
+                       refined: tuple[torch.Tensor, Refined] | None = None) -> RefinementComparison:
+    """Edit part ``part`` with appearance ``appearance`` using global and refined parts on features translated
+    by ``shift``, and measure both.
+
+    Parameters
+    ----------
+    refined : (torch.Tensor, Refined), optional
+        :func:`refine`'s result for these latents and shift, if already computed (it does not depend on the
+        part edited).
+
+    Returns
+    -------
+    RefinementComparison
+    """
+    latents = generator.latents(latents)
+    z, found = refine(model, generator, latents, steps, shift, radius, search) if refined is None else refined
+    found = Refined(*found)
+    move = (lambda f: shift_maps(f, *shift)) if shift != (0, 0) else None
+    e = [Edit(part, appearance, alpha)]
+    zero = torch.zeros(1, *model.layer_shape_)
+
+    def render(deltas: torch.Tensor) -> torch.Tensor:
+        return generator.to_unit(synthesize_offset(generator, model.layer_, latents, deltas, transform=move)).cpu()
+
+    original, with_global, with_refined = render(zero), render(edit_delta(model, e)[None]), render(edit_delta(model, e, found.parts))
+    target = upsample(shift_maps(part_profile(model, part), *shift)[None], original.shape[-1])[0]
+    inside = (target > 0.5).float()
+    return RefinementComparison(
+        part, appearance, alpha, tuple(shift), found, original, with_global, with_refined, target,
+        float(sample_errors(model, z).mean()), float(sample_errors(model, z, found.parts).mean()),
+        float(roir(original, with_global, inside).median()), float(roir(original, with_refined, inside).median()),
+        float((found.shifts == torch.tensor(shift)).all(1).float().mean()),
+    )

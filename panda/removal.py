@@ -17,10 +17,12 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
-from .editing import as_latents, check_alpha, part_profile, region_delta, synthesize_offset
+from .editing import check_alpha, part_profile, region_delta, synthesize_offset
 from .errors import PandaError
 from .generators import GeneratorAdapter, Latents
+from .maps import upsample
 from .model import PandA
 
 
@@ -28,7 +30,6 @@ def rasterise_mask(mask: torch.Tensor | np.ndarray | str | Path, grid: tuple[int
     """A mask at any resolution (array (H', W'), or a PNG whose non-black pixels are the region)
     -> (H, W) on the layer's grid, each cell the mask's coverage in [0, 1] (area average)."""
     if isinstance(mask, (str, Path)):
-        from PIL import Image
         path = Path(mask)
         if not path.is_file():
             raise PandaError(f"mask file '{path}' does not exist: give a PNG whose white pixels mark the region.")
@@ -51,7 +52,7 @@ def rasterise_mask(mask: torch.Tensor | np.ndarray | str | Path, grid: tuple[int
 def region_for(model: PandA, part: int | None = None, mask=None) -> torch.Tensor:
     """The (H, W) region to fill: a part (rescaled to [0, 1]) or a rasterised user mask; exactly one."""
     if (part is None) == (mask is None):
-        raise PandaError("say what to remove: either --part K or --mask FILE.PNG (not both).")
+        raise PandaError("say what to remove: either a part or a mask (not both).")
     if part is not None:
         return part_profile(model, part)
     return rasterise_mask(mask, model.layer_shape_[1:])
@@ -61,7 +62,7 @@ def fill_for(model: PandA, background: int | None = None, sign: float | None = N
     """The (appearance, sign) a removal adds: ``background`` or the model's global one; ``sign`` or, when
     None, the model's sign for its global background and +1 for any other appearance."""
     if model.background_ is None and background is None:
-        raise PandaError("this factor file has no background appearance: name one with --background J, or use --background auto.")
+        raise PandaError("this factor file has no background appearance: name one, or search one for the region (auto).")
     b = model.background_ if background is None else model.check_appearance(background)
     if sign is None:
         sign = model.background_sign_ if b == model.background_ else 1.0
@@ -71,18 +72,32 @@ def fill_for(model: PandA, background: int | None = None, sign: float | None = N
 def remove(model: PandA, generator: GeneratorAdapter, latents: Latents | Sequence[int], region: torch.Tensor,
            alpha: float = 1.0, background: int | None = None, sign: float | None = None,
            batch_size: int = 64) -> torch.Tensor:
-    """Fill ``region`` (H, W), or one region per sample (N, H, W), with background: images (N, 3, H', W').
+    """Fill a region with background.
 
-    alpha: strength in units of the layer's typical activation norm (as for edits); > 0 removes.
-    background: the appearance to use; default the one found when fitting (``model.background_``).
-    sign: the direction of that appearance that removes; default the model's for its background, else +1.
+    Parameters
+    ----------
+    latents : Latents or sequence of int
+        N latents or seeds.
+    region : torch.Tensor
+        (H, W) on the layer's grid, or one region per sample (N, H, W).
+    alpha : float
+        Strength in units of the layer's typical activation norm (as for edits); > 0 removes.
+    background : int, optional
+        The appearance to use; default the one found when fitting (``model.background_``).
+    sign : float, optional
+        The direction of that appearance that removes; default the model's for its background, else +1.
+
+    Returns
+    -------
+    torch.Tensor
+        Images (N, 3, H', W') in the generator's range.
     """
     model.check_compatible(generator)
     check_alpha(alpha)
     b, sign = fill_for(model, background, sign)
     regions = region[None] if region.dim() == 2 else region
     deltas = torch.stack([region_delta(model, b, r, sign * alpha) for r in regions])
-    return synthesize_offset(generator, model.layer_, as_latents(generator, latents), deltas, batch_size)
+    return synthesize_offset(generator, model.layer_, generator.latents(latents), deltas, batch_size)
 
 
 def parse_background(model: PandA, text: str) -> tuple[int | str, float | None]:
@@ -99,17 +114,24 @@ def parse_background(model: PandA, text: str) -> tuple[int | str, float | None]:
     try:
         index = int(text.lstrip("+-"))
     except ValueError as exc:
-        raise PandaError(f"--background must be auto, global or an appearance index such as 3 or -3, got '{text}'.") from exc
+        raise PandaError(f"a background must be auto, global or an appearance index such as 3 or -3, got '{text}'.") from exc
     return model.check_appearance(index), sign
 
 
 @dataclass
 class BackgroundSearch:
-    """Result of :func:`find_background`.
+    """Result of :func:`find_background` and :func:`choose_fill`.
 
-    appearance, sign: the pick. gain: its mean share by which removal brings a region's mean colour
-    closer to the band around it (1 = all the way, 0 = no change, < 0 = further away).
-    table: {(appearance, sign): gain} for every candidate tried.
+    Attributes
+    ----------
+    appearance : int
+    sign : float
+        The pick.
+    gain : float
+        Its mean share by which removal brings a region's mean colour closer to the band around it
+        (1 = all the way, 0 = no change, < 0 = further away).
+    table : dict
+        {(appearance, sign): gain} for every candidate tried.
     """
 
     appearance: int
@@ -125,8 +147,6 @@ class BackgroundSearch:
 
 def region_masks(model: PandA, size: int) -> list[torch.Tensor]:
     """Each part's region at image resolution: its rescaled map, upsampled, above 0.5. (size, size) bool."""
-    from .viz import upsample
-
     return [upsample(part_profile(model, k)[None], size)[0] > 0.5 for k in range(model.n_parts)]
 
 
@@ -161,6 +181,20 @@ def _best_fill(model: PandA, candidates: int, gain) -> BackgroundSearch:
     return BackgroundSearch(j, s, best, table)
 
 
+#: Calibration samples for the background search after fitting are seeds from here on.
+BACKGROUND_SEED_START = 2_000_000_000
+
+
+def search_background(model: PandA, generator: GeneratorAdapter, n_samples: int = 8) -> BackgroundSearch:
+    """Run :func:`find_background` on ``n_samples`` calibration seeds and store the pick in the model
+    (``model.set_background``), so that the factor file carries it."""
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+        raise PandaError(f"n_samples={n_samples!r}: search the background on at least 1 sample.")
+    found = find_background(model, generator, range(BACKGROUND_SEED_START, BACKGROUND_SEED_START + n_samples))
+    model.set_background(found.appearance, found.sign, found.gain)
+    return found
+
+
 def find_background(model: PandA, generator: GeneratorAdapter, seeds: Sequence[int], candidates: int = 16,
                     alpha: float = 1.0) -> BackgroundSearch:
     """Pick the "background" appearance by what removal should do.
@@ -171,8 +205,8 @@ def find_background(model: PandA, generator: GeneratorAdapter, seeds: Sequence[i
     samples ``seeds`` (:func:`removal_gain`). A generator-agnostic stand-in for the authors'
     hand-picked background appearance.
     """
-    latents = generator.sample(seeds)
-    original = generator.to_unit(generator.synthesize(latents)).cpu()
+    latents = generator.latents(seeds)
+    original = generator.render(latents)
     return _best_fill(model, candidates, lambda j, s: removal_gain(model, generator, latents, original, j, s, alpha))
 
 
@@ -215,10 +249,98 @@ def choose_fill(model: PandA, generator: GeneratorAdapter, latents: Latents, reg
 
     regions: (N, H, W) on the layer's grid; masks: (N, H', W') bool at image resolution.
     """
-    original = generator.to_unit(generator.synthesize(latents)).cpu()
+    original = generator.render(latents)
 
     def gain(j: int, s: float) -> float:
         edited = generator.to_unit(remove(model, generator, latents, regions, alpha, j, s)).cpu()
         return _gain(*towards_background(original, edited, masks))
 
     return _best_fill(model, candidates, gain)
+
+
+@dataclass
+class Removal:
+    """A removal and how well it blends the region into its surroundings.
+
+    Attributes
+    ----------
+    original, removed : torch.Tensor
+        (N, 3, H', W') in [0, 1].
+    shown : torch.Tensor
+        (N, H', W') in [0, 1]: the region to draw.
+    masks : torch.Tensor
+        (N, H', W') bool: the region measured.
+    regions : torch.Tensor
+        (N, H, W) on the layer's grid: the region filled.
+    appearance, sign, alpha : int, float, float
+        The fill used.
+    distance_before, distance_after : float
+        Mean colour distance from the region to the band around it (:func:`towards_background`).
+    search : BackgroundSearch or None
+        The whole search, when the fill was chosen for this region (``background="auto"``).
+    """
+
+    original: torch.Tensor
+    removed: torch.Tensor
+    shown: torch.Tensor
+    masks: torch.Tensor
+    regions: torch.Tensor
+    appearance: int
+    sign: float
+    alpha: float
+    distance_before: float
+    distance_after: float
+    search: BackgroundSearch | None = None
+
+
+def removal_regions(region: torch.Tensor, masks: torch.Tensor | None, n: int,
+                    size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(regions on the grid (N, H, W), what to draw (N, size, size) in [0, 1], what to measure (N, size, size) bool)
+    for a region (H, W) or (N, H, W) and optional masks (N, size, size) bool at image resolution."""
+    regions = region[None].expand(n, *region.shape) if region.dim() == 2 else region
+    shown = upsample(regions.float(), size).clamp(0, 1) if masks is None else masks.float()
+    return regions, shown, (shown > 0.5 if masks is None else masks)
+
+
+def removal(model: PandA, generator: GeneratorAdapter, latents: Latents | Sequence[int], region: torch.Tensor,
+            alpha: float = 1.0, background: int | str | None = "auto", masks: torch.Tensor | None = None,
+            sign: float | None = None) -> Removal:
+    """Remove ``region`` from the images and measure it.
+
+    Parameters
+    ----------
+    region : torch.Tensor
+        (H, W) or per sample (N, H, W) on the layer's grid.
+    background : "auto", "global", None or int
+        "auto": the fill chosen for this region on these images (:func:`choose_fill`); "global" or None: the
+        one chosen when fitting; an index: that appearance, with ``sign`` (None: see :func:`remove`).
+    masks : torch.Tensor, optional
+        (N, H', W') bool at image resolution; default the region upsampled above 0.5.
+
+    Returns
+    -------
+    Removal
+    """
+    latents = generator.latents(latents)
+    original = generator.render(latents)
+    regions, shown, masks = removal_regions(region, masks, len(latents), original.shape[-1])
+    search = None
+    if background == "auto":
+        search = choose_fill(model, generator, latents, regions, masks, alpha)
+        background, sign = search.appearance, search.sign
+    elif background in (None, "global"):
+        background = None
+    b, used_sign = fill_for(model, background, sign)
+    removed = generator.to_unit(remove(model, generator, latents, regions, alpha, b, used_sign)).cpu()
+    before, after = towards_background(original, removed, masks)
+    return Removal(original, removed, shown, masks, regions, b, used_sign, alpha, float(before.mean()),
+                   float(after.mean()), search)
+
+
+def candidate_fills(model: PandA, generator: GeneratorAdapter, latents: Latents | Sequence[int], regions: torch.Tensor,
+                    search: BackgroundSearch, alpha: float = 1.0, top: int = 6) -> list[tuple[int, float, float, torch.Tensor]]:
+    """The ``top`` best fills of a search, rendered: [(appearance, sign, gain, images (N, 3, H', W') in [0, 1])],
+    best first, so a person can overrule the pick. regions: (H, W) or (N, H, W) on the layer's grid."""
+    latents = generator.latents(latents)
+    return [(j, s, g, generator.to_unit(remove(model, generator, latents, regions, alpha, j, s)).cpu())
+            for j, s, g in search.ranked(top)]

@@ -9,18 +9,24 @@ Bound to 127.0.0.1 unless told otherwise.
 from __future__ import annotations
 
 import errno
-import html
-import io
-import json
 import socket
 import threading
 
 import torch
+import uvicorn
+from starlette.applications import Starlette
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
 
-from . import viz
+from .drawing import overlay, png_bytes, to_pil
+from .editing import Edit, edit, part_profile
 from .errors import PandaError
-from .generators import GeneratorAdapter
+from .generators import GeneratorAdapter, load_generator
+from .localisation import localize, signed
+from .maps import normalise, upsample
 from .model import PandA
+from .pages import render_explorer
+from .removal import remove
 
 MAX_SEED = 2**32 - 1
 
@@ -36,25 +42,11 @@ def port_free(host: str, port: int) -> None:
             raise PandaError(f"cannot listen on {host}:{port} ({exc.strerror}): choose another --host or --port.") from exc
 
 
-def _png(image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0):
     """The Starlette app for ``model`` on ``generator`` (checked to match); the page opens on ``seed``."""
-    from starlette.applications import Starlette
-    from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-    from starlette.routing import Route
-
-    from .editing import Edit, edit, part_profile
-    from .localisation import localize, signed
-    from .removal import remove
-
     model.check_compatible(generator)
     lock = threading.Lock()  # hooks are registered on the shared module: one generation at a time
-    scale = max(1, 256 // generator.layer_shapes()[next(reversed(generator.layer_shapes()))][-1])
+    scale = max(1, 256 // generator.image_size)
 
     def ints(request, *names):
         try:
@@ -83,14 +75,14 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0):
                     image = fn(request)
             except PandaError as exc:
                 return PlainTextResponse(str(exc), status_code=400)
-            return Response(_png(viz.to_pil(image, scale)), media_type="image/png",
+            return Response(png_bytes(to_pil(image, scale)), media_type="image/png",
                             headers={"Cache-Control": "no-store"})
 
         return endpoint
 
     def original(request):
         seed = seed_of(request)
-        return generator.to_unit(generator.synthesize(generator.sample([seed]))).cpu()[0]
+        return generator.render([seed])[0]
 
     def edited(request):
         seed = seed_of(request)
@@ -100,17 +92,17 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0):
     def part_map(request):
         seed = seed_of(request)
         (part,) = ints(request, "part")
-        image = generator.to_unit(generator.synthesize(generator.sample([seed]))).cpu()[0]
-        return viz.overlay(image, viz.upsample(part_profile(model, part)[None], image.shape[-1])[0])
+        image = generator.render([seed])[0]
+        return overlay(image, upsample(part_profile(model, part)[None], image.shape[-1])[0])
 
     def localisation(request):
         seed = seed_of(request)
         (appearance,) = ints(request, "appearance")
         model.check_appearance(appearance)
         lat = generator.sample([seed])
-        image = generator.to_unit(generator.synthesize(lat)).cpu()[0]
+        image = generator.render(lat)[0]
         maps = signed(model, appearance, localize(model, generator, lat)[0, appearance])
-        return viz.overlay(image, viz.upsample(viz.normalise(maps[None]), image.shape[-1])[0] ** 2)
+        return overlay(image, upsample(normalise(maps[None]), image.shape[-1])[0] ** 2)
 
     def removed(request):
         seed = seed_of(request)
@@ -126,10 +118,10 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0):
         })
 
     def page(_request):
-        return HTMLResponse(PAGE.replace("__INFO__", html.escape(json.dumps({
+        return HTMLResponse(render_explorer(f"panda: {generator.name} layer {model.layer_}", {
             "n_parts": model.n_parts, "n_appearances": model.n_appearances,
             "top": [model.top_appearances(k, 8) for k in range(model.n_parts)],
-        }), quote=True)).replace("__TITLE__", html.escape(f"panda: {generator.name} layer {model.layer_}")).replace("__SEED__", str(int(seed))))
+        }, seed))
 
     return Starlette(routes=[
         Route("/", page), Route("/api/info", info),
@@ -139,66 +131,9 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0):
     ])
 
 
-PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>__TITLE__</title>
-<style>
- body{font-family:sans-serif;margin:1.5em;max-width:1300px}
- label{display:inline-block;min-width:7em} .row{margin:.4em 0}
- figure{display:inline-block;margin:0 1em 1em 0;text-align:center} img{image-rendering:pixelated;border:1px solid #ccc}
- #error{color:#b00}
-</style></head>
-<body data-info="__INFO__">
-<h1>__TITLE__</h1>
-<div class="row"><label for="seed">sample (seed)</label><input id="seed" type="number" min="0" value="__SEED__">
-  <button id="random">random</button></div>
-<div class="row"><label for="part">part <b id="part-v"></b></label><input id="part" type="range" min="0" value="0"></div>
-<div class="row"><label for="appearance">appearance <b id="appearance-v"></b></label>
-  <input id="appearance" type="range" min="0" value="0" style="width:40em">
-  <span>top in this part: <span id="tops"></span></span></div>
-<div class="row"><label for="alpha">alpha <b id="alpha-v"></b></label>
-  <input id="alpha" type="range" min="-3" max="3" step="0.1" value="1"></div>
-<div class="row"><button id="remove">remove this part</button> <span id="error"></span></div>
-<figure><img id="original" width="256" height="256" alt="original"><figcaption>original</figcaption></figure>
-<figure><img id="edited" width="256" height="256" alt="edited"><figcaption>edited: part + appearance x alpha</figcaption></figure>
-<figure><img id="partmap" width="256" height="256" alt="part"><figcaption>the part</figcaption></figure>
-<figure><img id="localize" width="256" height="256" alt="localisation"><figcaption>where the appearance is</figcaption></figure>
-<figure><img id="removed" width="256" height="256" alt="removed"><figcaption>part removed (background appearance)</figcaption></figure>
-<script>
-const info = JSON.parse(document.body.dataset.info);
-const $ = id => document.getElementById(id);
-$("part").max = info.n_parts - 1; $("appearance").max = info.n_appearances - 1;
-function showTops() {
-  const k = +$("part").value;
-  $("tops").innerHTML = info.top[k].map(j => `<a href="#" data-j="${j}">${j}</a>`).join(" ");
-  for (const a of $("tops").querySelectorAll("a")) a.onclick = e => { e.preventDefault(); $("appearance").value = a.dataset.j; update(); };
-}
-function q(extra) { return new URLSearchParams(Object.assign({seed: $("seed").value}, extra)).toString(); }
-function update() {
-  const s = {part: $("part").value, appearance: $("appearance").value, alpha: $("alpha").value};
-  $("part-v").textContent = s.part; $("appearance-v").textContent = s.appearance; $("alpha-v").textContent = s.alpha;
-  $("original").src = "/api/original.png?" + q({});
-  $("edited").src = "/api/edit.png?" + q(s);
-  $("partmap").src = "/api/part.png?" + q({part: s.part});
-  $("localize").src = "/api/localize.png?" + q({appearance: s.appearance});
-  showTops();
-}
-for (const id of ["seed", "part", "appearance", "alpha"]) $(id).addEventListener("input", update);
-$("random").onclick = () => { $("seed").value = Math.floor(Math.random() * 100000); update(); };
-$("remove").onclick = () => { $("removed").src = "/api/remove.png?" + q({part: $("part").value}); };
-for (const img of document.images) img.onerror = () => { $("error").textContent = "could not draw " + img.alt; };
-$("appearance").value = info.top[0][0];
-update();
-</script></body></html>
-"""
-
-
 def serve(factors: str, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu",
           generator_name: str | None = None, seed: int = 0) -> None:
     """Load ``factors`` and serve the explorer until interrupted."""
-    import uvicorn
-
-    from .generators import load_generator
-
     model = PandA.load(factors)
     generator = load_generator(generator_name or model.generator_name_, device)
     port_free(host, port)

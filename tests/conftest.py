@@ -2,7 +2,9 @@ import pytest
 import torch
 
 import panda
+from panda.features import FeatureSource
 from panda.model import PandA
+from panda.removal import search_background
 
 
 @pytest.fixture(scope="session")
@@ -17,9 +19,13 @@ def digiface():
 
 @pytest.fixture(scope="session")
 def model(celeba):
-    """A small fit: 256 samples at relu2 (256 x 8 x 8), all channels, 8 parts."""
+    """A small fit: 256 samples at relu2 (256 x 8 x 8), all channels, 8 parts, scored on 64 held-out
+    samples, with the background appearance searched on 4."""
     torch.manual_seed(0)
-    return PandA(rank_parts=8, n_heldout=64, background_samples=4).fit(celeba, "relu2", n_samples=256, seed=0)
+    m = PandA(rank_parts=8).fit(FeatureSource(celeba, "relu2", range(256)))
+    m.score(FeatureSource.heldout(celeba, "relu2", 64))
+    search_background(m, celeba, 4)
+    return m
 
 
 @pytest.fixture(scope="session")

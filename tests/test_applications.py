@@ -8,10 +8,13 @@ from PIL import Image
 from panda import PandaError
 from panda.factorisation import border_mask
 from panda.features import capture
-from panda.localisation import localize, strongest
-from panda.refinement import part_neighbourhood, refine, refine_parts, sample_errors, shift_maps
-from panda.removal import find_background, rasterise_mask, region_for, remove, towards_background
-from panda.viz import refine_figure, upsample
+from panda.editing import Edit, edit
+from panda.figures import localize_figure, refine_figure, remove_figure
+from panda.localisation import localisation, localize, strongest
+from panda.maps import upsample
+from panda.refinement import compare_refinement, part_neighbourhood, refine, refine_parts, sample_errors, shift_maps
+from panda.removal import (candidate_fills, choose_fill, find_background, rasterise_mask, region_for, remove, removal,
+                           towards_background)
 
 
 # ----------------------------------------------------------------------------- refinement
@@ -47,14 +50,15 @@ def test_refinement_follows_shifted_content(model, celeba):
     assert (sample_errors(model, z, refined) < sample_errors(model, z)).all()
     better = 0
     for k in range(model.n_parts):
-        _, figures = refine_figure(model, celeba, seeds, k, model.top_appearances(k, 1)[0], 2.0, shift=shift,
-                                   refined=(z, (refined, shifts)))
-        better += figures["roir_refined"] < figures["roir_global"]
+        cmp = compare_refinement(model, celeba, seeds, k, model.top_appearances(k, 1)[0], 2.0, shift=shift,
+                                 refined=(z, (refined, shifts)))
+        better += cmp.roir_refined < cmp.roir_global
     assert better >= 6, f"refinement lowered the ROIR for only {better} of 8 parts"
+    picture = refine_figure(model, cmp, seeds, 50)  # draws the data it is given
+    assert picture.width > 7 * 128 and picture.height > len(seeds) * 128
 
 
 def test_edit_with_refined_parts(model, celeba):
-    from panda.editing import Edit, edit
     seeds, e = [11, 12], [Edit(part=2, appearance=1, alpha=2.0)]
     _, (parts, _) = refine(model, celeba, seeds, steps=20)
     with_refined, with_global = edit(model, celeba, seeds, e, parts=parts), edit(model, celeba, seeds, e)
@@ -113,9 +117,9 @@ def test_bad_masks_refused(mask, match):
 
 
 def test_region_needs_exactly_one_of_part_and_mask(model):
-    with pytest.raises(PandaError, match="either --part"):
+    with pytest.raises(PandaError, match="either a part or a mask"):
         region_for(model)
-    with pytest.raises(PandaError, match="either --part"):
+    with pytest.raises(PandaError, match="either a part or a mask"):
         region_for(model, 0, np.ones((8, 8)))
 
 
@@ -156,7 +160,6 @@ def test_towards_background_takes_one_mask_per_sample():
 
 
 def test_per_sample_regions_and_chosen_fill(model, celeba):
-    from panda.removal import choose_fill
     lat = celeba.sample(range(4))
     regions = torch.stack([region_for(model, part=k) for k in (0, 1, 2, 3)])
     masks = upsample(regions, 64) > 0.5
@@ -201,6 +204,19 @@ def test_border_appearance_concentrates_on_the_border_in_new_samples(model, cele
 
 
 def test_localize_appearance_out_of_range(model, celeba):
-    from panda.viz import localize_figure
     with pytest.raises(PandaError, match="appearance 256 is out of range"):
-        localize_figure(model, celeba, [0], 256)
+        localize_figure(model, localisation(model, celeba, [0]), 256, [0])
+
+
+def test_removal_result_measures_what_it_removed(model, celeba):
+    """removal() returns data: the fill it searched for this region, and the colour distances that
+    remove_figure only draws; the search's best fill is the one it used."""
+    result = removal(model, celeba, [0, 1], region_for(model, part=0), alpha=1.0)
+    assert result.removed.shape == result.original.shape == (2, 3, 64, 64)
+    assert (result.appearance, result.sign) == result.search.ranked(1)[0][:2]
+    before, after = towards_background(result.original, result.removed, result.masks)
+    assert result.distance_after == pytest.approx(float(after.mean()))
+    assert result.distance_after < result.distance_before
+    fills = candidate_fills(model, celeba, [0, 1], result.regions, result.search, 1.0, top=2)
+    assert torch.allclose(fills[0][3], result.removed, atol=1e-6)
+    assert remove_figure(result, [0, 1]).height > 2 * 128

@@ -51,11 +51,11 @@ def test_fit_parts_edit_end_to_end(tmp_path):
 
 
 @pytest.mark.parametrize("args,match", [
-    (["fit", "--generator", "nope"], "Valid generators"),
+    (["fit", "--generator", "nope"], "dcgan-celeba"),
     (["fit", "--layer", "relu9", "-n", 4], "Valid layers"),
     (["fit", "-rs", 65, "--layer", "relu2", "-n", 4], "rank_parts=65"),
     (["fit", "-rc", 999, "--layer", "relu2", "-n", 4], "rank_appearance=999"),
-    (["layers", "nope"], "Valid generators"),
+    (["layers", "nope"], "dcgan-digiface"),
 ])
 def test_bad_fit_input_exits_non_zero_with_one_line(tmp_path, args, match):
     r = run(*args, "--out", tmp_path / "x.safetensors") if args[0] == "fit" else run(*args)
@@ -83,14 +83,14 @@ def test_corrupt_factor_file_on_the_cli(tmp_path):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"garbage")
     r = run("parts", bad, "--out", tmp_path / "p")
-    assert r.exit_code == 2 and "panda fit" in r.output
+    assert r.exit_code == 2 and "not a readable panda factor file" in r.output
 
 
 def test_unwritable_output_directory(factor_file, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     r = run("parts", factor_file, "--out", blocker / "sub")
-    assert r.exit_code == 2 and "cannot write to output directory" in r.output
+    assert r.exit_code == 2 and "cannot write to the output folder" in r.output
 
 
 def test_refine_remove_localize_commands(factor_file, tmp_path):
@@ -139,6 +139,9 @@ def test_refine_remove_localize_commands(factor_file, tmp_path):
     (["localize", "--appearance", 999], "appearance 999 is out of range"),
     (["localize"], "either --appearance"),
     (["localize", "--top", 0], "--top 0"),
+    (["edit", "--part", 0, "--seeds", "0-4294967296"], "out of range"),
+    (["edit", "--part", 0, "--seeds", "0-200000"], "more than 100000 seeds"),
+    (["edit", "--part", 0, "--n-images", 0], "--n-images"),
 ])
 def test_bad_application_input_writes_nothing(factor_file, tmp_path, args, match):
     out = tmp_path / "out"

@@ -8,7 +8,7 @@ from panda.demo import run_demo
 def test_demo_writes_an_index_whose_pictures_exist(tmp_path):
     index = run_demo(n_samples=128, rank_parts=4, out=tmp_path / "demo", progress=False, n_show=2, n_top=2)
     text = index.read_text()
-    pngs = set(re.findall(r"src='([^']+\.png)'", text))
+    pngs = set(re.findall(r'src="([^"]+\.png)"', text))
     assert {"parts.png", "overview.png", "edit_part3.png", "part0_appearances.png", "refine.png", "remove_0.png",
             "localize_top.png", "localize_background.png"} <= pngs
     for name in pngs:

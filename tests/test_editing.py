@@ -6,7 +6,7 @@ import torch
 from panda import PandaError
 from panda.editing import Edit, edit, edit_delta, part_profile, sweep
 from panda.metrics import change_inside_fraction, roir
-from panda.viz import upsample
+from panda.maps import upsample
 
 
 def test_alpha_zero_reproduces_the_original_exactly(model, celeba):

@@ -1,3 +1,4 @@
+import copy
 import math
 
 import pytest
@@ -78,8 +79,11 @@ def test_error_falls_with_rank(celeba):
 
 
 def test_streaming_gives_the_same_fit_as_in_memory(celeba):
-    kept = PandA(rank_appearance=32, rank_parts=4, n_heldout=0, batch_size=32).fit(celeba, "relu2", 96)
-    streamed = PandA(rank_appearance=32, rank_parts=4, n_heldout=0, batch_size=32, memory_budget=0).fit(celeba, "relu2", 96)
+    kept_source = FeatureSource(celeba, "relu2", range(96), batch_size=32)
+    streamed_source = FeatureSource(celeba, "relu2", range(96), batch_size=32, memory_budget=0)
+    kept = PandA(rank_appearance=32, rank_parts=4).fit(kept_source)
+    streamed = PandA(rank_appearance=32, rank_parts=4).fit(streamed_source)
+    assert not kept_source.streamed and streamed_source.streamed
     assert torch.allclose(kept.parts_, streamed.parts_, atol=1e-5)
     assert kept.train_error_ == pytest.approx(streamed.train_error_, rel=1e-5)
 
@@ -94,11 +98,21 @@ def test_beats_the_official_scheme_on_the_same_data(celeba):
     assert ours.errors[-1] < relative_error(batches, a, p)
 
 
-def test_rank_too_large_is_refused(celeba):
-    with pytest.raises(PandaError, match=r"rank_appearance=300 must be in 1..256"):
-        PandA(rank_appearance=300).fit(celeba, "relu2", 8)
-    with pytest.raises(PandaError, match=r"rank_parts=65 must be in 1..64"):
-        PandA(rank_parts=65).fit(celeba, "relu2", 8)
+@pytest.mark.parametrize("params,match", [
+    ({"rank_appearance": 300}, r"rank_appearance=300 must be in 1..256"),
+    ({"rank_parts": 65}, r"rank_parts=65 must be in 1..64"),
+    ({"rank_parts": 0}, r"rank_parts=0 must be at least 1"),
+    ({"rank_parts": 2.5}, "whole numbers"),
+    ({"max_iter": 0}, "max_iter=0"),
+    ({"tol": float("nan")}, "tol=nan"),
+    ({"n_init": 0}, "n_init=0"),
+    ({"random_state": -1}, "random_state=-1"),
+])
+def test_bad_hyper_parameters_are_refused_before_any_extraction(celeba, params, match):
+    source = FeatureSource(celeba, "relu2", range(8))
+    with pytest.raises(PandaError, match=match):
+        PandA(**params).fit(source)
+    assert source.extract_time == 0.0 and source._cache is None  # nothing was generated
 
 
 def test_non_finite_features_are_refused():
@@ -108,9 +122,26 @@ def test_non_finite_features_are_refused():
         data_stats([z])
 
 
-def test_not_fitted_is_a_clear_error():
+def test_not_fitted_is_a_clear_error(tmp_path):
     with pytest.raises(PandaError, match="not fitted yet"):
         PandA().part_maps()
+    with pytest.raises(PandaError, match="not fitted yet"):
+        PandA().save(tmp_path / "f.safetensors")
+    assert not list(tmp_path.iterdir())
+
+
+def test_fit_takes_a_feature_source(celeba):
+    with pytest.raises(PandaError, match="FeatureSource"):
+        PandA().fit(celeba)
+
+
+def test_score_is_the_held_out_error(model, celeba):
+    model = copy.deepcopy(model)  # score records the error: leave the session's model as it is
+    held = FeatureSource.heldout(celeba, "relu2", 16)
+    assert model.score(held) == pytest.approx(relative_error(held, model.appearances_, model.parts_))
+    assert held.seeds[0] == 1_000_000_000 and model.n_heldout_ == 16
+    with pytest.raises(PandaError, match="fitted at layer 'relu2'"):
+        model.score(FeatureSource(celeba, "relu3", range(4)))
 
 
 def test_appearance_scatter_matches_definition():

@@ -6,7 +6,7 @@ import torch
 import panda
 from panda import PandaError
 from panda.features import capture, iter_features, modified
-from panda.generators import BUILTIN, GeneratorAdapter
+from panda.generators import GENERATORS, GeneratorAdapter, GeneratorSpec, register_generator
 
 
 @pytest.mark.parametrize("name,size", [("dcgan-celeba", 64), ("dcgan-digiface", 64), ("dcgan-eyes", 128)])
@@ -19,7 +19,8 @@ def test_builtin_generators_load_and_render(name, size):
     assert (images[0] - images[1]).abs().mean() > 0.05
     assert images.std() > 0.2
     assert g.default_layer in g.layer_shapes()
-    assert g.weight_hash == BUILTIN[name].sha256
+    assert g.weight_hash == GENERATORS[name].weights.sha256
+    assert g.spec is GENERATORS[name]
 
 
 def test_seeds_are_reproducible_and_follow_stylegan_convention(celeba):
@@ -85,7 +86,7 @@ def test_iter_features_batches_cover_all_seeds(celeba):
 
 
 def test_unknown_generator_lists_valid_ones():
-    with pytest.raises(PandaError, match="Valid generators: dcgan-celeba, dcgan-digiface, dcgan-eyes"):
+    with pytest.raises(PandaError, match="Registered generators: dcgan-celeba, dcgan-digiface, dcgan-eyes"):
         panda.load_generator("stylegan9")
 
 
@@ -103,8 +104,9 @@ def test_missing_package_names_the_install_command(monkeypatch):
 
 def test_wrong_weight_hash_is_refused(monkeypatch):
     import dataclasses
-    spec = dataclasses.replace(BUILTIN["dcgan-digiface"], sha256="0" * 64)
-    monkeypatch.setitem(BUILTIN, "dcgan-digiface", spec)
+    spec = GENERATORS["dcgan-digiface"]
+    spec = dataclasses.replace(spec, weights=dataclasses.replace(spec.weights, sha256="0" * 64))
+    monkeypatch.setitem(GENERATORS, "dcgan-digiface", spec)
     with pytest.raises(PandaError, match="force-reinstall"):
         panda.load_generator("dcgan-digiface")
 
@@ -112,7 +114,7 @@ def test_wrong_weight_hash_is_refused(monkeypatch):
 def test_cuda_request_without_cuda_is_a_clear_error():
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
-    with pytest.raises(PandaError, match="--device cpu"):
+    with pytest.raises(PandaError, match="CUDA is not available"):
         panda.load_generator("dcgan-celeba", device="cuda")
 
 
@@ -125,3 +127,39 @@ def test_any_module_plugs_into_the_adapter():
     assert g.layer_shapes()["3"] == (6, 4, 4)
     z = capture(g, g.sample(range(5)), "3")
     assert z.shape == (5, 6, 4, 4)
+
+
+class _FileWeights:
+    """Weights from a local file (a test stand-in for a wheel's weight file)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def state_dict(self):
+        return torch.load(self.path, weights_only=True), "toy-hash"
+
+
+def test_one_spec_adds_a_generator_everywhere(tmp_path):
+    """Registering one spec makes a generator loadable by name and a choice of every CLI command."""
+    from click.testing import CliRunner
+
+    from panda.cli import main
+
+    def build():
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Unflatten(1, (4, 2, 2)), torch.nn.Upsample(scale_factor=2),
+                                   torch.nn.Conv2d(4, 3, 3, padding=1), torch.nn.Tanh())
+
+    torch.save(build().state_dict(), tmp_path / "toy.pt")
+    register_generator(GeneratorSpec(name="toy", description="a toy", build=build, weights=_FileWeights(tmp_path / "toy.pt"),
+                                     latent_dim=16, default_layer="3", forward=lambda m, z, onehot: m(z)))
+    try:
+        g = panda.load_generator("toy")
+        assert g.layer_shapes()["3"] == (3, 4, 4) and g.weight_hash == "toy-hash" and g.spec.sefa_weight is None
+        r = CliRunner().invoke(main, ["layers", "toy"])
+        assert r.exit_code == 0 and "(default)" in r.output, r.output
+        with pytest.raises(ValueError, match="registered twice"):
+            register_generator(GENERATORS["toy"])
+    finally:
+        del GENERATORS["toy"]
+    r = CliRunner().invoke(main, ["layers", "toy"])
+    assert r.exit_code == 2 and "toy" in r.output

@@ -1,10 +1,12 @@
 import json
+import os
 
 import pytest
 import torch
 
 import panda
 from panda import PandaError
+from panda.fileio import atomic_write
 from panda.model import PandA
 
 
@@ -44,7 +46,7 @@ def test_corrupt_file_refused(tmp_path, factor_file):
     with pytest.raises(PandaError, match="not a readable panda factor file"):
         PandA.load(bad)
     bad.write_bytes(b"not a safetensors file at all")
-    with pytest.raises(PandaError, match="panda fit"):
+    with pytest.raises(PandaError, match="fit the factors again"):
         PandA.load(bad)
 
 
@@ -112,3 +114,22 @@ def test_names_for_missing_parts_refused(model, tmp_path):
     save_file({n: getattr(model, n + "_").contiguous() for n in _TENSORS}, str(path), metadata={"panda": json.dumps(meta)})
     with pytest.raises(PandaError, match="outside 0..7"):
         PandA.load(path)
+
+
+def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path):
+    path = tmp_path / "f.txt"
+    atomic_write(path, "old")
+
+    def killed(fh):
+        fh.write(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, killed)
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["f.txt"]  # no temp file left
+    mask = os.umask(0o022)
+    try:
+        atomic_write(path, b"new")
+    finally:
+        os.umask(mask)
+    assert path.read_bytes() == b"new" and path.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600

@@ -1,0 +1,240 @@
+"""Every picture panda draws, one function each. They take computed data (images, maps, result objects
+from the applications and the benchmark) and return a PIL image; none runs a generator or a metric.
+
+Adding a picture means adding one function here (and calling it from a front end).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image, ImageDraw
+
+from .drawing import PALETTE, grid, heat_tile, outline, overlay, scale_for, segmentation, to_pil
+from .editing import Edit, SweepResult, part_profile
+from .evaluation import BenchResult
+from .landmarks import REGIONS, FaceSet
+from .localisation import Localisation, signed, strongest
+from .maps import change_map, normalise, upsample
+from .methods import METHODS
+from .model import PandA
+from .refinement import RefinementComparison
+from .removal import Removal
+
+
+def seed_labels(seeds: Sequence[int]) -> list[str]:
+    return [f"seed {s}" for s in seeds]
+
+
+def parts_figure(model: PandA, images: torch.Tensor, seeds: Sequence[int], names: Sequence[str] | None = None) -> Image.Image:
+    """Rows: samples. Columns: the image, every part by colour (argmax), then each part as a heat map.
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        (N, 3, H, W) in [0, 1].
+    """
+    size, scale = images.shape[-1], scale_for(images)
+    maps = upsample(normalise(model.part_maps()), size)
+    names = names or [model.part_label(k) for k in range(model.n_parts)]
+    rows = []
+    for img in images:
+        row = [to_pil(img, scale), to_pil(segmentation(img, maps), scale)]
+        row += [to_pil(overlay(img, maps[k]), scale) for k in range(model.n_parts)]
+        rows.append(row)
+    return grid(rows, seed_labels(seeds), ["image", "all parts"] + list(names),
+                title=f"{model.generator_name_} layer {model.layer_}: {model.n_parts} parts (heat: the part's weight)")
+
+
+def sweep_figure(model: PandA, sweep: SweepResult, seeds: Sequence[int]) -> Image.Image:
+    """Rows: samples. Columns: the edit at each alpha, the pixel change at the largest |alpha|, the part."""
+    out, big = sweep.images, sweep.strongest
+    scale = scale_for(out[:, 0])
+    change = change_map(sweep.original, out[:, big])
+    top = float(change.max())
+    rows = []
+    for i in range(out.shape[0]):
+        row = [to_pil(out[i, t], scale) for t in range(len(sweep.alphas))]
+        row.append(heat_tile(change[i], top, scale))
+        row.append(to_pil(overlay(sweep.original[i], sweep.region), scale))
+        rows.append(row)
+    label = model.part_label(sweep.part)
+    cols = [f"alpha {a:+g}" for a in sweep.alphas] + [f"change at {sweep.alphas[big]:+g}", label]
+    title = (f"{label}, appearance {sweep.appearance}: {100 * sweep.share:.0f}% of the pixel change falls in the part "
+             f"(map > 0.5, {100 * float((sweep.region > 0.5).float().mean()):.0f}% of the image)")
+    return grid(rows, seed_labels(seeds), cols, title=title)
+
+
+def contact_sheet(model: PandA, part: int, sweeps: Sequence[tuple[int, torch.Tensor]], alphas: Sequence[float],
+                  seeds: Sequence[int]) -> Image.Image:
+    """Rows: appearances (with their energy in the part). Columns: each sample at each alpha.
+
+    Parameters
+    ----------
+    sweeps : sequence of (int, torch.Tensor)
+        (appearance, images (N, len(alphas), 3, H, W) in [0, 1]).
+    """
+    rows, labels = [], []
+    for j, out in sweeps:
+        scale = scale_for(out[:, 0])
+        rows.append([to_pil(out[i, t], scale) for i in range(out.shape[0]) for t in range(len(alphas))])
+        labels.append(f"appearance {j}\nenergy {float(model.coef_energy_[j, part]):.3g}")
+    cols = [f"seed {s}\nalpha {a:+g}" for s in seeds for a in alphas]
+    return grid(rows, labels, cols, title=f"{model.part_label(part)}: its top appearances by coefficient energy")
+
+
+def overview_figure(model: PandA, rows: Sequence[tuple[int, int, torch.Tensor]], alphas: Sequence[float],
+                    seed: int) -> Image.Image:
+    """One sample; each row one part's edit at each alpha. rows: (part, appearance, images (A, 3, H, W) in [0, 1])."""
+    scale = scale_for(rows[0][2])
+    return grid([[to_pil(x, scale) for x in images] for _, _, images in rows],
+                [f"{model.part_label(k)} + app. {j}" for k, j, _ in rows], [f"alpha {a:+g}" for a in alphas],
+                title=f"seed {seed}: every part with its top appearance")
+
+
+def edits_figure(model: PandA, original: torch.Tensor, edited: torch.Tensor, edits: Sequence[Edit],
+                 seeds: Sequence[int]) -> Image.Image:
+    """Rows: samples. Columns: original, edited (all edits summed), pixel change. Images (N, 3, H, W) in [0, 1]."""
+    change = change_map(original, edited)
+    top, scale = float(change.max()), scale_for(original)
+    rows = [[to_pil(original[i], scale), to_pil(edited[i], scale), heat_tile(change[i], top, scale)]
+            for i in range(original.shape[0])]
+    what = "; ".join(f"{model.part_label(e.part)} + appearance {e.appearance} x {e.alpha:+g}" for e in edits)
+    return grid(rows, seed_labels(seeds), ["original", "edited", "change"], title=what)
+
+
+def refine_figure(model: PandA, cmp: RefinementComparison, seeds: Sequence[int], steps: int) -> Image.Image:
+    """Global against refined parts on shifted samples. Rows: samples (with the translation the refinement started
+    from). Columns: the image, the global part, the refined part, the edit with each, and each edit's change."""
+    size, scale = cmp.original.shape[-1], scale_for(cmp.original)
+    global_map = upsample(part_profile(model, cmp.part)[None], size)[0]
+    rows = []
+    for i in range(cmp.original.shape[0]):
+        refined_map = upsample(part_profile(model, cmp.part, cmp.refined.parts[i])[None], size)[0]
+        cg = change_map(cmp.original[i:i + 1], cmp.with_global[i:i + 1])[0]
+        cr = change_map(cmp.original[i:i + 1], cmp.with_refined[i:i + 1])[0]
+        top = float(torch.maximum(cg.max(), cr.max()))
+        rows.append([to_pil(cmp.original[i], scale), to_pil(overlay(cmp.original[i], global_map), scale),
+                     to_pil(overlay(cmp.original[i], refined_map), scale), to_pil(cmp.with_global[i], scale),
+                     to_pil(cmp.with_refined[i], scale), heat_tile(cg, top, scale), heat_tile(cr, top, scale)])
+    label, (dy, dx) = model.part_label(cmp.part), cmp.shift
+    cols = ["image" + (f" (shift {dy},{dx})" if cmp.shift != (0, 0) else ""), f"global {label}", f"refined {label}",
+            "edit, global", "edit, refined", "change, global", "change, refined"]
+    labels = [f"seed {s}, start {int(t[0])},{int(t[1])}" for s, t in zip(seeds, cmp.refined.shifts)]
+    title = (f"refinement ({steps} steps): error {cmp.error_global:.3f} -> {cmp.error_refined:.3f}; median ROIR of "
+             f"{label} + appearance {cmp.appearance} x {cmp.alpha:+g}: {cmp.roir_global:.2f} -> {cmp.roir_refined:.2f}")
+    return grid(rows, labels, cols, title=title)
+
+
+def remove_figure(result: Removal, seeds: Sequence[int], label: str = "region") -> Image.Image:
+    """Rows: samples. Columns: the region as heat, original, removed, pixel change."""
+    scale = scale_for(result.original)
+    change = change_map(result.original, result.removed)
+    top = float(change.max())
+    rows = [[to_pil(overlay(result.original[i], result.shown[i]), scale), to_pil(result.original[i], scale),
+             to_pil(result.removed[i], scale), heat_tile(change[i], top, scale)] for i in range(result.original.shape[0])]
+    title = (f"remove {label} with background appearance {result.appearance} ({result.sign:+g}) x {result.alpha:+g}: "
+             f"colour distance to the surroundings {result.distance_before:.3f} -> {result.distance_after:.3f}")
+    return grid(rows, seed_labels(seeds), [label, "original", "removed", "change"], title=title)
+
+
+def candidates_figure(result: Removal, fills: Sequence[tuple[int, float, float, torch.Tensor]], seeds: Sequence[int],
+                      label: str = "region") -> Image.Image:
+    """The best fills of a background search side by side, so a person can overrule the pick.
+
+    Parameters
+    ----------
+    result : Removal
+        Gives the originals and the region drawn (its first ``len(seeds)`` samples are shown).
+    fills : sequence
+        :func:`panda.removal.candidate_fills`: (appearance, sign, gain, images (N, 3, H, W) in [0, 1]), best first.
+    """
+    n, scale = len(seeds), scale_for(result.original)
+    rows = [[to_pil(overlay(result.original[i], result.shown[i]), scale)] + [to_pil(f[i], scale) for *_, f in fills]
+            for i in range(n)]
+    cols = [label] + [f"{'+' if s > 0 else '-'}{j}: {100 * g:.0f}%" for j, s, g, _ in fills]
+    title = (f"the {len(fills)} best fills for {label} at alpha {result.alpha:+g} (appearance with sign: gain); "
+             f"pick one by its index, or -index for the opposite sign")
+    return grid(rows, seed_labels(seeds), cols, title=title)
+
+
+def localize_figure(model: PandA, loc: Localisation, appearance: int, seeds: Sequence[int]) -> Image.Image:
+    """One concept across samples. Rows: the images, appearance j's map over them, the map alone (each min-max)."""
+    model.check_appearance(appearance)
+    images = loc.images
+    size, scale = images.shape[-1], scale_for(images)
+    maps = upsample(normalise(signed(model, appearance, loc.maps[:, appearance])), size)
+    rows = [[to_pil(img, scale) for img in images], [to_pil(overlay(img, m ** 2), scale) for img, m in zip(images, maps)],
+            [heat_tile(m, 1.0, scale) for m in maps]]
+    return grid(rows, ["image", f"appearance {appearance}", "its map"], seed_labels(seeds),
+                title=f"where appearance {appearance} is (A^T Z, each map rescaled to [0, 1])")
+
+
+def localize_top_figure(model: PandA, loc: Localisation, k: int, seed: int) -> Image.Image:
+    """One image (the first of ``loc``) and its k strongest concepts (by energy of their maps), side by side."""
+    image, maps = loc.images[0], loc.maps[0]
+    size, scale = image.shape[-1], scale_for(image[None])
+    top = strongest(maps, k)
+    heat = upsample(normalise(torch.stack([signed(model, j, maps[j]) for j in top])), size)
+    blank = Image.new("RGB", to_pil(image, scale).size, "white")
+    rows = [[to_pil(image, scale)] + [to_pil(overlay(image, h ** 2), scale) for h in heat],
+            [blank] + [heat_tile(h, 1.0, scale) for h in heat]]
+    return grid(rows, ["overlay", "map"], ["image"] + [f"appearance {j}" for j in top],
+                title=f"seed {seed}: its {k} strongest concepts (A^T Z, each map rescaled to [0, 1])")
+
+
+# ------------------------------------------------------------------------------------- the benchmark
+def bench_bar_plot(res: BenchResult, metric: str = "ROIR") -> Image.Image:
+    """Grouped bars (regions x methods) of a metric's mean with std whiskers; unavailable methods are named as n/a."""
+    methods = [m for m in METHODS if res.row(m, REGIONS[0]).available]
+    missing = [f"{m}: {res.row(m, REGIONS[0]).label}" for m in METHODS if m not in methods]
+    fig = Figure(figsize=(10, 4.2), dpi=100)
+    ax = fig.add_subplot()
+    width = 0.8 / max(len(methods), 1)
+    for mi, m in enumerate(methods):
+        stats = [res.row(m, r).scores[metric] for r in REGIONS]
+        x = np.arange(len(REGIONS)) + (mi - (len(methods) - 1) / 2) * width
+        ax.bar(x, [s[0] for s in stats], width * 0.9, yerr=[s[1] for s in stats], label=m, color=PALETTE[mi], capsize=3)
+    ax.set_xticks(np.arange(len(REGIONS)), REGIONS)
+    ax.set_ylabel(metric)
+    ax.set_title(f"{res.generator}: {metric} on {res.n_test} test faces, mean +- std"
+                 + (" (lower is better)" if metric == "ROIR" else ""))
+    ax.legend(title="; ".join(missing) if missing else None, fontsize=9, title_fontsize=8, ncols=min(len(methods), 5))
+    ax.grid(axis="y", alpha=0.3)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3].copy())
+
+
+def region_grid(res: BenchResult, region: str, n_show: int = 6) -> Image.Image:
+    """Rows: test faces. Columns: the original and each method's chosen edit, the region outlined."""
+    faces = res.faces
+    methods = [m for m in METHODS if m in res.edits[region]]
+    scale = scale_for(faces.images)
+    rows = []
+    for i in range(min(n_show, len(faces.seeds))):
+        mask = faces.masks[region][i]
+        rows.append([outline(faces.images[i], [mask], scale)] + [outline(res.edits[region][m][i], [mask], scale) for m in methods])
+    cols = ["original"] + [f"{m}\nROIR {res.row(m, region).scores['ROIR'][0]:.2f}" for m in methods]
+    return grid(rows, seed_labels(faces.seeds[:n_show]), cols,
+                title=f"{res.generator}, {region} (outlined): each method's edit, matched pixel change inside the region")
+
+
+def masks_figure(faces: FaceSet, n_show: int = 8) -> Image.Image:
+    """Images with the eyes, nose and mouth masks and ONet's five points, for a person to check."""
+    scale = scale_for(faces.images)
+    colours = {"eyes": (0, 255, 0), "nose": (255, 0, 255), "mouth": (0, 200, 255)}
+    rows = []
+    for i in range(min(n_show, len(faces.seeds))):
+        img = faces.images[i]
+        tile = outline(img, [faces.masks[r][i] for r in REGIONS], scale, [colours[r] for r in REGIONS])
+        d = ImageDraw.Draw(tile)
+        for x, y in faces.check["points"][i].tolist():
+            d.ellipse([x * scale - 3, y * scale - 3, x * scale + 3, y * scale + 3], outline=(255, 0, 0), width=2)
+        rows.append([to_pil(img, scale), tile])
+    return grid(rows, seed_labels(faces.seeds[:n_show]), ["image", "masks + ONet points"],
+                title="FaceMesh masks (green eyes, magenta nose, blue mouth) and ONet's points (red)")

@@ -1,0 +1,42 @@
+"""The standard fit, as ``panda fit`` and ``panda demo`` run it: data, factors, held-out score and the
+background appearance for object removal, each step a call into its own module."""
+
+from __future__ import annotations
+
+from .errors import PandaError
+from .features import FeatureSource
+from .generators import GeneratorAdapter
+from .model import PandA
+from .removal import search_background
+
+
+def fit_factors(generator: GeneratorAdapter, layer: str | None = None, rank_appearance: int | None = None,
+                rank_parts: int = 12, n_samples: int = 5000, seed: int = 0, max_iter: int = 30, tol: float = 1e-4,
+                batch_size: int = 256, memory_budget: int = 2 << 30, n_heldout: int = 256,
+                background_samples: int = 8, progress: bool = False) -> PandA:
+    """Fit PandA on seeds ``seed .. seed + n_samples - 1`` at ``layer`` (default: the generator's), measure the
+    held-out error on ``n_heldout`` other seeds and search the background appearance on ``background_samples``
+    (0 skips either). Every argument is checked before any sample is generated.
+
+    Returns
+    -------
+    PandA
+        The fitted model (random_state = ``seed``).
+    """
+    layer = layer or generator.default_layer
+    if layer is None:
+        raise PandaError(f"generator '{generator.name}' has no default layer: name one.")
+    for name, value in (("n_samples", n_samples), ("n_heldout", n_heldout), ("background_samples", background_samples)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise PandaError(f"{name}={value!r}: give a whole number >= 0.")
+    if n_samples < 1:
+        raise PandaError("n_samples=0: fit needs at least 1 sample.")
+    source = FeatureSource(generator, layer, range(seed, seed + n_samples), batch_size, memory_budget, progress)
+    model = PandA(rank_appearance, rank_parts, max_iter=max_iter, tol=tol, random_state=seed, verbose=progress)
+    model.validate(source.shape)
+    model.fit(source)
+    if n_heldout > 0:
+        model.score(FeatureSource.heldout(generator, layer, n_heldout, batch_size=batch_size, memory_budget=0))
+    if background_samples > 0:
+        search_background(model, generator, background_samples)
+    return model

@@ -1,0 +1,62 @@
+"""Small helpers on (N, H, W) maps that algorithms and pictures share (the bottom layer).
+
+Parts, localisation maps and region masks all live on a grid; these move them between the layer's
+grid and image resolution and bring them to a common range.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def upsample(maps: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear resize of maps to image resolution (what the generator 'sees' is smooth).
+
+    Parameters
+    ----------
+    maps : torch.Tensor
+        (N, H, W) maps.
+    size : int
+        The output side.
+
+    Returns
+    -------
+    torch.Tensor
+        (N, size, size) float maps.
+    """
+    return F.interpolate(maps[:, None].float(), size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+
+
+def normalise(maps: torch.Tensor) -> torch.Tensor:
+    """Min-max each map to [0, 1]; a constant map becomes 0.
+
+    Parameters
+    ----------
+    maps : torch.Tensor
+        (N, H, W) maps.
+
+    Returns
+    -------
+    torch.Tensor
+        (N, H, W), each map rescaled to [0, 1].
+    """
+    flat = maps.flatten(1)
+    lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
+    return ((flat - lo) / (hi - lo).clamp_min(1e-12)).view_as(maps)
+
+
+def change_map(original: torch.Tensor, edited: torch.Tensor) -> torch.Tensor:
+    """Per-pixel size of an edit: the mean absolute difference over channels.
+
+    Parameters
+    ----------
+    original, edited : torch.Tensor
+        (N, 3, H, W) images.
+
+    Returns
+    -------
+    torch.Tensor
+        (N, H, W), non-negative.
+    """
+    return (edited - original).abs().mean(1)

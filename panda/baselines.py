@@ -88,11 +88,21 @@ def region_grams(jacs: list[torch.Tensor], masks: torch.Tensor) -> tuple[torch.T
 
 def robust_pca(m: torch.Tensor, lam: float | None = None, tol: float = 1e-7, max_iter: int = 10_000) -> tuple[torch.Tensor, torch.Tensor]:
     """Principal component pursuit by ADMM: M = L (low rank) + S (sparse), mu = m n / (4 ||M||_1) and
-    tolerance as in LowRankGAN's code. Returns (L, S).
+    tolerance as in LowRankGAN's code.
 
-    lam: default 1 / sqrt(max(m, n)), the standard PCP weight (Candès et al., 2011). LowRankGAN's code
-    fixes 1/60, set for StyleGAN's 512-d latent; on a 100-d DCGAN latent it leaves L with rank 0 or 1
-    (the sparse part takes everything), which would make the method degenerate rather than tested.
+    Parameters
+    ----------
+    m : torch.Tensor
+        (m, n) matrix.
+    lam : float, optional
+        Default 1 / sqrt(max(m, n)), the standard PCP weight (Candès et al., 2011). LowRankGAN's code fixes
+        1/60, set for StyleGAN's 512-d latent; on a 100-d DCGAN latent it leaves L with rank 0 or 1 (the
+        sparse part takes everything), which would make the method degenerate rather than tested.
+
+    Returns
+    -------
+    (torch.Tensor, torch.Tensor)
+        L and S, each (m, n) float64.
     """
     m = m.double()
     lam = 1 / max(m.shape) ** 0.5 if lam is None else lam
@@ -123,7 +133,12 @@ def lowrankgan(inside: torch.Tensor, outside: torch.Tensor, num_relax: int = 0) 
     """Directions (rank_f, latent_dim): the region's low-rank principal directions projected onto the
     null space of the rest of the image (from the Gram matrices of :func:`region_grams`).
 
-    num_relax widens the null space: with a small latent the background's rank can fill it.
+    Parameters
+    ----------
+    inside, outside : torch.Tensor
+        (latent_dim, latent_dim) Gram matrices.
+    num_relax : int
+        Widens the null space: with a small latent the background's rank can fill it.
     """
     d = inside.shape[0]
     low_f, _ = robust_pca(inside)

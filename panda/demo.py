@@ -14,7 +14,7 @@ from .drawing import save_png
 from .editing import DEFAULT_ALPHAS, measured_sweep, sweep
 from .fileio import check_writable
 from .fitting import fit_factors
-from .generators import load_generator
+from .generators import DEFAULT_GENERATOR, load_generator
 from .localisation import localisation
 from .model import PandA
 from .naming import name_model_parts
@@ -35,7 +35,7 @@ def _name_parts(model: PandA, generator) -> str:
             + "; ".join(f"part {k}: {v}" for k, v in sorted(names.items())) + ".")
 
 
-def run_demo(generator_name: str = "dcgan-celeba", layer: str | None = None, rank_parts: int = 12,
+def run_demo(generator_name: str = DEFAULT_GENERATOR, layer: str | None = None, rank_parts: int = 12,
              n_samples: int = 5000, seed: int = 0, out: str | Path = "out/demo", device: str = "cpu",
              progress: bool = True, n_show: int = 6, n_top: int = 6) -> Path:
     """Fit PandA (R_C = C) and write factors, parts, per-part edits, refinement, removal,

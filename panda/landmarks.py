@@ -37,8 +37,17 @@ ONET_SHA256 = "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d"
 
 @dataclass
 class RegionMasks:
-    """found: (N,) bool, a face was found. masks: region name -> (N, H, W) bool (all False where not found).
-    boxes: (N, 4) face boxes (x0, y0, x1, y1) in pixels, the face oval's bounds made square and grown by 10%."""
+    """What :class:`FaceMeshMasker` found.
+
+    Attributes
+    ----------
+    found : torch.Tensor
+        (N,) bool, a face was found.
+    masks : dict of str to torch.Tensor
+        Region name -> (N, H, W) bool (all False where not found).
+    boxes : torch.Tensor or None
+        (N, 4) face boxes (x0, y0, x1, y1) in pixels, the face oval's bounds made square and grown by 10%.
+    """
 
     found: torch.Tensor
     masks: dict[str, torch.Tensor]
@@ -66,7 +75,12 @@ def _region_indices() -> dict[str, list[int]]:
 class FaceMeshMasker:
     """Eyes, nose, mouth and forehead masks for batches of face images, from MediaPipe FaceMesh.
 
-    dilate: pixels by which each hull is grown at image resolution (thin eye hulls at 64 x 64 need it).
+    Parameters
+    ----------
+    dilate : int
+        Pixels by which each hull is grown at image resolution (thin eye hulls at 64 x 64 need it).
+    detect_size : int
+        Faces are upsampled to this side for detection.
     """
 
     def __init__(self, dilate: int = 2, detect_size: int = 256) -> None:
@@ -158,10 +172,21 @@ def load_onet() -> ONet:
 
 @torch.no_grad()
 def onet_points(net: ONet, images: torch.Tensor, boxes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (N, 3, H, W) in [0, 1] -> (face probability (N,), points (N, 5, 2) as (x, y) pixels).
+    """ONet's face probability and five points.
 
-    boxes: (N, 4) face boxes (x0, y0, x1, y1) to crop (ONet's usual input, the previous MTCNN stages'
-    boxes); None runs it on the whole image. Order: left eye, right eye, nose, left and right mouth corner.
+    Parameters
+    ----------
+    images : torch.Tensor
+        (N, 3, H, W) in [0, 1].
+    boxes : torch.Tensor, optional
+        (N, 4) face boxes (x0, y0, x1, y1) to crop (ONet's usual input, the previous MTCNN stages' boxes);
+        None runs it on the whole image.
+
+    Returns
+    -------
+    (torch.Tensor, torch.Tensor)
+        Face probability (N,) and points (N, 5, 2) as (x, y) pixels: left eye, right eye, nose, left and
+        right mouth corner.
     """
     n, _, h, w = images.shape
     if boxes is None:

@@ -16,14 +16,16 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save
 
-from .version import __version__
 from .errors import PandaError
 from .factorisation import (appearance_shares, check_params, check_ranks, coefficient_moments,
                             panda_factorise, relative_error)
 from .features import FeatureSource
 from .fileio import atomic_write
 from .generators import GeneratorAdapter
+from .version import __version__
 
 FORMAT = "panda-factors"
 FORMAT_VERSION = 1
@@ -295,8 +297,6 @@ class PandA:
         path : path-like
             The factor file; its folder is created when missing.
         """
-        from safetensors.torch import save
-
         self._check_fitted()
         path = Path(path)
         tensors = {name: getattr(self, name + "_").contiguous() for name in _TENSORS}
@@ -312,8 +312,6 @@ class PandA:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "PandA":
         """Read a factor file written by :meth:`save`, checking its structure and values."""
-        from safetensors import safe_open
-
         path = Path(path)
         refit = "fit the factors again"
         if not path.is_file():

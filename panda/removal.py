@@ -214,11 +214,21 @@ def towards_background(original: torch.Tensor, edited: torch.Tensor, region: tor
                        ring: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """How far the region's colour is from its surroundings, before and after, per sample.
 
-    original, edited: (N, 3, H', W') images; region: (H', W') or per sample (N, H', W') bool mask at image
-    resolution; ring: width in pixels of the surrounding band whose mean colour stands for "background"
-    (default an eighth of the image side). Returns (distance before, distance after), each (N,): the
-    Euclidean distance between the region's mean colour and the band's mean colour in the original image.
-    Removal should make the second smaller.
+    Parameters
+    ----------
+    original, edited : torch.Tensor
+        (N, 3, H', W') images.
+    region : torch.Tensor
+        (H', W') or per sample (N, H', W') bool mask at image resolution.
+    ring : int, optional
+        Width in pixels of the surrounding band whose mean colour stands for "background" (default an
+        eighth of the image side).
+
+    Returns
+    -------
+    (torch.Tensor, torch.Tensor)
+        Distance before and after, each (N,): the Euclidean distance between the region's mean colour and
+        the band's mean colour in the original image. Removal should make the second smaller.
     """
     ring = ring or max(1, original.shape[-1] // 8)
     regions = region.bool()
@@ -247,7 +257,16 @@ def choose_fill(model: PandA, generator: GeneratorAdapter, latents: Latents, reg
     around them (:func:`towards_background`). What fills a region depends on what surrounds it: skin for
     glasses, wall for a head.
 
-    regions: (N, H, W) on the layer's grid; masks: (N, H', W') bool at image resolution.
+    Parameters
+    ----------
+    regions : torch.Tensor
+        (N, H, W) on the layer's grid.
+    masks : torch.Tensor
+        (N, H', W') bool at image resolution.
+
+    Returns
+    -------
+    BackgroundSearch
     """
     original = generator.render(latents)
 

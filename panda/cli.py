@@ -24,7 +24,8 @@ from .figures import (candidates_figure, edits_figure, localize_figure, localize
                       refine_figure, remove_figure, sweep_figure)
 from .fileio import check_writable
 from .fitting import fit_factors
-from .generators import DEFAULT_GENERATOR, GENERATORS, load_generator
+from .checkpoints import FORMATS, NOISE_MODES, load_generator
+from .generators import DEFAULT_GENERATOR, GENERATORS
 from .landmarks import REMOVAL_REGIONS, FaceMeshMasker
 from .localisation import localisation
 from .model import PandA
@@ -95,23 +96,50 @@ SHIFT = _Parsed("dy,dx", _shift)
 EDIT = _Parsed("part,appearance,alpha", Edit.parse)
 FINITE = _Parsed("float", _finite)
 COUNT = click.IntRange(min=1)
-class GeneratorChoice(click.Choice):
-    """The registered generators, read at parse time (a generator registered after import is a choice too)."""
+class GeneratorRef(click.ParamType):
+    """A registered generator's name or a checkpoint's path (checked when it is loaded, with one clear error)."""
 
-    def __init__(self) -> None:
-        super().__init__([])
+    name = "name-or-path"
 
-    @property
-    def choices(self):
-        return tuple(GENERATORS)
-
-    @choices.setter
-    def choices(self, _value) -> None:
-        pass
+    def shell_complete(self, ctx, param, incomplete):
+        return [click.shell_completion.CompletionItem(n) for n in GENERATORS if n.startswith(incomplete)]
 
 
-GENERATOR = GeneratorChoice()
-GENERATOR_HELP = "Generator: " + "; ".join(f"{name}: {spec.description}" for name, spec in GENERATORS.items()) + "."
+GENERATOR = GeneratorRef()
+GENERATOR_HELP = ("Generator: a registered one (" + "; ".join(f"{name}: {spec.description}" for name, spec in GENERATORS.items())
+                  + ") or a checkpoint file (" + "; ".join(f.description for f in FORMATS.values()) + ").")
+
+
+def generator_options(default: str | None):
+    """--generator NAME_OR_PATH, --trunc, --noise-mode, --class, --trust-pickle; with ``default`` None the factor
+    file's generator (and its truncation and noise mode) is used unless given."""
+    from_file = " Default: the one the factor file was fitted on." if default is None else ""
+    options = [
+        click.option("--generator", "generator_name", type=GENERATOR, default=default, help=GENERATOR_HELP + from_file),
+        click.option("--trunc", "truncation_psi", type=FINITE, default=None,
+                     help="StyleGAN truncation psi (1: none). Default: 1, or the factor file's."),
+        click.option("--noise-mode", type=click.Choice(NOISE_MODES), default=None,
+                     help="StyleGAN noise: const (reproducible), random or none. Default: const, or the factor file's."),
+        click.option("--class", "class_", default=None,
+                     help="Conditional generators: the class every seed draws, an index or a name (default: drawn per seed)."),
+        click.option("--trust-pickle", is_flag=True,
+                     help="Unpickle an NVlabs pickle with your own clone of the reference code, running what it holds "
+                          "(only for files you trust; panda's default loader runs nothing from the file)."),
+    ]
+
+    def apply(fn):
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return apply
+
+
+def _generator(device: str, generator_name: str, truncation_psi: float | None = None, noise_mode: str | None = None,
+               class_: str | None = None, trust_pickle: bool = False):
+    """The generator a command that fits (fit, layers, demo, bench) names, with its options."""
+    return load_generator(generator_name, device, 1.0 if truncation_psi is None else truncation_psi,
+                          noise_mode or "const", trust_pickle, class_)
 
 
 class PandaGroup(click.Group):
@@ -138,10 +166,17 @@ def device_option(fn):
     return click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda or cuda:N.")(fn)
 
 
-def _load(factors: str, device: str, generator: str | None = None) -> tuple[PandA, object]:
-    """The factor file and the generator it was fitted on (checked)."""
+def _load(factors: str, device: str, generator_name: str | None = None, truncation_psi: float | None = None,
+          noise_mode: str | None = None, class_: str | None = None, trust_pickle: bool = False) -> tuple[PandA, object]:
+    """The factor file and the generator it was fitted on (checked); truncation and noise default to the file's."""
     model = PandA.load(factors)
-    gen = load_generator(generator or model.generator_name_, device)
+    src = model.generator_source_
+    if generator_name is None:
+        if src.get("format") != "registered" or model.generator_name_ not in GENERATORS:
+            raise PandaError(f"this factor file was fitted on {model.generator_label()}: give it with --generator PATH.")
+        generator_name = model.generator_name_
+    psi = src.get("truncation_psi", 1.0) if truncation_psi is None else truncation_psi
+    gen = load_generator(generator_name, device, psi, noise_mode or src.get("noise_mode", "const"), trust_pickle, class_)
     model.check_compatible(gen)
     return model, gen
 
@@ -159,8 +194,7 @@ def sample_options(n_images: int, out: str):
             click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, help="First sample's seed."),
             click.option("--n-images", type=click.IntRange(1, MAX_SEEDS), default=n_images, help="How many samples."),
             click.option("--out", "-o", default=out, help="Output folder."),
-            click.option("--generator", "generator_name", type=GENERATOR, default=None,
-                         help="Generator to use; default: the one the factor file was fitted on."),
+            generator_options(None),
             device_option,
         ]):
             fn = option(fn)
@@ -185,24 +219,29 @@ def main() -> None:
 
 
 @main.command(epilog=GENERATOR_HELP)
-@click.argument("generator", type=GENERATOR, default=DEFAULT_GENERATOR, metavar="GENERATOR")
+@click.argument("generator", type=GENERATOR, default=DEFAULT_GENERATOR, metavar="NAME_OR_PATH")
 @device_option
 @click.option("--seed", default=0, help="Seed of the probe sample that measures the shapes.")
-def layers(generator: str, device: str, seed: int) -> None:
-    """List GENERATOR's hookable layers with their C x H x W shapes.
+@click.option("--trust-pickle", is_flag=True, help="Unpickle an NVlabs pickle with your own clone of the reference code.")
+def layers(generator: str, device: str, seed: int, trust_pickle: bool) -> None:
+    """List the hookable layers of a generator (a registered name or a checkpoint file) with their C x H x W shapes.
 
     \b
-    Example:  panda layers dcgan-digiface
+    Examples:
+      panda layers dcgan-digiface
+      panda layers ffhq.pkl
     """
-    gen = load_generator(generator, device)
+    gen = load_generator(generator, device, trust_pickle=trust_pickle)
     click.echo(f"{gen.name}: {gen.description}")
-    for name, (c, h, w) in gen.layer_shapes().items():
+    shapes = gen.layer_shapes()
+    width = max(12, *(len(n) for n in shapes))
+    for name, (c, h, w) in shapes.items():
         mark = "  (default)" if name == gen.default_layer else ""
-        click.echo(f"  {name:<12} {c:>5} x {h:>3} x {w:<3}{mark}")
+        click.echo(f"  {name:<{width}} {c:>5} x {h:>3} x {w:<3}{mark}")
 
 
 @main.command()
-@click.option("--generator", "generator_name", type=GENERATOR, default=DEFAULT_GENERATOR, help=GENERATOR_HELP)
+@generator_options(DEFAULT_GENERATOR)
 @click.option("--layer", default=None, help="Layer to factorise; default: the generator's default layer.")
 @click.option("--rank-appearance", "-rc", type=COUNT, default=None, help="R_C appearances; default: all C channels.")
 @click.option("--rank-parts", "-rs", type=COUNT, default=12, help="R_S parts.")
@@ -215,7 +254,7 @@ def layers(generator: str, device: str, seed: int) -> None:
 @click.option("--out", "-o", default="factors.safetensors", help="Factor file to write (safetensors + JSON metadata).")
 @device_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def fit(generator_name, layer, rank_appearance, rank_parts, n_samples, seed, max_iter, tol, batch_size, memory_gb, out, device, quiet):
+def fit(layer, rank_appearance, rank_parts, n_samples, seed, max_iter, tol, batch_size, memory_gb, out, device, quiet, **gen):
     """Learn parts and appearances at a layer and write them to a factor file.
 
     \b
@@ -223,8 +262,8 @@ def fit(generator_name, layer, rank_appearance, rank_parts, n_samples, seed, max
     """
     if memory_gb < 0:
         raise PandaError(f"--memory-gb must be >= 0, got {memory_gb}.")
-    gen = load_generator(generator_name, device)
-    model = fit_factors(gen, layer, rank_appearance, rank_parts, n_samples, seed, max_iter, tol, batch_size,
+    generator = _generator(device, **gen)
+    model = fit_factors(generator, layer, rank_appearance, rank_parts, n_samples, seed, max_iter, tol, batch_size,
                         int(memory_gb * (1 << 30)), progress=not quiet)
     path = model.save(out)
     click.echo(f"{model}\n  features {model.extract_time_:.2f} s, fit {model.fit_time_:.2f} s, {model.n_iter_} iteration(s), "
@@ -235,13 +274,13 @@ def fit(generator_name, layer, rank_appearance, rank_parts, n_samples, seed, max
 @main.command()
 @click.argument("factors", type=click.Path(dir_okay=False))
 @sample_options(n_images=8, out="out/parts")
-def parts(factors, seeds, seed, n_images, out, generator_name, device):
+def parts(factors, seeds, seed, n_images, out, device, **gen):
     """Draw the parts of FACTORS as heat maps over sample images (parts.png).
 
     \b
     Example:  panda parts factors.safetensors --seeds 0-7 --out out/parts
     """
-    model, gen = _load(factors, device, generator_name)
+    model, gen = _load(factors, device, **gen)
     seed_list = _seeds(seeds, seed, n_images)
     folder = check_writable(out)
     path = save_png(parts_figure(model, gen.render(seed_list), seed_list), folder / "parts.png")
@@ -256,7 +295,7 @@ def parts(factors, seeds, seed, n_images, out, generator_name, device):
 @click.option("--edit", "edits", type=EDIT, multiple=True, help="PART,APPEARANCE,ALPHA; repeat to combine edits (no sweep then).")
 @click.option("--sweep/--no-sweep", default=True, help="With one edit: columns -2x, -1x, 0, +1x, +2x alpha.")
 @sample_options(n_images=6, out="out/edit")
-def edit(factors, part, appearance, alpha, edits, sweep, seeds, seed, n_images, out, generator_name, device):
+def edit(factors, part, appearance, alpha, edits, sweep, seeds, seed, n_images, out, device, **gen):
     """Edit samples locally: add appearance j to part k (edit grid PNG).
 
     \b
@@ -264,7 +303,7 @@ def edit(factors, part, appearance, alpha, edits, sweep, seeds, seed, n_images, 
       panda edit factors.safetensors --part 6 --appearance 5 --alpha 1.5
       panda edit factors.safetensors --edit 6,5,1.5 --edit 9,1,-1 --seeds 0-3
     """
-    model, gen = _load(factors, device, generator_name)
+    model, gen = _load(factors, device, **gen)
     seed_list = _seeds(seeds, seed, n_images)
     if edits:
         if part is not None or appearance is not None:
@@ -300,13 +339,13 @@ def edit(factors, part, appearance, alpha, edits, sweep, seeds, seed, n_images, 
 @click.option("--shift", type=SHIFT, default="0,0",
               help="Translate the features by DY,DX layer positions first (periodically), to try refinement on misaligned data.")
 @sample_options(n_images=6, out="out/refine")
-def refine(factors, part, appearance, alpha, steps, radius, search, shift, seeds, seed, n_images, out, generator_name, device):
+def refine(factors, part, appearance, alpha, steps, radius, search, shift, seeds, seed, n_images, out, device, **gen):
     """Fit sample-specific parts for each image and compare them and their edits with the global parts.
 
     \b
     Example:  panda refine factors.safetensors --part 2 --shift 0,2 --seeds 0-5
     """
-    model, gen = _load(factors, device, generator_name)
+    model, gen = _load(factors, device, **gen)
     model.check_part(part)
     j = model.top_appearances(part, 1)[0] if appearance is None else model.check_appearance(appearance)
     check_alpha(alpha)
@@ -334,7 +373,7 @@ def refine(factors, part, appearance, alpha, steps, radius, search, shift, seeds
                    "(also writes the runners-up side by side); 'global': the one chosen when fitting; or an "
                    "appearance index, '-J' for its opposite sign.")
 @sample_options(n_images=6, out="out/remove")
-def remove(factors, part, mask, region, dilate, alpha, background, seeds, seed, n_images, out, generator_name, device):
+def remove(factors, part, mask, region, dilate, alpha, background, seeds, seed, n_images, out, device, **gen):
     """Context-aware object removal: fill a part, a mask or a face region with a background appearance.
 
     \b
@@ -343,7 +382,7 @@ def remove(factors, part, mask, region, dilate, alpha, background, seeds, seed, 
       panda remove factors.safetensors --part 8 --background global
       panda remove factors.safetensors --mask hat.png --background 3 --alpha 2
     """
-    model, gen = _load(factors, device, generator_name)
+    model, gen = _load(factors, device, **gen)
     if sum(v is not None for v in (part, mask, region)) != 1:
         raise PandaError(f"say what to remove: exactly one of --part K, --mask FILE.PNG or --region {'|'.join(REMOVAL_REGIONS)}.")
     check_alpha(alpha)
@@ -380,7 +419,7 @@ def remove(factors, part, mask, region, dilate, alpha, background, seeds, seed, 
 @click.option("--appearance", "-j", type=int, default=None, help="Show where appearance j is, across samples.")
 @click.option("--top", type=int, default=None, help="Or: the K strongest concepts of one image (the first seed).")
 @sample_options(n_images=8, out="out/localize")
-def localize(factors, appearance, top, seeds, seed, n_images, out, generator_name, device):
+def localize(factors, appearance, top, seeds, seed, n_images, out, device, **gen):
     """Concept localisation: where each appearance is (A^T Z), as heat maps over the images.
 
     \b
@@ -388,7 +427,7 @@ def localize(factors, appearance, top, seeds, seed, n_images, out, generator_nam
       panda localize factors.safetensors --appearance 3 --seeds 0-7
       panda localize factors.safetensors --top 6 --seed 12
     """
-    model, gen = _load(factors, device, generator_name)
+    model, gen = _load(factors, device, **gen)
     if (appearance is None) == (top is None):
         raise PandaError("give either --appearance J (one concept, many images) or --top K (one image, K concepts).")
     seed_list = _seeds(seeds, seed, n_images)
@@ -410,20 +449,21 @@ def localize(factors, appearance, top, seeds, seed, n_images, out, generator_nam
 @click.argument("factors", type=click.Path(dir_okay=False))
 @click.option("--host", default="127.0.0.1", help="Address to listen on (127.0.0.1: this machine only).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, help="Port to listen on.")
-@click.option("--generator", "generator_name", type=GENERATOR, default=None, help="Generator; default: the one the factor file was fitted on.")
+@generator_options(None)
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, help="The sample the page opens on.")
 @device_option
-def serve(factors, host, port, generator_name, seed, device):
+def serve(factors, host, port, seed, device, **gen):
     """Explore FACTORS in the browser: sliders for part, appearance and alpha; live edits, maps, removal.
 
     \b
     Example:  panda serve out/demo/factors.safetensors --port 8000   (then open http://127.0.0.1:8000/)
     """
-    run_server(factors, host, port, device, generator_name, seed)
+    model, generator = _load(factors, device, **gen)
+    run_server(model, generator, host, port, seed)
 
 
 @main.command()
-@click.option("--generator", "generator_name", type=GENERATOR, default=DEFAULT_GENERATOR, help=GENERATOR_HELP)
+@generator_options(DEFAULT_GENERATOR)
 @click.option("--layer", default=None, help="Layer; default: the generator's default layer.")
 @click.option("--rank-parts", "-rs", type=COUNT, default=12, help="R_S parts.")
 @click.option("--n-samples", "-n", type=click.IntRange(1, 10_000_000), default=5000, help="Training samples.")
@@ -431,13 +471,13 @@ def serve(factors, host, port, generator_name, seed, device):
 @click.option("--out", "-o", default="out/demo", help="Output folder (index.html and PNGs).")
 @device_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def demo(generator_name, layer, rank_parts, n_samples, seed, out, device, quiet):
+def demo(layer, rank_parts, n_samples, seed, out, device, quiet, **gen):
     """Fit on a face generator and write parts, top edits per part and an index.html to OUT.
 
     \b
     Example:  panda demo --out out/demo   (then open out/demo/index.html)
     """
-    index = run_demo(generator_name, layer, rank_parts, n_samples, seed, out, device, progress=not quiet)
+    index = run_demo(_generator(device, **gen), layer, rank_parts, n_samples, seed, out, device, progress=not quiet)
     click.echo(f"open {index}")
 
 
@@ -445,16 +485,17 @@ def demo(generator_name, layer, rank_parts, n_samples, seed, out, device, quiet)
 @click.argument("factors", type=click.Path(dir_okay=False))
 @click.option("--n", "n", type=COUNT, default=64, help="Faces to measure the overlaps on.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=CALIB_SEED_START, help="First seed of those faces.")
+@generator_options(None)
 @device_option
-def name_parts_cmd(factors, n, seed, device):
+def name_parts_cmd(factors, n, seed, device, **gen):
     """Name FACTORS' parts after the face regions (eyes, nose, mouth) they overlap most, and save the names
     into the file; every picture then shows them. Regions come from MediaPipe FaceMesh, not from PandA.
 
     \b
     Example:  panda name-parts out/demo/factors.safetensors
     """
-    model, gen = _load(factors, device)
-    names = name_model_parts(model, gen, n, seed)
+    model, generator = _load(factors, device, **gen)
+    names = name_model_parts(model, generator, n, seed)
     model.save(factors)
     click.echo("; ".join(f"part {k}: {v}" for k, v in sorted(names.items())) + f"\nsaved into {factors}")
 
@@ -465,7 +506,7 @@ def bench() -> None:
 
 
 @bench.command("roir")
-@click.option("--generator", "generator_name", type=GENERATOR, default=DEFAULT_GENERATOR, help=GENERATOR_HELP)
+@generator_options(DEFAULT_GENERATOR)
 @click.option("--n", "n", type=COUNT, default=1000, help="Test seeds to try (those both landmark models accept are kept).")
 @click.option("--n-calib", type=COUNT, default=64, help="Calibration seeds (disjoint from the test seeds).")
 @click.option("--budget", type=COUNT, default=8, help="Directions each method may propose per region (x 2 signs).")
@@ -478,7 +519,7 @@ def bench() -> None:
 @click.option("--out", "-o", default="out/bench", help="Output folder (roir.md, roir.csv, roir.png, one grid per region).")
 @device_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def bench_roir(generator_name, n, n_calib, budget, target, n_train, ganspace_samples, n_jacobian, seed, out, device, quiet):
+def bench_roir(n, n_calib, budget, target, n_train, ganspace_samples, n_jacobian, seed, out, device, quiet, **gen):
     """ROIR of local edits (eyes, nose, mouth) for every registered method (PandA, GANSpace, SeFa, StyleSpace,
     LowRankGAN, ReSeFa; a method a generator cannot run is reported as n/a with the reason).
 
@@ -486,8 +527,7 @@ def bench_roir(generator_name, n, n_calib, budget, target, n_train, ganspace_sam
     Example:  panda bench roir --generator dcgan-celeba --n 1000 --out out/bench/celeba
     """
     check_writable(out)
-    gen = load_generator(generator_name, device)
-    result = run_roir(gen, n, n_calib, budget, target, n_train, n_jacobian, ganspace_samples, seed=seed, progress=not quiet)
+    result = run_roir(_generator(device, **gen), n, n_calib, budget, target, n_train, n_jacobian, ganspace_samples, seed=seed, progress=not quiet)
     paths = write_outputs(result, Path(out))
     click.echo(markdown(result))
     click.echo("wrote " + ", ".join(str(p) for p in paths))

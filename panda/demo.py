@@ -14,7 +14,8 @@ from .drawing import save_png
 from .editing import DEFAULT_ALPHAS, measured_sweep, sweep
 from .fileio import check_writable
 from .fitting import fit_factors
-from .generators import DEFAULT_GENERATOR, load_generator
+from .checkpoints import load_generator
+from .generators import DEFAULT_GENERATOR, GeneratorAdapter
 from .localisation import localisation
 from .model import PandA
 from .naming import name_model_parts
@@ -35,7 +36,7 @@ def _name_parts(model: PandA, generator) -> str:
             + "; ".join(f"part {k}: {v}" for k, v in sorted(names.items())) + ".")
 
 
-def run_demo(generator_name: str = DEFAULT_GENERATOR, layer: str | None = None, rank_parts: int = 12,
+def run_demo(generator: GeneratorAdapter | str = DEFAULT_GENERATOR, layer: str | None = None, rank_parts: int = 12,
              n_samples: int = 5000, seed: int = 0, out: str | Path = "out/demo", device: str = "cpu",
              progress: bool = True, n_show: int = 6, n_top: int = 6) -> Path:
     """Fit PandA (R_C = C) and write factors, parts, per-part edits, refinement, removal,
@@ -44,7 +45,7 @@ def run_demo(generator_name: str = DEFAULT_GENERATOR, layer: str | None = None, 
     The samples shown are seeds n_samples + seed ..., which the fit never saw.
     """
     folder = check_writable(out)
-    gen = load_generator(generator_name, device)
+    gen = load_generator(generator, device) if isinstance(generator, str) else generator
     model = fit_factors(gen, layer, None, rank_parts, n_samples, seed, progress=progress)
     naming = _name_parts(model, gen)
     model.save(folder / "factors.safetensors")

@@ -95,6 +95,9 @@ class GeneratorAdapter:
         One line for listings.
     spec : GeneratorSpec, optional
         The spec it was loaded from (None for a hand-wrapped module): baselines read what they need from it.
+    source : dict, optional
+        Where it came from, recorded in factor files: ``format`` ('registered', 'module' or a checkpoint
+        format), and for checkpoints ``file``, ``truncation_psi`` and ``noise_mode``.
     """
 
     def __init__(
@@ -109,6 +112,7 @@ class GeneratorAdapter:
         default_layer: str | None = None,
         description: str = "",
         spec: "GeneratorSpec | None" = None,
+        source: dict | None = None,
     ) -> None:
         self.module = module.eval().requires_grad_(False)
         self.name = name
@@ -120,6 +124,8 @@ class GeneratorAdapter:
         self.default_layer = default_layer
         self.description = description
         self.spec = spec
+        self.class_index: int | None = None  # the class every seed draws; None: drawn per seed
+        self.source = dict(source) if source else {"format": "registered" if spec is not None else "module"}
         self._layer_shapes: dict[str, tuple[int, int, int]] | None = None
 
     # ------------------------------------------------------------------ device
@@ -137,13 +143,14 @@ class GeneratorAdapter:
 
         The same seed gives the same image in every tool that follows this (StyleGAN3's
         ``gen_images.py`` convention). A conditional generator draws the class from the
-        same RandomState after z unless ``class_index`` fixes it.
+        same RandomState after z unless ``class_index`` (or :meth:`set_class`) fixes it.
         """
         for s in seeds:
             # a float seed would be truncated silently (0.7 -> seed 0)
             if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
                 raise PandaError(f"seed {s!r} is not a whole number: seeds are integers in [0, 2**32).")
         seeds = [int(s) for s in seeds]
+        class_index = self.class_index if class_index is None else class_index
         for s in seeds:
             if not 0 <= s < 2**32:
                 raise PandaError(f"seed {s} is out of range: seeds must be in [0, 2**32).")
@@ -165,6 +172,23 @@ class GeneratorAdapter:
         device = self.device
         lab = torch.from_numpy(labels).to(device) if self.classes is not None else None
         return Latents(torch.from_numpy(z).to(device), lab)
+
+    def set_class(self, class_: int | str) -> int:
+        """Make every seed draw class ``class_`` (an index, or a name of ``classes``); returns the index."""
+        if self.classes is None:
+            raise PandaError(f"generator '{self.name}' is unconditional: give no class.")
+        if isinstance(class_, str) and not class_.lstrip("-").isdigit():
+            if class_ not in self.classes:
+                raise PandaError(f"unknown class '{class_}' for '{self.name}': use one of {', '.join(self.classes)} "
+                                 f"(or an index 0..{len(self.classes) - 1}).")
+            index = self.classes.index(class_)
+        else:
+            index = int(class_)
+        if not 0 <= index < len(self.classes):
+            raise PandaError(f"class {index} is out of range for '{self.name}': use 0..{len(self.classes) - 1} "
+                             f"({', '.join(self.classes)}).")
+        self.class_index = index
+        return index
 
     def latents(self, latents_or_seeds: "Latents | Sequence[int]") -> Latents:
         """Latents as given, or sampled from a list of seeds (see :meth:`sample`)."""
@@ -438,8 +462,9 @@ def get_spec(name: str) -> GeneratorSpec:
     return GENERATORS[name]
 
 
-def load_generator(name: str = DEFAULT_GENERATOR, device: str | torch.device = "cpu") -> GeneratorAdapter:
-    """Build a registered generator, check its weights' sha256 and load them.
+def load_registered(name: str = DEFAULT_GENERATOR, device: str | torch.device = "cpu") -> GeneratorAdapter:
+    """Build a registered generator, check its weights' sha256 and load them (``panda.load_generator`` also
+    takes checkpoint files).
 
     Raises :class:`PandaError` for an unknown name, a missing package (naming the install
     command) or a weight file whose hash differs from the one panda was checked against.

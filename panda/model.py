@@ -79,6 +79,9 @@ class PandA:
     n_iter_, n_passes_, fit_time_, extract_time_ : int, int, float, float
         Iterations, passes over the data, seconds in the fit and in the generator.
     generator_name_, generator_hash_, layer_, n_samples_, seed_ : provenance
+    generator_source_ : dict
+        Where the generator came from (``GeneratorAdapter.source``): format, and for checkpoints the file name,
+        truncation psi and noise mode the features were taken with.
     part_names_ : dict of int to str
         {part: name} from ``panda name-parts`` (e.g. 'eyes'); shown in every picture.
     """
@@ -144,7 +147,7 @@ class PandA:
         self.extract_time_ = source.extract_time - extract0
         self.fit_time_ = time.perf_counter() - t0 - self.extract_time_
         g = source.generator
-        self.generator_name_, self.generator_hash_ = g.name, g.weight_hash
+        self.generator_name_, self.generator_hash_, self.generator_source_ = g.name, g.weight_hash, dict(g.source)
         self.layer_, self.n_samples_, self.seed_ = source.layer, len(source), int(source.seeds[0])
         self.heldout_error_, self.n_heldout_ = float("nan"), 0
         self.background_, self.background_sign_, self.background_gain_ = None, 1.0, float("nan")
@@ -260,11 +263,17 @@ class PandA:
     def check_compatible(self, generator: GeneratorAdapter, layer: str | None = None) -> None:
         """Refuse a generator (or layer) other than the one this model was fitted on."""
         self._check_fitted()
-        if generator.name != self.generator_name_ or generator.weight_hash != self.generator_hash_:
+        # The weights decide (a renamed checkpoint is the same generator); a module without a hash must match by name.
+        same = generator.weight_hash == self.generator_hash_ and (bool(self.generator_hash_) or generator.name == self.generator_name_)
+        if not same:
             raise PandaError(
-                f"this factor file was fitted on generator '{self.generator_name_}' (weights {self.generator_hash_[:12]}), "
-                f"not '{generator.name}' (weights {generator.weight_hash[:12]}): use it with generator '{self.generator_name_}', "
-                f"or fit new factors on '{generator.name}'.")
+                f"this factor file was fitted on {self.generator_label()}, not on '{generator.name}' (weights "
+                f"{generator.weight_hash[:12] or 'unhashed'}): use it with that generator, or fit new factors on '{generator.name}'.")
+        for key, what in (("truncation_psi", "truncation psi"), ("noise_mode", "noise mode")):
+            fitted, now = self.generator_source_.get(key), generator.source.get(key)
+            if fitted is not None and fitted != now:
+                raise PandaError(f"this factor file was fitted with {what} {fitted}, the generator is loaded with {now}: "
+                                 f"load it with {what} {fitted} (the features' scale depends on it), or fit new factors.")
         if layer is not None and layer != self.layer_:
             raise PandaError(f"this factor file was fitted at layer '{self.layer_}', not '{layer}': "
                              f"use layer '{self.layer_}', or fit new factors at '{layer}'.")
@@ -273,12 +282,21 @@ class PandA:
             raise PandaError(f"layer '{self.layer_}' of '{generator.name}' has shape {shape}, the factor file "
                              f"expects {self.layer_shape_}: fit the factors again.")
 
+    def generator_label(self) -> str:
+        """The generator this model was fitted on, as a person would name it."""
+        self._check_fitted()
+        src = self.generator_source_
+        if src.get("format") in (None, "registered", "module"):
+            return f"generator '{self.generator_name_}' (weights {self.generator_hash_[:12] or 'unhashed'})"
+        return f"checkpoint '{src.get('file')}' ({src['format']}, sha256 {self.generator_hash_[:12]})"
+
     # ----------------------------------------------------------- persistence
     def metadata(self) -> dict:
         self._check_fitted()
         return {
             "format": FORMAT, "format_version": FORMAT_VERSION, "panda_version": __version__,
-            "generator": self.generator_name_, "generator_sha256": self.generator_hash_, "layer": self.layer_,
+            "generator": self.generator_name_, "generator_sha256": self.generator_hash_,
+            "generator_source": self.generator_source_, "layer": self.layer_,
             "layer_shape": list(self.layer_shape_), "rank_appearance": self.n_appearances, "rank_parts": self.n_parts,
             "n_samples": self.n_samples_, "seed": self.seed_, "random_state": self.random_state,
             "train_error": self.train_error_, "heldout_error": _json_float(self.heldout_error_),
@@ -367,6 +385,10 @@ class PandA:
         if any(not 0 <= k < rs for k in model.part_names_):
             raise PandaError(f"'{path}': names are given for parts outside 0..{rs - 1}: name its parts again, or {refit}.")
         model.generator_name_, model.generator_hash_ = meta["generator"], meta["generator_sha256"]
+        source = meta.get("generator_source", {"format": "registered"})  # files before the zoo: registered DCGANs
+        if not isinstance(source, dict) or not isinstance(source.get("format"), str):
+            raise PandaError(f"'{path}': the generator's source is not readable: {refit}.")
+        model.generator_source_ = source
         model.layer_, model.n_samples_, model.seed_ = meta["layer"], meta["n_samples"], meta["seed"]
         model.train_error_, model.heldout_error_ = meta["train_error"], _from_json_float(meta["heldout_error"])
         model.error_history_, model.n_iter_, model.n_passes_ = meta["error_history"], meta["n_iter"], meta["n_passes"]

@@ -21,7 +21,7 @@ from starlette.routing import Route
 from .drawing import overlay, png_bytes, to_pil
 from .editing import Edit, edit, part_profile
 from .errors import PandaError
-from .generators import GeneratorAdapter, load_generator
+from .generators import GeneratorAdapter
 from .localisation import localize, signed
 from .maps import normalise, upsample
 from .model import PandA
@@ -131,11 +131,8 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0):
     ])
 
 
-def serve(factors: str, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu",
-          generator_name: str | None = None, seed: int = 0) -> None:
-    """Load ``factors`` and serve the explorer until interrupted."""
-    model = PandA.load(factors)
-    generator = load_generator(generator_name or model.generator_name_, device)
+def serve(model: PandA, generator: GeneratorAdapter, host: str = "127.0.0.1", port: int = 8000, seed: int = 0) -> None:
+    """Serve the explorer for ``model`` on ``generator`` until interrupted."""
     port_free(host, port)
     app = create_app(model, generator, seed)
     print(f"panda explorer on http://{host}:{port}/  (Ctrl-C stops it)", flush=True)

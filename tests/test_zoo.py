@@ -1,0 +1,241 @@
+"""The generator zoo: checkpoints in their users' formats, loaded safely and equal to the reference code.
+
+Fixtures (tests/fixtures/, made by make_zoo_fixtures.py from the reference implementations on random
+weights) hold tiny checkpoints and the images and one feature map the reference computed from them.
+"""
+
+import io
+import os
+import pickle
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+import panda
+from panda import PandaError
+from panda.checkpoints import PersistentObject, SafeUnpickler, load_checkpoint, safe_unpickle
+from panda.cli import main
+from panda.features import FeatureSource, capture
+from panda.generators import Latents
+from panda.model import PandA
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+CHECKPOINTS = {"stylegan2_nvlabs": "stylegan2_nvlabs.pkl", "stylegan2_nvlabs_cond": "stylegan2_nvlabs_cond.pkl",
+               "stylegan2_rosinality": "stylegan2_rosinality.pt"}
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def fixture_latents(g, ref) -> Latents:
+    lat = g.sample([0, 1, 2], class_index=0 if g.classes else None)
+    return lat if g.classes is None else Latents(lat.z, ref["classes"])
+
+
+@pytest.mark.parametrize("name", CHECKPOINTS)
+@pytest.mark.parametrize("psi", [1.0, 0.7])
+def test_images_equal_the_reference(name, psi):
+    ref = load_file(FIXTURES / f"{name}_ref.safetensors")
+    g = panda.load_generator(FIXTURES / CHECKPOINTS[name], truncation_psi=psi)
+    images = g.synthesize(fixture_latents(g, ref))
+    assert images.shape == ref[f"images_psi{psi:g}"].shape
+    assert rel_err(images, ref[f"images_psi{psi:g}"]) < 1e-4
+    if psi == 1.0:  # one intermediate feature map: the layer panda factorises by default
+        assert rel_err(capture(g, fixture_latents(g, ref), "synthesis.b16.conv1"), ref["feature"]) < 1e-4
+
+
+def test_psi_changes_the_image_and_noise_modes_differ():
+    path = FIXTURES / "stylegan2_nvlabs.pkl"
+    one, low = (panda.load_generator(path, truncation_psi=p).synthesize(Latents(torch.randn(2, 16))) for p in (1, 0.5))
+    assert rel_err(one, low) > 1e-2
+    lat = panda.load_generator(path).sample([0])
+    const = panda.load_generator(path, noise_mode="const")
+    assert torch.equal(const.synthesize(lat), const.synthesize(lat))  # const noise reproduces an image
+    rnd = panda.load_generator(path, noise_mode="random")
+    assert not torch.equal(rnd.synthesize(lat), rnd.synthesize(lat))
+
+
+def test_checkpoint_provenance(tmp_path):
+    path = FIXTURES / "stylegan2_nvlabs.pkl"
+    g = panda.load_generator(path, truncation_psi=0.7)
+    assert g.source == {"format": "nvlabs-stylegan2", "file": path.name, "truncation_psi": 0.7, "noise_mode": "const"}
+    assert g.weight_hash == panda.fileio.sha256_of(path) and g.default_layer == "synthesis.b16.conv1"
+
+
+def test_conditional_class_by_index_or_name():
+    g = panda.load_generator(FIXTURES / "stylegan2_nvlabs_cond.pkl", class_=2)
+    assert g.sample([0, 1]).labels.tolist() == [2, 2]
+    with pytest.raises(PandaError, match="class 9 is out of range"):
+        g.set_class(9)
+    with pytest.raises(PandaError, match="unknown class 'sky'"):
+        g.set_class("sky")
+    with pytest.raises(PandaError, match="unconditional"):
+        panda.load_generator(FIXTURES / "stylegan2_nvlabs.pkl", class_=0)
+    eyes = panda.load_generator("dcgan-eyes", class_="green")
+    assert eyes.sample([0, 5]).labels.tolist() == [5, 5]
+
+
+# ------------------------------------------------------------------------------ a fit on a StyleGAN
+def test_fit_edit_and_refuse_another_checkpoint_on_the_cli(tmp_path):
+    ckpt = FIXTURES / "stylegan2_nvlabs.pkl"
+    f = tmp_path / "sg2.safetensors"
+    r = CliRunner().invoke(main, ["fit", "--generator", str(ckpt), "--trunc", "0.7", "-n", "48", "-rs", "4", "--out", str(f), "-q"])
+    assert r.exit_code == 0, r.output
+    model = PandA.load(f)
+    assert model.layer_ == "synthesis.b16.conv1" and model.generator_source_["truncation_psi"] == 0.7
+    r = CliRunner().invoke(main, ["parts", str(f), "--seeds", "0-1", "--out", str(tmp_path / "p")])
+    assert r.exit_code == 2 and "give it with --generator PATH" in r.output and "stylegan2_nvlabs.pkl" in r.output
+    r = CliRunner().invoke(main, ["edit", str(f), "--generator", str(ckpt), "--part", "1", "--seeds", "0-1", "--out", str(tmp_path / "e")])
+    assert r.exit_code == 0, r.output  # truncation comes from the factor file
+    r = CliRunner().invoke(main, ["edit", str(f), "--generator", str(ckpt), "--trunc", "1", "--part", "1", "--out", str(tmp_path / "e2")])
+    assert r.exit_code == 2 and "truncation psi 0.7" in r.output
+    other = FIXTURES / "stylegan2_rosinality.pt"
+    r = CliRunner().invoke(main, ["edit", str(f), "--generator", str(other), "--part", "1", "--out", str(tmp_path / "e3")])
+    assert r.exit_code == 2 and "fitted on checkpoint 'stylegan2_nvlabs.pkl'" in r.output
+
+
+def test_an_edit_on_a_stylegan_stays_in_its_part():
+    g = panda.load_generator(FIXTURES / "stylegan2_nvlabs.pkl")
+    model = PandA(rank_parts=4).fit(FeatureSource(g, g.default_layer, range(64)))
+    from panda.editing import Edit, edit, part_profile
+    from panda.maps import upsample
+    from panda.metrics import change_inside_fraction
+    k = int(model.part_maps().flatten(1).max(1).values.argmax())
+    x0 = g.render(range(100, 104))
+    x1 = g.to_unit(edit(model, g, range(100, 104), [Edit(k, model.top_appearances(k, 1)[0], 2.0)])).cpu()
+    region = (upsample(part_profile(model, k)[None], 32)[0] > 0.5).float()
+    assert float(change_inside_fraction(x0, x1, region).mean()) > float(region.mean())
+
+
+# -------------------------------------------------------------------------------- bad checkpoints
+def _persistent_pickle(tmp_path, meta_for, name="bad.pkl") -> Path:
+    """Write a pickle of NVlabs persistent objects without the reference code: a stand-in
+    ``torch_utils.persistence._reconstruct_persistent_obj`` exists only while pickling."""
+    pkg, mod = types.ModuleType("torch_utils"), types.ModuleType("torch_utils.persistence")
+
+    def _reconstruct_persistent_obj(meta):  # never called: the safe loader maps the name to its recorder
+        raise AssertionError
+
+    _reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
+    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
+    mod._reconstruct_persistent_obj, pkg.persistence = _reconstruct_persistent_obj, mod
+
+    class Obj:
+        def __init__(self, meta):
+            self.meta = meta
+
+        def __reduce__(self):
+            return (_reconstruct_persistent_obj, (self.meta,))
+
+    saved = {k: sys.modules.get(k) for k in ("torch_utils", "torch_utils.persistence")}
+    sys.modules.update({"torch_utils": pkg, "torch_utils.persistence": mod})
+    try:
+        path = tmp_path / name
+        path.write_bytes(pickle.dumps(meta_for(Obj), protocol=4))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+    return path
+
+
+def _as_objects(Obj, record: PersistentObject, module_src: str, **override):
+    """A recorded persistent object (tree) as picklable stand-ins carrying ``module_src``."""
+    state = dict(record.state, **override)
+    state["_modules"] = {k: _as_objects(Obj, v, module_src) if isinstance(v, PersistentObject) else v
+                         for k, v in (record.state.get("_modules") or {}).items()}
+    return Obj(dict(type="class", version=4, module_src=module_src, class_name=record.class_name, state=state))
+
+
+def test_embedded_code_is_never_run(tmp_path):
+    """A pickle whose module source would write a file loads with no file written."""
+    marker = tmp_path / "pwned"
+    src = f"open({str(marker)!r}, 'w').write('ran')\n"
+    good = safe_unpickle(FIXTURES / "stylegan2_nvlabs.pkl")["G_ema"]
+    path = _persistent_pickle(tmp_path, lambda Obj: {"G_ema": _as_objects(Obj, good, src)})
+    g = load_checkpoint(path)  # the same network, its embedded source ignored
+    assert g.layer_shapes()["synthesis.b16.conv1"] == (32, 16, 16)
+    assert not marker.exists()
+
+
+def test_other_globals_are_refused_and_not_run(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "exploit.pkl"
+    path.write_bytes(pickle.dumps({"G_ema": Exploit()}, protocol=4))
+    with pytest.raises(PandaError, match="asks for (posix|os).system"):
+        load_checkpoint(path)
+    assert not marker.exists()
+    with pytest.raises(PandaError, match="builtins.eval"):
+        SafeUnpickler(io.BytesIO(pickle.dumps(eval))).load()
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda tmp: (tmp / "t.pkl").write_bytes((FIXTURES / "stylegan2_nvlabs.pkl").read_bytes()[:5000]), "damaged or"),
+    (lambda tmp: (tmp / "t.pkl").write_bytes(pickle.dumps({"D": 1}, protocol=4)), "not an NVlabs training snapshot"),
+    (lambda tmp: (tmp / "t.pt").write_bytes(_torch_bytes({"model": {}})), "no 'g_ema'"),
+    (lambda tmp: (tmp / "t.pt").write_bytes(_torch_bytes({"g_ema": {"style.1.weight": torch.zeros(2, 2)}})), "stylegan2-pytorch"),
+    (lambda tmp: (tmp / "t.txt").write_text("hello"), "Supported: nvlabs-stylegan2"),
+])
+def test_bad_files_give_one_clear_error(tmp_path, make, match):
+    make(tmp_path)
+    (path,) = [p for p in tmp_path.iterdir()]
+    with pytest.raises(PandaError, match=match):
+        load_checkpoint(path)
+
+
+def _torch_bytes(obj) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def test_unknown_class_and_mismatched_shapes(tmp_path):
+    good = safe_unpickle(FIXTURES / "stylegan2_nvlabs.pkl")["G_ema"]
+    path = _persistent_pickle(tmp_path, lambda Obj: {"G_ema": Obj(dict(type="class", version=4, module_src="",
+                                                                       class_name="Discriminator", state={}))}, "a.pkl")
+    with pytest.raises(PandaError, match="not a StyleGAN2 generator"):
+        load_checkpoint(path)
+    path = _persistent_pickle(tmp_path, lambda Obj: {"G_ema": _as_objects(Obj, good, "", _init_kwargs=dict(good.init_kwargs, w_dim=8))},
+                              "b.pkl")  # a StyleGAN2 whose arguments do not fit its weights
+    with pytest.raises(PandaError, match="do not fit"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"truncation_psi": float("nan")}, "finite"),
+    ({"noise_mode": "loud"}, "noise mode"),
+])
+def test_bad_options(kwargs, match):
+    with pytest.raises(PandaError, match=match):
+        panda.load_generator(FIXTURES / "stylegan2_nvlabs.pkl", **kwargs)
+
+
+def test_registered_dcgan_refuses_truncation():
+    with pytest.raises(PandaError, match="no truncation"):
+        panda.load_generator("dcgan-celeba", truncation_psi=0.5)
+
+
+@pytest.mark.parametrize("args,match", [
+    (["layers", "missing.pkl"], "does not exist"),
+    (["layers", "tests"], "is a folder"),
+    (["fit", "--generator", str(FIXTURES / "stylegan2_nvlabs.pkl"), "--trunc", "nan"], "not a finite number"),
+    (["fit", "--generator", str(FIXTURES / "stylegan2_nvlabs_cond.pkl"), "--class", "7"], "class 7 is out of range"),
+    (["fit", "--generator", "dcgan-celeba", "--class", "1"], "unconditional"),
+])
+def test_bad_generator_input_on_the_cli(tmp_path, args, match):
+    r = CliRunner().invoke(main, args + (["--out", str(tmp_path / "x.safetensors")] if args[0] == "fit" else []))
+    assert r.exit_code == 2 and match in r.output, r.output
+    assert "Traceback" not in r.output and not (tmp_path / "x.safetensors").exists()

@@ -2,11 +2,12 @@
 
 Formats (see :data:`FORMATS`):
 
-* ``nvlabs-stylegan2``: NVlabs StyleGAN2-ADA (PyTorch) and StyleGAN3-repository pickles of a StyleGAN2
-  generator (``G_ema`` in the pickle's dict). These pickles embed the Python source of their networks and
+* ``nvlabs-pickle``: NVlabs StyleGAN2-ADA (PyTorch) and StyleGAN3-repository pickles of a StyleGAN2 or
+  StyleGAN3 generator (``G_ema`` in the pickle's dict). These pickles embed the Python source of their networks and
   the reference loader executes it. panda never does: :class:`SafeUnpickler` accepts only tensors, numpy
   arrays and plain containers, and reads each network object's class name, constructor arguments and
-  state without touching its embedded source; panda's own network (:mod:`panda.stylegan2`) is then built
+  state without touching its embedded source; panda's own network (:mod:`panda.stylegan2`,
+  :mod:`panda.stylegan3`) is then built
   from those arguments and filled with that state. ``trust_pickle=True`` instead unpickles the file with
   the user's own clone of the reference code (it must be importable), which runs whatever the file holds.
 * ``rosinality-stylegan2``: ``stylegan2-pytorch`` checkpoints (``g_ema`` state dict, ``latent_avg``), read
@@ -38,6 +39,7 @@ from .fileio import sha256_of
 from .generators import DEFAULT_GENERATOR, GENERATORS, GeneratorAdapter, load_registered
 from .registry import Registry
 from .stylegan2 import Generator as StyleGAN2
+from .stylegan3 import Generator as StyleGAN3
 
 NOISE_MODES = ("const", "random", "none")
 
@@ -173,6 +175,8 @@ class LoadedNetwork:
         Image side.
     kind : str
         Architecture family, for descriptions ('StyleGAN2').
+    default_layer : str
+        The layer factorised when none is given.
     """
 
     module: nn.Module
@@ -180,6 +184,7 @@ class LoadedNetwork:
     c_dim: int
     resolution: int
     kind: str
+    default_layer: str
 
 
 @dataclass(frozen=True)
@@ -245,15 +250,17 @@ def _read_nvlabs(path: Path, trust_pickle: bool) -> LoadedNetwork:
             raise PandaError(f"'{path}': G_ema is a {type(g).__name__}, not a network object.")
         kwargs, state, names = g.init_kwargs, g.state_dict(), g.class_names()
     if "SynthesisInput" in names:
-        raise PandaError(f"'{path}' is a StyleGAN3 generator: panda loads StyleGAN2 generators so far "
-                         f"({', '.join(FORMATS)}).")
-    if "SynthesisBlock" not in names:
-        raise PandaError(f"'{path}': G_ema has the classes {sorted(names)}, not a StyleGAN2 generator.")
+        cls, kind = StyleGAN3, "StyleGAN3"
+    elif "SynthesisBlock" in names:
+        cls, kind = StyleGAN2, "StyleGAN2"
+    else:
+        raise PandaError(f"'{path}': G_ema has the classes {sorted(names)}, not a StyleGAN2 or StyleGAN3 generator.")
     if not {"z_dim", "c_dim", "w_dim", "img_resolution", "img_channels"} <= kwargs.keys():
         raise PandaError(f"'{path}': G_ema's constructor arguments lack z_dim, c_dim, w_dim, img_resolution or "
-                         f"img_channels: the file is damaged or not a StyleGAN2 generator.")
-    module = _build(StyleGAN2, kwargs, state, path)
-    return LoadedNetwork(module, int(kwargs["z_dim"]), int(kwargs["c_dim"]), int(kwargs["img_resolution"]), "StyleGAN2")
+                         f"img_channels: the file is damaged or not a {kind} generator.")
+    module = _build(cls, kwargs, state, path)
+    res = int(kwargs["img_resolution"])
+    return LoadedNetwork(module, int(kwargs["z_dim"]), int(kwargs["c_dim"]), res, kind, default_layer(module, res))
 
 
 def _trusted_unpickle(path: Path) -> Any:
@@ -302,7 +309,8 @@ def _read_rosinality(path: Path, trust_pickle: bool) -> LoadedNetwork:
         z = torch.randn(10_000, kwargs["z_dim"], generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             module.mapping.w_avg.copy_(module.mapping(z, None)[:, 0].mean(0))
-    return LoadedNetwork(module, kwargs["z_dim"], 0, kwargs["img_resolution"], "StyleGAN2")
+    res = kwargs["img_resolution"]
+    return LoadedNetwork(module, kwargs["z_dim"], 0, res, "StyleGAN2", default_layer(module, res))
 
 
 class _RosinalityWidths:
@@ -370,8 +378,8 @@ def _torch_load(path: Path) -> Any:
                          f"or incomplete.") from exc
 
 
-FORMATS.add("nvlabs-stylegan2", CheckpointFormat(
-    "nvlabs-stylegan2", "NVlabs StyleGAN2-ADA / StyleGAN3-repository network pickle (.pkl) of a StyleGAN2",
+FORMATS.add("nvlabs-pickle", CheckpointFormat(
+    "nvlabs-pickle", "NVlabs StyleGAN2-ADA / StyleGAN3 network pickle (.pkl) of a StyleGAN2 or StyleGAN3",
     _is_plain_pickle, _read_nvlabs))
 FORMATS.add("rosinality-stylegan2", CheckpointFormat(
     "rosinality-stylegan2", "rosinality stylegan2-pytorch checkpoint (.pt with g_ema)", _is_zip, _read_rosinality))
@@ -384,8 +392,12 @@ def _forward(psi: float, noise_mode: str) -> Callable:
     return forward
 
 
-def default_layer(resolution: int) -> str:
-    """The paper's choice for StyleGAN2 (a 16x16 block's output), or the largest block below it."""
+def default_layer(module: nn.Module, resolution: int) -> str:
+    """StyleGAN2: the paper's choice, the 16x16 block's output (or the largest block below it). StyleGAN3: the
+    middle of its non-critically sampled layers (a mid-resolution layer, with its margin)."""
+    if isinstance(module, StyleGAN3):
+        syn = module.synthesis
+        return "synthesis." + syn.layer_names[(len(syn.layer_names) - 1 - syn.num_critical) // 2]
     return f"synthesis.b{min(16, resolution)}.conv1"
 
 
@@ -431,7 +443,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", trunca
         net.module, name=path.name, latent_dim=net.z_dim, weight_hash=sha256_of(path),
         forward_fn=_forward(float(truncation_psi), noise_mode),
         classes=[str(i) for i in range(net.c_dim)] if net.c_dim else None,
-        default_layer=default_layer(net.resolution),
+        default_layer=net.default_layer,
         description=f"{net.kind} {net.resolution}x{net.resolution} ({fmt.description}), psi {truncation_psi:g}, noise {noise_mode}",
         source={"format": fmt.name, "file": path.name, "truncation_psi": float(truncation_psi), "noise_mode": noise_mode},
     )

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 import panda
@@ -26,6 +27,7 @@ from panda.model import PandA
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 CHECKPOINTS = {"stylegan2_nvlabs": "stylegan2_nvlabs.pkl", "stylegan2_nvlabs_cond": "stylegan2_nvlabs_cond.pkl",
+               "stylegan3_nvlabs": "stylegan3_nvlabs.pkl", "stylegan3r_nvlabs_cond": "stylegan3r_nvlabs_cond.pkl",
                "stylegan2_rosinality": "stylegan2_rosinality.pt"}
 
 
@@ -42,12 +44,15 @@ def fixture_latents(g, ref) -> Latents:
 @pytest.mark.parametrize("psi", [1.0, 0.7])
 def test_images_equal_the_reference(name, psi):
     ref = load_file(FIXTURES / f"{name}_ref.safetensors")
+    with safe_open(str(FIXTURES / f"{name}_ref.safetensors"), "pt") as fh:
+        layer = fh.metadata()["feature_layer"]
     g = panda.load_generator(FIXTURES / CHECKPOINTS[name], truncation_psi=psi)
     images = g.synthesize(fixture_latents(g, ref))
     assert images.shape == ref[f"images_psi{psi:g}"].shape
     assert rel_err(images, ref[f"images_psi{psi:g}"]) < 1e-4
     if psi == 1.0:  # one intermediate feature map: the layer panda factorises by default
-        assert rel_err(capture(g, fixture_latents(g, ref), "synthesis.b16.conv1"), ref["feature"]) < 1e-4
+        assert g.default_layer == layer
+        assert rel_err(capture(g, fixture_latents(g, ref), layer), ref["feature"]) < 1e-4
 
 
 def test_psi_changes_the_image_and_noise_modes_differ():
@@ -64,7 +69,7 @@ def test_psi_changes_the_image_and_noise_modes_differ():
 def test_checkpoint_provenance(tmp_path):
     path = FIXTURES / "stylegan2_nvlabs.pkl"
     g = panda.load_generator(path, truncation_psi=0.7)
-    assert g.source == {"format": "nvlabs-stylegan2", "file": path.name, "truncation_psi": 0.7, "noise_mode": "const"}
+    assert g.source == {"format": "nvlabs-pickle", "file": path.name, "truncation_psi": 0.7, "noise_mode": "const"}
     assert g.weight_hash == panda.fileio.sha256_of(path) and g.default_layer == "synthesis.b16.conv1"
 
 
@@ -98,6 +103,16 @@ def test_fit_edit_and_refuse_another_checkpoint_on_the_cli(tmp_path):
     other = FIXTURES / "stylegan2_rosinality.pt"
     r = CliRunner().invoke(main, ["edit", str(f), "--generator", str(other), "--part", "1", "--out", str(tmp_path / "e3")])
     assert r.exit_code == 2 and "fitted on checkpoint 'stylegan2_nvlabs.pkl'" in r.output
+
+
+def test_stylegan3_fit_and_edit_in_python():
+    g = panda.load_generator(FIXTURES / "stylegan3_nvlabs.pkl", truncation_psi=0.8)
+    model = PandA(rank_parts=4).fit(FeatureSource(g, g.default_layer, range(48)))
+    assert model.layer_shape_ == (32, 40, 40) and (model.parts_ >= 0).all()
+    from panda.editing import Edit, edit
+    x0, x1 = g.synthesize(g.sample([5])), edit(model, g, [5], [Edit(0, model.top_appearances(0, 1)[0], 1.0)])
+    assert x1.shape == (1, 3, 32, 32) and not torch.allclose(x0, x1)
+    assert torch.equal(edit(model, g, [5], [Edit(0, 0, 0.0)]), x0)  # alpha 0 reproduces the image
 
 
 def test_an_edit_on_a_stylegan_stays_in_its_part():
@@ -187,7 +202,7 @@ def test_other_globals_are_refused_and_not_run(tmp_path):
     (lambda tmp: (tmp / "t.pkl").write_bytes(pickle.dumps({"D": 1}, protocol=4)), "not an NVlabs training snapshot"),
     (lambda tmp: (tmp / "t.pt").write_bytes(_torch_bytes({"model": {}})), "no 'g_ema'"),
     (lambda tmp: (tmp / "t.pt").write_bytes(_torch_bytes({"g_ema": {"style.1.weight": torch.zeros(2, 2)}})), "stylegan2-pytorch"),
-    (lambda tmp: (tmp / "t.txt").write_text("hello"), "Supported: nvlabs-stylegan2"),
+    (lambda tmp: (tmp / "t.txt").write_text("hello"), "Supported: nvlabs-pickle"),
 ])
 def test_bad_files_give_one_clear_error(tmp_path, make, match):
     make(tmp_path)
@@ -206,7 +221,7 @@ def test_unknown_class_and_mismatched_shapes(tmp_path):
     good = safe_unpickle(FIXTURES / "stylegan2_nvlabs.pkl")["G_ema"]
     path = _persistent_pickle(tmp_path, lambda Obj: {"G_ema": Obj(dict(type="class", version=4, module_src="",
                                                                        class_name="Discriminator", state={}))}, "a.pkl")
-    with pytest.raises(PandaError, match="not a StyleGAN2 generator"):
+    with pytest.raises(PandaError, match="not a StyleGAN2 or StyleGAN3 generator"):
         load_checkpoint(path)
     path = _persistent_pickle(tmp_path, lambda Obj: {"G_ema": _as_objects(Obj, good, "", _init_kwargs=dict(good.init_kwargs, w_dim=8))},
                               "b.pkl")  # a StyleGAN2 whose arguments do not fit its weights

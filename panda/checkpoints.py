@@ -10,6 +10,8 @@ Formats (see :data:`FORMATS`):
   :mod:`panda.stylegan3`) is then built
   from those arguments and filled with that state. ``trust_pickle=True`` instead unpickles the file with
   the user's own clone of the reference code (it must be importable), which runs whatever the file holds.
+* ``biggan``: ``pytorch-pretrained-biggan`` folders (``config.json`` + ``pytorch_model.bin``; give the folder or
+  the ``.bin``), read with ``torch.load(weights_only=True)`` into :mod:`panda.biggan`; seeds draw truncated noise.
 * ``rosinality-stylegan2``: ``stylegan2-pytorch`` checkpoints (``g_ema`` state dict, ``latent_avg``), read
   with ``torch.load(weights_only=True)`` and renamed into the same network.
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import math
 import pickle
 import re
@@ -34,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .biggan import BigGAN, truncated_noise
 from .errors import PandaError
 from .fileio import sha256_of
 from .generators import DEFAULT_GENERATOR, GENERATORS, GeneratorAdapter, load_registered
@@ -378,14 +382,49 @@ def _torch_load(path: Path) -> Any:
                          f"or incomplete.") from exc
 
 
+BIGGAN_KEYS = ("z_dim", "channel_width", "num_classes", "layers", "attention_layer_position", "n_stats", "eps")
+
+
+def _biggan_files(path: Path) -> tuple[Path, Path] | None:
+    folder = path if path.is_dir() else path.parent
+    weights = path if path.is_file() else folder / "pytorch_model.bin"
+    config = folder / "config.json"
+    return (config, weights) if config.is_file() and weights.is_file() and weights.suffix == ".bin" else None
+
+
+def _read_biggan(path: Path, trust_pickle: bool) -> LoadedNetwork:
+    config_path, weights = _biggan_files(path)
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise PandaError(f"'{config_path}' is not readable JSON ({exc}): the BigGAN config is damaged.") from exc
+    missing = [k for k in BIGGAN_KEYS if k not in config]
+    if missing:
+        raise PandaError(f"'{config_path}' lacks {missing}: not a pytorch-pretrained-biggan config.")
+    module = _build(BigGAN, {k: config[k] for k in BIGGAN_KEYS}, _torch_load(weights), weights)
+    blocks = [f"generator.layers.{i}" for i, m in enumerate(module.generator.layers) if type(m).__name__ == "GenBlock"]
+    res = 4 * 2 ** sum(bool(up) for up, _, _ in config["layers"])
+    return LoadedNetwork(module, int(config["z_dim"]), int(config["num_classes"]), res, "BigGAN-deep",
+                         blocks[len(blocks) // 2])
+
+
 FORMATS.add("nvlabs-pickle", CheckpointFormat(
     "nvlabs-pickle", "NVlabs StyleGAN2-ADA / StyleGAN3 network pickle (.pkl) of a StyleGAN2 or StyleGAN3",
     _is_plain_pickle, _read_nvlabs))
+FORMATS.add("biggan", CheckpointFormat(
+    "biggan", "pytorch-pretrained-biggan folder (config.json + pytorch_model.bin)",
+    lambda p: _biggan_files(p) is not None, _read_biggan))
 FORMATS.add("rosinality-stylegan2", CheckpointFormat(
     "rosinality-stylegan2", "rosinality stylegan2-pytorch checkpoint (.pt with g_ema)", _is_zip, _read_rosinality))
 
 
 # ---------------------------------------------------------------------------------------- loading
+def _biggan_forward(truncation: float) -> Callable:
+    def forward(module: nn.Module, z: torch.Tensor, onehot: torch.Tensor | None) -> torch.Tensor:
+        return module(z, onehot, truncation)
+    return forward
+
+
 def _forward(psi: float, noise_mode: str) -> Callable:
     def forward(module: nn.Module, z: torch.Tensor, onehot: torch.Tensor | None) -> torch.Tensor:
         return module(z, onehot, truncation_psi=psi, noise_mode=noise_mode)
@@ -432,16 +471,23 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", trunca
     path = Path(path)
     if not path.exists():
         raise PandaError(f"checkpoint '{path}' does not exist: give the path of a generator checkpoint.")
-    if path.is_dir():
-        raise PandaError(f"'{path}' is a folder: give the checkpoint file itself.")
     fmt = next((f for f in FORMATS.values() if f.recognise(path)), None)
+    if fmt is None and path.is_dir():
+        raise PandaError(f"'{path}' is a folder without a BigGAN config.json and pytorch_model.bin: give a checkpoint file.")
     if fmt is None:
         raise PandaError(f"'{path}' is not a checkpoint panda can read. Supported: "
                          + "; ".join(f"{f.name} ({f.description})" for f in FORMATS.values()) + ".")
     net = fmt.read(path, trust_pickle)
+    psi = float(truncation_psi)
+    if isinstance(net.module, BigGAN):
+        if not 0 < psi <= 1:
+            raise PandaError(f"BigGAN truncation must be in (0, 1], got {psi}.")
+        forward, noise = _biggan_forward(psi), lambda rng, dim: truncated_noise(rng, dim, psi)
+    else:
+        forward, noise = _forward(psi, noise_mode), None
+    weights = _biggan_files(path)[1] if fmt.name == "biggan" else path
     adapter = GeneratorAdapter(
-        net.module, name=path.name, latent_dim=net.z_dim, weight_hash=sha256_of(path),
-        forward_fn=_forward(float(truncation_psi), noise_mode),
+        net.module, name=path.name, latent_dim=net.z_dim, weight_hash=sha256_of(weights), forward_fn=forward, noise_fn=noise,
         classes=[str(i) for i in range(net.c_dim)] if net.c_dim else None,
         default_layer=net.default_layer,
         description=f"{net.kind} {net.resolution}x{net.resolution} ({fmt.description}), psi {truncation_psi:g}, noise {noise_mode}",

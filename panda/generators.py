@@ -98,6 +98,9 @@ class GeneratorAdapter:
     source : dict, optional
         Where it came from, recorded in factor files: ``format`` ('registered', 'module' or a checkpoint
         format), and for checkpoints ``file``, ``truncation_psi`` and ``noise_mode``.
+    noise_fn : callable, optional
+        ``noise_fn(rng, latent_dim) -> z`` for a seed's RandomState; default ``rng.randn(latent_dim)`` (NVlabs'
+        convention). BigGAN draws truncated noise.
     """
 
     def __init__(
@@ -113,6 +116,7 @@ class GeneratorAdapter:
         description: str = "",
         spec: "GeneratorSpec | None" = None,
         source: dict | None = None,
+        noise_fn: "Callable[[np.random.RandomState, int], np.ndarray] | None" = None,
     ) -> None:
         self.module = module.eval().requires_grad_(False)
         self.name = name
@@ -124,6 +128,7 @@ class GeneratorAdapter:
         self.default_layer = default_layer
         self.description = description
         self.spec = spec
+        self.noise_fn = noise_fn
         self.class_index: int | None = None  # the class every seed draws; None: drawn per seed
         self.source = dict(source) if source else {"format": "registered" if spec is not None else "module"}
         self._layer_shapes: dict[str, tuple[int, int, int]] | None = None
@@ -166,7 +171,7 @@ class GeneratorAdapter:
         labels = np.empty(len(seeds), dtype=np.int64)
         for row, seed in enumerate(seeds):
             rng = np.random.RandomState(seed)
-            z[row] = rng.randn(self.latent_dim)
+            z[row] = rng.randn(self.latent_dim) if self.noise_fn is None else self.noise_fn(rng, self.latent_dim)
             if self.classes is not None:
                 labels[row] = rng.randint(len(self.classes)) if class_index is None else class_index
         device = self.device

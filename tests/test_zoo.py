@@ -28,7 +28,7 @@ from panda.model import PandA
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 CHECKPOINTS = {"stylegan2_nvlabs": "stylegan2_nvlabs.pkl", "stylegan2_nvlabs_cond": "stylegan2_nvlabs_cond.pkl",
                "stylegan3_nvlabs": "stylegan3_nvlabs.pkl", "stylegan3r_nvlabs_cond": "stylegan3r_nvlabs_cond.pkl",
-               "stylegan2_rosinality": "stylegan2_rosinality.pt"}
+               "stylegan2_rosinality": "stylegan2_rosinality.pt", "biggan": "biggan"}
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -43,6 +43,7 @@ def fixture_latents(g, ref) -> Latents:
 @pytest.mark.parametrize("name", CHECKPOINTS)
 @pytest.mark.parametrize("psi", [1.0, 0.7])
 def test_images_equal_the_reference(name, psi):
+    psi = 0.4 if name == "biggan" and psi != 1 else psi  # BigGAN's truncation levels: 1 and 0.4
     ref = load_file(FIXTURES / f"{name}_ref.safetensors")
     with safe_open(str(FIXTURES / f"{name}_ref.safetensors"), "pt") as fh:
         layer = fh.metadata()["feature_layer"]
@@ -236,6 +237,17 @@ def test_unknown_class_and_mismatched_shapes(tmp_path):
 def test_bad_options(kwargs, match):
     with pytest.raises(PandaError, match=match):
         panda.load_generator(FIXTURES / "stylegan2_nvlabs.pkl", **kwargs)
+
+
+def test_biggan_truncation_and_files():
+    with pytest.raises(PandaError, match=r"BigGAN truncation must be in \(0, 1\]"):
+        panda.load_generator(FIXTURES / "biggan", truncation_psi=1.5)
+    by_file = panda.load_generator(FIXTURES / "biggan" / "pytorch_model.bin")
+    by_folder = panda.load_generator(FIXTURES / "biggan")
+    assert by_file.weight_hash == by_folder.weight_hash and by_file.source["format"] == "biggan"
+    z = panda.load_generator(FIXTURES / "biggan", truncation_psi=0.5).sample([0]).z
+    assert z.abs().max() <= 1.0  # truncated noise: |z| <= 2 * truncation
+    assert torch.allclose(2 * z, by_folder.sample([0]).z, atol=1e-6)
 
 
 def test_registered_dcgan_refuses_truncation():

@@ -1,0 +1,150 @@
+"""Cost of each generator family in panda: loading, feature extraction and fit at three layers, and an edit
+against one forward pass (the generator's own cost), all in one process.
+
+    python benchmarks/zoo_speed.py                      # the zoo's fixtures (tests/fixtures), CPU -> zoo_speed.md
+    python benchmarks/zoo_speed.py --full --device cuda # random-weight full-size networks (StyleGAN2/3 1024 px,
+                                                        # BigGAN 512 px), written to zoo_speed_<device>.md
+
+Fixture-size networks are tiny (16-64 px, a few channels): their rows show panda's overhead per call rather than
+the cost of a real network. ``--full`` builds panda's own implementations at full size with random weights
+(weights do not change the cost); it is meant for a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+FIXTURES = HERE.parent / "tests" / "fixtures"
+
+
+def timed(fn, repeat: int = 1) -> tuple[object, float]:
+    times, out = [], None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return out, statistics.median(times)
+
+
+def three_layers(g) -> list[str]:
+    """An early, the default and a late feature layer (4-D outputs with more than 3 channels)."""
+    shapes = {n: s for n, s in g.layer_shapes().items() if s[0] > 3}
+    names = list(shapes)
+    picks = [names[len(names) // 4], g.default_layer, names[(3 * len(names)) // 4]]
+    return list(dict.fromkeys(picks))
+
+
+def measure(name: str, load, n: int, device: str) -> list[dict]:
+    from panda.editing import Edit, edit
+    from panda.features import FeatureSource
+    from panda.model import PandA
+
+    g, load_s = timed(load)
+    g.to(device)
+    one = g.sample([7])
+    g.synthesize(one)  # warm-up
+    _, forward_s = timed(lambda: g.synthesize(one), 5)
+    rows = []
+    for layer in three_layers(g):
+        c, h, w = g.layer_shapes()[layer]
+        source = FeatureSource(g, layer, range(n), batch_size=32, memory_budget=4 << 30)
+        model, fit_total = timed(lambda: PandA(rank_parts=8).fit(source))
+        _, edit_s = timed(lambda: edit(model, g, one, [Edit(0, model.top_appearances(0, 1)[0], 1.0)]), 5)
+        rows.append({"generator": name, "layer": layer, "shape": f"{c}x{h}x{w}", "n": n, "load_s": load_s,
+                     "extract_s": model.extract_time_, "fit_s": model.fit_time_, "forward_ms": 1000 * forward_s,
+                     "edit_ms": 1000 * edit_s, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    return rows
+
+
+def fixture_generators() -> dict:
+    import panda
+    return {
+        "dcgan-celeba (64 px, trained)": lambda: panda.load_generator("dcgan-celeba"),
+        "StyleGAN2 NVlabs pickle (32 px fixture)": lambda: panda.load_generator(FIXTURES / "stylegan2_nvlabs.pkl"),
+        "StyleGAN2 rosinality (32 px fixture)": lambda: panda.load_generator(FIXTURES / "stylegan2_rosinality.pt"),
+        "StyleGAN3-T NVlabs pickle (32 px fixture)": lambda: panda.load_generator(FIXTURES / "stylegan3_nvlabs.pkl"),
+        "BigGAN-deep (64 px fixture)": lambda: panda.load_generator(FIXTURES / "biggan"),
+    }
+
+
+def full_generators(device: str) -> dict:
+    """panda's networks at full size with random weights, saved to temporary checkpoints and loaded as a user would."""
+    import json
+
+    import panda
+    from panda.biggan import BigGAN
+    from panda.stylegan2 import Generator as SG2
+    from panda.stylegan3 import Generator as SG3
+
+    tmp = Path(tempfile.mkdtemp(prefix="panda-zoo-"))
+
+    def wrap(module, name, z_dim):
+        from panda.checkpoints import default_layer
+        from panda.generators import GeneratorAdapter
+        return GeneratorAdapter(module, name, z_dim, weight_hash=name, default_layer=default_layer(module, 1024),
+                                forward_fn=lambda m, z, c: m(z, c)).to(device)
+
+    def biggan():
+        config = dict(z_dim=128, channel_width=128, num_classes=1000, attention_layer_position=8, n_stats=51, eps=1e-4,
+                      layers=[[False, 16, 16], [True, 16, 16], [False, 16, 16], [True, 16, 8], [False, 8, 8], [True, 8, 8],
+                              [False, 8, 4], [True, 4, 4], [False, 4, 2], [True, 2, 2], [False, 2, 1], [True, 1, 1]])
+        folder = tmp / "biggan-512"
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(config))
+        torch.save(BigGAN(**config).state_dict(), folder / "pytorch_model.bin")
+        return panda.load_generator(folder, device)
+
+    return {
+        "StyleGAN2 config-f 1024 px (random)": lambda: wrap(SG2(512, 0, 512, 1024, 3).eval(), "sg2-1024", 512),
+        "StyleGAN3-T 1024 px (random)": lambda: wrap(SG3(512, 0, 512, 1024, 3).eval(), "sg3-1024", 512),
+        "BigGAN-deep 512 px (random)": biggan,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--full", action="store_true", help="full-size random-weight networks (meant for a GPU)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("-n", type=int, default=None, help="training samples per fit (default 512, or 256 with --full)")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    n = args.n or (256 if args.full else 512)
+    gens = full_generators(args.device) if args.full else fixture_generators()
+    rows = []
+    for name, load in gens.items():
+        print(f"{name} ...", file=sys.stderr, flush=True)
+        rows += measure(name, load, n, args.device)
+    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    lines = [f"# Generator zoo: cost per family ({'full size, random weights' if args.full else 'fixture size'})", "",
+             f"Device: {device}; torch {torch.__version__}; {n} training samples per fit, R_C = C, R_S = 8. "
+             "Load: reading and checking the file and building panda's network. Extract: the generator's forward passes "
+             "up to the layer; fit: everything else (statistics, factorisation). Edit: one image at alpha 1, against one "
+             "forward pass of the same image (median of 5).", "",
+             "| generator | layer (C x H x W) | load s | extract s | fit s | forward ms | edit ms (x forward) | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['generator']} | {r['layer']} ({r['shape']}) | {r['load_s']:.2f} | {r['extract_s']:.2f} | "
+                     f"{r['fit_s']:.2f} | {r['forward_ms']:.1f} | {r['edit_ms']:.1f} ({r['edit_ms'] / r['forward_ms']:.1f}x) | "
+                     f"{r['peak_rss_mb']:.0f} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    out = Path(args.out) if args.out else HERE / ("zoo_speed.md" if not args.full else f"zoo_speed_{args.device.replace(':', '')}.md")
+    out.write_text(text)
+    print(f"written to {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

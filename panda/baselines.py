@@ -13,10 +13,18 @@ GANSpace and SeFa are not. StyleSpace needs a StyleGAN's style channels: it has 
   principal directions projected onto the null space of the rest of the image.
 - ReSeFa (Zhu et al., 2022): generalised eigenvectors maximising v^T A v / v^T B v for the same
   inside (A) and outside (B) Gram matrices.
+- StyleSpace (Wu et al., 2021), StyleGANs only: one style channel (an affine layer's output) moved by alpha times
+  its standard deviation; the channels for a region are those whose gradient map of the image, thresholded to the
+  region's area, overlaps the region most.
+
+On a StyleGAN (a generator with a mapping network) GANSpace and SeFa work in W, as their authors run them there:
+GANSpace is PCA of w, SeFa the eigenvectors of the style layers' affine weights, and their edits move every
+layer's w (``LatentEdit(space="w")``).
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -166,10 +174,140 @@ def resefa(inside: torch.Tensor, outside: torch.Tensor, tau: float = 1e-3) -> to
 
 @dataclass(frozen=True)
 class LatentEdit:
-    """z + alpha * direction, for a generator's latents."""
+    """z + alpha * direction (``space="z"``), or every layer's w + alpha * direction (``space="w"``, StyleGANs)."""
 
     direction: torch.Tensor
+    space: str = "z"
 
     def __call__(self, generator: GeneratorAdapter, latents: Latents, alpha: float) -> torch.Tensor:
-        z = latents.z + alpha * self.direction.to(latents.z)
-        return generator.synthesize(Latents(z, latents.labels))
+        if self.space == "z":
+            z = latents.z + alpha * self.direction.to(latents.z)
+            return generator.synthesize(Latents(z, latents.labels))
+        d = alpha * self.direction
+        handle = generator.module.mapping.register_forward_hook(lambda _m, _i, w: w + d.to(w))
+        try:
+            return generator.synthesize(latents)
+        finally:
+            handle.remove()
+
+
+# --------------------------------------------------------------------------- StyleGANs: W and style space
+def has_w(generator: GeneratorAdapter) -> bool:
+    """Whether the generator has a StyleGAN mapping network (an intermediate latent space W)."""
+    return isinstance(getattr(generator.module, "mapping", None), torch.nn.Module)
+
+
+def ganspace_w(generator: GeneratorAdapter, n_samples: int = 10_000, n_components: int = 80, seed: int = 0,
+               batch_size: int = 512) -> torch.Tensor:
+    """GANSpace on a StyleGAN: principal directions (n_components, w_dim) of w over ``n_samples`` seeds."""
+    ws = []
+    with torch.no_grad():
+        for start in range(seed, seed + n_samples, batch_size):
+            lat = generator.sample(range(start, min(start + batch_size, seed + n_samples)))
+            ws.append(_mapping_w(generator, lat))
+    w = torch.cat(ws).double()
+    q = min(n_components, w.shape[0] - 1, w.shape[1])
+    _, _, v = torch.pca_lowrank(w, q=q, center=True, niter=4)
+    return _unit_rows(v.T).float()
+
+
+def _mapping_w(generator: GeneratorAdapter, latents: Latents) -> torch.Tensor:
+    """The first layer's w (N, w_dim) for latents, from the mapping network's output (N, num_ws, w_dim)."""
+    out = []
+
+    class _Stop(Exception):
+        pass
+
+    def hook(_m, _i, w):
+        out.append(w[:, 0].detach().cpu())
+        raise _Stop
+
+    handle = generator.module.mapping.register_forward_hook(hook)
+    try:
+        generator.synthesize(latents)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    return out[0]
+
+
+def style_layers(generator: GeneratorAdapter) -> list[str]:
+    """The style (affine) layers of a StyleGAN's synthesis network, in order; [] for other generators.
+    StyleGAN3's input affine makes a transform, not styles, and is left out."""
+    return [n for n, m in generator.module.named_modules()
+            if n.startswith("synthesis.") and n.endswith(".affine") and n != "synthesis.input.affine"]
+
+
+def style_weight(generator: GeneratorAdapter) -> torch.Tensor:
+    """SeFa's W on a StyleGAN: the style layers' affine weights side by side, (w_dim, total style channels)."""
+    modules = dict(generator.module.named_modules())
+    return torch.cat([modules[n].weight.detach().T for n in style_layers(generator)], dim=1)
+
+
+@contextlib.contextmanager
+def style_offsets(generator: GeneratorAdapter, offsets: dict[str, torch.Tensor]):
+    """Within the block, each named style layer's output (N, C) gets ``offsets[name]`` ((C,) or (N, C)) added."""
+    modules = dict(generator.module.named_modules())
+    handles = [modules[n].register_forward_hook(lambda _m, _i, s, d=d: s + d.to(s)) for n, d in offsets.items()]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def style_std(generator: GeneratorAdapter, latents: Latents) -> dict[str, torch.Tensor]:
+    """Each style channel's standard deviation over ``latents``: {layer: (C,)} (StyleSpace's unit of alpha)."""
+    seen: dict[str, list[torch.Tensor]] = {}
+    modules = dict(generator.module.named_modules())
+    handles = [modules[n].register_forward_hook(lambda _m, _i, s, n=n: seen.setdefault(n, []).append(s.detach().cpu()))
+               for n in style_layers(generator)]
+    try:
+        with torch.no_grad():
+            generator.synthesize(latents)
+    finally:
+        for h in handles:
+            h.remove()
+    return {n: torch.cat(v).std(0) for n, v in seen.items()}
+
+
+def style_gradients(generator: GeneratorAdapter, latents: Latents, chunk: int = 256) -> tuple[list[tuple[str, int]], torch.Tensor]:
+    """How each style channel moves each pixel: forward-mode derivatives of the channel-averaged image.
+
+    Returns
+    -------
+    (list of (str, int), torch.Tensor)
+        The channels as (layer, index), and |d image / d s_c| as (channels, N, H, W).
+    """
+    layers = style_layers(generator)
+    sizes = [dict(generator.module.named_modules())[n].weight.shape[0] for n in layers]
+    channels = [(n, c) for n, k in zip(layers, sizes) for c in range(k)]
+    total, maps = len(channels), []
+    for i in range(len(latents)):
+        lat = latents[i:i + 1]
+
+        def image(delta: torch.Tensor, lat=lat) -> torch.Tensor:
+            parts = dict(zip(layers, delta.split(sizes)))
+            with style_offsets(generator, parts):
+                return generator.synthesize(lat).mean(1)[0]
+
+        zero = torch.zeros(total, device=generator.device)
+        basis = torch.eye(total, device=generator.device)
+        cols = [torch.func.vmap(lambda e: torch.func.jvp(image, (zero,), (e,))[1])(basis[j:j + chunk])
+                for j in range(0, total, chunk)]
+        maps.append(torch.cat(cols).abs().cpu())  # (channels, H, W)
+    return channels, torch.stack(maps, dim=1)
+
+
+def region_overlap(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """StyleSpace's localisation score per channel: each gradient map (channels, N, H, W) keeps its strongest pixels,
+    as many as the region (N, H, W) has, and scores the share of them inside the region; mean over images -> (channels,)."""
+    k, n = maps.shape[:2]
+    flat, region = maps.flatten(2), masks.flatten(1).bool().to(maps.device)
+    scores = torch.zeros(k, n)
+    for i in range(n):
+        area = int(region[i].sum())
+        top = flat[:, i].topk(max(area, 1), dim=1).indices  # (channels, area)
+        scores[:, i] = region[i][top].float().mean(1)
+    return scores.mean(1)

@@ -26,7 +26,7 @@ from .fileio import check_writable
 from .fitting import fit_factors
 from .checkpoints import FORMATS, NOISE_MODES, load_generator
 from .generators import DEFAULT_GENERATOR, GENERATORS
-from .landmarks import REMOVAL_REGIONS, FaceMeshMasker
+from .landmarks import REMOVAL_REGIONS, BoxMasker, FaceMeshMasker
 from .localisation import localisation
 from .model import PandA
 from .naming import CALIB_SEED_START, name_model_parts
@@ -516,18 +516,25 @@ def bench() -> None:
 @click.option("--ganspace-samples", type=COUNT, default=10_000, help="GANSpace's PCA samples.")
 @click.option("--n-jacobian", type=COUNT, default=5, help="Calibration samples LowRankGAN and ReSeFa compute their directions from.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, help="Random start of PandA's parts.")
+@click.option("--regions", type=click.Choice(["facemesh", "boxes"]), default="facemesh",
+              help="Region masks: MediaPipe FaceMesh on each face, cross-checked with ONet; or fixed boxes where an aligned "
+                   "face has its eyes, nose and mouth (for generators that draw no faces, e.g. to test the pipeline).")
 @click.option("--out", "-o", default="out/bench", help="Output folder (roir.md, roir.csv, roir.png, one grid per region).")
 @device_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def bench_roir(n, n_calib, budget, target, n_train, ganspace_samples, n_jacobian, seed, out, device, quiet, **gen):
+def bench_roir(n, n_calib, budget, target, n_train, ganspace_samples, n_jacobian, seed, regions, out, device, quiet, **gen):
     """ROIR of local edits (eyes, nose, mouth) for every registered method (PandA, GANSpace, SeFa, StyleSpace,
     LowRankGAN, ReSeFa; a method a generator cannot run is reported as n/a with the reason).
 
     \b
-    Example:  panda bench roir --generator dcgan-celeba --n 1000 --out out/bench/celeba
+    Examples:
+      panda bench roir --generator dcgan-celeba --n 1000 --out out/bench/celeba
+      panda bench roir --generator ffhq.pkl --trunc 0.7 --n 1000 --out out/bench/ffhq
     """
     check_writable(out)
-    result = run_roir(_generator(device, **gen), n, n_calib, budget, target, n_train, n_jacobian, ganspace_samples, seed=seed, progress=not quiet)
+    boxes = regions == "boxes"
+    result = run_roir(_generator(device, **gen), n, n_calib, budget, target, n_train, n_jacobian, ganspace_samples, seed=seed,
+                      progress=not quiet, masker=BoxMasker() if boxes else None, cross_check=not boxes)
     paths = write_outputs(result, Path(out))
     click.echo(markdown(result))
     click.echo("wrote " + ", ".join(str(p) for p in paths))

@@ -138,7 +138,8 @@ def _scores(original: torch.Tensor, edited: torch.Tensor, masks: torch.Tensor) -
 
 def run_roir(generator: GeneratorAdapter, n: int = 1000, n_calib: int = 64, budget: int = 8, target: float = 0.05,
              n_train: int = 5000, n_jacobian: int = 5, ganspace_samples: int = 10_000, rank_parts: int = 12,
-             seed: int = 0, progress: bool = True, model: PandA | None = None) -> BenchResult:
+             seed: int = 0, progress: bool = True, model: PandA | None = None, masker=None,
+             cross_check: bool = True) -> BenchResult:
     """Run the protocol (module docstring) for every registered method.
 
     Parameters
@@ -149,12 +150,17 @@ def run_roir(generator: GeneratorAdapter, n: int = 1000, n_calib: int = 64, budg
         Test and calibration seeds to try.
     model : PandA, optional
         Fitted factors to use (their extraction and fit time count as PandA's setup); default: fit them here.
+    masker : callable, optional
+        ``masker(images) -> RegionMasks``; default MediaPipe FaceMesh. :class:`panda.landmarks.BoxMasker` runs the
+        pipeline on generators that draw no faces.
+    cross_check : bool
+        Keep only faces MTCNN's ONet also accepts (needs a face generator).
 
     Returns
     -------
     BenchResult
     """
-    masker, onet = FaceMeshMasker(), load_onet()
+    masker, onet = masker or FaceMeshMasker(), load_onet() if cross_check else None
     calib = face_set(generator, CALIB_SEED_START, n_calib, masker, onet)
     test = face_set(generator, TEST_SEED_START, n, masker, onet)
     if len(calib.seeds) < max(n_jacobian, 2) or len(test.seeds) < 2:

@@ -234,6 +234,8 @@ def masks_figure(faces: FaceSet, n_show: int = 8) -> Image.Image:
         tile = outline(img, [faces.masks[r][i] for r in REGIONS], scale, [colours[r] for r in REGIONS])
         d = ImageDraw.Draw(tile)
         for x, y in faces.check["points"][i].tolist():
+            if x != x:  # no ONet points (no cross-check)
+                continue
             d.ellipse([x * scale - 3, y * scale - 3, x * scale + 3, y * scale + 3], outline=(255, 0, 0), width=2)
         rows.append([to_pil(img, scale), tile])
     return grid(rows, seed_labels(faces.seeds[:n_show]), ["image", "masks + ONet points"],

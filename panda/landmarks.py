@@ -253,21 +253,54 @@ class FaceSet:
     check: dict = field(default_factory=dict)
 
 
-def face_set(generator: GeneratorAdapter, start: int, n: int, masker: FaceMeshMasker, onet: ONet,
+class BoxMasker:
+    """Fixed boxes as region masks, the same for every image: for running the benchmark's pipeline on generators
+    that do not draw faces (random-weight fixtures), where no landmark model applies.
+
+    Parameters
+    ----------
+    boxes : dict of str to (float, float, float, float)
+        Region -> (x0, y0, x1, y1) as fractions of the image side; default eyes, nose and mouth where an
+        aligned face has them.
+    """
+
+    DEFAULT = {"eyes": (0.25, 0.3, 0.75, 0.45), "nose": (0.4, 0.45, 0.6, 0.62), "mouth": (0.32, 0.65, 0.68, 0.8)}
+
+    def __init__(self, boxes: dict[str, tuple[float, float, float, float]] | None = None) -> None:
+        self.boxes = dict(boxes or self.DEFAULT)
+
+    def __call__(self, images: torch.Tensor, regions=REGIONS) -> RegionMasks:
+        n, size = images.shape[0], images.shape[-1]
+        masks = {}
+        for r in regions:
+            x0, y0, x1, y1 = (round(v * size) for v in self.boxes[r])
+            m = torch.zeros(n, size, size, dtype=torch.bool)
+            m[:, y0:y1, x0:x1] = True
+            masks[r] = m
+        return RegionMasks(torch.ones(n, dtype=torch.bool), masks, torch.tensor([0.0, 0.0, size, size]).expand(n, 4))
+
+
+def face_set(generator: GeneratorAdapter, start: int, n: int, masker, onet: ONet | None,
              batch: int = 256) -> FaceSet:
-    """Seeds ``start .. start + n - 1``, kept where FaceMesh finds a face, ONet (on FaceMesh's face box) gives
-    probability > 0.9 and every region mask is non-empty."""
+    """Seeds ``start .. start + n - 1``, kept where the masker (FaceMesh) finds a face, ONet (on its face box) gives
+    probability > 0.9 and every region mask is non-empty. With ``onet`` None there is no cross-check."""
     seeds, images, masks, found, probs, points = list(range(start, start + n)), [], {r: [] for r in REGIONS}, [], [], []
     for i in range(0, n, batch):
         x = generator.render(seeds[i:i + batch])
         rm = masker(x)
-        p, pts = onet_points(onet, x, rm.boxes)
+        if onet is not None:
+            p, pts = onet_points(onet, x, rm.boxes)
+        else:  # no cross-check: every sample passes, with no points
+            p, pts = torch.ones(x.shape[0]), torch.full((x.shape[0], 5, 2), float("nan"))
         images.append(x), found.append(rm.found), probs.append(p), points.append(pts)
         for r in REGIONS:
             masks[r].append(rm.masks[r])
     images = torch.cat(images)
     masks = {r: torch.cat(m) for r, m in masks.items()}
-    check = cross_check(RegionMasks(torch.cat(found), masks), torch.cat(probs), torch.cat(points))
+    if onet is None:
+        check = {"kept": torch.cat(found), "n_kept": int(torch.cat(found).sum())}
+    else:
+        check = cross_check(RegionMasks(torch.cat(found), masks), torch.cat(probs), torch.cat(points))
     keep = check["kept"] & torch.stack([m.flatten(1).any(1) for m in masks.values()]).all(0)
     idx = torch.nonzero(keep).flatten()
     kept_seeds = [seeds[i] for i in idx.tolist()]

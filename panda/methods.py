@@ -142,36 +142,82 @@ register_method(Method("PandA", _always, _panda_setup, _panda_propose))
 
 
 # ------------------------------------------------------------------------------------ GANSpace, SeFa
+# On a StyleGAN both work in W (as their authors run them there); on other generators in z, with what the
+# generator's spec names (GANSpace's early layer, SeFa's latent-facing weight).
 def _spec_field(field: str, what: str) -> Callable[[GeneratorAdapter], str | None]:
     def unavailable(g: GeneratorAdapter) -> str | None:
-        return None if g.spec is not None and getattr(g.spec, field) is not None else f"needs {what}"
+        if baselines.has_w(g) or (g.spec is not None and getattr(g.spec, field) is not None):
+            return None
+        return f"needs {what}"
     return unavailable
 
 
-register_method(Method(
-    "GANSpace", _spec_field("ganspace_layer", "an early layer named in the generator's spec"),
-    lambda ctx: _timed(lambda: baselines.ganspace(ctx.generator, ctx.generator.spec.ganspace_layer,
-                                                  n_samples=ctx.ganspace_samples)),
-    lambda dirs, ctx, region: _latent_candidates(ctx.generator, dirs, ctx.budget, "PC"),
-))
-register_method(Method(
-    "SeFa", _spec_field("sefa_weight", "the latent-facing weight named in the generator's spec"),
-    lambda ctx: _timed(lambda: baselines.sefa(ctx.generator.spec.sefa_weight(ctx.generator.module))),
-    lambda dirs, ctx, region: _latent_candidates(ctx.generator, dirs, ctx.budget, "direction"),
-))
+def _ganspace_setup(ctx: BenchContext) -> tuple[tuple[torch.Tensor, str], float]:
+    g = ctx.generator
+    if baselines.has_w(g):
+        return _timed(lambda: (baselines.ganspace_w(g, n_samples=ctx.ganspace_samples), "w"))
+    return _timed(lambda: (baselines.ganspace(g, g.spec.ganspace_layer, n_samples=ctx.ganspace_samples), "z"))
+
+
+def _sefa_setup(ctx: BenchContext) -> tuple[tuple[torch.Tensor, str], float]:
+    g = ctx.generator
+    if baselines.has_w(g):
+        return _timed(lambda: (baselines.sefa(baselines.style_weight(g)), "w"))
+    return _timed(lambda: (baselines.sefa(g.spec.sefa_weight(g.module)), "z"))
+
+
+def _directions(what: str):
+    def propose(state: tuple[torch.Tensor, str], ctx: BenchContext, region: str) -> list[Candidate]:
+        dirs, space = state
+        return [Candidate(f"{what} {i}" + (" (W)" if space == "w" else ""),
+                          lambda lat, a, d=dirs[i]: baselines.LatentEdit(d, space)(ctx.generator, lat, a))
+                for i in range(min(ctx.budget, len(dirs)))]
+    return propose
+
+
+register_method(Method("GANSpace", _spec_field("ganspace_layer", "an early layer named in the generator's spec"),
+                       _ganspace_setup, _directions("PC")))
+register_method(Method("SeFa", _spec_field("sefa_weight", "the latent-facing weight named in the generator's spec"),
+                       _sefa_setup, _directions("direction")))
 
 
 # -------------------------------------------------------------------------------------- StyleSpace
 def _stylegan_only(g: GeneratorAdapter) -> str | None:
-    return None if g.spec is not None and g.spec.style_space else "needs a StyleGAN generator"
+    return None if baselines.style_layers(g) else "needs a StyleGAN generator"
 
 
-def _no_style_space(*_args) -> Any:
-    # no registered generator has a style space yet; _stylegan_only keeps the protocol from getting here
-    raise NotImplementedError("StyleSpace edits need a StyleGAN generator")
+@dataclass
+class _StyleState:
+    std: dict[str, torch.Tensor]
+    channels: list[tuple[str, int]]
+    maps: torch.Tensor  # (channels, n_jacobian, H, W)
 
 
-register_method(Method("StyleSpace", _stylegan_only, _no_style_space, _no_style_space))
+def _stylespace_setup(ctx: BenchContext) -> tuple[_StyleState, float]:
+    def run() -> _StyleState:
+        std = baselines.style_std(ctx.generator, ctx.calib.latents)
+        channels, maps = baselines.style_gradients(ctx.generator, ctx.calib.latents[:ctx.n_jacobian])
+        return _StyleState(std, channels, maps)
+    return _timed(run)
+
+
+def _stylespace_propose(state: _StyleState, ctx: BenchContext, region: str) -> list[Candidate]:
+    scores = baselines.region_overlap(state.maps, ctx.calib.masks[region][:ctx.n_jacobian])
+    out = []
+    for idx in torch.argsort(scores, descending=True)[:ctx.budget].tolist():
+        layer, c = state.channels[idx]
+        unit = torch.zeros_like(state.std[layer])
+        unit[c] = state.std[layer][c]
+
+        def apply(lat: Latents, a: float, layer=layer, unit=unit) -> torch.Tensor:
+            with baselines.style_offsets(ctx.generator, {layer: a * unit}):
+                return ctx.generator.synthesize(lat)
+
+        out.append(Candidate(f"{layer.removeprefix('synthesis.').removesuffix('.affine')} channel {c}", apply))
+    return out
+
+
+register_method(Method("StyleSpace", _stylegan_only, _stylespace_setup, _stylespace_propose))
 
 
 # ---------------------------------------------------------------------------- LowRankGAN, ReSeFa

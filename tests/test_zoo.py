@@ -266,3 +266,50 @@ def test_bad_generator_input_on_the_cli(tmp_path, args, match):
     r = CliRunner().invoke(main, args + (["--out", str(tmp_path / "x.safetensors")] if args[0] == "fit" else []))
     assert r.exit_code == 2 and match in r.output, r.output
     assert "Traceback" not in r.output and not (tmp_path / "x.safetensors").exists()
+
+
+# ------------------------------------------------------------------------- baselines on a StyleGAN
+def test_bench_runs_on_a_stylegan_with_every_method(tmp_path):
+    """The whole ROIR pipeline on a random-weight StyleGAN2 (fixed boxes as regions: it draws no faces). The
+    numbers mean nothing here; every method, StyleSpace included, must produce a row."""
+    from panda.evaluation import run_roir
+    from panda.landmarks import BoxMasker
+    from panda.methods import METHODS
+    from panda.tables import write_outputs
+    g = panda.load_generator(FIXTURES / "stylegan2_nvlabs.pkl")
+    res = run_roir(g, n=10, n_calib=8, budget=2, n_train=100, n_jacobian=2, ganspace_samples=300, progress=False,
+                   masker=BoxMasker(), cross_check=False)
+    assert {r.method for r in res.rows} == set(METHODS)
+    for r in res.rows:
+        assert r.available, r.label
+        assert torch.isfinite(torch.tensor(r.scores["ROIR"][0])) and r.change > 0
+    assert any("(W)" in r.label for r in res.rows if r.method in ("GANSpace", "SeFa"))  # StyleGAN baselines work in W
+    assert all(p.is_file() for p in write_outputs(res, tmp_path))
+
+
+def test_style_gradients_match_finite_differences():
+    from panda.baselines import style_gradients, style_offsets
+    g = panda.load_generator(FIXTURES / "stylegan2_nvlabs.pkl")
+    lat = g.sample([4])
+    channels, maps = style_gradients(g, lat)
+    assert maps.shape == (len(channels), 1, 32, 32)
+    k = channels.index(("synthesis.b16.conv1.affine", 5))
+    eps = 1e-3  # small: leaky ReLU kinks make larger steps differ from the derivative
+    d = torch.zeros(g.module.synthesis.b16.conv1.affine.weight.shape[0])
+    d[5] = eps
+    with style_offsets(g, {"synthesis.b16.conv1.affine": d}):
+        up = g.synthesize(lat).mean(1)[0]
+    with style_offsets(g, {"synthesis.b16.conv1.affine": -d}):
+        down = g.synthesize(lat).mean(1)[0]
+    fd = ((up - down) / (2 * eps)).abs()
+    assert (maps[k, 0] - fd).abs().max() < 0.01 * fd.max()
+
+
+def test_region_overlap_known_answer():
+    from panda.baselines import region_overlap
+    maps = torch.zeros(2, 1, 4, 4)
+    maps[0, 0, :2, :2] = 1.0  # channel 0 acts in the top-left quarter
+    maps[1, 0, 2:, 2:] = 1.0  # channel 1 in the bottom-right
+    region = torch.zeros(1, 4, 4, dtype=torch.bool)
+    region[0, :2, :2] = True
+    assert region_overlap(maps, region).tolist() == [1.0, 0.0]

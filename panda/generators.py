@@ -46,21 +46,32 @@ class Latents:
         (N, latent_dim) float.
     labels : torch.Tensor or None
         (N,) long class indices for a conditional generator, else None.
+    ws : torch.Tensor or None
+        StyleGANs: the intermediate latents to use instead of mapping z, (N, w_dim) (W: the same w for every
+        layer) or (N, num_ws, w_dim) (W+). They are used as given: no truncation is applied to them.
     """
 
     z: torch.Tensor
     labels: torch.Tensor | None = None
+    ws: torch.Tensor | None = None
+
+    @classmethod
+    def from_w(cls, ws: torch.Tensor, labels: torch.Tensor | None = None, latent_dim: int = 1) -> "Latents":
+        """Latents given in W (N, w_dim) or W+ (N, num_ws, w_dim); z is a placeholder of zeros."""
+        return cls(torch.zeros(ws.shape[0], latent_dim, device=ws.device), labels, ws)
 
     def __len__(self) -> int:
         return self.z.shape[0]
 
     def __getitem__(self, index) -> "Latents":
         labels = None if self.labels is None else self.labels[index]
-        return Latents(self.z[index], labels)
+        ws = None if self.ws is None else self.ws[index]
+        return Latents(self.z[index], labels, ws)
 
     def to(self, device) -> "Latents":
         labels = None if self.labels is None else self.labels.to(device)
-        return Latents(self.z.to(device), labels)
+        ws = None if self.ws is None else self.ws.to(device)
+        return Latents(self.z.to(device), labels, ws)
 
 
 def _call_with_image_latent(module: nn.Module, z: torch.Tensor, onehot: torch.Tensor | None) -> torch.Tensor:
@@ -214,7 +225,52 @@ class GeneratorAdapter:
             if latents.labels is None:
                 raise PandaError(f"generator '{self.name}' is conditional: give class labels.")
             onehot = torch.nn.functional.one_hot(latents.labels, len(self.classes)).to(latents.z.dtype)
-        return self.forward_fn(self.module, latents.z, onehot)
+        if latents.ws is None:
+            return self.forward_fn(self.module, latents.z, onehot)
+        mapping = self._mapping()
+        ws = latents.ws
+
+        def replace(_m, _i, out: torch.Tensor) -> torch.Tensor:
+            if ws.dim() == 2:
+                return ws[:, None].to(out).expand_as(out)
+            if ws.shape[1:] != out.shape[1:]:
+                raise PandaError(f"W+ latents of shape {tuple(ws.shape)}: '{self.name}' takes (N, {out.shape[1]}, {out.shape[2]}).")
+            return ws.to(out)
+
+        handle = mapping.register_forward_hook(replace)
+        try:
+            return self.forward_fn(self.module, latents.z, onehot)
+        finally:
+            handle.remove()
+
+    def _mapping(self) -> nn.Module:
+        mapping = getattr(self.module, "mapping", None)
+        if not isinstance(mapping, nn.Module):
+            raise PandaError(f"generator '{self.name}' has no mapping network: give z latents, not W.")
+        return mapping
+
+    def to_w(self, latents_or_seeds: "Latents | Sequence[int]") -> torch.Tensor:
+        """W+ latents (N, num_ws, w_dim) of a StyleGAN for latents or seeds: z through the mapping network, with
+        the truncation the generator was loaded with. ``Latents.from_w`` takes them back (e.g. after editing)."""
+        latents = self.latents(latents_or_seeds).to(self.device)
+        mapping = self._mapping()
+        seen: list[torch.Tensor] = []
+
+        class _Stop(Exception):
+            pass
+
+        def keep(_m, _i, out):
+            seen.append(out.detach())
+            raise _Stop
+
+        handle = mapping.register_forward_hook(keep)
+        try:
+            self.synthesize(latents)
+        except _Stop:
+            pass
+        finally:
+            handle.remove()
+        return seen[0]
 
     def render(self, latents_or_seeds: "Latents | Sequence[int]") -> torch.Tensor:
         """Images (N, 3, H, W) in [0, 1] on the CPU, for latents or seeds: what pictures and metrics use."""

@@ -313,3 +313,18 @@ def test_region_overlap_known_answer():
     region = torch.zeros(1, 4, 4, dtype=torch.bool)
     region[0, :2, :2] = True
     assert region_overlap(maps, region).tolist() == [1.0, 0.0]
+
+
+def test_w_and_w_plus_latents():
+    """Synthesis from W+ reproduces synthesis from z (truncation included); a single w is broadcast to every layer."""
+    g = panda.load_generator(FIXTURES / "stylegan2_nvlabs.pkl", truncation_psi=0.7)
+    lat = g.sample([0, 1])
+    ws = g.to_w(lat)
+    assert ws.shape == (2, g.module.num_ws, 24)
+    assert torch.equal(g.synthesize(Latents.from_w(ws, latent_dim=16)), g.synthesize(lat))
+    one = g.synthesize(Latents.from_w(ws[:, 0], latent_dim=16))  # W: mapping output is the same w on every layer
+    assert torch.allclose(one, g.synthesize(lat), atol=1e-5)
+    with pytest.raises(PandaError, match="W\\+ latents of shape"):
+        g.synthesize(Latents.from_w(torch.zeros(2, 3, 24), latent_dim=16))
+    with pytest.raises(PandaError, match="no mapping network"):
+        panda.load_generator("dcgan-celeba").to_w([0])

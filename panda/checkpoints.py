@@ -12,6 +12,9 @@ Formats (see :data:`FORMATS`):
   the user's own clone of the reference code (it must be importable), which runs whatever the file holds.
 * ``biggan``: ``pytorch-pretrained-biggan`` folders (``config.json`` + ``pytorch_model.bin``; give the folder or
   the ``.bin``), read with ``torch.load(weights_only=True)`` into :mod:`panda.biggan`; seeds draw truncated noise.
+* ``genforce``: genforce ``.pth`` checkpoints of ProGAN or StyleGAN (``generator_smooth`` or ``generator`` state
+  dict; the format the PandA authors' code loads for them), read with ``torch.load(weights_only=True)`` into
+  :mod:`panda.genforce`; sizes come from the state dict.
 * ``rosinality-stylegan2``: ``stylegan2-pytorch`` checkpoints (``g_ema`` state dict, ``latent_avg``), read
   with ``torch.load(weights_only=True)`` and renamed into the same network.
 
@@ -40,6 +43,7 @@ from torch import nn
 from .biggan import BigGAN, truncated_noise
 from .errors import PandaError
 from .fileio import sha256_of
+from .genforce import ProGAN, StyleGAN, progan_config, stylegan_config
 from .generators import DEFAULT_GENERATOR, GENERATORS, GeneratorAdapter, load_registered
 from .registry import Registry
 from .stylegan2 import Generator as StyleGAN2
@@ -371,6 +375,36 @@ def _rename_rosinality(src: dict, module: StyleGAN2, latent_avg) -> dict[str, to
     return {k: v.float() for k, v in out.items()}
 
 
+def _zip_keys(path: Path) -> set[str]:
+    """Top-level keys of a torch zip checkpoint (tensors memory-mapped, not read), or an empty set."""
+    if not _is_zip(path):
+        return set()
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a torch checkpoint, or one with objects: the reader says which
+        return set()
+    return set(obj) if isinstance(obj, dict) else set()
+
+
+def _read_genforce(path: Path, trust_pickle: bool) -> LoadedNetwork:
+    ckpt = _torch_load(path)
+    state = ckpt.get("generator_smooth", ckpt.get("generator"))
+    if not isinstance(state, dict):
+        raise PandaError(f"'{path}' has no generator state dict: not a genforce checkpoint.")
+    try:
+        if "mapping.dense0.weight" in state:
+            config, cls, kind = stylegan_config(state), StyleGAN, "StyleGAN"
+        else:
+            config, cls, kind = progan_config(state), ProGAN, "ProGAN"
+    except (KeyError, ValueError) as exc:
+        raise PandaError(f"'{path}': the generator lacks the layers of a genforce ProGAN or StyleGAN ({exc}).") from exc
+    module = _build(cls, config, state, path)
+    res = 4 * 2 ** (len(config["widths"]) - 1)
+    prefix = "synthesis." if kind == "StyleGAN" else ""
+    block = min(2, len(config["widths"]) - 1)  # the 16x16 block's second layer, as for StyleGAN2
+    return LoadedNetwork(module, config["z_dim"], config.get("label_size", 0), res, kind, f"{prefix}layer{2 * block + 1}")
+
+
 def _torch_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -414,6 +448,9 @@ FORMATS.add("nvlabs-pickle", CheckpointFormat(
 FORMATS.add("biggan", CheckpointFormat(
     "biggan", "pytorch-pretrained-biggan folder (config.json + pytorch_model.bin)",
     lambda p: _biggan_files(p) is not None, _read_biggan))
+FORMATS.add("genforce", CheckpointFormat(
+    "genforce", "genforce ProGAN or StyleGAN checkpoint (.pth with generator_smooth or generator)",
+    lambda p: bool(_zip_keys(p) & {"generator_smooth", "generator"}), _read_genforce))
 FORMATS.add("rosinality-stylegan2", CheckpointFormat(
     "rosinality-stylegan2", "rosinality stylegan2-pytorch checkpoint (.pt with g_ema)", _is_zip, _read_rosinality))
 
@@ -479,6 +516,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", trunca
                          + "; ".join(f"{f.name} ({f.description})" for f in FORMATS.values()) + ".")
     net = fmt.read(path, trust_pickle)
     psi = float(truncation_psi)
+    if isinstance(net.module, ProGAN) and (psi != 1 or noise_mode != "const"):
+        raise PandaError("a ProGAN has no truncation or noise inputs: leave psi at 1 and the noise mode at const.")
     if isinstance(net.module, BigGAN):
         if not 0 < psi <= 1:
             raise PandaError(f"BigGAN truncation must be in (0, 1], got {psi}.")

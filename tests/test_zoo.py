@@ -28,7 +28,10 @@ from panda.model import PandA
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 CHECKPOINTS = {"stylegan2_nvlabs": "stylegan2_nvlabs.pkl", "stylegan2_nvlabs_cond": "stylegan2_nvlabs_cond.pkl",
                "stylegan3_nvlabs": "stylegan3_nvlabs.pkl", "stylegan3r_nvlabs_cond": "stylegan3r_nvlabs_cond.pkl",
-               "stylegan2_rosinality": "stylegan2_rosinality.pt", "biggan": "biggan"}
+               "stylegan2_rosinality": "stylegan2_rosinality.pt", "biggan": "biggan",
+               "progan_genforce": "progan_genforce.pth", "stylegan_genforce": "stylegan_genforce.pth"}
+#: (fixture, truncation) pairs the reference computed images for
+CASES = [(n, p) for n in CHECKPOINTS for p in ((1.0,) if n == "progan_genforce" else (1.0, 0.4) if n == "biggan" else (1.0, 0.7))]
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -40,10 +43,8 @@ def fixture_latents(g, ref) -> Latents:
     return lat if g.classes is None else Latents(lat.z, ref["classes"])
 
 
-@pytest.mark.parametrize("name", CHECKPOINTS)
-@pytest.mark.parametrize("psi", [1.0, 0.7])
+@pytest.mark.parametrize("name,psi", CASES)
 def test_images_equal_the_reference(name, psi):
-    psi = 0.4 if name == "biggan" and psi != 1 else psi  # BigGAN's truncation levels: 1 and 0.4
     ref = load_file(FIXTURES / f"{name}_ref.safetensors")
     with safe_open(str(FIXTURES / f"{name}_ref.safetensors"), "pt") as fh:
         layer = fh.metadata()["feature_layer"]
@@ -248,6 +249,11 @@ def test_biggan_truncation_and_files():
     z = panda.load_generator(FIXTURES / "biggan", truncation_psi=0.5).sample([0]).z
     assert z.abs().max() <= 1.0  # truncated noise: |z| <= 2 * truncation
     assert torch.allclose(2 * z, by_folder.sample([0]).z, atol=1e-6)
+
+
+def test_progan_refuses_truncation():
+    with pytest.raises(PandaError, match="ProGAN has no truncation"):
+        panda.load_generator(FIXTURES / "progan_genforce.pth", truncation_psi=0.7)
 
 
 def test_registered_dcgan_refuses_truncation():

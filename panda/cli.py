@@ -23,6 +23,7 @@ from .evaluation import run_roir
 from .figures import (candidates_figure, edits_figure, localize_figure, localize_top_figure, parts_figure,
                       refine_figure, remove_figure, sweep_figure)
 from .fileio import check_writable
+from .features import default_memory_budget
 from .fitting import fit_factors
 from .checkpoints import FORMATS, NOISE_MODES, load_generator
 from .generators import DEFAULT_GENERATOR, GENERATORS
@@ -223,7 +224,8 @@ def main() -> None:
 @device_option
 @click.option("--seed", default=0, help="Seed of the probe sample that measures the shapes.")
 @click.option("--trust-pickle", is_flag=True, help="Unpickle an NVlabs pickle with your own clone of the reference code.")
-def layers(generator: str, device: str, seed: int, trust_pickle: bool) -> None:
+@click.option("--all", "show_all", is_flag=True, help="Every hookable output, RGB outputs and sub-layers included.")
+def layers(generator: str, device: str, seed: int, trust_pickle: bool, show_all: bool) -> None:
     """List the hookable layers of a generator (a registered name or a checkpoint file) with their C x H x W shapes.
 
     \b
@@ -233,11 +235,15 @@ def layers(generator: str, device: str, seed: int, trust_pickle: bool) -> None:
     """
     gen = load_generator(generator, device, trust_pickle=trust_pickle)
     click.echo(f"{gen.name}: {gen.description}")
-    shapes = gen.layer_shapes()
+    shapes = gen.layer_shapes() if show_all else gen.feature_layers()
     width = max(12, *(len(n) for n in shapes))
     for name, (c, h, w) in shapes.items():
         mark = "  (default)" if name == gen.default_layer else ""
         click.echo(f"  {name:<{width}} {c:>5} x {h:>3} x {w:<3}{mark}")
+    hidden = len(gen.layer_shapes()) - len(shapes)
+    if hidden:
+        click.echo(f"  ({hidden} more with --all: RGB outputs, and sub-layers of the layers above. Modules that return "
+                   f"several tensors, such as a StyleGAN2 block's (x, img), cannot be edited whole: use their convolutions.)")
 
 
 @main.command()
@@ -249,22 +255,35 @@ def layers(generator: str, device: str, seed: int, trust_pickle: bool) -> None:
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, help="First training seed; also seeds the random start of the parts.")
 @click.option("--max-iter", type=COUNT, default=30, help="At most this many alternating iterations.")
 @click.option("--tol", type=FINITE, default=1e-4, help="Stop when the error falls by less than this (relative).")
-@click.option("--batch-size", type=COUNT, default=256, help="Generator batch size.")
-@click.option("--memory-gb", type=FINITE, default=2.0, help="Feature maps kept in memory; above it they are re-generated each pass.")
+@click.option("--batch-size", type=COUNT, default=None, help="Generator batch size; default: from the image size (256 at 64 px, 16 at 256 px).")
+@click.option("--memory-gb", type=FINITE, default=None,
+              help="Feature maps kept in memory, GiB; above it they are re-generated each pass. Default: a quarter of the memory, at most 16.")
+@click.option("--background-samples", type=click.IntRange(min=0), default=8,
+              help="Samples the background appearance (object removal) is searched on; 0 skips the search.")
 @click.option("--out", "-o", default="factors.safetensors", help="Factor file to write (safetensors + JSON metadata).")
 @device_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def fit(layer, rank_appearance, rank_parts, n_samples, seed, max_iter, tol, batch_size, memory_gb, out, device, quiet, **gen):
+def fit(layer, rank_appearance, rank_parts, n_samples, seed, max_iter, tol, batch_size, memory_gb, background_samples, out,
+        device, quiet, **gen):
     """Learn parts and appearances at a layer and write them to a factor file.
 
     \b
     Example:  panda fit --generator dcgan-digiface --layer main.5 -rs 12 -n 5000 --out digiface.safetensors
     """
-    if memory_gb < 0:
+    if memory_gb is not None and memory_gb < 0:
         raise PandaError(f"--memory-gb must be >= 0, got {memory_gb}.")
     generator = _generator(device, **gen)
-    model = fit_factors(generator, layer, rank_appearance, rank_parts, n_samples, seed, max_iter, tol, batch_size,
-                        int(memory_gb * (1 << 30)), progress=not quiet)
+    batch = batch_size or generator.default_batch
+    budget = default_memory_budget() if memory_gb is None else int(memory_gb * (1 << 30))
+    layer = layer or generator.default_layer
+    generator.layer_module(layer)  # an unknown layer stops here, listing the valid ones
+    c, h, w = generator.layer_shapes()[layer]
+    need = n_samples * c * h * w * 4
+    click.echo(f"generator batch {batch}; features {need / 2**30:.2f} GiB, "
+               + ("kept in memory" if need <= budget else f"over the {budget / 2**30:.1f} GiB budget: re-generated each pass"),
+               err=True)
+    model = fit_factors(generator, layer, rank_appearance, rank_parts, n_samples, seed, max_iter, tol, batch, budget,
+                        background_samples=background_samples, progress=not quiet)
     path = model.save(out)
     click.echo(f"{model}\n  features {model.extract_time_:.2f} s, fit {model.fit_time_:.2f} s, {model.n_iter_} iteration(s), "
                f"{model.n_passes_} pass(es); train error {model.train_error_:.4f}, held-out {model.heldout_error_:.4f}\n"

@@ -8,6 +8,7 @@ always removed, also when the forward pass raises, so the generator is unchanged
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from typing import Callable, Iterator, Sequence
 
@@ -79,6 +80,16 @@ def iter_features(
             yield z.flatten(2)
 
 
+def default_memory_budget() -> int:
+    """Bytes of feature maps a fit keeps in memory by default: a quarter of the machine's memory, at most 16 GiB
+    (beyond it every pass re-generates them)."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        total = 8 << 30
+    return int(min(total // 4, 16 << 30))
+
+
 #: Held-out samples (for :meth:`panda.model.PandA.score`) are seeds from here on, far from training seeds' usual range.
 HELDOUT_SEED_START = 1_000_000_000
 
@@ -97,10 +108,10 @@ class FeatureSource:
         The layer's name (``generator.layer_shapes()`` lists them).
     seeds : sequence of int
         The samples; every pass sees them in this order.
-    batch_size : int
-        Generator batch size.
-    memory_budget : int
-        Bytes of feature maps kept in memory.
+    batch_size : int, optional
+        Generator batch size; default ``generator.default_batch`` (from the image size).
+    memory_budget : int, optional
+        Bytes of feature maps kept in memory; default :func:`default_memory_budget`.
     progress : bool
         A progress bar while generating.
 
@@ -123,11 +134,13 @@ class FeatureSource:
         generator: GeneratorAdapter,
         layer: str,
         seeds: Sequence[int],
-        batch_size: int = 256,
-        memory_budget: int = 2 << 30,
+        batch_size: int | None = None,
+        memory_budget: int | None = None,
         progress: bool = False,
     ) -> None:
         self.seeds = list(seeds)
+        batch_size = generator.default_batch if batch_size is None else batch_size
+        memory_budget = default_memory_budget() if memory_budget is None else memory_budget
         if len(self.seeds) == 0:
             raise PandaError("no samples: give at least one seed.")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

@@ -12,11 +12,12 @@ from .removal import search_background
 
 def fit_factors(generator: GeneratorAdapter, layer: str | None = None, rank_appearance: int | None = None,
                 rank_parts: int = 12, n_samples: int = 5000, seed: int = 0, max_iter: int = 30, tol: float = 1e-4,
-                batch_size: int = 256, memory_budget: int = 2 << 30, n_heldout: int = 256,
+                batch_size: int | None = None, memory_budget: int | None = None, n_heldout: int = 256,
                 background_samples: int = 8, progress: bool = False) -> PandA:
     """Fit PandA on seeds ``seed .. seed + n_samples - 1`` at ``layer`` (default: the generator's), measure the
     held-out error on ``n_heldout`` other seeds and search the background appearance on ``background_samples``
-    (0 skips either). Every argument is checked before any sample is generated.
+    (0 skips either). Every argument is checked before any sample is generated. ``batch_size`` and
+    ``memory_budget`` default to the generator's and the machine's (:class:`panda.features.FeatureSource`).
 
     Returns
     -------

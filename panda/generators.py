@@ -19,6 +19,7 @@ are read directly (``weights_only=True``), never their packages' code.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import hashlib
 import importlib.util
 from pathlib import Path
 from typing import Callable, Sequence
@@ -74,6 +75,16 @@ class Latents:
         return Latents(self.z.to(device), labels, ws)
 
 
+def state_hash(module: nn.Module) -> str:
+    """sha256 of a module's state: every parameter's and buffer's name, shape, dtype and bytes, in order."""
+    digest = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return "state:" + digest.hexdigest()
+
+
 def _call_with_image_latent(module: nn.Module, z: torch.Tensor, onehot: torch.Tensor | None) -> torch.Tensor:
     """DCGAN convention: the latent (and one-hot class, concatenated) is a 1x1 'image'."""
     x = z if onehot is None else torch.cat([z, onehot], dim=1)
@@ -92,8 +103,8 @@ class GeneratorAdapter:
     latent_dim : int
         Size of z.
     weight_hash : str
-        sha256 of the weights, written into factor files so that a factor file is never used with another
-        generator by mistake.
+        sha256 of the weight file, written into factor files so that a factor file is never used with another
+        generator by mistake; default: :func:`state_hash` of the module.
     forward_fn : ForwardFn, optional
         How to call ``module``; default ``module(z)``.
     classes : sequence of str, optional
@@ -132,7 +143,9 @@ class GeneratorAdapter:
         self.module = module.eval().requires_grad_(False)
         self.name = name
         self.latent_dim = latent_dim
-        self.weight_hash = weight_hash
+        # A module without a file still gets a hash, of its weights: a factor file must never be used with another
+        # generator that merely has the same name (two random StyleGANs, say).
+        self.weight_hash = weight_hash or state_hash(module)
         self.forward_fn = forward_fn or (lambda m, z, onehot: m(z))
         self.classes = tuple(classes) if classes else None
         self.output_range = output_range
@@ -277,6 +290,12 @@ class GeneratorAdapter:
         return self.to_unit(self.synthesize(self.latents(latents_or_seeds))).cpu()
 
     @property
+    def default_batch(self) -> int:
+        """A generator batch size that keeps activations near what 256 images of 64 x 64 take: 256 at 64 px, 16 at
+        256 px, 1 at 1024 px (memory grows with the pixel count)."""
+        return max(1, min(256, (64 * 64 * 256) // self.image_size ** 2))
+
+    @property
     def image_size(self) -> int:
         """The side of the images the generator makes (measured once, with the layer shapes)."""
         self.layer_shapes()
@@ -309,6 +328,17 @@ class GeneratorAdapter:
                     h.remove()
             self._layer_shapes = shapes
         return dict(self._layer_shapes)
+
+    def feature_layers(self) -> dict[str, tuple[int, int, int]]:
+        """The layers a user means by "a layer": hookable outputs other than RGB images (as many channels as the
+        image) and other than sub-layers of a layer already listed (editing those edits part of it). Modules that
+        return several tensors (a StyleGAN2 block returns ``(x, img)``) cannot be hooked as a whole: their
+        convolutions are listed instead. Every name of :meth:`layer_shapes` stays usable."""
+        shapes = self.layer_shapes()
+        image_channels = int(self.synthesize(self.sample([0])).shape[1]) if shapes else 0
+        features = {n: s for n, s in shapes.items() if s[0] != image_channels or n == self.default_layer}
+        return {n: s for n, s in features.items()
+                if n == self.default_layer or not any(n.startswith(parent + ".") for parent in features)}
 
     def layer_module(self, layer: str) -> nn.Module:
         """The sub-module named ``layer``; a clear error listing valid names otherwise."""

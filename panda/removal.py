@@ -160,7 +160,7 @@ def removal_gain(model: PandA, generator: GeneratorAdapter, latents: Latents, or
     n = len(latents)
     deltas = torch.stack([region_delta(model, appearance, part_profile(model, k), sign * alpha) for k in keep])
     edited = synthesize_offset(generator, model.layer_, latents[torch.arange(n).repeat(len(keep))],
-                               deltas.repeat_interleave(n, 0), batch_size=256)
+                               deltas.repeat_interleave(n, 0), batch_size=generator.default_batch)
     edited = generator.to_unit(edited).cpu()
     gains = []
     for i, k in enumerate(keep):

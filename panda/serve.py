@@ -26,7 +26,7 @@ from .localisation import localize, signed
 from .maps import normalise, upsample
 from .model import PandA
 from .pages import render_explorer
-from .removal import remove
+from .removal import remove, removal
 
 MAX_SEED = 2**32 - 1
 
@@ -108,6 +108,8 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0):
         seed = seed_of(request)
         (part,) = ints(request, "part")
         alpha = alpha_of(request) or 1.0
+        if model.background_ is None:  # fitted without the background search: choose the fill for this part and image
+            return removal(model, generator, [seed], part_profile(model, part), alpha, "auto").removed[0]
         return generator.to_unit(remove(model, generator, [seed], part_profile(model, part), alpha)).cpu()[0]
 
     def info(_request):

@@ -160,3 +160,22 @@ def test_more_random_starts_never_fit_worse(celeba):
     assert four <= one + 1e-9
     with pytest.raises(PandaError, match="n_init=0"):
         panda_factorise(source, 256, 8, n_init=0)
+
+
+def test_half_precision_features_give_the_float32_statistics():
+    """float16 feature maps (StyleGANs' high-resolution layers) are accumulated in float32/64: the statistics equal
+    those of the same maps in float32, where forming Z^T Z in float16 would overflow."""
+    torch.manual_seed(0)
+    z = (torch.randn(4, 8, 16) * 200).half()  # products of these exceed float16's range (65504)
+    half, full = data_stats([z]), data_stats([z.float()])
+    assert torch.isfinite(half.position).all()
+    assert torch.allclose(half.position, full.position) and torch.allclose(half.channel, full.channel)
+    assert float((z.float().transpose(1, 2) @ z.float()).abs().max()) > 65504
+
+
+def test_power_iteration_estimates_the_largest_eigenvalue():
+    from panda.factorisation import largest_eigenvalue
+    a = torch.randn(300, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    m = a @ a.T
+    assert largest_eigenvalue(m) == pytest.approx(float(torch.linalg.eigvalsh(m)[-1]), rel=0.02)
+    assert largest_eigenvalue(torch.zeros(5, 5, dtype=torch.float64)) == 0.0

@@ -163,3 +163,14 @@ def test_one_spec_adds_a_generator_everywhere(tmp_path):
         del GENERATORS["toy"]
     r = CliRunner().invoke(main, ["layers", "toy"])
     assert r.exit_code == 2 and "toy" in r.output
+
+
+def test_a_module_without_a_file_is_hashed_by_its_weights():
+    """Two random generators with the same name get different hashes, so factor files are not mixed up."""
+    from panda.stylegan2 import Generator
+    torch.manual_seed(0)
+    a = GeneratorAdapter(Generator(8, 0, 8, 16, 3, channel_base=64, channel_max=8), name="sg", latent_dim=8)
+    b = GeneratorAdapter(Generator(8, 0, 8, 16, 3, channel_base=64, channel_max=8), name="sg", latent_dim=8)
+    assert a.weight_hash.startswith("state:") and a.weight_hash != b.weight_hash
+    c = GeneratorAdapter(a.module, name="sg", latent_dim=8)
+    assert c.weight_hash == a.weight_hash

@@ -20,12 +20,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(model, celeba):
+def serving(app):
+    """Run ``app`` on a free local port in a thread; yields (base url, port)."""
     import uvicorn
 
     port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(model, celeba, seed=3), host="127.0.0.1", port=port, log_level="warning"))
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     for _ in range(200):
@@ -36,6 +36,11 @@ def server(model, celeba):
     yield f"http://127.0.0.1:{port}", port
     srv.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(model, celeba):
+    yield from serving(create_app(model, celeba, seed=3))
 
 
 def test_api_returns_pngs_and_clear_errors(server):
@@ -107,3 +112,15 @@ def test_moving_the_alpha_slider_changes_the_displayed_edit(server):
         assert driver.find_element(By.ID, "error").text == ""
     finally:
         driver.quit()
+
+
+def test_remove_works_without_a_background_search(model, celeba):
+    """A model fitted with --background-samples 0 has no global background: the explorer chooses a fill per request."""
+    import copy
+    import urllib.request
+
+    bare = copy.deepcopy(model)
+    bare.set_background(None)
+    for base, _ in serving(create_app(bare, celeba)):
+        with urllib.request.urlopen(f"{base}/api/remove.png?seed=3&part=1&alpha=1") as r:
+            assert r.status == 200 and r.headers["content-type"] == "image/png"

@@ -334,3 +334,16 @@ def test_w_and_w_plus_latents():
         g.synthesize(Latents.from_w(torch.zeros(2, 3, 24), latent_dim=16))
     with pytest.raises(PandaError, match="no mapping network"):
         panda.load_generator("dcgan-celeba").to_w([0])
+
+
+def test_feature_layers_are_the_ones_users_mean():
+    sg2 = panda.load_generator(FIXTURES / "stylegan2_nvlabs.pkl").feature_layers()
+    assert "synthesis.b16.conv1" in sg2 and not any(n.endswith("torgb") or n == "synthesis" for n in sg2)
+    sg1 = panda.load_generator(FIXTURES / "stylegan_genforce.pth")
+    names = sg1.feature_layers()
+    assert list(names) == [f"synthesis.layer{i}" for i in range(12)]  # not their noise/style sub-layers
+    assert "synthesis.layer5.style" in sg1.layer_shapes()  # still hookable by name
+    r = CliRunner().invoke(main, ["layers", str(FIXTURES / "stylegan2_nvlabs.pkl")])
+    assert r.exit_code == 0 and "torgb" not in r.output and "more with --all" in r.output
+    r = CliRunner().invoke(main, ["layers", str(FIXTURES / "stylegan2_nvlabs.pkl"), "--all"])
+    assert "synthesis.b16.torgb" in r.output

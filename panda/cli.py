@@ -16,7 +16,7 @@ import click
 import torch
 
 from .demo import run_demo
-from .drawing import save_png
+from .drawing import grid, save_png, scale_for, to_pil
 from .editing import DEFAULT_ALPHAS, Edit, check_alpha, check_edits, edit as edit_images, measured_sweep
 from .errors import PandaError
 from .evaluation import run_roir
@@ -31,6 +31,7 @@ from .landmarks import REMOVAL_REGIONS, BoxMasker, FaceMeshMasker
 from .localisation import localisation
 from .model import PandA
 from .naming import CALIB_SEED_START, name_model_parts
+from .projection import load_latent, load_image, project, save_latent
 from .refinement import check_refine_args, compare_refinement
 from .removal import candidate_fills, parse_background, rasterise_mask, region_for, removal
 from .serve import serve as run_server
@@ -182,8 +183,13 @@ def _load(factors: str, device: str, generator_name: str | None = None, truncati
     return model, gen
 
 
-def _seeds(seeds: list[int] | None, seed: int, n: int) -> list[int]:
-    return seeds if seeds else list(range(seed, seed + n))
+def _samples(gen, seeds: list[int] | None, seed: int, n: int, latent: str | None) -> tuple[object, list]:
+    """What a command draws, and the labels its pictures give them: seeds, or a projected latent (``--latent``)."""
+    if latent is not None:
+        latents = load_latent(latent, gen)
+        return latents, ["projected"] * len(latents)
+    seed_list = seeds if seeds else list(range(seed, seed + n))
+    return seed_list, seed_list
 
 
 def sample_options(n_images: int, out: str):
@@ -194,6 +200,8 @@ def sample_options(n_images: int, out: str):
             click.option("--seeds", type=SEEDS, default=None, help="Samples, e.g. 0-7 or 0,3,9 (overrides --seed/--n-images)."),
             click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, help="First sample's seed."),
             click.option("--n-images", type=click.IntRange(1, MAX_SEEDS), default=n_images, help="How many samples."),
+            click.option("--latent", type=click.Path(dir_okay=False), default=None,
+                         help="A latent written by `panda project` (your own photo) instead of seeds."),
             click.option("--out", "-o", default=out, help="Output folder."),
             generator_options(None),
             device_option,
@@ -293,16 +301,16 @@ def fit(layer, rank_appearance, rank_parts, n_samples, seed, max_iter, tol, batc
 @main.command()
 @click.argument("factors", type=click.Path(dir_okay=False))
 @sample_options(n_images=8, out="out/parts")
-def parts(factors, seeds, seed, n_images, out, device, **gen):
+def parts(factors, seeds, seed, n_images, latent, out, device, **gen):
     """Draw the parts of FACTORS as heat maps over sample images (parts.png).
 
     \b
     Example:  panda parts factors.safetensors --seeds 0-7 --out out/parts
     """
     model, gen = _load(factors, device, **gen)
-    seed_list = _seeds(seeds, seed, n_images)
+    samples, seed_list = _samples(gen, seeds, seed, n_images, latent)
     folder = check_writable(out)
-    path = save_png(parts_figure(model, gen.render(seed_list), seed_list), folder / "parts.png")
+    path = save_png(parts_figure(model, gen.render(samples), seed_list), folder / "parts.png")
     click.echo(f"wrote {path}")
 
 
@@ -314,7 +322,7 @@ def parts(factors, seeds, seed, n_images, out, device, **gen):
 @click.option("--edit", "edits", type=EDIT, multiple=True, help="PART,APPEARANCE,ALPHA; repeat to combine edits (no sweep then).")
 @click.option("--sweep/--no-sweep", default=True, help="With one edit: columns -2x, -1x, 0, +1x, +2x alpha.")
 @sample_options(n_images=6, out="out/edit")
-def edit(factors, part, appearance, alpha, edits, sweep, seeds, seed, n_images, out, device, **gen):
+def edit(factors, part, appearance, alpha, edits, sweep, seeds, seed, n_images, latent, out, device, **gen):
     """Edit samples locally: add appearance j to part k (edit grid PNG).
 
     \b
@@ -323,7 +331,7 @@ def edit(factors, part, appearance, alpha, edits, sweep, seeds, seed, n_images, 
       panda edit factors.safetensors --edit 6,5,1.5 --edit 9,1,-1 --seeds 0-3
     """
     model, gen = _load(factors, device, **gen)
-    seed_list = _seeds(seeds, seed, n_images)
+    samples, seed_list = _samples(gen, seeds, seed, n_images, latent)
     if edits:
         if part is not None or appearance is not None:
             raise PandaError("give either --edit PART,APPEARANCE,ALPHA (repeatable) or --part/--appearance/--alpha, not both.")
@@ -337,12 +345,12 @@ def edit(factors, part, appearance, alpha, edits, sweep, seeds, seed, n_images, 
     folder = check_writable(out)
     if len(edit_list) == 1 and sweep:
         e = edit_list[0]
-        result = measured_sweep(model, gen, seed_list, e.part, e.appearance, [f * e.alpha for f in DEFAULT_ALPHAS])
+        result = measured_sweep(model, gen, samples, e.part, e.appearance, [f * e.alpha for f in DEFAULT_ALPHAS])
         path = save_png(sweep_figure(model, result, seed_list), folder / f"edit_part{e.part}_app{e.appearance}.png")
         click.echo(f"wrote {path} ({100 * result.share:.0f}% of the pixel change inside the part)")
     else:
-        edited = gen.to_unit(edit_images(model, gen, seed_list, edit_list)).cpu()
-        path = save_png(edits_figure(model, gen.render(seed_list), edited, edit_list, seed_list), folder / "edit.png")
+        edited = gen.to_unit(edit_images(model, gen, samples, edit_list)).cpu()
+        path = save_png(edits_figure(model, gen.render(samples), edited, edit_list, seed_list), folder / "edit.png")
         click.echo(f"wrote {path}")
 
 
@@ -358,7 +366,7 @@ def edit(factors, part, appearance, alpha, edits, sweep, seeds, seed, n_images, 
 @click.option("--shift", type=SHIFT, default="0,0",
               help="Translate the features by DY,DX layer positions first (periodically), to try refinement on misaligned data.")
 @sample_options(n_images=6, out="out/refine")
-def refine(factors, part, appearance, alpha, steps, radius, search, shift, seeds, seed, n_images, out, device, **gen):
+def refine(factors, part, appearance, alpha, steps, radius, search, shift, seeds, seed, n_images, latent, out, device, **gen):
     """Fit sample-specific parts for each image and compare them and their edits with the global parts.
 
     \b
@@ -369,9 +377,9 @@ def refine(factors, part, appearance, alpha, steps, radius, search, shift, seeds
     j = model.top_appearances(part, 1)[0] if appearance is None else model.check_appearance(appearance)
     check_alpha(alpha)
     check_refine_args(model.layer_shape_[1:], steps, radius, shift, search)  # all before anything is written
-    seed_list = _seeds(seeds, seed, n_images)
+    samples, seed_list = _samples(gen, seeds, seed, n_images, latent)
     folder = check_writable(out)
-    cmp = compare_refinement(model, gen, seed_list, part, j, alpha, shift, steps, radius, search)
+    cmp = compare_refinement(model, gen, samples, part, j, alpha, shift, steps, radius, search)
     path = save_png(refine_figure(model, cmp, seed_list, steps), folder / f"refine_part{part}.png")
     dy, dx = shift
     click.echo(f"wrote {path}\n  reconstruction error: global {cmp.error_global:.4f}, refined {cmp.error_refined:.4f}\n"
@@ -392,7 +400,7 @@ def refine(factors, part, appearance, alpha, steps, radius, search, shift, seeds
                    "(also writes the runners-up side by side); 'global': the one chosen when fitting; or an "
                    "appearance index, '-J' for its opposite sign.")
 @sample_options(n_images=6, out="out/remove")
-def remove(factors, part, mask, region, dilate, alpha, background, seeds, seed, n_images, out, device, **gen):
+def remove(factors, part, mask, region, dilate, alpha, background, seeds, seed, n_images, latent, out, device, **gen):
     """Context-aware object removal: fill a part, a mask or a face region with a background appearance.
 
     \b
@@ -406,10 +414,10 @@ def remove(factors, part, mask, region, dilate, alpha, background, seeds, seed, 
         raise PandaError(f"say what to remove: exactly one of --part K, --mask FILE.PNG or --region {'|'.join(REMOVAL_REGIONS)}.")
     check_alpha(alpha)
     background, sign = parse_background(model, background)
-    seed_list = _seeds(seeds, seed, n_images)
+    samples, seed_list = _samples(gen, seeds, seed, n_images, latent)
     masks = None
     if region is not None:
-        found = FaceMeshMasker(dilate=dilate)(gen.render(seed_list), regions=(region,))
+        found = FaceMeshMasker(dilate=dilate)(gen.render(samples), regions=(region,))
         missing = [s for s, ok in zip(seed_list, found.found.tolist()) if not ok]
         if missing:
             raise PandaError(f"FaceMesh found no face in seeds {missing}: leave them out of --seeds.")
@@ -420,13 +428,13 @@ def remove(factors, part, mask, region, dilate, alpha, background, seeds, seed, 
         grid_regions = region_for(model, part, mask)
         label = model.part_label(part) if part is not None else "mask"
     folder = check_writable(out)
-    result = removal(model, gen, seed_list, grid_regions, alpha, background, masks, sign)
+    result = removal(model, gen, samples, grid_regions, alpha, background, masks, sign)
     name = f"remove_part{part}" if part is not None else (f"remove_{region}" if region else "remove_mask")
     path = save_png(remove_figure(result, seed_list, label), folder / f"{name}.png")
     click.echo(f"wrote {path}\n  background appearance {result.appearance} ({result.sign:+g}); colour distance from "
                f"the region to its surroundings: {result.distance_before:.4f} before, {result.distance_after:.4f} after")
     if result.search is not None:  # auto: show the runners-up, the pick is a colour criterion and may not look best
-        fills = candidate_fills(model, gen, seed_list[:4], result.regions[:4], result.search, alpha)
+        fills = candidate_fills(model, gen, samples[:4], result.regions[:4], result.search, alpha)
         sheet_path = save_png(candidates_figure(result, fills, seed_list[:4], label), folder / f"{name}_candidates.png")
         others = ", ".join(f"{'+' if s > 0 else '-'}{j} ({100 * g:.0f}%)" for j, s, g in result.search.ranked(6)[1:])
         click.echo(f"wrote {sheet_path}\n  runners-up (share of the way to the surroundings' colour): {others};\n"
@@ -438,7 +446,7 @@ def remove(factors, part, mask, region, dilate, alpha, background, seeds, seed, 
 @click.option("--appearance", "-j", type=int, default=None, help="Show where appearance j is, across samples.")
 @click.option("--top", type=int, default=None, help="Or: the K strongest concepts of one image (the first seed).")
 @sample_options(n_images=8, out="out/localize")
-def localize(factors, appearance, top, seeds, seed, n_images, out, device, **gen):
+def localize(factors, appearance, top, seeds, seed, n_images, latent, out, device, **gen):
     """Concept localisation: where each appearance is (A^T Z), as heat maps over the images.
 
     \b
@@ -449,19 +457,52 @@ def localize(factors, appearance, top, seeds, seed, n_images, out, device, **gen
     model, gen = _load(factors, device, **gen)
     if (appearance is None) == (top is None):
         raise PandaError("give either --appearance J (one concept, many images) or --top K (one image, K concepts).")
-    seed_list = _seeds(seeds, seed, n_images)
+    samples, seed_list = _samples(gen, seeds, seed, n_images, latent)
     if appearance is not None:
         model.check_appearance(appearance)
         folder = check_writable(out)
-        image = localize_figure(model, localisation(model, gen, seed_list), appearance, seed_list)
+        image = localize_figure(model, localisation(model, gen, samples), appearance, seed_list)
         path = save_png(image, folder / f"localize_app{appearance}.png")
     else:
         if not 1 <= top <= model.n_appearances:
             raise PandaError(f"--top {top} must be in 1..{model.n_appearances}.")
         folder = check_writable(out)
-        image = localize_top_figure(model, localisation(model, gen, seed_list[:1]), top, seed_list[0])
+        image = localize_top_figure(model, localisation(model, gen, samples[:1]), top, seed_list[0])
         path = save_png(image, folder / f"localize_top_seed{seed_list[0]}.png")
     click.echo(f"wrote {path}")
+
+
+@main.command("project")
+@click.argument("photo", type=click.Path(dir_okay=False))
+@generator_options(None)
+@click.option("--space", type=click.Choice(["w", "w+"]), default="w+",
+              help="w: one latent for every layer; w+: one per layer (closer reconstructions).")
+@click.option("--steps", type=COUNT, default=300, help="Optimisation steps.")
+@click.option("--lr", type=FINITE, default=0.1, help="Peak learning rate (Adam).")
+@click.option("--out", "-o", default="latent.safetensors", help="Latent file to write (with a comparison PNG beside it).")
+@device_option
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def project_cmd(photo, space, steps, lr, out, device, quiet, **gen):
+    """Find the StyleGAN latent that reproduces PHOTO, to edit it with --latent FILE.
+
+    The loss is pixel MSE at full, half and quarter resolution (NVlabs' projector uses LPIPS, a perceptual network
+    that cannot be had here); the PSNR of the reconstruction is printed.
+
+    \b
+    Example:
+      panda project me.jpg --generator ffhq.pkl --out me.safetensors
+      panda edit ffhq_factors.safetensors --generator ffhq.pkl --latent me.safetensors --part 3
+    """
+    if gen["generator_name"] is None:
+        raise PandaError("say which generator to project into: --generator NAME_OR_PATH.")
+    generator = _generator(device, **gen)
+    target = load_image(photo, generator.image_size)
+    result = project(generator, target, space, steps, lr, progress=not quiet)
+    path = save_latent(result, generator, out)
+    sheet = grid([[to_pil(result.image, scale_for(result.image[None])), to_pil(result.reconstruction, scale_for(result.image[None]))]],
+                 None, ["photo", f"reconstruction\n{result.psnr:.1f} dB"], title=f"projection into {space}, {steps} steps")
+    png = save_png(sheet, Path(path).with_suffix(".png"))
+    click.echo(f"wrote {path} and {png}\n  PSNR {result.psnr:.2f} dB (pixel MSE {result.losses[-1]:.4f} at the last step)")
 
 
 @main.command()

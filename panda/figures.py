@@ -26,8 +26,9 @@ from .refinement import RefinementComparison
 from .removal import Removal
 
 
-def seed_labels(seeds: Sequence[int]) -> list[str]:
-    return [f"seed {s}" for s in seeds]
+def seed_labels(seeds: Sequence[int | str]) -> list[str]:
+    """Row or column labels: 'seed 7' for a seed, the text itself for anything else ('projected')."""
+    return [f"seed {s}" if isinstance(s, (int, np.integer)) else str(s) for s in seeds]
 
 
 def parts_figure(model: PandA, images: torch.Tensor, seeds: Sequence[int], names: Sequence[str] | None = None) -> Image.Image:

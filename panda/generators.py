@@ -229,9 +229,16 @@ class GeneratorAdapter:
         return self.sample(seeds)
 
     # --------------------------------------------------------------- synthesis
-    @torch.no_grad()
-    def synthesize(self, latents: Latents) -> torch.Tensor:
-        """Images (N, 3, H, W) in ``output_range`` for ``latents``."""
+    def synthesize(self, latents: Latents, grad: bool = False) -> torch.Tensor:
+        """Images (N, 3, H, W) in ``output_range`` for ``latents``.
+
+        grad: keep the autograd graph, so that a latent (z or ``ws``) can be optimised through the generator
+        (its own weights stay frozen); by default no graph is built.
+        """
+        with torch.set_grad_enabled(grad):
+            return self._synthesize(latents)
+
+    def _synthesize(self, latents: Latents) -> torch.Tensor:
         latents = latents.to(self.device)
         onehot = None
         if self.classes is not None:
@@ -242,6 +249,9 @@ class GeneratorAdapter:
             return self.forward_fn(self.module, latents.z, onehot)
         mapping = self._mapping()
         ws = latents.ws
+        z = latents.z
+        if z.shape[1] != self.latent_dim:  # a placeholder: the mapping's output is replaced anyway
+            z = torch.zeros(len(latents), self.latent_dim, device=self.device)
 
         def replace(_m, _i, out: torch.Tensor) -> torch.Tensor:
             if ws.dim() == 2:
@@ -252,7 +262,7 @@ class GeneratorAdapter:
 
         handle = mapping.register_forward_hook(replace)
         try:
-            return self.forward_fn(self.module, latents.z, onehot)
+            return self.forward_fn(self.module, z, onehot)
         finally:
             handle.remove()
 

@@ -1,0 +1,76 @@
+"""Projection: the StyleGAN latent that reproduces an image, and editing it."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import panda
+from panda import PandaError
+from panda.cli import main
+from panda.drawing import to_pil
+from panda.projection import load_latent, project, psnr, save_latent
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def sg3():
+    return panda.load_generator(FIXTURES / "stylegan3_nvlabs.pkl")
+
+
+def test_projection_recovers_a_generated_image(sg3):
+    target = sg3.render([7])[0]
+    result = project(sg3, target, space="w+", steps=80)
+    assert result.losses[-1] < 0.2 * result.losses[0]
+    assert result.psnr > 30 and result.psnr == pytest.approx(psnr(result.reconstruction, target))
+    assert result.ws.shape == (1, sg3.module.num_ws, 16)
+    assert torch.allclose(sg3.render(result.latents())[0], result.reconstruction, atol=1e-5)
+
+
+def test_w_space_shares_one_latent(sg3):
+    result = project(sg3, sg3.render([3])[0], space="w", steps=10)
+    assert torch.equal(result.ws[:, 0], result.ws[:, -1])
+
+
+def test_latent_file_round_trip_and_refusal(sg3, tmp_path):
+    result = project(sg3, sg3.render([7])[0], steps=5)
+    path = save_latent(result, sg3, tmp_path / "me.safetensors")
+    assert torch.equal(load_latent(path, sg3).ws, result.ws)
+    with pytest.raises(PandaError, match="was projected with generator 'stylegan3_nvlabs.pkl'"):
+        load_latent(path, panda.load_generator(FIXTURES / "stylegan2_nvlabs.pkl"))
+    with pytest.raises(PandaError, match="does not exist"):
+        load_latent(tmp_path / "none.safetensors", sg3)
+
+
+@pytest.mark.parametrize("kwargs,match", [({"space": "z"}, "'w' or 'w\\+'"), ({"steps": 0}, "steps=0"),
+                                          ({"lr": float("nan")}, "lr=nan")])
+def test_bad_projection_arguments(sg3, kwargs, match):
+    with pytest.raises(PandaError, match=match):
+        project(sg3, sg3.render([1])[0], **kwargs)
+
+
+def test_projection_needs_a_stylegan():
+    g = panda.load_generator("dcgan-celeba")
+    with pytest.raises(PandaError, match="needs a StyleGAN"):
+        project(g, g.render([1])[0], steps=1)
+
+
+def test_project_a_photo_then_edit_it_on_the_cli(sg3, tmp_path):
+    photo = tmp_path / "photo.png"
+    to_pil(sg3.render([9])[0]).resize((80, 60)).save(photo)  # not square, not the generator's size
+    ckpt = str(FIXTURES / "stylegan3_nvlabs.pkl")
+    r = CliRunner().invoke(main, ["project", str(photo), "--generator", ckpt, "--steps", "20", "--out", str(tmp_path / "me.safetensors"), "-q"])
+    assert r.exit_code == 0, r.output
+    assert "PSNR" in r.output and (tmp_path / "me.png").is_file()
+    f = tmp_path / "f.safetensors"
+    r = CliRunner().invoke(main, ["fit", "--generator", ckpt, "-n", "32", "-rs", "3", "--background-samples", "0", "--out", str(f), "-q"])
+    assert r.exit_code == 0, r.output
+    for cmd in (["edit", "--part", "1"], ["localize", "--appearance", "2"], ["remove", "--part", "1"]):
+        r = CliRunner().invoke(main, [cmd[0], str(f), "--generator", ckpt, "--latent", str(tmp_path / "me.safetensors"),
+                                      *cmd[1:], "--out", str(tmp_path / cmd[0])])
+        assert r.exit_code == 0, r.output
+        assert list((tmp_path / cmd[0]).glob("*.png"))
+    r = CliRunner().invoke(main, ["project", str(tmp_path / "missing.png"), "--generator", ckpt])
+    assert r.exit_code == 2 and "does not exist" in r.output

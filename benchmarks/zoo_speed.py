@@ -13,7 +13,6 @@ the cost of a real network. ``--full`` builds panda's own implementations at ful
 from __future__ import annotations
 
 import argparse
-import platform
 import resource
 import statistics
 import sys
@@ -22,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import device_label, table
 
 HERE = Path(__file__).resolve().parent
 FIXTURES = HERE.parent / "tests" / "fixtures"
@@ -40,7 +40,7 @@ def timed(fn, repeat: int = 1) -> tuple[object, float]:
 
 def three_layers(g) -> list[str]:
     """An early, the default and a late feature layer (4-D outputs with more than 3 channels)."""
-    shapes = {n: s for n, s in g.layer_shapes().items() if s[0] > 3}
+    shapes = g.feature_layers()
     names = list(shapes)
     picks = [names[len(names) // 4], g.default_layer, names[(3 * len(names)) // 4]]
     return list(dict.fromkeys(picks))
@@ -127,18 +127,17 @@ def main() -> None:
     for name, load in gens.items():
         print(f"{name} ...", file=sys.stderr, flush=True)
         rows += measure(name, load, n, args.device)
-    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    device = device_label(args.device)
     lines = [f"# Generator zoo: cost per family ({'full size, random weights' if args.full else 'fixture size'})", "",
              f"Device: {device}; torch {torch.__version__}; {n} training samples per fit, R_C = C, R_S = 8. "
              "Load: reading and checking the file and building panda's network. Extract: the generator's forward passes "
              "up to the layer; fit: everything else (statistics, factorisation). Edit: one image at alpha 1, against one "
-             "forward pass of the same image (median of 5).", "",
-             "| generator | layer (C x H x W) | load s | extract s | fit s | forward ms | edit ms (x forward) | peak RSS MB |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['generator']} | {r['layer']} ({r['shape']}) | {r['load_s']:.2f} | {r['extract_s']:.2f} | "
-                     f"{r['fit_s']:.2f} | {r['forward_ms']:.1f} | {r['edit_ms']:.1f} ({r['edit_ms'] / r['forward_ms']:.1f}x) | "
-                     f"{r['peak_rss_mb']:.0f} |")
+             "forward pass of the same image (median of 5).", ""]
+    lines += table(["generator", "layer (C x H x W)", "load s", "extract s", "fit s", "forward ms", "edit ms (x forward)",
+                    "peak RSS MB"],
+                   [[r["generator"], f"{r['layer']} ({r['shape']})", f"{r['load_s']:.2f}", f"{r['extract_s']:.2f}",
+                     f"{r['fit_s']:.2f}", f"{r['forward_ms']:.1f}", f"{r['edit_ms']:.1f} ({r['edit_ms'] / r['forward_ms']:.1f}x)",
+                     f"{r['peak_rss_mb']:.0f}"] for r in rows])
     text = "\n".join(lines) + "\n"
     print(text)
     out = Path(args.out) if args.out else HERE / ("zoo_speed.md" if not args.full else f"zoo_speed_{args.device.replace(':', '')}.md")

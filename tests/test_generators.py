@@ -174,3 +174,12 @@ def test_a_module_without_a_file_is_hashed_by_its_weights():
     assert a.weight_hash.startswith("state:") and a.weight_hash != b.weight_hash
     c = GeneratorAdapter(a.module, name="sg", latent_dim=8)
     assert c.weight_hash == a.weight_hash
+
+
+def test_seeds_give_exactly_numpys_latents_for_many_seeds(celeba):
+    """The fast path (one re-seeded RandomState) draws what a fresh np.random.RandomState(seed) would."""
+    import numpy as np
+    seeds = [0, 1, 2**32 - 1, 123456789, 7]
+    z = celeba.sample(seeds).z.numpy()
+    expected = np.stack([np.random.RandomState(s).randn(100) for s in seeds]).astype(np.float32)
+    assert np.array_equal(z, expected)

@@ -184,7 +184,7 @@ class LatentEdit:
             z = latents.z + alpha * self.direction.to(latents.z)
             return generator.synthesize(Latents(z, latents.labels))
         d = alpha * self.direction
-        handle = generator.module.mapping.register_forward_hook(lambda _m, _i, w: w + d.to(w))
+        handle = generator.w_module().register_forward_hook(lambda _m, _i, w: w + d.to(w))
         try:
             return generator.synthesize(latents)
         finally:
@@ -222,7 +222,7 @@ def _mapping_w(generator: GeneratorAdapter, latents: Latents) -> torch.Tensor:
         out.append(w[:, 0].detach().cpu())
         raise _Stop
 
-    handle = generator.module.mapping.register_forward_hook(hook)
+    handle = generator.w_module().register_forward_hook(hook)
     try:
         generator.synthesize(latents)
     except _Stop:

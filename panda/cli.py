@@ -511,15 +511,17 @@ def project_cmd(photo, space, steps, lr, out, device, quiet, **gen):
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, help="Port to listen on.")
 @generator_options(None)
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, help="The sample the page opens on.")
+@click.option("--latent", type=click.Path(dir_okay=False), default=None,
+              help="Explore a latent written by `panda project` (your own photo) instead of seeds.")
 @device_option
-def serve(factors, host, port, seed, device, **gen):
+def serve(factors, host, port, seed, latent, device, **gen):
     """Explore FACTORS in the browser: sliders for part, appearance and alpha; live edits, maps, removal.
 
     \b
     Example:  panda serve out/demo/factors.safetensors --port 8000   (then open http://127.0.0.1:8000/)
     """
     model, generator = _load(factors, device, **gen)
-    run_server(model, generator, host, port, seed)
+    run_server(model, generator, host, port, seed, load_latent(latent, generator) if latent else None)
 
 
 @main.command()

@@ -249,7 +249,7 @@ class GeneratorAdapter:
             onehot = torch.nn.functional.one_hot(latents.labels, len(self.classes)).to(latents.z.dtype)
         if latents.ws is None:
             return self.forward_fn(self.module, latents.z, onehot)
-        mapping = self._mapping()
+        mapping = self.w_module()
         ws = latents.ws
         z = latents.z
         if z.shape[1] != self.latent_dim:  # a placeholder: the mapping's output is replaced anyway
@@ -268,17 +268,20 @@ class GeneratorAdapter:
         finally:
             handle.remove()
 
-    def _mapping(self) -> nn.Module:
+    def w_module(self) -> nn.Module:
+        """The sub-module whose output is W+ (N, num_ws, w_dim), truncated: a StyleGAN's mapping network (genforce's
+        StyleGAN truncates in a separate ``truncation`` module after it)."""
         mapping = getattr(self.module, "mapping", None)
         if not isinstance(mapping, nn.Module):
             raise PandaError(f"generator '{self.name}' has no mapping network: give z latents, not W.")
-        return mapping
+        truncation = getattr(self.module, "truncation", None)
+        return truncation if isinstance(truncation, nn.Module) else mapping
 
     def to_w(self, latents_or_seeds: "Latents | Sequence[int]") -> torch.Tensor:
         """W+ latents (N, num_ws, w_dim) of a StyleGAN for latents or seeds: z through the mapping network, with
         the truncation the generator was loaded with. ``Latents.from_w`` takes them back (e.g. after editing)."""
         latents = self.latents(latents_or_seeds).to(self.device)
-        mapping = self._mapping()
+        mapping = self.w_module()
         seen: list[torch.Tensor] = []
 
         class _Stop(Exception):

@@ -145,10 +145,15 @@ class Mapping(nn.Module):
 
 
 class Truncation(nn.Module):
+    """w (N, w_dim) -> W+ (N, num_layers, w_dim), pulled towards ``w_avg`` by psi (the first ``cutoff`` layers)."""
+
     def __init__(self, w_dim: int, num_layers: int) -> None:
         super().__init__()
         self.num_layers = num_layers
         self.register_buffer("w_avg", torch.zeros(w_dim))
+
+    def forward(self, w: torch.Tensor, psi: float = 1.0, cutoff: int | None = None) -> torch.Tensor:
+        return truncate(w[:, None].repeat(1, self.num_layers, 1), self.w_avg, psi, cutoff)
 
 
 class StyleConv(nn.Module):
@@ -284,9 +289,7 @@ class StyleGAN(nn.Module):
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, truncation_psi: float = 1.0,
                 truncation_cutoff: int | None = None, noise_mode: str = "const") -> torch.Tensor:
-        w = self.mapping(z, c)
-        wp = truncate(w[:, None].repeat(1, self.num_ws, 1), self.truncation.w_avg, truncation_psi, truncation_cutoff)
-        return self.synthesis(wp, noise_mode)
+        return self.synthesis(self.truncation(self.mapping(z, c), truncation_psi, truncation_cutoff), noise_mode)
 
 
 def stylegan_config(state: dict[str, torch.Tensor]) -> dict:

@@ -21,7 +21,7 @@ from starlette.routing import Route
 from .drawing import overlay, png_bytes, to_pil
 from .editing import Edit, edit, part_profile
 from .errors import PandaError
-from .generators import GeneratorAdapter
+from .generators import GeneratorAdapter, Latents
 from .localisation import localize, signed
 from .maps import normalise, upsample
 from .model import PandA
@@ -42,8 +42,12 @@ def port_free(host: str, port: int) -> None:
             raise PandaError(f"cannot listen on {host}:{port} ({exc.strerror}): choose another --host or --port.") from exc
 
 
-def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0):
-    """The Starlette app for ``model`` on ``generator`` (checked to match); the page opens on ``seed``."""
+def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents: Latents | None = None):
+    """The Starlette app for ``model`` on ``generator`` (checked to match); the page opens on ``seed``.
+
+    latents: a projected latent (``panda project``) to explore instead of seeds: every picture shows it and the
+    page's seed controls are disabled.
+    """
     model.check_compatible(generator)
     lock = threading.Lock()  # hooks are registered on the shared module: one generation at a time
     scale = max(1, 256 // generator.image_size)
@@ -60,11 +64,14 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0):
         except ValueError as exc:
             raise PandaError("alpha must be a number.") from exc
 
-    def seed_of(request) -> int:
+    def sample_of(request) -> Latents:
+        """The request's sample: the projected latent, or its seed's latent."""
+        if latents is not None:
+            return latents[:1]
         (seed,) = ints(request, "seed")
         if not 0 <= seed <= MAX_SEED:
             raise PandaError(f"seed must be in 0..{MAX_SEED}.")
-        return seed
+        return generator.sample([seed])
 
     def picture(fn):
         """Wrap an endpoint that returns an (H, W, 3) or (3, H, W) image in [0, 1] into a PNG response."""
@@ -81,36 +88,34 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0):
         return endpoint
 
     def original(request):
-        seed = seed_of(request)
-        return generator.render([seed])[0]
+        return generator.render(sample_of(request))[0]
 
     def edited(request):
-        seed = seed_of(request)
+        lat = sample_of(request)
         part, appearance = ints(request, "part", "appearance")
-        return generator.to_unit(edit(model, generator, [seed], [Edit(part, appearance, alpha_of(request))])).cpu()[0]
+        return generator.to_unit(edit(model, generator, lat, [Edit(part, appearance, alpha_of(request))])).cpu()[0]
 
     def part_map(request):
-        seed = seed_of(request)
+        lat = sample_of(request)
         (part,) = ints(request, "part")
-        image = generator.render([seed])[0]
+        image = generator.render(lat)[0]
         return overlay(image, upsample(part_profile(model, part)[None], image.shape[-1])[0])
 
     def localisation(request):
-        seed = seed_of(request)
+        lat = sample_of(request)
         (appearance,) = ints(request, "appearance")
         model.check_appearance(appearance)
-        lat = generator.sample([seed])
         image = generator.render(lat)[0]
         maps = signed(model, appearance, localize(model, generator, lat)[0, appearance])
         return overlay(image, upsample(normalise(maps[None]), image.shape[-1])[0] ** 2)
 
     def removed(request):
-        seed = seed_of(request)
+        lat = sample_of(request)
         (part,) = ints(request, "part")
         alpha = alpha_of(request) or 1.0
         if model.background_ is None:  # fitted without the background search: choose the fill for this part and image
-            return removal(model, generator, [seed], part_profile(model, part), alpha, "auto").removed[0]
-        return generator.to_unit(remove(model, generator, [seed], part_profile(model, part), alpha)).cpu()[0]
+            return removal(model, generator, lat, part_profile(model, part), alpha, "auto").removed[0]
+        return generator.to_unit(remove(model, generator, lat, part_profile(model, part), alpha)).cpu()[0]
 
     def info(_request):
         return JSONResponse({
@@ -122,7 +127,7 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0):
     def page(_request):
         return HTMLResponse(render_explorer(f"panda: {generator.name} layer {model.layer_}", {
             "n_parts": model.n_parts, "n_appearances": model.n_appearances,
-            "top": [model.top_appearances(k, 8) for k in range(model.n_parts)],
+            "top": [model.top_appearances(k, 8) for k in range(model.n_parts)], "latent": latents is not None,
         }, seed))
 
     return Starlette(routes=[
@@ -133,9 +138,10 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0):
     ])
 
 
-def serve(model: PandA, generator: GeneratorAdapter, host: str = "127.0.0.1", port: int = 8000, seed: int = 0) -> None:
-    """Serve the explorer for ``model`` on ``generator`` until interrupted."""
+def serve(model: PandA, generator: GeneratorAdapter, host: str = "127.0.0.1", port: int = 8000, seed: int = 0,
+          latents: Latents | None = None) -> None:
+    """Serve the explorer for ``model`` on ``generator`` (or one projected latent) until interrupted."""
     port_free(host, port)
-    app = create_app(model, generator, seed)
+    app = create_app(model, generator, seed, latents)
     print(f"panda explorer on http://{host}:{port}/  (Ctrl-C stops it)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

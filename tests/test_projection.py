@@ -74,3 +74,41 @@ def test_project_a_photo_then_edit_it_on_the_cli(sg3, tmp_path):
         assert list((tmp_path / cmd[0]).glob("*.png"))
     r = CliRunner().invoke(main, ["project", str(tmp_path / "missing.png"), "--generator", ckpt])
     assert r.exit_code == 2 and "does not exist" in r.output
+
+
+def test_the_explorer_shows_a_projected_latent(sg3, tmp_path):
+    """serve --latent: every picture is of the projected latent, whatever seed the page sends."""
+    import urllib.request
+
+    from test_serve import serving
+
+    from panda.features import FeatureSource
+    from panda.model import PandA
+    from panda.serve import create_app
+    result = project(sg3, sg3.render([7])[0], steps=5)
+    model = PandA(rank_parts=3).fit(FeatureSource(sg3, sg3.default_layer, range(32)))
+    for base, _ in serving(create_app(model, sg3, latents=result.latents())):
+        pngs = []
+        for seed in (0, 5):
+            with urllib.request.urlopen(f"{base}/api/original.png?seed={seed}") as r:
+                pngs.append(r.read())
+        assert pngs[0] == pngs[1]  # the latent, not the seed
+        with urllib.request.urlopen(f"{base}/api/edit.png?seed=0&part=1&appearance=0&alpha=1") as r:
+            assert r.status == 200
+        with urllib.request.urlopen(f"{base}/") as r:
+            assert b"&#34;latent&#34;: true" in r.read()
+
+
+def test_fit_without_background_search_and_batch_from_image_size(tmp_path):
+    from panda.model import PandA
+    f = tmp_path / "f.safetensors"
+    r = CliRunner().invoke(main, ["fit", "--generator", str(FIXTURES / "stylegan2_nvlabs.pkl"), "-n", "32", "-rs", "3",
+                                  "--background-samples", "0", "--out", str(f), "-q"])
+    assert r.exit_code == 0, r.output
+    assert "generator batch 256" in r.output and "kept in memory" in r.output
+    assert PandA.load(f).background_ is None
+    from panda.stylegan2 import Generator
+    from panda.generators import GeneratorAdapter
+    big = GeneratorAdapter(Generator(8, 0, 8, 256, 3, channel_base=256, channel_max=8), "sg256", 8,
+                           forward_fn=lambda m, z, c: m(z, c))
+    assert big.default_batch == 16

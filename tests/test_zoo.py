@@ -347,3 +347,11 @@ def test_feature_layers_are_the_ones_users_mean():
     assert r.exit_code == 0 and "torgb" not in r.output and "more with --all" in r.output
     r = CliRunner().invoke(main, ["layers", str(FIXTURES / "stylegan2_nvlabs.pkl"), "--all"])
     assert "synthesis.b16.torgb" in r.output
+
+
+def test_w_plus_on_genforce_stylegan():
+    """genforce's StyleGAN truncates after its mapping network: W+ comes from the truncation module."""
+    g = panda.load_generator(FIXTURES / "stylegan_genforce.pth", truncation_psi=0.7)
+    ws = g.to_w([0, 1])
+    assert ws.shape == (2, 12, 16) and type(g.w_module()).__name__ == "Truncation"
+    assert torch.equal(g.synthesize(Latents.from_w(ws)), g.synthesize(g.sample([0, 1])))

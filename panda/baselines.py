@@ -204,32 +204,11 @@ def ganspace_w(generator: GeneratorAdapter, n_samples: int = 10_000, n_component
     with torch.no_grad():
         for start in range(seed, seed + n_samples, batch_size):
             lat = generator.sample(range(start, min(start + batch_size, seed + n_samples)))
-            ws.append(_mapping_w(generator, lat))
+            ws.append(generator.to_w(lat)[:, 0].cpu())  # the first layer's w (all layers share it before truncation)
     w = torch.cat(ws).double()
     q = min(n_components, w.shape[0] - 1, w.shape[1])
     _, _, v = torch.pca_lowrank(w, q=q, center=True, niter=4)
     return _unit_rows(v.T).float()
-
-
-def _mapping_w(generator: GeneratorAdapter, latents: Latents) -> torch.Tensor:
-    """The first layer's w (N, w_dim) for latents, from the mapping network's output (N, num_ws, w_dim)."""
-    out = []
-
-    class _Stop(Exception):
-        pass
-
-    def hook(_m, _i, w):
-        out.append(w[:, 0].detach().cpu())
-        raise _Stop
-
-    handle = generator.w_module().register_forward_hook(hook)
-    try:
-        generator.synthesize(latents)
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
-    return out[0]
 
 
 def style_layers(generator: GeneratorAdapter) -> list[str]:

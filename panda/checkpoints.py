@@ -303,7 +303,7 @@ def _read_rosinality(path: Path, trust_pickle: bool) -> LoadedNetwork:
         raise PandaError(f"'{path}' has no 'g_ema': not a stylegan2-pytorch checkpoint.")
     src = ckpt["g_ema"]
     kwargs, widths = _rosinality_kwargs(src, path)
-    module = _RosinalityWidths.build(kwargs, widths)
+    module = _build_with_widths(kwargs, widths)
     try:
         state = _rename_rosinality(src, module, ckpt.get("latent_avg"))
         module.load_state_dict(state, strict=True)
@@ -321,18 +321,15 @@ def _read_rosinality(path: Path, trust_pickle: bool) -> LoadedNetwork:
     return LoadedNetwork(module, kwargs["z_dim"], 0, res, "StyleGAN2", default_layer(module, res))
 
 
-class _RosinalityWidths:
-    """rosinality's channel widths (512 up to 64 px, then 256 x multiplier / ...) as NVlabs' channel_base/max."""
-
-    @staticmethod
-    def build(kwargs: dict, widths: dict[int, int]) -> StyleGAN2:
-        # channel_base // r capped at channel_max reproduces any width table that halves with resolution
-        # once below the cap; find the pair that gives this table exactly.
-        cap = max(widths.values())
-        for base in sorted({w * r for r, w in widths.items()}):
-            if all(min(base // r, cap) == w for r, w in widths.items()):
-                return StyleGAN2(**kwargs, channel_base=base, channel_max=cap)
-        raise PandaError(f"channel widths {widths} do not halve with resolution: panda cannot rebuild this network.")
+def _build_with_widths(kwargs: dict, widths: dict[int, int]) -> StyleGAN2:
+    """A StyleGAN2 with rosinality's channel widths (512 up to 64 px, then 256 x multiplier, ...): NVlabs'
+    channel_base // r capped at channel_max reproduces any width table that halves with resolution once below the
+    cap, so find the pair that gives this table exactly."""
+    cap = max(widths.values())
+    for base in sorted({w * r for r, w in widths.items()}):
+        if all(min(base // r, cap) == w for r, w in widths.items()):
+            return StyleGAN2(**kwargs, channel_base=base, channel_max=cap)
+    raise PandaError(f"channel widths {widths} do not halve with resolution: panda cannot rebuild this network.")
 
 
 def _rename_rosinality(src: dict, module: StyleGAN2, latent_avg) -> dict[str, torch.Tensor]:

@@ -337,7 +337,8 @@ class GeneratorAdapter:
 
                 handles.append(sub.register_forward_hook(record))
             try:
-                self._image_size = int(self.synthesize(self.sample([0])).shape[-1])
+                image = self.synthesize(self.sample([0]))
+                self._image_size, self._image_channels = int(image.shape[-1]), int(image.shape[1])
             finally:
                 for h in handles:
                     h.remove()
@@ -350,7 +351,7 @@ class GeneratorAdapter:
         return several tensors (a StyleGAN2 block returns ``(x, img)``) cannot be hooked as a whole: their
         convolutions are listed instead. Every name of :meth:`layer_shapes` stays usable."""
         shapes = self.layer_shapes()
-        image_channels = int(self.synthesize(self.sample([0])).shape[1]) if shapes else 0
+        image_channels = self._image_channels  # measured with the shapes, by the same probe
         features = {n: s for n, s in shapes.items() if s[0] != image_channels or n == self.default_layer}
         return {n: s for n, s in features.items()
                 if n == self.default_layer or not any(n.startswith(parent + ".") for parent in features)}

@@ -17,9 +17,10 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) torch==2.13.0
-	$(PIP) --no-deps $(WEIGHTS) $(LANDMARKS)
 	$(PIP) $(LANDMARK_DEPS)
 	$(PIP) -e ".[test]"
+	@# last, and without dependency resolution: pip then does not list the wheels' unwanted requirements as errors
+	$(PIP) --no-deps $(WEIGHTS) $(LANDMARKS)
 	touch $@
 
 demo: install

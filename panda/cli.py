@@ -16,13 +16,13 @@ import click
 import torch
 
 from .demo import run_demo
-from .drawing import grid, save_png, scale_for, to_pil
+from .drawing import grid, save_images, save_png, scale_for, to_pil
 from .editing import DEFAULT_ALPHAS, Edit, check_alpha, check_edits, edit as edit_images, measured_sweep
 from .errors import PandaError
 from .evaluation import run_roir
 from .figures import (candidates_figure, edits_figure, localize_figure, localize_top_figure, parts_figure,
                       refine_figure, remove_figure, sweep_figure)
-from .fileio import check_writable
+from .fileio import backup, check_output_file, check_writable
 from .features import default_memory_budget
 from .fitting import fit_factors
 from .checkpoints import FORMATS, NOISE_MODES, load_generator
@@ -192,6 +192,17 @@ def _samples(gen, seeds: list[int] | None, seed: int, n: int, latent: str | None
     return seed_list, seed_list
 
 
+SAVE_IMAGES = click.option("--save-images", is_flag=True,
+                           help="Also write each result image alone, at the generator's resolution (images/*.png).")
+
+
+def _export(folder, images: torch.Tensor, labels: list, what: str) -> None:
+    """--save-images: one PNG per image, named by its seed (or 'projected')."""
+    names = [f"{what}_{label}" if label != "projected" else f"{what}_projected{i}" for i, label in enumerate(labels)]
+    paths = save_images(images, check_writable(folder / "images"), names)
+    click.echo(f"wrote {len(paths)} image(s) to {paths[0].parent}")
+
+
 def sample_options(n_images: int, out: str):
     """--seeds / --seed / --n-images (which samples to draw), --out, --generator and --device."""
 
@@ -269,10 +280,11 @@ def layers(generator: str, device: str, seed: int, trust_pickle: bool, show_all:
 @click.option("--background-samples", type=click.IntRange(min=0), default=8,
               help="Samples the background appearance (object removal) is searched on; 0 skips the search.")
 @click.option("--out", "-o", default="factors.safetensors", help="Factor file to write (safetensors + JSON metadata).")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists (otherwise an existing file stops the command).")
 @device_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def fit(layer, rank_appearance, rank_parts, n_samples, seed, max_iter, tol, batch_size, memory_gb, background_samples, out,
-        device, quiet, **gen):
+        overwrite, device, quiet, **gen):
     """Learn parts and appearances at a layer and write them to a factor file.
 
     \b
@@ -280,6 +292,7 @@ def fit(layer, rank_appearance, rank_parts, n_samples, seed, max_iter, tol, batc
     """
     if memory_gb is not None and memory_gb < 0:
         raise PandaError(f"--memory-gb must be >= 0, got {memory_gb}.")
+    check_output_file(out, overwrite)  # before minutes of fitting, not after
     generator = _generator(device, **gen)
     batch = batch_size or generator.default_batch
     budget = default_memory_budget() if memory_gb is None else int(memory_gb * (1 << 30))
@@ -321,8 +334,9 @@ def parts(factors, seeds, seed, n_images, latent, out, device, **gen):
 @click.option("--alpha", "-a", type=FINITE, default=1.0, help="Strength, in units of the layer's typical activation norm.")
 @click.option("--edit", "edits", type=EDIT, multiple=True, help="PART,APPEARANCE,ALPHA; repeat to combine edits (no sweep then).")
 @click.option("--sweep/--no-sweep", default=True, help="With one edit: columns -2x, -1x, 0, +1x, +2x alpha.")
+@SAVE_IMAGES
 @sample_options(n_images=6, out="out/edit")
-def edit(factors, part, appearance, alpha, edits, sweep, seeds, seed, n_images, latent, out, device, **gen):
+def edit(factors, part, appearance, alpha, edits, sweep, save_images, seeds, seed, n_images, latent, out, device, **gen):
     """Edit samples locally: add appearance j to part k (edit grid PNG).
 
     \b
@@ -348,10 +362,14 @@ def edit(factors, part, appearance, alpha, edits, sweep, seeds, seed, n_images, 
         result = measured_sweep(model, gen, samples, e.part, e.appearance, [f * e.alpha for f in DEFAULT_ALPHAS])
         path = save_png(sweep_figure(model, result, seed_list), folder / f"edit_part{e.part}_app{e.appearance}.png")
         click.echo(f"wrote {path} ({100 * result.share:.0f}% of the pixel change inside the part)")
+        if save_images:  # the column at the edit's own strength
+            _export(folder, result.images[:, list(DEFAULT_ALPHAS).index(1.0)], seed_list, "edited")
     else:
         edited = gen.to_unit(edit_images(model, gen, samples, edit_list)).cpu()
         path = save_png(edits_figure(model, gen.render(samples), edited, edit_list, seed_list), folder / "edit.png")
         click.echo(f"wrote {path}")
+        if save_images:
+            _export(folder, edited, seed_list, "edited")
 
 
 @main.command()
@@ -365,8 +383,10 @@ def edit(factors, part, appearance, alpha, edits, sweep, seeds, seed, n_images, 
               help="Start from the global parts translated by up to this many positions, whichever fits the image best (0: no search).")
 @click.option("--shift", type=SHIFT, default="0,0",
               help="Translate the features by DY,DX layer positions first (periodically), to try refinement on misaligned data.")
+@SAVE_IMAGES
 @sample_options(n_images=6, out="out/refine")
-def refine(factors, part, appearance, alpha, steps, radius, search, shift, seeds, seed, n_images, latent, out, device, **gen):
+def refine(factors, part, appearance, alpha, steps, radius, search, shift, save_images, seeds, seed, n_images, latent, out,
+           device, **gen):
     """Fit sample-specific parts for each image and compare them and their edits with the global parts.
 
     \b
@@ -385,6 +405,9 @@ def refine(factors, part, appearance, alpha, steps, radius, search, shift, seeds
     click.echo(f"wrote {path}\n  reconstruction error: global {cmp.error_global:.4f}, refined {cmp.error_refined:.4f}\n"
                f"  median ROIR of the edit (lower is better): global {cmp.roir_global:.3f}, refined {cmp.roir_refined:.3f}\n"
                f"  images whose refinement started from the shift ({dy},{dx}): {cmp.shift_found:.0%}")
+    if save_images:
+        _export(folder, cmp.with_global, seed_list, "global")
+        _export(folder, cmp.with_refined, seed_list, "refined")
 
 
 @main.command()
@@ -399,8 +422,10 @@ def refine(factors, part, appearance, alpha, steps, radius, search, shift, seeds
               help="'auto': the appearance that best fills this region with its surroundings on these images "
                    "(also writes the runners-up side by side); 'global': the one chosen when fitting; or an "
                    "appearance index, '-J' for its opposite sign.")
+@SAVE_IMAGES
 @sample_options(n_images=6, out="out/remove")
-def remove(factors, part, mask, region, dilate, alpha, background, seeds, seed, n_images, latent, out, device, **gen):
+def remove(factors, part, mask, region, dilate, alpha, background, save_images, seeds, seed, n_images, latent, out, device,
+           **gen):
     """Context-aware object removal: fill a part, a mask or a face region with a background appearance.
 
     \b
@@ -431,6 +456,8 @@ def remove(factors, part, mask, region, dilate, alpha, background, seeds, seed, 
     result = removal(model, gen, samples, grid_regions, alpha, background, masks, sign)
     name = f"remove_part{part}" if part is not None else (f"remove_{region}" if region else "remove_mask")
     path = save_png(remove_figure(result, seed_list, label), folder / f"{name}.png")
+    if save_images:
+        _export(folder, result.removed, seed_list, "removed")
     click.echo(f"wrote {path}\n  background appearance {result.appearance} ({result.sign:+g}); colour distance from "
                f"the region to its surroundings: {result.distance_before:.4f} before, {result.distance_after:.4f} after")
     if result.search is not None:  # auto: show the runners-up, the pick is a colour criterion and may not look best
@@ -558,8 +585,10 @@ def name_parts_cmd(factors, n, seed, device, **gen):
     """
     model, generator = _load(factors, device, **gen)
     names = name_model_parts(model, generator, n, seed)
+    copy = backup(factors)
     model.save(factors)
-    click.echo("; ".join(f"part {k}: {v}" for k, v in sorted(names.items())) + f"\nsaved into {factors}")
+    click.echo("; ".join(f"part {k}: {v}" for k, v in sorted(names.items())) + f"\nsaved into {factors} (the file as it "
+               f"was: {copy})")
 
 
 @main.group()

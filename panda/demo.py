@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from . import figures
 from .drawing import save_png
 from .editing import DEFAULT_ALPHAS, measured_sweep, sweep
-from .fileio import check_writable
+from .fileio import publish_folder, staging_folder
 from .fitting import fit_factors
 from .checkpoints import load_generator
 from .generators import DEFAULT_GENERATOR, GeneratorAdapter
@@ -42,10 +42,11 @@ def run_demo(generator: GeneratorAdapter | str = DEFAULT_GENERATOR, layer: str |
     """Fit PandA (R_C = C) and write factors, parts, per-part edits, refinement, removal,
     localisation and an index.html into ``out``.
 
-    The samples shown are seeds n_samples + seed ..., which the fit never saw.
+    The samples shown are seeds n_samples + seed ..., which the fit never saw. Everything is written to a hidden
+    folder beside ``out`` that replaces it only when complete: an interrupted demo leaves the previous one whole.
     """
-    folder = check_writable(out)
     gen = load_generator(generator, device) if isinstance(generator, str) else generator
+    folder = staging_folder(out)
     model = fit_factors(gen, layer, None, rank_parts, n_samples, seed, progress=progress)
     naming = _name_parts(model, gen)
     model.save(folder / "factors.safetensors")
@@ -56,7 +57,7 @@ def run_demo(generator: GeneratorAdapter | str = DEFAULT_GENERATOR, layer: str |
     save_png(figures.parts_figure(model, gen.render(latents), shown), folder / "parts.png")
     overview, per_part = [], []
     for k in tqdm(range(model.n_parts), desc="edits per part", disable=not progress, leave=False):
-        top = model.top_appearances(k, n_top)
+        top = model.top_appearances(k, n_top, by="specific")  # what is particular to the part, not the mean direction
         result = measured_sweep(model, gen, latents, k, top[0], alphas)
         save_png(figures.sweep_figure(model, result, shown), folder / f"edit_part{k}.png")
         sheets = [(j, gen.to_unit(sweep(model, gen, latents[:2], k, j, alphas)).cpu()) for j in top]
@@ -75,13 +76,16 @@ def run_demo(generator: GeneratorAdapter | str = DEFAULT_GENERATOR, layer: str |
     finite = [r for r in refined if math.isfinite(r.roir_global)] or refined
     best = max(finite, key=lambda r: r.roir_global / max(r.roir_refined, 1e-12))
     save_png(figures.refine_figure(model, best, shown, 100), folder / "refine.png")
-    removals = [(k, removal(model, gen, latents[:3], region_for(model, part=k), 1.0)) for k in range(model.n_parts)]
+    removals = [(k, removal(model, gen, latents[:3], region_for(model, part=k), 1.0))
+                for k in tqdm(range(model.n_parts), desc="removal per part", disable=not progress, leave=False)]
     removals.sort(key=lambda item: item[1].distance_after / max(item[1].distance_before, 1e-12))
     for rank, (k, result) in enumerate(removals[:3]):
         save_png(figures.remove_figure(result, shown[:3], model.part_label(k)), folder / f"remove_{rank}.png")
     best_k, best_removal = removals[0]
     fills = candidate_fills(model, gen, latents[:3], best_removal.regions, best_removal.search, 1.0)
     save_png(figures.candidates_figure(best_removal, fills, shown[:3], model.part_label(best_k)), folder / "remove_candidates.png")
+    if progress:
+        tqdm.write("localisation maps ...")
     save_png(figures.localize_top_figure(model, localisation(model, gen, latents[:1]), 6, shown[0]), folder / "localize_top.png")
     save_png(figures.localize_figure(model, localisation(model, gen, latents), model.background_, shown),
              folder / "localize_background.png")
@@ -99,7 +103,9 @@ def run_demo(generator: GeneratorAdapter | str = DEFAULT_GENERATOR, layer: str |
         Section("Parts", "Each part is a non-negative map over the layer's grid, shared by all images; "
                          "'all parts' colours each pixel by its strongest part. " + naming,
                 [("parts.png", "The parts over samples.")]),
-        Section("Every part at a glance", "One sample; each row adds the part's top appearance (by coefficient energy) "
+        Section("Every part at a glance", "One sample; each row adds the appearance most specific to the part (strong "
+                                          "there, and more there than elsewhere; appearance 0, the mean direction that "
+                                          "is strong in every part, is one `panda edit --appearance 0` away) "
                                           "at increasing strength.", [("overview.png", "Top edit of every part.")]),
     ]
     refine_rows = Markup("").join(Markup("<tr><td>{}</td><td>{:.2f}</td><td>{:.2f}</td></tr>").format(
@@ -133,9 +139,10 @@ def run_demo(generator: GeneratorAdapter | str = DEFAULT_GENERATOR, layer: str |
                             "rescaled to [0, 1]).", [("localize_top.png", f"Seed {shown[0]}: its six strongest concepts."),
                                                      ("localize_background.png", f"Where the background appearance {model.background_} is.")]))
     for k, top, share in per_part:
-        sections.append(Section(f"Part {k}", f"Top appearances by coefficient energy: {', '.join(map(str, top))}.", [
+        sections.append(Section(f"Part {k}", f"Appearances most specific to the part: {', '.join(map(str, top))}.", [
             (f"edit_part{k}.png", f"Part {k} + appearance {top[0]} at alpha {', '.join(f'{a:+g}' for a in alphas)}; "
                                   f"{100 * share:.0f}% of the pixel change at |alpha| = 2 falls in the part."),
             (f"part{k}_appearances.png", f"Part {k}: its {len(top)} top appearances on two samples."),
         ]))
-    return write_index(folder, f"panda demo: {gen.name}", sections)
+    index = write_index(folder, f"panda demo: {gen.name}", sections)
+    return publish_folder(folder, out) / index.name

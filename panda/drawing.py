@@ -149,3 +149,11 @@ def png_bytes(image: Image.Image) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def save_images(images: torch.Tensor, folder: str | Path, names: Sequence[str]) -> list[Path]:
+    """One PNG per image at its own resolution (no grid, no enlargement): ``images`` (N, 3, H, W) in [0, 1],
+    written as ``folder/NAME.png`` for each of ``names``."""
+    if len(names) != len(images):
+        raise ValueError(f"{len(names)} names for {len(images)} images")
+    return [save_png(to_pil(image), Path(folder) / f"{name}.png") for image, name in zip(images, names)]

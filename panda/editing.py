@@ -58,11 +58,20 @@ def part_profile(model: PandA, part: int, parts: torch.Tensor | None = None) -> 
     return normalise(p[None])[0]
 
 
+#: The largest edit strength accepted, in units of the layer's typical activation norm: far beyond any useful edit
+#: (a few units), and far below what overflows the generator into NaN pictures.
+MAX_ALPHA = 1000.0
+
+
 def check_alpha(alpha: float) -> float:
-    """An edit strength must be a finite number (a NaN or inf would ruin every pixel)."""
-    if not math.isfinite(alpha):
-        raise PandaError(f"alpha must be a finite number, got {alpha}.")
-    return alpha
+    """An edit strength must be a finite number within +-MAX_ALPHA (a NaN, inf or astronomically large one would
+    ruin every pixel)."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
+        raise PandaError(f"alpha must be a finite number, got {alpha!r}.")
+    if abs(alpha) > MAX_ALPHA:
+        raise PandaError(f"alpha={alpha:g} is beyond +-{MAX_ALPHA:g} (it is in units of the layer's typical activation "
+                         f"norm; useful edits are a few units): give a smaller one.")
+    return float(alpha)
 
 
 def check_edits(model: PandA, edits: Sequence[Edit]) -> list[Edit]:
@@ -116,13 +125,19 @@ def synthesize_offset(
     n = len(latents)
     if deltas.shape[0] not in (1, n):
         raise ValueError(f"deltas has {deltas.shape[0]} rows for {n} latents")
+    if not torch.isfinite(deltas).all():
+        raise PandaError("the edit's offset contains NaN or inf: the region mask, the refined parts, the sign and the "
+                         "strength must all be finite numbers.")
     out = []
     for start in range(0, n, batch_size):
         sl = slice(start, start + batch_size)
         d = (deltas if deltas.shape[0] == 1 else deltas[sl]).to(generator.device)
         with modified(generator, layer, lambda z: (z if transform is None else transform(z)) + d):
             out.append(generator.synthesize(latents[sl]))
-    return torch.cat(out)
+    images = torch.cat(out)
+    if not torch.isfinite(images).all():  # a blank picture with exit code 0 would pass for a result
+        raise PandaError("the edited images contain NaN or inf: the edit is too strong for this generator; lower alpha.")
+    return images
 
 
 def edit(

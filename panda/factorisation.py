@@ -8,8 +8,8 @@ Why it needs no learning rate: with ``Q = P P^T`` and ``A^T A = I``,
   top-R_C eigenvectors of N: a closed-form step;
 * for fixed A it is ``sum_i ||Z_i||^2 - 2 tr(P^T M P) + tr(P^T M P P^T P)`` with
   ``M = sum_i Z_i^T A A^T Z_i`` (S x S): the P-step never touches the data again, and is
-  solved by projected gradient with an Armijo backtracking line search (Lin, 2007), whose
-  step adapts itself.
+  solved by spectral projected gradient with an exact line search (f is a quartic along any
+  line), whose step adapts itself; several random starts run as one batched product.
 
 Every statistic is a sum over samples, accumulated batch by batch in bounded memory. With
 R_C = C the P-step's M does not depend on A, and the whole fit takes two passes over the data.
@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import torch
+from tqdm.auto import tqdm
 
 from .errors import PandaError
 
@@ -98,14 +99,15 @@ def data_stats(batches: Batches, grid: tuple[int, int] | None = None) -> DataSta
     norm_sum, n, channel, position, border_channel, border_sum = 0.0, 0, None, None, None, None
     border = None if grid is None else border_mask(*grid).flatten()
     for z in batches:
-        z = _check_finite(z)
+        z = _upcast(z)
         b, c, s = z.shape
         zs = z.transpose(1, 2).reshape(b * s, c)  # one copy serves the channel scatter and the norms
         ch = (zs.T @ zs).double()
         po = torch.einsum("bcs,bct->st", z, z).double()
         channel = ch if channel is None else channel + ch
         position = po if position is None else position + po
-        norm_sum += float(zs.norm(dim=1).double().sum())
+        # kept on the device: a float() per batch would make a GPU wait for the host every batch
+        norm_sum = norm_sum + zs.norm(dim=1).double().sum()
         n += b
         if border is not None:
             zb = z[:, :, border.to(z.device)].transpose(1, 2).reshape(-1, c)
@@ -114,8 +116,10 @@ def data_stats(batches: Batches, grid: tuple[int, int] | None = None) -> DataSta
             border_sum = bs if border_sum is None else border_sum + bs
     if n == 0:
         raise PandaError("no samples to fit on: n_samples must be >= 1.")
+    # NaN or inf anywhere in the data reaches the sums (the channel trace and the norm sum), checked once at the end
+    _check_finite(torch.stack([torch.trace(channel), norm_sum]))
     total = float(torch.trace(channel))  # sum_i ||Z_i||^2 = tr(sum_i Z_i Z_i^T)
-    return DataStats(total, channel, position, norm_sum / (n * position.shape[0]), n, border_channel, border_sum)
+    return DataStats(total, channel, position, float(norm_sum) / (n * position.shape[0]), n, border_channel, border_sum)
 
 
 def position_gram(batches: Batches, appearances: torch.Tensor) -> torch.Tensor:
@@ -177,56 +181,186 @@ def parts_objective(m: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return -2 * (p * mp).sum() + ((p.T @ mp) * (p.T @ p)).sum()
 
 
-def solve_parts(m: torch.Tensor, p: torch.Tensor, max_iter: int = 500, tol: float = 1e-7,
-                support: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
-    """Minimise f(P) (see :func:`parts_objective`) over P >= 0.
+def _frobenius(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Batched <a, b>_F over the last two dimensions."""
+    return (a * b).sum((-2, -1))
 
-    Projected gradient with an Armijo backtracking line search along the projection arc; the
-    step grows after each accepted step and halves until accepted, so no learning rate is set.
+
+def _line_quartic(x: torch.Tensor, d: torch.Tensor, mx: torch.Tensor, md: torch.Tensor) -> torch.Tensor:
+    """Coefficients (K, 5), constant term first, of f(x + t d) (see :func:`parts_objective`), exact because f is a
+    quartic: from x, d (K, S, R) and their products with M. Only R x R products, in float64."""
+    x, d, mx, md = x.double(), d.double(), mx.double(), md.double()
+    xt, dt = x.transpose(1, 2), d.transpose(1, 2)
+    b0, b1, b2 = xt @ mx, xt @ md, dt @ md  # P^T M P along the line: b0 + t (b1 + b1^T) + t^2 b2
+    g0, g1, g2 = xt @ x, xt @ d, dt @ d  # P^T P along the line
+    bs, gs = b1 + b1.transpose(1, 2), g1 + g1.transpose(1, 2)
+
+    def tr(a):
+        return a.diagonal(dim1=1, dim2=2).sum(-1)
+
+    return torch.stack([-2 * tr(b0) + _frobenius(b0, g0),
+                        -2 * tr(bs) + _frobenius(b0, gs) + _frobenius(bs, g0),
+                        -2 * tr(b2) + _frobenius(b0, g2) + _frobenius(bs, gs) + _frobenius(b2, g0),
+                        _frobenius(bs, g2) + _frobenius(b2, gs),
+                        _frobenius(b2, g2)], -1)
+
+
+_GRID = 33  # trial points of the exact line search on [0, 1], each then polished by Newton steps
+
+
+def _line_minimum(c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """argmin and min over t in [0, 1] of the quartics with coefficients c (K, 5), (K,) each.
+
+    A grid brackets the global minimum, Newton steps on f' polish it; t = 0 is always a candidate, so the
+    value never exceeds f(0). Tensor operations only: no host synchronisation (cubic roots via torch.linalg
+    would synchronise on CUDA)."""
+    powers = torch.arange(5, dtype=c.dtype, device=c.device)
+
+    def f(t):
+        return (t[..., None] ** powers * c[:, None, :]).sum(-1)
+
+    t = torch.linspace(0, 1, _GRID, dtype=c.dtype, device=c.device).expand(c.shape[0], _GRID)
+    vals = f(t)
+    best = vals.argmin(1, keepdim=True)
+    t_best, v_best = t.gather(1, best), vals.gather(1, best)
+    tn = t_best
+    for _ in range(4):
+        d1 = c[:, 1:2] + 2 * c[:, 2:3] * tn + 3 * c[:, 3:4] * tn ** 2 + 4 * c[:, 4:5] * tn ** 3
+        d2 = 2 * c[:, 2:3] + 6 * c[:, 3:4] * tn + 12 * c[:, 4:5] * tn ** 2
+        tn = torch.where(d2 > 0, tn - d1 / d2.clamp_min(1e-300), tn).clamp(0, 1)
+    vn = f(tn)
+    better = vn < v_best
+    return torch.where(better, tn, t_best).squeeze(1), torch.where(better, vn, v_best).squeeze(1)
+
+
+def _parts_gradient(p: torch.Tensor, mp: torch.Tensor) -> torch.Tensor:
+    """Gradient of f at p (..., S, R), given mp = M p."""
+    pt = p.transpose(-2, -1)
+    return -4 * mp + 2 * (p @ (pt @ mp) + mp @ (pt @ p))
+
+
+def solve_parts(m: torch.Tensor, p: torch.Tensor, max_iter: int = 500, tol: float = 1e-7,
+                support: torch.Tensor | None = None, check_every: int = 10,
+                progress: bool | None = False) -> tuple[torch.Tensor, int]:
+    """Minimise f(P) (see :func:`parts_objective`) over P >= 0, from one start or several at once.
+
+    Spectral projected gradient (Birgin, Martinez and Raydan, 2000): a Barzilai-Borwein trial step, projected,
+    gives a feasible direction d; f is a quartic in P, so f(P + t d) is an exact quartic in t whose minimum on
+    [0, 1] is found from R x R products. One S x S product per iteration (M d; M P is updated from it), no
+    learning rate, and the objective never increases. Starts are batched: K starts cost one (S, K R) product.
 
     Parameters
     ----------
     m : torch.Tensor
-        (S, S) symmetric positive semi-definite statistic.
+        (S, S) symmetric positive semi-definite statistic; its dtype is the products' (float32 halves their cost;
+        the line search's R x R sums are float64 either way).
     p : torch.Tensor
-        (S, R_S) non-negative start.
+        (S, R_S), or (K, S, R_S) for K starts, non-negative.
     max_iter : int
         At most this many iterations.
     tol : float
-        Stop when f decreases by less than ``tol`` relative to |f|.
+        Stop when f decreases by less than ``tol`` relative to |f| per iteration, on average over the last
+        ``check_every`` iterations, for every start.
     support : torch.Tensor, optional
         (S, R_S) bool; entries outside it are held at 0 (the feasible set stays convex, so the projection
         is exact: clamp at 0, then zero outside the mask).
+    check_every : int
+        Iterations between convergence checks (each check synchronises a GPU with the host).
+    progress : bool or None
+        A progress bar over the iterations (None: when stderr is a terminal).
 
     Returns
     -------
     (torch.Tensor, int)
-        P (S, R_S) and the iterations run.
+        P, the shape of ``p`` in float64, and the iterations run.
     """
-    if support is not None:
-        p = p * support
-    step = 1.0 / (4.0 * largest_eigenvalue(m) + 1e-30)
-    f = parts_objective(m, p)
-    it = 0
-    for it in range(1, max_iter + 1):
-        mp = m @ p
-        grad = -4 * mp + 2 * (p @ (p.T @ mp) + mp @ (p.T @ p))
-        for _ in range(60):
-            cand = (p - step * grad).clamp_min(0)
-            if support is not None:
-                cand = cand * support
-            f_new = parts_objective(m, cand)
-            if f_new <= f + 0.01 * (grad * (cand - p)).sum():
-                break
-            step *= 0.5
-        else:  # no decrease possible at machine precision: converged
+    single = p.dim() == 2
+    x = (p[None] if single else p).to(m.dtype)
+    mask = None if support is None else support.to(x.dtype)
+    if mask is not None:
+        x = x * mask
+    lam0 = 1.0 / (4.0 * largest_eigenvalue(m) + 1e-30)
+    state = _SpgState(x, torch.matmul(m, x), torch.full((x.shape[0], 1, 1), lam0, dtype=torch.float64, device=m.device))
+    run = _graphed_steps(m, state, mask, lam0, check_every) if m.is_cuda else None
+    f_prev, it = None, 0
+    bar = tqdm(total=max_iter, desc="parts (P-step)", unit="it", leave=False,
+               disable=None if progress is None else not progress)
+    while it < max_iter:
+        block = min(check_every, max_iter - it)
+        if run is not None and block == check_every:
+            f = run()
+        else:
+            for _ in range(block):
+                f = _spg_step(m, state, mask, lam0)
+        it += block
+        bar.update(block)
+        # M x follows the steps; recomputed now and then so float32 rounding does not accumulate
+        if it % (5 * check_every) == 0:
+            state.mx.copy_(torch.matmul(m, state.x))
+            state.g.copy_(_parts_gradient(state.x, state.mx))
+        if f_prev is not None and bool(((f_prev - f) <= block * tol * f.abs()).all()):
             break
-        decrease = float(f - f_new)
-        p, f = cand, f_new
-        step *= 2.0
-        if decrease <= tol * abs(float(f)):
-            break
-    return p, it
+        f_prev = f.clone()
+    bar.close()
+    x = state.x.double()
+    return (x[0] if single else x), it
+
+
+class _SpgState:
+    """The iterate of :func:`solve_parts`, updated in place (so a captured CUDA graph can replay on it):
+    x (K, S, R), M x, the gradient at x and the Barzilai-Borwein step (K, 1, 1)."""
+
+    def __init__(self, x: torch.Tensor, mx: torch.Tensor, lam: torch.Tensor) -> None:
+        self.x, self.mx, self.lam = x.clone(), mx.clone(), lam
+        self.g = _parts_gradient(x, mx)
+
+
+def _spg_step(m: torch.Tensor, st: _SpgState, mask: torch.Tensor | None, lam0: float) -> torch.Tensor:
+    """One spectral projected-gradient step with exact line search, in place; returns f after it, (K,)."""
+    d = (st.x - st.lam.to(st.x.dtype) * st.g).clamp_min(0)
+    if mask is not None:
+        d = d * mask
+    d = d - st.x
+    md = torch.matmul(m, d)
+    t, f = _line_minimum(_line_quartic(st.x, d, st.mx, md))
+    t = t.to(st.x.dtype)[:, None, None]
+    s = t * d
+    st.x.add_(s)
+    st.mx.add_(t * md)
+    g_new = _parts_gradient(st.x, st.mx)
+    sy = (s.double() * (g_new - st.g).double()).sum((1, 2), keepdim=True)
+    ss = (s.double() ** 2).sum((1, 2), keepdim=True)
+    # Barzilai-Borwein step s's/s'y where the curvature is positive, else a longer step; kept in a safe range
+    st.lam.copy_(torch.where(sy > 0, ss / sy.clamp_min(1e-300), 2 * st.lam).clamp(lam0 * 1e-6, lam0 * 1e6))
+    st.g.copy_(g_new)
+    return f
+
+
+def _graphed_steps(m: torch.Tensor, st: _SpgState, mask: torch.Tensor | None, lam0: float,
+                   steps: int) -> Callable[[], torch.Tensor] | None:
+    """``steps`` iterations captured as one CUDA graph: on a GPU each iteration is a few dozen small kernels, whose
+    launches (not arithmetic) would set the pace. None where capture fails: the caller then runs them eagerly."""
+    try:
+        x0, mx0, g0, lam_0 = st.x.clone(), st.mx.clone(), st.g.clone(), st.lam.clone()
+        side = torch.cuda.Stream(m.device)
+        side.wait_stream(torch.cuda.current_stream(m.device))
+        with torch.cuda.stream(side):  # warm-up outside the graph, as capture requires
+            for _ in range(2):
+                _spg_step(m, st, mask, lam0)
+        torch.cuda.current_stream(m.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for _ in range(steps):
+                f = _spg_step(m, st, mask, lam0)
+        for dst, src in ((st.x, x0), (st.mx, mx0), (st.g, g0), (st.lam, lam_0)):  # undo warm-up and capture
+            dst.copy_(src)
+    except RuntimeError:
+        return None
+
+    def run() -> torch.Tensor:
+        graph.replay()
+        return f
+    return run
 
 
 def init_parts(m: torch.Tensor, rank: int, random_state: int = 0) -> torch.Tensor:
@@ -278,6 +412,7 @@ def panda_factorise(
     stats: DataStats | None = None,
     n_init: int = 4,
     grid: tuple[int, int] | None = None,
+    progress: bool | None = False,
 ) -> FitResult:
     """Alternating minimisation of the PandA objective.
 
@@ -304,6 +439,8 @@ def panda_factorise(
         keeps the best; restarts are cheap because the P-step works on an S x S matrix only.
     grid : (int, int), optional
         The layer's (H, W); with it the first pass also gathers the border statistics.
+    progress : bool or None
+        Progress bars for the statistics pass, the P-steps and the outer iterations (None: when stderr is a terminal).
 
     Returns
     -------
@@ -325,19 +462,26 @@ def panda_factorise(
     # The P-step's statistic, scaled by sum||Z||^2 so that its objective is the relative error - 1.
     m = (stats.position if full else position_gram(batches, a)) / stats.total
     passes += 0 if full else 1
-    starts = [solve_parts(m, init_parts(m, rank_parts, random_state + i))[0] for i in range(n_init)]
+    # The P-step's S x S products in float32 (half the memory traffic; its line search sums in float64), all
+    # random starts as one batched product.
+    starts, _ = solve_parts(m.float(), torch.stack([init_parts(m, rank_parts, random_state + i) for i in range(n_init)]),
+                            progress=progress)
     p = min(starts, key=lambda cand: float(parts_objective(m, cand)))
     errors: list[float] = []
     times: list[float] = []
+    bar = tqdm(total=n_iter_max, desc="alternating iterations", unit="it", leave=False,
+               disable=None if progress is None else not progress)
     for it in range(n_iter_max):
         if it > 0:
-            p, _ = solve_parts(m, p)
+            p, _ = solve_parts(m.float(), p, progress=progress)
         n = appearance_scatter(batches, p)
         passes += 1
         vals, a = top_eigenvectors(n, rank_appearance)
         err = 1.0 - float(vals.sum()) / stats.total
         errors.append(err)
         times.append(time.perf_counter() - start)
+        bar.update(1)
+        bar.set_postfix(error=f"{err:.4f}")
         if callback is not None:
             callback(it, err)
         # With R_C = C the P-step's M does not depend on A: one iteration is the solution.
@@ -345,6 +489,7 @@ def panda_factorise(
             break
         m = position_gram(batches, a) / stats.total
         passes += 1
+    bar.close()
     return FitResult(a.float(), p.float(), errors, passes, stats, times)
 
 

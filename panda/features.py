@@ -12,6 +12,7 @@ import os
 import time
 from typing import Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -67,13 +68,14 @@ def iter_features(
     layer: str,
     seeds: Sequence[int],
     batch_size: int = 256,
-    progress: bool = False,
+    progress: bool | None = False,
     desc: str = "features",
 ) -> Iterator[torch.Tensor]:
     """Stream feature maps for ``seeds``, batch by batch, flattened to (B, C, S), S = H*W."""
     if batch_size < 1:
         raise PandaError(f"batch size must be >= 1, got {batch_size}.")
-    with tqdm(total=len(seeds), desc=desc, unit="img", disable=not progress, leave=False) as bar:
+    with tqdm(total=len(seeds), desc=desc, unit="img", disable=None if progress is None else not progress,
+              leave=False) as bar:
         for chunk in batches(seeds, batch_size):
             z = capture(generator, generator.sample(chunk), layer)
             bar.update(len(chunk))
@@ -112,8 +114,8 @@ class FeatureSource:
         Generator batch size; default ``generator.default_batch`` (from the image size).
     memory_budget : int, optional
         Bytes of feature maps kept in memory; default :func:`default_memory_budget`.
-    progress : bool
-        A progress bar while generating.
+    progress : bool or None
+        A progress bar while generating; None (default): when stderr is a terminal.
 
     Attributes
     ----------
@@ -136,9 +138,13 @@ class FeatureSource:
         seeds: Sequence[int],
         batch_size: int | None = None,
         memory_budget: int | None = None,
-        progress: bool = False,
+        progress: bool | None = None,
     ) -> None:
         self.seeds = list(seeds)
+        bad = next((s for s in self.seeds if isinstance(s, bool) or not isinstance(s, (int, np.integer))
+                    or not 0 <= s < 2**32), None)
+        if bad is not None:  # now, not minutes later when the pass reaches it (a float would be truncated)
+            raise PandaError(f"seed {bad!r} is not a whole number in [0, 2**32): seeds are integers.")
         batch_size = generator.default_batch if batch_size is None else batch_size
         memory_budget = default_memory_budget() if memory_budget is None else memory_budget
         if len(self.seeds) == 0:
@@ -169,6 +175,8 @@ class FeatureSource:
         while True:
             t = time.perf_counter()
             z = next(it, None)
+            if z is not None and z.is_cuda:
+                torch.cuda.synchronize(z.device)  # the generator's kernels run asynchronously: count them here
             self.extract_time += time.perf_counter() - t
             if z is None:
                 return

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -36,28 +37,66 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO
     Notes
     -----
     The file gets the permissions a plain ``open(path, "w")`` would give (``0o666`` less the umask),
-    not ``mkstemp``'s ``0o600``, so a web server or a colleague can read it.
+    not ``mkstemp``'s ``0o600``, so a web server or a colleague can read it. On Linux the data go to an
+    unnamed file (``O_TMPFILE``) that gets a name only once complete, so even a ``kill -9`` while writing
+    leaves nothing behind; elsewhere a named temporary file is removed on any exception.
     """
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
+    mode = 0o666 & ~_umask()
+    fd = None
+    if hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd"):
+        try:
+            fd = os.open(parent, os.O_TMPFILE | os.O_WRONLY, mode)
+        except OSError:  # a file system without O_TMPFILE: the named temporary file below
+            fd = None
+    if fd is not None:
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                _fill(fh, data)
+                tmp = parent / f".{path.name}.{os.getpid()}.{id(fh):x}.tmp"
+                _link_unnamed(fh.fileno(), tmp)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise PandaError(f"cannot write '{path}' ({exc.strerror}): choose another location.") from exc
+        return path
     try:
         fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
         raise PandaError(f"cannot write '{path}' ({exc.strerror}): choose another location.") from exc
     try:
         with os.fdopen(fd, "wb") as fh:
-            if callable(data):
-                data(fh)
-            else:
-                fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+            _fill(fh, data)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _link_unnamed(fd: int, target: Path) -> None:
+    """Give the unnamed (O_TMPFILE) file ``fd`` the name ``target``: linkat through /proc with AT_SYMLINK_FOLLOW
+    (os.link uses linkat, not link, only when given a directory fd)."""
+    proc = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.link(str(fd), target, src_dir_fd=proc, follow_symlinks=True)
+    finally:
+        os.close(proc)
+
+
+def _fill(fh: BinaryIO, data: bytes | str | Callable[[BinaryIO], None]) -> None:
+    """Write the content and make it durable (flush and fsync) before it is given its name."""
+    if callable(data):
+        data(fh)
+    else:
+        fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+    fh.flush()
+    os.fsync(fh.fileno())
 
 
 def check_writable(directory: str | os.PathLike) -> Path:
@@ -85,3 +124,63 @@ def sha256_of(path: str | os.PathLike) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def check_output_file(path: str | os.PathLike, overwrite: bool = False, flag: str = "--overwrite") -> Path:
+    """Check, before any work, that ``path`` can be written as a new file; nothing is created.
+
+    Refused: an empty name, a folder, a path under a file, a folder that cannot be created or written, and an
+    existing file unless ``overwrite`` (the message names ``flag``).
+
+    Returns
+    -------
+    Path
+        The path.
+    """
+    if str(path).strip() == "":
+        raise PandaError("the output file name is empty: give a file name, e.g. factors.safetensors.")
+    path = Path(path)
+    if path.is_dir():
+        raise PandaError(f"'{path}' is a folder: give a file name inside it, e.g. {path / 'factors.safetensors'}.")
+    if path.exists() and not overwrite:
+        raise PandaError(f"'{path}' already exists: pass {flag} to replace it, or choose another name.")
+    ancestor = path.parent if str(path.parent) else Path(".")
+    while not ancestor.exists():  # the nearest existing folder must be a writable folder
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise PandaError(f"cannot write '{path}': '{ancestor}' is a file, not a folder; choose another path.")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise PandaError(f"cannot write '{path}': the folder '{ancestor}' is not writable; choose another path.")
+    return path
+
+
+def backup(path: str | os.PathLike) -> Path | None:
+    """Copy an existing file to ``<path>.bak`` (atomically) before it is rewritten in place; returns the copy's path."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    return atomic_write(path.with_name(path.name + ".bak"), path.read_bytes())
+
+
+def staging_folder(final: str | os.PathLike) -> Path:
+    """A fresh, empty hidden folder beside ``final`` to build its new content in (see :func:`publish_folder`); a
+    leftover from an interrupted run is cleared first. ``final`` must be a folder or not exist."""
+    final = Path(final)
+    if final.exists() and not final.is_dir():
+        raise PandaError(f"'{final}' is a file: give a folder for the output.")
+    staging = final.parent / f".{final.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    return check_writable(staging)
+
+
+def publish_folder(staging: str | os.PathLike, final: str | os.PathLike) -> Path:
+    """Put a finished ``staging`` folder in the place of ``final`` with two renames: an interrupted run leaves the
+    previous ``final`` whole (and at worst a hidden ``.NAME.old`` copy of it), never a mix of old and new files."""
+    staging, final = Path(staging), Path(final)
+    old = final.parent / f".{final.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staging, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final

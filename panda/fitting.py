@@ -39,5 +39,5 @@ def fit_factors(generator: GeneratorAdapter, layer: str | None = None, rank_appe
     if n_heldout > 0:
         model.score(FeatureSource.heldout(generator, layer, n_heldout, batch_size=batch_size, memory_budget=0))
     if background_samples > 0:
-        search_background(model, generator, background_samples)
+        search_background(model, generator, background_samples, progress=progress)
     return model

@@ -307,8 +307,12 @@ class GeneratorAdapter:
     @property
     def default_batch(self) -> int:
         """A generator batch size that keeps activations near what 256 images of 64 x 64 take: 256 at 64 px, 16 at
-        256 px, 1 at 1024 px (memory grows with the pixel count)."""
-        return max(1, min(256, (64 * 64 * 256) // self.image_size ** 2))
+        256 px, 1 at 1024 px on a CPU (memory grows with the pixel count); on a GPU, one more image-size unit per
+        4 GiB of its memory (at most 32), since batch 1 would leave it waiting on kernel launches."""
+        scale = 1
+        if self.device.type == "cuda":
+            scale = max(1, min(32, torch.cuda.get_device_properties(self.device).total_memory // (4 << 30)))
+        return max(1, min(256, (64 * 64 * 256 * scale) // self.image_size ** 2))
 
     @property
     def image_size(self) -> int:
@@ -555,10 +559,17 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         return torch.device("cpu")
     try:
         dev = torch.device(device)
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError) as exc:
         raise PandaError(f"unknown device '{device}': use cpu, cuda or cuda:N.") from exc
+    if dev.type not in ("cpu", "cuda", "mps"):  # meta, xla...: tensors there hold no values to draw
+        raise PandaError(f"device '{device}' cannot run a generator for pictures: use cpu, cuda or cuda:N.")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise PandaError(f"device '{device}' was asked for but CUDA is not available here: use the cpu.")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise PandaError(f"device '{device}': this machine has {torch.cuda.device_count()} CUDA device(s): use cuda:0 .. "
+                         f"cuda:{torch.cuda.device_count() - 1}.")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise PandaError(f"device '{device}' was asked for but MPS is not available here: use the cpu.")
     return dev
 
 

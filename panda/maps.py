@@ -60,3 +60,33 @@ def change_map(original: torch.Tensor, edited: torch.Tensor) -> torch.Tensor:
         (N, H, W), non-negative.
     """
     return (edited - original).abs().mean(1)
+
+
+def dilate(masks: torch.Tensor, radius: int) -> torch.Tensor:
+    """Grow boolean masks by a (2 radius + 1)-wide square: a position is set when any position within
+    ``radius`` (Chebyshev distance) is.
+
+    Window sums of an integral image cost the same for any radius; a max-pool would cost radius^2 per
+    pixel (seconds per 1024 px mask at the removal band's radius of 128).
+
+    Parameters
+    ----------
+    masks : torch.Tensor
+        (..., H, W) bool.
+    radius : int
+        >= 0.
+
+    Returns
+    -------
+    torch.Tensor
+        (..., H, W) bool.
+    """
+    if radius <= 0:
+        return masks.bool().clone()
+    x = masks.to(torch.float64)
+    for dim in (-1, -2):
+        n = x.shape[dim]
+        padded = F.pad(x.movedim(dim, -1), (radius + 1, radius))  # a leading zero makes window sums a difference
+        c = padded.cumsum(-1)
+        x = (c[..., 2 * radius + 1:] - c[..., :n]).movedim(-1, dim)
+    return x > 0.5

@@ -9,6 +9,7 @@ to :func:`panda.factorisation.panda_factorise` and stores its result. Held-out s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -28,7 +29,7 @@ from .generators import GeneratorAdapter
 from .version import __version__
 
 FORMAT = "panda-factors"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the tensors' sha256 in the metadata ("tensor_sha256")
 
 
 class PandA:
@@ -48,8 +49,9 @@ class PandA:
         Seed of the random starts of P.
     n_init : int
         Random starts of the parts; the best is kept (each costs an S x S solve, not a data pass).
-    verbose : bool
-        Say what the fit does (the data's own progress bar is the source's ``progress``).
+    verbose : bool or None
+        Progress bars for the fit's stages (the data's own bar is the source's ``progress``); None (default): when
+        stderr is a terminal.
 
     Attributes
     ----------
@@ -94,7 +96,7 @@ class PandA:
         tol: float = 1e-4,
         random_state: int = 0,
         n_init: int = 4,
-        verbose: bool = False,
+        verbose: bool | None = None,
     ) -> None:
         self.rank_appearance = rank_appearance
         self.rank_parts = rank_parts
@@ -132,7 +134,7 @@ class PandA:
         rank_c = self.validate(source.shape)  # before any sample is generated
         t0, extract0 = time.perf_counter(), source.extract_time
         result = panda_factorise(source, rank_c, self.rank_parts, self.max_iter, self.tol, self.random_state,
-                                 n_init=self.n_init, grid=(h, w))
+                                 n_init=self.n_init, grid=(h, w), progress=self.verbose)
         self.appearances_ = result.appearances.detach().float().cpu().contiguous()
         self.parts_ = result.parts.detach().float().cpu().contiguous()
         self.layer_shape_ = (c, h, w)
@@ -237,14 +239,22 @@ class PandA:
 
         by="energy":   largest mean coefficient energy E[Lambda_i[j, part]^2]: what the generator puts there.
         by="variance": largest variance of Lambda_i[j, part] over samples: what differs from image to image there.
+        by="specific": energy times how much more of the appearance's energy falls in this part than the part's
+                       share of all energy would give it (its lift above 1): what is strong here *and* particular to
+                       it. Energy alone puts the mean direction, strong in every part, first everywhere.
         """
         self.check_part(part)
         if by == "energy":
             score = self.coef_energy_[:, part]
         elif by == "variance":
             score = self.coef_energy_[:, part] - self.coef_mean_[:, part] ** 2
+        elif by == "specific":
+            energy = self.coef_energy_.double()
+            share = energy[:, part] / energy.sum(1).clamp_min(1e-30)  # of each appearance's energy, in this part
+            baseline = energy[:, part].sum() / energy.sum().clamp_min(1e-30)  # of all energy, in this part
+            score = energy[:, part] * (share / baseline.clamp_min(1e-30) - 1).clamp_min(0)
         else:
-            raise PandaError(f"unknown ranking '{by}': use 'energy' or 'variance'.")
+            raise PandaError(f"unknown ranking '{by}': use 'energy', 'variance' or 'specific'.")
         k = min(k, self.n_appearances)
         return [int(j) for j in torch.argsort(score, descending=True)[:k]]
 
@@ -318,7 +328,8 @@ class PandA:
         self._check_fitted()
         path = Path(path)
         tensors = {name: getattr(self, name + "_").contiguous() for name in _TENSORS}
-        data = save(tensors, metadata={"panda": json.dumps(self.metadata())})
+        meta = dict(self.metadata(), tensor_sha256=tensor_digest(tensors))
+        data = save(tensors, metadata={"panda": json.dumps(meta)})
         if path.is_dir():
             raise PandaError(f"'{path}' is a folder: give a file name for the factors.")
         try:
@@ -345,15 +356,22 @@ class PandA:
             assert meta["format"] == FORMAT
         except Exception as exc:
             raise PandaError(f"'{path}' has no panda metadata: it was not written by panda; {refit}.") from exc
+        if not isinstance(meta, dict):
+            raise PandaError(f"'{path}' has no panda metadata: it was not written by panda; {refit}.")
         absent = set(_REQUIRED_META) - meta.keys()
         if absent:
             raise PandaError(f"'{path}': the metadata lacks {sorted(absent)}: {refit}.")
+        _check_meta(meta, path, refit)
         if meta["format_version"] > FORMAT_VERSION:
             raise PandaError(f"'{path}' has format version {meta['format_version']}, newer than this panda "
                              f"({__version__}) reads: upgrade panda.")
         missing = set(_TENSORS) - tensors.keys()
         if missing:
             raise PandaError(f"'{path}' lacks the tensors {sorted(missing)}: {refit}.")
+        if meta["format_version"] >= 2:  # files from before version 2 carry no checksum
+            if meta.get("tensor_sha256") != tensor_digest({k: tensors[k] for k in _TENSORS}):
+                raise PandaError(f"'{path}': the tensors do not match the checksum written with them, so the file "
+                                 f"was changed or damaged after it was saved: {refit}, or restore a copy.")
         c, h, w = meta["layer_shape"]
         a, p = tensors["appearances"].float(), tensors["parts"].float()
         rc, rs = meta["rank_appearance"], meta["rank_parts"]
@@ -374,8 +392,8 @@ class PandA:
         for name in _TENSORS[2:]:
             setattr(model, name + "_", tensors[name].float())
         bg = meta["background"]
-        if (bg is not None and not 0 <= bg < rc) or meta["background_sign"] not in (1.0, -1.0):
-            raise PandaError(f"'{path}': the background appearance {bg} is not valid: {refit}.")
+        if bg is not None and not 0 <= bg < rc:
+            raise PandaError(f"'{path}': the background appearance {bg} is outside 0..{rc - 1}: {refit}.")
         model.background_, model.background_sign_ = bg, float(meta["background_sign"])
         model.background_gain_ = _from_json_float(meta["background_gain"])
         try:  # optional: written by `panda name-parts`
@@ -407,6 +425,63 @@ _REQUIRED_META = ("format_version", "generator", "generator_sha256", "layer", "l
                   "error_history", "n_iter", "n_passes", "fit_time_s", "extract_time_s", "feature_scale",
                   "background", "background_sign", "background_gain")
 _TENSORS = ("appearances", "parts", "coef_mean", "coef_energy", "appearance_energy", "background_scores")
+
+
+def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over the tensors' names, dtypes, shapes and bytes, in name order: a flipped bit anywhere changes it."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous().cpu()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _finite_number(x) -> bool:
+    return _is_number(x) and math.isfinite(x)
+
+
+#: What each metadata field must be, and how a person would say it (a file edited by hand fails here, not later).
+_META_RULES = {
+    "format_version": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
+    "generator": (lambda v: isinstance(v, str), "a string"),
+    "generator_sha256": (lambda v: isinstance(v, str), "a string"),
+    "layer": (lambda v: isinstance(v, str) and v != "", "a layer name"),
+    "layer_shape": (lambda v: isinstance(v, list) and len(v) == 3 and all(_is_int(x) and x >= 1 for x in v),
+                    "a list of three whole numbers >= 1 (C, H, W)"),
+    "rank_appearance": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
+    "rank_parts": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
+    "n_samples": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
+    "seed": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
+    "random_state": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
+    "train_error": (_finite_number, "a finite number"),
+    "heldout_error": (lambda v: v is None or _finite_number(v), "a finite number or null"),
+    "n_heldout": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
+    "error_history": (lambda v: isinstance(v, list) and all(_finite_number(x) for x in v), "a list of finite numbers"),
+    "n_iter": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
+    "n_passes": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
+    "fit_time_s": (_finite_number, "a finite number"),
+    "extract_time_s": (_finite_number, "a finite number"),
+    # edit strengths are multiples of it: NaN, 0, negative or astronomically large would break every edit
+    "feature_scale": (lambda v: _finite_number(v) and 0 < v < 1e30, "a finite number > 0"),
+    "background": (lambda v: v is None or (_is_int(v) and v >= 0), "null or an appearance index >= 0"),
+    "background_sign": (lambda v: v in (1, -1) and _is_number(v), "+1 or -1"),
+    "background_gain": (lambda v: v is None or _finite_number(v), "a finite number or null"),
+}
+
+
+def _check_meta(meta: dict, path: Path, refit: str) -> None:
+    for key, (ok, what) in _META_RULES.items():
+        if key in meta and not ok(meta[key]):
+            raise PandaError(f"'{path}': metadata '{key}' is {meta[key]!r}, it must be {what}: {refit}.")
 
 
 def _json_float(x: float):

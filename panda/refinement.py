@@ -29,14 +29,13 @@ from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from .editing import Edit, edit_delta, part_profile, synthesize_offset
 from .errors import PandaError
 from .factorisation import parts_objective, solve_parts
 from .features import capture
 from .generators import GeneratorAdapter, Latents
-from .maps import normalise, upsample
+from .maps import dilate, normalise, upsample
 from .metrics import roir
 from .model import PandA
 
@@ -61,7 +60,7 @@ def part_neighbourhood(parts: torch.Tensor, grid: tuple[int, int], radius: int =
     [0, 1]-rescaled map above ``threshold``) dilated by ``radius`` positions (a square neighbourhood)
     on the (H, W) ``grid``."""
     maps = normalise(parts.T.reshape(-1, *grid)) > threshold  # (R_S, H, W)
-    grown = F.max_pool2d(maps[:, None].float(), 2 * radius + 1, stride=1, padding=radius)[:, 0] > 0
+    grown = dilate(maps, radius)
     return grown.flatten(1).T
 
 

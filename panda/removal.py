@@ -18,11 +18,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from tqdm.auto import tqdm
 
 from .editing import check_alpha, part_profile, region_delta, synthesize_offset
 from .errors import PandaError
 from .generators import GeneratorAdapter, Latents
-from .maps import upsample
+from .maps import dilate, upsample
 from .model import PandA
 
 
@@ -173,10 +174,12 @@ def _gain(before: torch.Tensor, after: torch.Tensor) -> float:
     return 1.0 - float(after.sum() / before.sum().clamp_min(1e-12))
 
 
-def _best_fill(model: PandA, candidates: int, gain) -> BackgroundSearch:
+def _best_fill(model: PandA, candidates: int, gain, progress: bool | None = False) -> BackgroundSearch:
     """Try the ``candidates`` strongest appearances with both signs; ``gain(j, sign)`` scores each."""
     order = torch.argsort(model.appearance_energy_, descending=True)[:candidates]
-    table = {(j, s): gain(j, s) for j in order.tolist() for s in (1.0, -1.0)}
+    trials = [(j, s) for j in order.tolist() for s in (1.0, -1.0)]
+    table = {t: gain(*t) for t in tqdm(trials, desc="background search", unit="fill", leave=False,
+                                       disable=None if progress is None else not progress)}
     (j, s), best = max(table.items(), key=lambda item: item[1])
     return BackgroundSearch(j, s, best, table)
 
@@ -185,18 +188,20 @@ def _best_fill(model: PandA, candidates: int, gain) -> BackgroundSearch:
 BACKGROUND_SEED_START = 2_000_000_000
 
 
-def search_background(model: PandA, generator: GeneratorAdapter, n_samples: int = 8) -> BackgroundSearch:
+def search_background(model: PandA, generator: GeneratorAdapter, n_samples: int = 8,
+                      progress: bool | None = False) -> BackgroundSearch:
     """Run :func:`find_background` on ``n_samples`` calibration seeds and store the pick in the model
     (``model.set_background``), so that the factor file carries it."""
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
         raise PandaError(f"n_samples={n_samples!r}: search the background on at least 1 sample.")
-    found = find_background(model, generator, range(BACKGROUND_SEED_START, BACKGROUND_SEED_START + n_samples))
+    found = find_background(model, generator, range(BACKGROUND_SEED_START, BACKGROUND_SEED_START + n_samples),
+                            progress=progress)
     model.set_background(found.appearance, found.sign, found.gain)
     return found
 
 
 def find_background(model: PandA, generator: GeneratorAdapter, seeds: Sequence[int], candidates: int = 16,
-                    alpha: float = 1.0) -> BackgroundSearch:
+                    alpha: float = 1.0, progress: bool | None = False) -> BackgroundSearch:
     """Pick the "background" appearance by what removal should do.
 
     Criterion: among the ``candidates`` appearances carrying most energy (``appearance_energy_``)
@@ -207,7 +212,8 @@ def find_background(model: PandA, generator: GeneratorAdapter, seeds: Sequence[i
     """
     latents = generator.latents(seeds)
     original = generator.render(latents)
-    return _best_fill(model, candidates, lambda j, s: removal_gain(model, generator, latents, original, j, s, alpha))
+    return _best_fill(model, candidates, lambda j, s: removal_gain(model, generator, latents, original, j, s, alpha),
+                      progress)
 
 
 def towards_background(original: torch.Tensor, edited: torch.Tensor, region: torch.Tensor,
@@ -234,7 +240,7 @@ def towards_background(original: torch.Tensor, edited: torch.Tensor, region: tor
     regions = region.bool()
     if regions.dim() == 2:
         regions = regions.expand(original.shape[0], *regions.shape)
-    grown = F.max_pool2d(regions[:, None].float(), 2 * ring + 1, stride=1, padding=ring)[:, 0] > 0
+    grown = dilate(regions, ring)
     bands = grown & ~regions
     if not bands.flatten(1).any(1).all() or not regions.flatten(1).any(1).all():
         raise PandaError("the region covers the whole image or nothing: removal needs background around it.")

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import errno
 import socket
+import sys
 import threading
+from typing import Sequence
 
 import torch
 import uvicorn
@@ -19,7 +21,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from .drawing import overlay, png_bytes, to_pil
-from .editing import Edit, edit, part_profile
+from .editing import Edit, check_alpha, check_edits, edit, part_profile
 from .errors import PandaError
 from .generators import GeneratorAdapter, Latents
 from .localisation import localize, signed
@@ -42,15 +44,66 @@ def port_free(host: str, port: int) -> None:
             raise PandaError(f"cannot listen on {host}:{port} ({exc.strerror}): choose another --host or --port.") from exc
 
 
-def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents: Latents | None = None):
+#: Most edits one request may stack, and most characters in a query (a 1 MB query is answered 414, not read).
+MAX_EDITS = 16
+MAX_QUERY = 4096
+#: Requests allowed to wait for the generator at once; beyond them the server answers 503 at once, so clients that
+#: gave up do not leave minutes of queued work behind them.
+MAX_WAITING = 8
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def parse_edits(text: str, limit: int = MAX_EDITS) -> list[Edit]:
+    """'k,j,a;k,j,a' -> edits (at most ``limit``); the explorer's stack of edits."""
+    pieces = [p for p in text.split(";") if p.strip()]
+    if len(pieces) > limit:
+        raise PandaError(f"{len(pieces)} stacked edits: at most {limit}.")
+    return [Edit.parse(p) for p in pieces]
+
+
+class _Guard:
+    """ASGI middleware: refuse a Host header other than the served address (DNS rebinding: a web page elsewhere
+    that renames itself to 127.0.0.1 must not reach the explorer) and over-long queries."""
+
+    def __init__(self, app, allowed_hosts: Sequence[str] | None) -> None:
+        self.app, self.allowed = app, None if allowed_hosts is None else {h.lower() for h in allowed_hosts}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            problem = None
+            if len(scope.get("query_string", b"")) > MAX_QUERY:
+                problem = (414, f"query longer than {MAX_QUERY} characters")
+            elif self.allowed is not None:
+                host = dict(scope["headers"]).get(b"host", b"").decode("latin-1").lower()
+                if host not in self.allowed:
+                    problem = (400, "unexpected Host header: open the explorer at the address panda serve printed")
+            if problem is not None:
+                await PlainTextResponse(problem[1], status_code=problem[0])(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def allowed_hosts(host: str, port: int) -> list[str]:
+    """The Host headers a browser sends for ``host:port`` (for loopback, each loopback name)."""
+    names = list(LOOPBACK) + ["[::1]"] if host in LOOPBACK else [host, f"[{host}]"]
+    return [f"{n}:{port}" for n in names] + (names if port == 80 else [])
+
+
+def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents: Latents | None = None,
+               hosts: Sequence[str] | None = None, max_waiting: int = MAX_WAITING):
     """The Starlette app for ``model`` on ``generator`` (checked to match); the page opens on ``seed``.
 
     latents: a projected latent (``panda project``) to explore instead of seeds: every picture shows it and the
-    page's seed controls are disabled.
+    page's seed controls are disabled. hosts: the Host headers to accept (:func:`allowed_hosts`; None: any, for
+    tests). max_waiting: requests that may wait for the generator before the rest are answered 503.
     """
     model.check_compatible(generator)
     lock = threading.Lock()  # hooks are registered on the shared module: one generation at a time
+    slots = threading.BoundedSemaphore(max_waiting + 1)  # the one generating and those waiting
     scale = max(1, 256 // generator.image_size)
+    _, h, w = model.layer_shape_
+    # which part is strongest at each grid position: the page maps a click to a part with it
+    strongest = model.part_maps().argmax(0).tolist() if model.n_parts else []
 
     def ints(request, *names):
         try:
@@ -58,11 +111,15 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
         except (KeyError, ValueError) as exc:
             raise PandaError(f"give integer query parameters {', '.join(names)}.") from exc
 
-    def alpha_of(request) -> float:
+    def alpha_of(request, default: float) -> float:
+        text = request.query_params.get("alpha")
+        if text is None:
+            return default
         try:
-            return float(request.query_params.get("alpha", "0"))
+            value = float(text)
         except ValueError as exc:
             raise PandaError("alpha must be a number.") from exc
+        return check_alpha(value)
 
     def sample_of(request) -> Latents:
         """The request's sample: the projected latent, or its seed's latent."""
@@ -73,17 +130,34 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
             raise PandaError(f"seed must be in 0..{MAX_SEED}.")
         return generator.sample([seed])
 
-    def picture(fn):
-        """Wrap an endpoint that returns an (H, W, 3) or (3, H, W) image in [0, 1] into a PNG response."""
+    def edits_of(request) -> list[Edit]:
+        """The stacked edits (``edits=k,j,a;...``) plus the current one (part, appearance, alpha), if given."""
+        stack = parse_edits(request.query_params.get("edits", ""))
+        if "part" in request.query_params:
+            part, appearance = ints(request, "part", "appearance")
+            stack.append(Edit(part, appearance, alpha_of(request, 1.0)))
+        return check_edits(model, stack) if stack else []
+
+    def picture(fn, name: str):
+        """Wrap an endpoint that returns an (H, W, 3) or (3, H, W) image in [0, 1] into a PNG response
+        (``full=1``: at the generator's resolution, as a download)."""
 
         def endpoint(request):
+            if not slots.acquire(blocking=False):
+                return PlainTextResponse("the explorer is busy: try again in a moment", status_code=503,
+                                         headers={"Retry-After": "1"})
             try:
                 with lock, torch.no_grad():
                     image = fn(request)
             except PandaError as exc:
                 return PlainTextResponse(str(exc), status_code=400)
-            return Response(png_bytes(to_pil(image, scale)), media_type="image/png",
-                            headers={"Cache-Control": "no-store"})
+            finally:
+                slots.release()
+            full = request.query_params.get("full") == "1"
+            headers = {"Cache-Control": "no-store"}
+            if full:
+                headers["Content-Disposition"] = f'attachment; filename="panda-{name}.png"'
+            return Response(png_bytes(to_pil(image, 1 if full else scale)), media_type="image/png", headers=headers)
 
         return endpoint
 
@@ -91,9 +165,10 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
         return generator.render(sample_of(request))[0]
 
     def edited(request):
-        lat = sample_of(request)
-        part, appearance = ints(request, "part", "appearance")
-        return generator.to_unit(edit(model, generator, lat, [Edit(part, appearance, alpha_of(request))])).cpu()[0]
+        lat, stack = sample_of(request), edits_of(request)
+        if not stack:
+            return generator.render(lat)[0]
+        return generator.to_unit(edit(model, generator, lat, stack)).cpu()[0]
 
     def part_map(request):
         lat = sample_of(request)
@@ -112,36 +187,47 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
     def removed(request):
         lat = sample_of(request)
         (part,) = ints(request, "part")
-        alpha = alpha_of(request) or 1.0
+        alpha = alpha_of(request, 1.0)
         if model.background_ is None:  # fitted without the background search: choose the fill for this part and image
             return removal(model, generator, lat, part_profile(model, part), alpha, "auto").removed[0]
         return generator.to_unit(remove(model, generator, lat, part_profile(model, part), alpha)).cpu()[0]
 
+    def describe() -> dict:
+        return {"generator": generator.name, "layer": model.layer_, "shape": list(model.layer_shape_),
+                "n_parts": model.n_parts, "n_appearances": model.n_appearances, "background": model.background_,
+                "top": [model.top_appearances(k, 8, by="specific") for k in range(model.n_parts)],
+                "labels": [model.part_label(k) for k in range(model.n_parts)], "grid": [h, w],
+                "strongest": strongest, "latent": latents is not None, "max_edits": MAX_EDITS}
+
     def info(_request):
-        return JSONResponse({
-            "generator": generator.name, "layer": model.layer_, "shape": list(model.layer_shape_),
-            "n_parts": model.n_parts, "n_appearances": model.n_appearances, "background": model.background_,
-            "top": [model.top_appearances(k, 8) for k in range(model.n_parts)],
-        })
+        return JSONResponse(describe())
 
     def page(_request):
-        return HTMLResponse(render_explorer(f"panda: {generator.name} layer {model.layer_}", {
-            "n_parts": model.n_parts, "n_appearances": model.n_appearances,
-            "top": [model.top_appearances(k, 8) for k in range(model.n_parts)], "latent": latents is not None,
-        }, seed))
+        return HTMLResponse(render_explorer(f"panda: {generator.name} layer {model.layer_}", describe(), seed))
 
-    return Starlette(routes=[
+    app = Starlette(routes=[
         Route("/", page), Route("/api/info", info),
-        Route("/api/original.png", picture(original)), Route("/api/edit.png", picture(edited)),
-        Route("/api/part.png", picture(part_map)), Route("/api/localize.png", picture(localisation)),
-        Route("/api/remove.png", picture(removed)),
+        Route("/api/original.png", picture(original, "original")), Route("/api/edit.png", picture(edited, "edit")),
+        Route("/api/part.png", picture(part_map, "part")), Route("/api/localize.png", picture(localisation, "localize")),
+        Route("/api/remove.png", picture(removed, "remove")),
     ])
+    return _Guard(app, hosts)
 
 
 def serve(model: PandA, generator: GeneratorAdapter, host: str = "127.0.0.1", port: int = 8000, seed: int = 0,
           latents: Latents | None = None) -> None:
     """Serve the explorer for ``model`` on ``generator`` (or one projected latent) until interrupted."""
     port_free(host, port)
-    app = create_app(model, generator, seed, latents)
+    wildcard = host in ("0.0.0.0", "::", "")  # every interface: the Host a browser sends cannot be known here
+    app = create_app(model, generator, seed, latents, hosts=None if wildcard else allowed_hosts(host, port))
+    if host not in LOOPBACK:
+        print(f"warning: listening on {host}, not on this machine alone: anyone who can reach it can use the explorer "
+              f"(and its CPU/GPU). Use --host 127.0.0.1 unless you mean to share it.", file=sys.stderr, flush=True)
     print(f"panda explorer on http://{host}:{port}/  (Ctrl-C stops it)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.Server(server_config(app, host, port)).run()
+
+
+def server_config(app, host: str, port: int) -> uvicorn.Config:
+    """How the explorer is served: a larger h11 buffer than uvicorn's 16 KiB lets an over-long request line reach
+    the app and be answered 414 instead of a reset connection."""
+    return uvicorn.Config(app, host=host, port=port, log_level="warning", h11_max_incomplete_event_size=2 << 20)

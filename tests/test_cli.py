@@ -155,3 +155,41 @@ def test_empty_mask_refused(factor_file, tmp_path):
     Image.new("L", (64, 64), 0).save(mask)
     r = run("remove", factor_file, "--mask", mask, "--out", tmp_path / "o")
     assert r.exit_code == 2 and "empty" in r.output
+
+
+def test_fit_refuses_to_overwrite_before_fitting_and_name_parts_keeps_a_copy(tmp_path, factor_file):
+    import shutil
+    f = tmp_path / "f.safetensors"
+    shutil.copy(factor_file, f)
+    before = f.read_bytes()
+    r = run("fit", "-n", 8, "--out", f)
+    assert r.exit_code == 2 and "--overwrite" in r.output and "extracting" not in r.output
+    assert f.read_bytes() == before
+    r = run("fit", "-n", 16, "-rs", 4, "--layer", "relu2", "--background-samples", 0, "--out", f, "--overwrite", "-q")
+    assert r.exit_code == 0, r.output
+    assert f.read_bytes() != before
+
+
+def test_save_images_writes_one_png_per_image_at_the_generator_resolution(factor_file, tmp_path):
+    r = run("edit", factor_file, "--part", 1, "--seeds", "3,5", "--save-images", "--out", tmp_path / "e")
+    assert r.exit_code == 0, r.output
+    files = sorted((tmp_path / "e" / "images").glob("*.png"))
+    assert [p.name for p in files] == ["edited_3.png", "edited_5.png"]
+    assert Image.open(files[0]).size == (64, 64)
+    r = run("remove", factor_file, "--part", 2, "--background", "global", "--seeds", "3", "--save-images",
+            "--out", tmp_path / "r")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "r" / "images" / "removed_3.png").is_file()
+
+
+@pytest.mark.parametrize("args,match", [
+    (["edit", "--part", 0, "--alpha", "1e300"], "beyond"),
+    (["edit", "--part", 0, "--device", "meta"], "device 'meta'"),
+    (["parts", "--seeds", "0-4294967295"], "more than"),
+    (["parts", "--n-images", 0], "n-images"),
+])
+def test_hostile_values_are_one_line(factor_file, tmp_path, args, match):
+    out = tmp_path / "out"
+    r = run(args[0], factor_file, *args[1:], "--out", out)
+    assert r.exit_code == 2 and match in r.output and "Traceback" not in r.output
+    assert not out.exists()

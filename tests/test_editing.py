@@ -98,3 +98,17 @@ def test_roir_known_answers():
     assert roir(x, uniform, mask).item() == pytest.approx(math.sqrt(56 / 8))
     assert torch.isinf(roir(x, x, mask)).all()
     assert change_inside_fraction(x, inside_only, mask).item() == pytest.approx(1.0)
+
+
+def test_dilate_matches_a_square_max_pool_at_any_radius():
+    import torch.nn.functional as F
+
+    from panda.maps import dilate
+    g = torch.Generator().manual_seed(3)
+    for h, w, r in [(7, 9, 2), (40, 33, 5), (16, 16, 0), (24, 24, 11)]:
+        masks = torch.rand(3, h, w, generator=g) > 0.95
+        pooled = F.max_pool2d(masks[:, None].float(), 2 * r + 1, stride=1, padding=r)[:, 0] > 0
+        assert torch.equal(dilate(masks, r), pooled)
+    one = torch.zeros(9, 9, dtype=torch.bool)
+    one[4, 4] = True
+    assert int(dilate(one, 2).sum()) == 25  # a 5 x 5 square, clipped nowhere

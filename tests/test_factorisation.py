@@ -54,6 +54,22 @@ def test_solve_parts_never_increases_the_objective():
     assert values[-1] < values[0]
 
 
+def test_solve_parts_runs_starts_as_one_batch_with_the_same_results():
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(30, 80, generator=g, dtype=torch.float64)
+    m = x @ x.T / (x ** 2).sum()
+    starts = torch.rand(3, 30, 5, generator=g, dtype=torch.float64)
+    batched, _ = solve_parts(m, starts, max_iter=40, tol=0)
+    assert batched.shape == (3, 30, 5) and (batched >= 0).all()
+    for start, got in zip(starts, batched):
+        alone, _ = solve_parts(m, start, max_iter=40, tol=0)
+        assert torch.allclose(alone, got, atol=1e-10)
+    # float32 products (as the fit runs them) reach the same objective to float32 precision
+    f64 = float(parts_objective(m, solve_parts(m, starts[0], max_iter=40, tol=0)[0]))
+    f32 = float(parts_objective(m, solve_parts(m.float(), starts[0], max_iter=40, tol=0)[0]))
+    assert abs(f64 - f32) < 1e-5 * abs(f64)
+
+
 def test_alternating_error_decreases_with_reduced_appearance_rank(model, celeba):
     source = FeatureSource(celeba, "relu2", range(128))
     res = panda_factorise(source, 16, 6, random_state=0, tol=0)

@@ -63,12 +63,17 @@ def test_foreign_safetensors_refused(tmp_path):
         PandA.load(path)
 
 
-def _rewrite(model, path, **changes):
+def _rewrite(model, path, meta=None, checksum=True, **changes):
+    """A factor file with changed tensors or metadata; with a matching checksum (as a buggy writer would leave it)
+    so that the value checks behind the checksum are reached."""
     from safetensors.torch import save_file
-    from panda.model import _TENSORS
+    from panda.model import _TENSORS, tensor_digest
     tensors = {name: getattr(model, name + "_").clone() for name in _TENSORS}
     tensors.update(changes)
-    save_file(tensors, str(path), metadata={"panda": json.dumps(model.metadata())})
+    metadata = dict(model.metadata(), **(meta or {}))
+    if checksum:
+        metadata["tensor_sha256"] = tensor_digest(tensors)
+    save_file(tensors, str(path), metadata={"panda": json.dumps(metadata)})
 
 
 def test_damaged_values_refused(tmp_path, model):
@@ -107,11 +112,7 @@ def test_part_names_round_trip_and_label(model, tmp_path):
 
 def test_names_for_missing_parts_refused(model, tmp_path):
     path = tmp_path / "f.safetensors"
-    meta = model.metadata() | {"part_names": {"99": "eyes"}}
-    from safetensors.torch import save_file
-
-    from panda.model import _TENSORS
-    save_file({n: getattr(model, n + "_").contiguous() for n in _TENSORS}, str(path), metadata={"panda": json.dumps(meta)})
+    _rewrite(model, path, meta={"part_names": {"99": "eyes"}})
     with pytest.raises(PandaError, match="outside 0..7"):
         PandA.load(path)
 
@@ -133,3 +134,82 @@ def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path):
     finally:
         os.umask(mask)
     assert path.read_bytes() == b"new" and path.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+
+
+def test_a_flipped_bit_in_the_tensors_is_refused(tmp_path, model):
+    path = model.save(tmp_path / "f.safetensors")
+    raw = bytearray(path.read_bytes())
+    header = 8 + int.from_bytes(raw[:8], "little")  # safetensors: 8-byte header length, JSON header, then the data
+    raw[header + (len(raw) - header) // 2] ^= 0x04  # one bit in the middle of the tensor bytes
+    path.write_bytes(bytes(raw))
+    with pytest.raises(PandaError, match="checksum"):
+        PandA.load(path)
+    _rewrite(model, path, checksum=False)  # a file that says version 2 but carries no checksum
+    with pytest.raises(PandaError, match="checksum"):
+        PandA.load(path)
+    _rewrite(model, path, meta={"format_version": 1}, checksum=False)  # files from before checksums still load
+    assert torch.equal(PandA.load(path).parts_, model.parts_)
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("layer_shape", "256x8x8", "layer_shape"),
+    ("background", "3", "background"),
+    ("background_sign", 0, "background_sign.*[+]1 or -1"),
+    ("feature_scale", float("nan"), "feature_scale"),
+    ("feature_scale", -2.0, "feature_scale"),
+    ("feature_scale", 1e300, "feature_scale"),
+    ("rank_parts", 2.5, "rank_parts"),
+    ("error_history", "low", "error_history"),
+])
+def test_metadata_of_the_wrong_type_is_one_clear_error(tmp_path, model, key, value, match):
+    path = tmp_path / "f.safetensors"
+    _rewrite(model, path, meta={key: value})
+    with pytest.raises(PandaError, match=match):
+        PandA.load(path)
+
+
+def test_check_output_file_refuses_before_any_work(tmp_path):
+    from panda.fileio import check_output_file
+    existing = tmp_path / "f.safetensors"
+    existing.write_text("x")
+    for bad, match in [("", "empty"), (tmp_path, "is a folder"), (existing / "x.safetensors", "is a file"),
+                       (existing, "already exists")]:
+        with pytest.raises(PandaError, match=match):
+            check_output_file(bad)
+    assert check_output_file(existing, overwrite=True) == existing
+    assert check_output_file(tmp_path / "new" / "deeper" / "f.safetensors")
+    assert not (tmp_path / "new").exists()  # nothing created
+
+
+def test_publish_folder_replaces_a_folder_whole(tmp_path):
+    from panda.fileio import publish_folder, staging_folder
+    final = tmp_path / "demo"
+    final.mkdir()
+    (final / "old.png").write_text("old")
+    staging = staging_folder(final)
+    (staging / "new.png").write_text("new")
+    assert final.is_dir() and (final / "old.png").exists()  # untouched until published
+    publish_folder(staging, final)
+    assert sorted(p.name for p in final.iterdir()) == ["new.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]  # no staging or old copy left
+
+
+def test_kill_9_while_saving_leaves_no_temporary_file(tmp_path):
+    """A writer killed at random moments of a large write: the target is old or new, whole, and nothing else is left."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    target = tmp_path / "big.bin"
+    script = ("import sys\nfrom panda.fileio import atomic_write\n"
+              "for i in range(10**6):\n    atomic_write(sys.argv[1], bytes([i % 256]) * (8 << 20))\n")
+    from panda.fileio import atomic_write
+    atomic_write(target, b"\xff" * (8 << 20))
+    for trial in range(4):
+        proc = subprocess.Popen([sys.executable, "-c", script, str(target)])
+        time.sleep(2.5 + 0.17 * trial)  # importing panda takes about 2 s; then a write every few tens of ms
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["big.bin"]
+        data = target.read_bytes()
+        assert len(data) == 8 << 20 and data == data[:1] * len(data)

@@ -1,14 +1,17 @@
 """The browser explorer, driven in a real (headless) Chromium."""
 
+import os
 import shutil
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
 from panda import PandaError
-from panda.serve import create_app, port_free
+from panda.serve import allowed_hosts, create_app, port_free, server_config
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -25,7 +28,7 @@ def serving(app):
     import uvicorn
 
     port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    srv = uvicorn.Server(server_config(app, "127.0.0.1", port))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     for _ in range(200):
@@ -44,9 +47,6 @@ def server(model, celeba):
 
 
 def test_api_returns_pngs_and_clear_errors(server):
-    import urllib.error
-    import urllib.request
-
     base, _ = server
     with urllib.request.urlopen(f"{base}/api/edit.png?seed=3&part=1&appearance=2&alpha=1.5") as r:
         body = r.read()
@@ -74,11 +74,85 @@ def test_cli_serve_port_in_use(server, factor_file):
     assert r.exit_code == 2 and "is in use" in r.output
 
 
-@pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
-                    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
-def test_moving_the_alpha_slider_changes_the_displayed_edit(server):
+def get(url: str, headers: dict | None = None):
+    """(status, headers, body) of a GET, errors included."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {})) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers, err.read()
+
+
+def test_api_stacks_edits_downloads_full_size_and_reads_alpha_zero(server, celeba):
+    base, _ = server
+    one = get(f"{base}/api/edit.png?seed=3&part=1&appearance=2&alpha=1.5")[2]
+    assert get(f"{base}/api/edit.png?seed=3&edits=1,2,1.5")[2] == one  # a stack of one is the same edit
+    two = get(f"{base}/api/edit.png?seed=3&edits=1,2,1.5&part=4&appearance=0&alpha=2")[2]
+    assert two != one
+    status, _, body = get(f"{base}/api/edit.png?seed=3&edits=" + ";".join(["1,2,1"] * 17))
+    assert status == 400 and b"at most 16" in body
+    status, headers, body = get(f"{base}/api/edit.png?seed=3&part=1&appearance=2&alpha=1.5&full=1")
+    assert status == 200 and "attachment" in headers["content-disposition"]
+    from io import BytesIO
+
+    from PIL import Image
+    assert Image.open(BytesIO(body)).size == (celeba.image_size, celeba.image_size)  # the generator's resolution
+    # alpha 0 removes nothing (it used to be read as 1); no alpha means the default strength
+    original = get(f"{base}/api/original.png?seed=3")[2]
+    assert get(f"{base}/api/remove.png?seed=3&part=1&alpha=0")[2] == original
+    assert get(f"{base}/api/remove.png?seed=3&part=1")[2] != original
+    status, _, body = get(f"{base}/api/edit.png?seed=3&part=1&appearance=2&alpha=1e300")
+    assert status == 400 and b"alpha" in body
+
+
+def test_explorer_refuses_foreign_hosts_long_queries_and_sheds_load(model, celeba):
+    port = free_port()
+    app = create_app(model, celeba, seed=3, hosts=allowed_hosts("127.0.0.1", port), max_waiting=0)
+    import uvicorn
+    srv = uvicorn.Server(server_config(app, "127.0.0.1", port))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if srv.started:
+                break
+            time.sleep(0.05)
+        base = f"http://127.0.0.1:{port}"
+        assert get(f"{base}/api/original.png?seed=3")[0] == 200
+        assert get(f"{base}/api/original.png?seed=3", {"Host": f"localhost:{port}"})[0] == 200
+        status, _, body = get(f"{base}/api/original.png?seed=3", {"Host": "attacker.example:80"})  # DNS rebinding
+        assert status == 400 and b"Host" in body
+        assert get(f"{base}/api/original.png?seed=3&pad=" + "x" * (1 << 20))[0] == 414  # answered, not reset
+        # one generation at a time and none waiting: simultaneous requests beyond it are refused at once
+        barrier, codes = threading.Barrier(8), []
+
+        def hit():
+            barrier.wait()
+            codes.append(get(f"{base}/api/remove.png?seed=3&part=1")[0])
+        workers = [threading.Thread(target=hit) for _ in range(8)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        assert 200 in codes and 503 in codes and set(codes) <= {200, 503}
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+
+
+BROWSER_MISSING = "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
+
+
+def test_explorer_in_a_real_browser(server, model):
+    """Slider, click-to-pick, thumbnails, stacked edits, download and removal, in headless Chromium."""
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        if os.environ.get("CI"):
+            pytest.fail(BROWSER_MISSING + ": CI must run the browser test")
+        pytest.skip(BROWSER_MISSING)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
@@ -92,24 +166,51 @@ def test_moving_the_alpha_slider_changes_the_displayed_edit(server):
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
         driver.get(base + "/")
-        wait = WebDriverWait(driver, 30)
+        # the page redraws its thumbnails on every change: an element found just before a redraw goes stale
+        wait = WebDriverWait(driver, 30, ignored_exceptions=(StaleElementReferenceException,))
 
         def loaded(img):
             return driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", img)
 
-        edited = driver.find_element(By.ID, "edited")
-        wait.until(lambda d: loaded(edited))
-        assert driver.find_element(By.ID, "seed").get_attribute("value") == "3"
+        def by_id(name):
+            return driver.find_element(By.ID, name)
+
+        edited, removed = by_id("edited"), by_id("removed")
+        wait.until(lambda d: loaded(edited) and loaded(removed))  # the removal is drawn on first load, not broken
+        assert by_id("seed").get_attribute("value") == "3"
+        assert by_id("part-v").text.startswith("part 0")
+        # the alpha slider, nudged from the keyboard as a person would
         src_before, shot_before = edited.get_attribute("src"), edited.screenshot_as_png
-        slider = driver.find_element(By.ID, "alpha")
+        slider = by_id("alpha")
         slider.click()
-        for _ in range(15):  # keyboard steps of 0.1, as a person would nudge it
+        for _ in range(15):
             slider.send_keys(Keys.ARROW_RIGHT)
         wait.until(lambda d: edited.get_attribute("src") != src_before and loaded(edited))
         time.sleep(0.3)
         assert "alpha=" in edited.get_attribute("src")
         assert edited.screenshot_as_png != shot_before
-        assert driver.find_element(By.ID, "error").text == ""
+        # click on the picture: the part strongest under the pointer is chosen (here the bottom-right cell)
+        strongest = model.part_maps().argmax(0)
+        original = by_id("original")
+        ActionChains(driver).move_to_element_with_offset(original, 120, 120).click().perform()
+        wait.until(lambda d: by_id("part").get_attribute("value") == str(int(strongest[-1, -1])))
+        # thumbnails of the part's top appearances; clicking one picks it
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#thumbs img")) == 6
+                   and all(loaded(t) for t in d.find_elements(By.CSS_SELECTOR, "#thumbs img")))
+        time.sleep(0.3)  # past the page's redraw delay
+        thumb = driver.find_elements(By.CSS_SELECTOR, "#thumbs img")[2]
+        j = thumb.get_attribute("data-j")
+        thumb.click()
+        wait.until(lambda d: by_id("appearance").get_attribute("value") == j)
+        # stack the edit, then the edited picture carries it
+        by_id("push").click()
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#stack li")) == 1 and "edits=" in edited.get_attribute("src")
+                   and "%2C" in edited.get_attribute("src").split("edits=")[1].split("&")[0] and loaded(edited))
+        href = by_id("download").get_attribute("href")
+        status, headers, body = get(href)
+        assert status == 200 and "attachment" in headers["content-disposition"] and body[:4] == b"\x89PNG"
+        wait.until(lambda d: loaded(removed))
+        assert by_id("error").text == ""
     finally:
         driver.quit()
 

@@ -36,9 +36,8 @@ def _sync(device: str) -> None:
 
 
 def one(generator: str, layer: str, n: int, rank_parts: int, official_iters: int, lrs: list[float], device: str) -> dict:
+    import panda  # first: its OpenMP setting applies only if torch is not loaded yet
     import torch
-
-    import panda
     from panda.factorisation import data_stats, panda_factorise, projected_gradient_factorise, relative_error
     from panda.features import FeatureSource
 

@@ -1,9 +1,19 @@
 """panda: unsupervised parts and appearances in the feature maps of GAN generators (PandA, ICLR 2023)."""
 
-from .checkpoints import FORMATS, load_checkpoint, load_generator
-from .errors import PandaError
-from .generators import DEFAULT_GENERATOR, GENERATORS, GeneratorAdapter, GeneratorSpec, Latents, register_generator
-from .version import __version__
+import os
+
+# torch's OpenMP threads spin for a while before they sleep. On a machine whose cores something else is using, the
+# spinning threads take turns with the work they wait for: a fit measured 40x slower on 2 busy cores (49.5 s against
+# 1.2 s idle). A short spin keeps that to 2x (2.6 s) and costs about 5% when idle; the user's own setting wins, and it
+# only takes effect if torch was not imported before panda (benchmarks/fit_speed.md, "Busy machine").
+os.environ.setdefault("GOMP_SPINCOUNT", "1000")
+
+# imports after the OpenMP setting above
+from .checkpoints import FORMATS, load_checkpoint, load_generator  # noqa: E402
+from .errors import PandaError  # noqa: E402
+from .generators import (DEFAULT_GENERATOR, GENERATORS, GeneratorAdapter, GeneratorSpec, Latents,  # noqa: E402
+                         register_generator)
+from .version import __version__  # noqa: E402
 
 __all__ = ["DEFAULT_GENERATOR", "FORMATS", "GENERATORS", "GeneratorAdapter", "GeneratorSpec", "Latents", "PandaError", "__version__",
            "load_checkpoint", "load_generator", "register_generator"]

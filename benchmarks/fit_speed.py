@@ -107,7 +107,7 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ns", default="1000,5000", help="sample counts")
+    ap.add_argument("--ns", default="5000", help="sample counts, comma-separated")
     ap.add_argument("--rank-parts", type=int, default=12)
     ap.add_argument("--official-iters", type=int, default=10_000, help="iterations of the authors' scheme (their code runs 10,000)")
     ap.add_argument("--lrs", default=LRS, help="learning rates of the authors' scheme; the table gives 1e-8 and the best")

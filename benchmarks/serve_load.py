@@ -77,45 +77,42 @@ def main() -> None:
     request(f"{base}?seed=0&part=1&appearance=2&alpha=1")  # warm-up
     rows = []
 
-    # all at once: each client its own seed, as many people opening the page would
-    results: list[tuple[int, float]] = []
-    barrier = threading.Barrier(args.concurrent)
+    def url(i: int) -> str:
+        return f"{base}?seed={i}&part={i % 12}&appearance={i % 7}&alpha=1.5"
 
-    def client(i: int) -> None:
-        barrier.wait()
-        results.append(request(f"{base}?seed={i}&part={i % 12}&appearance={i % 7}&alpha=1.5"))
-    before, t = rss_mb(), time.perf_counter()
-    clients = [threading.Thread(target=client, args=(i,)) for i in range(args.concurrent)]
-    for c in clients:
-        c.start()
-    for c in clients:
-        c.join()
-    rows.append(summary(f"{args.concurrent} concurrent, no retry", results, (before, rss_mb()), time.perf_counter() - t))
+    def together(name: str, client) -> None:
+        """``client(i)`` -> (status, seconds) from ``args.concurrent`` threads released at the same moment."""
+        results: list[tuple[int, float]] = []
+        barrier = threading.Barrier(args.concurrent)
 
-    # the same clients retrying a 503 after a short wait, as the explorer's page does
-    results = []
-    barrier = threading.Barrier(args.concurrent)
+        def run(i: int) -> None:
+            barrier.wait()
+            results.append(client(i))
+        before, t = rss_mb(), time.perf_counter()
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(args.concurrent)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        rows.append(summary(name, results, (before, rss_mb()), time.perf_counter() - t))
 
-    def patient(i: int) -> None:
-        barrier.wait()
+    def patient(i: int) -> tuple[int, float]:
+        """Retry a 503 after a short wait, as the explorer's page does."""
         t0 = time.perf_counter()
         for attempt in range(200):
-            code, _ = request(f"{base}?seed={i}&part={i % 12}&appearance={i % 7}&alpha=1.5")
+            code, _ = request(url(i))
             if code != 503:
                 break
             time.sleep(0.05 * (1 + attempt % 4))
-        results.append((code, time.perf_counter() - t0))
-    before, t = rss_mb(), time.perf_counter()
-    clients = [threading.Thread(target=patient, args=(i,)) for i in range(args.concurrent)]
-    for c in clients:
-        c.start()
-    for c in clients:
-        c.join()
-    rows.append(summary(f"{args.concurrent} concurrent, retrying 503s", results, (before, rss_mb()), time.perf_counter() - t))
+        return code, time.perf_counter() - t0
+
+    # all at once, each client its own seed, as many people opening the page would
+    together(f"{args.concurrent} concurrent, no retry", lambda i: request(url(i)))
+    together(f"{args.concurrent} concurrent, retrying 503s", patient)
 
     results, before, t = [], rss_mb(), time.perf_counter()
     for i in range(args.sequential):
-        results.append(request(f"{base}?seed={i}&part={i % 12}&appearance={i % 7}&alpha=1.5"))
+        results.append(request(url(i)))
         if (i + 1) % 500 == 0:
             print(f"  {i + 1} sequential requests", file=sys.stderr, flush=True)
     rows.append(summary(f"{args.sequential} sequential", results, (before, rss_mb()), time.perf_counter() - t))

@@ -139,10 +139,11 @@ def run_demo(generator: GeneratorAdapter | str = DEFAULT_GENERATOR, layer: str |
                             "rescaled to [0, 1]).", [("localize_top.png", f"Seed {shown[0]}: its six strongest concepts."),
                                                      ("localize_background.png", f"Where the background appearance {model.background_} is.")]))
     for k, top, share in per_part:
-        sections.append(Section(f"Part {k}", f"Appearances most specific to the part: {', '.join(map(str, top))}.", [
+        label = model.part_label(k)
+        sections.append(Section(label[0].upper() + label[1:], f"Appearances most specific to the part: {', '.join(map(str, top))}.", [
             (f"edit_part{k}.png", f"Part {k} + appearance {top[0]} at alpha {', '.join(f'{a:+g}' for a in alphas)}; "
                                   f"{100 * share:.0f}% of the pixel change at |alpha| = 2 falls in the part."),
             (f"part{k}_appearances.png", f"Part {k}: its {len(top)} top appearances on two samples."),
-        ]))
+        ], folded=True))
     index = write_index(folder, f"panda demo: {gen.name}", sections)
     return publish_folder(folder, out) / index.name

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont
 
-from .fileio import atomic_write
+from .fileio import atomic_write, check_writable
 
 #: Distinct colours for parts and methods (matplotlib's tab10, then a few more), (16, 3) in [0, 1].
 PALETTE = np.array([
@@ -156,4 +156,5 @@ def save_images(images: torch.Tensor, folder: str | Path, names: Sequence[str]) 
     written as ``folder/NAME.png`` for each of ``names``."""
     if len(names) != len(images):
         raise ValueError(f"{len(names)} names for {len(images)} images")
-    return [save_png(to_pil(image), Path(folder) / f"{name}.png") for image, name in zip(images, names)]
+    folder = check_writable(folder)  # created when missing
+    return [save_png(to_pil(image), folder / f"{name}.png") for image, name in zip(images, names)]

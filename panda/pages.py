@@ -30,11 +30,14 @@ class Section:
         A paragraph (plain text is escaped).
     figures : list of (str, str)
         (PNG file name relative to the page, caption).
+    folded : bool
+        Shown closed (a click opens it): keeps a page of many similar sections short.
     """
 
     heading: str
     text: str | Markup = ""
     figures: list[tuple[str, str]] = field(default_factory=list)
+    folded: bool = False
 
 
 def render_index(title: str, sections: Sequence[Section]) -> str:

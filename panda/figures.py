@@ -71,13 +71,15 @@ def sweep_figure(model: PandA, sweep: SweepResult, seeds: Sequence[int]) -> Imag
 
 
 def contact_sheet(model: PandA, part: int, sweeps: Sequence[tuple[int, torch.Tensor]], alphas: Sequence[float],
-                  seeds: Sequence[int]) -> Image.Image:
+                  seeds: Sequence[int], ranking: str = "by coefficient energy") -> Image.Image:
     """Rows: appearances (with their energy in the part). Columns: each sample at each alpha.
 
     Parameters
     ----------
     sweeps : sequence of (int, torch.Tensor)
         (appearance, images (N, len(alphas), 3, H, W) in [0, 1]).
+    ranking : str
+        How the rows were ranked, for the title.
     """
     rows, labels = [], []
     for j, out in sweeps:
@@ -85,7 +87,7 @@ def contact_sheet(model: PandA, part: int, sweeps: Sequence[tuple[int, torch.Ten
         rows.append([to_pil(out[i, t], scale) for i in range(out.shape[0]) for t in range(len(alphas))])
         labels.append(f"appearance {j}\nenergy {float(model.coef_energy_[j, part]):.3g}")
     cols = [f"seed {s}\nalpha {a:+g}" for s in seeds for a in alphas]
-    return grid(rows, labels, cols, title=f"{model.part_label(part)}: its top appearances by coefficient energy")
+    return grid(rows, labels, cols, title=f"{model.part_label(part)}: its top appearances {ranking}")
 
 
 def overview_figure(model: PandA, rows: Sequence[tuple[int, int, torch.Tensor]], alphas: Sequence[float],

@@ -37,8 +37,9 @@ def rasterise_mask(mask: torch.Tensor | np.ndarray | str | Path, grid: tuple[int
         try:
             with Image.open(path) as im:
                 mask = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
-        except OSError as exc:
-            raise PandaError(f"cannot read mask '{path}' ({exc}): give a PNG whose white pixels mark the region.") from exc
+        except (OSError, Image.DecompressionBombError) as exc:  # the latter: a mask of hundreds of megapixels
+            raise PandaError(f"cannot read mask '{path}' ({exc}): give a PNG whose white pixels mark the region "
+                             f"(at most the image's own size is needed).") from exc
     m = torch.as_tensor(np.asarray(mask, dtype=np.float32))
     if m.dim() != 2:
         raise PandaError(f"a mask must be 2-D (H, W), got shape {tuple(m.shape)}.")

@@ -193,3 +193,11 @@ def test_hostile_values_are_one_line(factor_file, tmp_path, args, match):
     r = run(args[0], factor_file, *args[1:], "--out", out)
     assert r.exit_code == 2 and match in r.output and "Traceback" not in r.output
     assert not out.exists()
+
+
+def test_a_decompression_bomb_mask_is_one_line(factor_file, tmp_path):
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (14000, 14000)).save(bomb)  # 196 megapixels in a few kB
+    r = run("remove", factor_file, "--mask", bomb, "--background", "global", "--seeds", "0", "--out", tmp_path / "o")
+    assert r.exit_code == 2 and "cannot read mask" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "o").exists()

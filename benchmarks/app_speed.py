@@ -15,9 +15,9 @@ import sys
 import time
 from pathlib import Path
 
+import panda  # noqa: F401  (before torch, for its OpenMP setting: see panda/__init__.py)
 import torch
 
-import panda
 from panda.editing import Edit, edit
 from panda.features import FeatureSource, capture
 from panda.model import PandA

@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 from typing import Sequence
 
+import panda  # noqa: F401  (before torch, for its OpenMP setting: see panda/__init__.py)
 import torch
 
 

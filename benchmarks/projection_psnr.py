@@ -17,10 +17,10 @@ import sys
 import time
 from pathlib import Path
 
+import panda  # noqa: F401  (before torch, for its OpenMP setting: see panda/__init__.py)
 import torch
 from common import device_label, table
 
-import panda
 from panda.generators import GeneratorAdapter
 from panda.projection import project
 from panda.stylegan2 import Generator

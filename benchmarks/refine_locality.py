@@ -26,10 +26,10 @@ import statistics
 import sys
 from pathlib import Path
 
+import panda  # noqa: F401  (before torch, for its OpenMP setting: see panda/__init__.py)
 import torch
 from tqdm import tqdm
 
-import panda
 from panda.editing import Edit, edit
 from panda.features import FeatureSource
 from panda.landmarks import FaceMeshMasker, face_set, load_onet

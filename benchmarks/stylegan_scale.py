@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import panda  # noqa: F401  (before torch, for its OpenMP setting: see panda/__init__.py)
 import torch
 from common import device_label, table
 

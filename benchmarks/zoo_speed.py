@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import panda  # noqa: F401  (before torch, for its OpenMP setting: see panda/__init__.py)
 import torch
 from common import device_label, table
 
@@ -69,7 +70,7 @@ def measure(name: str, load, n: int, device: str) -> list[dict]:
 
 
 def fixture_generators() -> dict:
-    import panda
+
     return {
         "dcgan-celeba (64 px, trained)": lambda: panda.load_generator("dcgan-celeba"),
         "StyleGAN2 NVlabs pickle (32 px fixture)": lambda: panda.load_generator(FIXTURES / "stylegan2_nvlabs.pkl"),
@@ -83,7 +84,7 @@ def full_generators(device: str) -> dict:
     """panda's networks at full size with random weights, saved to temporary checkpoints and loaded as a user would."""
     import json
 
-    import panda
+
     from panda.biggan import BigGAN
     from panda.stylegan2 import Generator as SG2
     from panda.stylegan3 import Generator as SG3

@@ -199,7 +199,7 @@ SAVE_IMAGES = click.option("--save-images", is_flag=True,
 def _export(folder, images: torch.Tensor, labels: list, what: str) -> None:
     """--save-images: one PNG per image, named by its seed (or 'projected')."""
     names = [f"{what}_{label}" if label != "projected" else f"{what}_projected{i}" for i, label in enumerate(labels)]
-    paths = save_images(images, check_writable(folder / "images"), names)
+    paths = save_images(images, folder / "images", names)  # the folder is created there
     click.echo(f"wrote {len(paths)} image(s) to {paths[0].parent}")
 
 

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import torch
-from tqdm.auto import tqdm
 
 from .errors import PandaError
+from .progress import progress_bar
 
 Batches = Iterable[torch.Tensor]  # re-iterable; each item (B, C, S)
 
@@ -283,8 +283,7 @@ def solve_parts(m: torch.Tensor, p: torch.Tensor, max_iter: int = 500, tol: floa
     state = _SpgState(x, torch.matmul(m, x), torch.full((x.shape[0], 1, 1), lam0, dtype=torch.float64, device=m.device))
     run = _graphed_steps(m, state, mask, lam0, check_every) if m.is_cuda else None
     f_prev, it = None, 0
-    bar = tqdm(total=max_iter, desc="parts (P-step)", unit="it", leave=False,
-               disable=None if progress is None else not progress)
+    bar = progress_bar(total=max_iter, desc="parts (P-step)", unit="it", progress=progress)
     while it < max_iter:
         block = min(check_every, max_iter - it)
         if run is not None and block == check_every:
@@ -469,8 +468,7 @@ def panda_factorise(
     p = min(starts, key=lambda cand: float(parts_objective(m, cand)))
     errors: list[float] = []
     times: list[float] = []
-    bar = tqdm(total=n_iter_max, desc="alternating iterations", unit="it", leave=False,
-               disable=None if progress is None else not progress)
+    bar = progress_bar(total=n_iter_max, desc="alternating iterations", unit="it", progress=progress)
     for it in range(n_iter_max):
         if it > 0:
             p, _ = solve_parts(m.float(), p, progress=progress)

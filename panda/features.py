@@ -12,12 +12,11 @@ import os
 import time
 from typing import Callable, Iterator, Sequence
 
-import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .errors import PandaError
-from .generators import GeneratorAdapter, Latents
+from .generators import GeneratorAdapter, Latents, check_seeds
+from .progress import progress_bar
 
 
 class _StopForward(Exception):
@@ -74,8 +73,7 @@ def iter_features(
     """Stream feature maps for ``seeds``, batch by batch, flattened to (B, C, S), S = H*W."""
     if batch_size < 1:
         raise PandaError(f"batch size must be >= 1, got {batch_size}.")
-    with tqdm(total=len(seeds), desc=desc, unit="img", disable=None if progress is None else not progress,
-              leave=False) as bar:
+    with progress_bar(total=len(seeds), desc=desc, unit="img", progress=progress) as bar:
         for chunk in batches(seeds, batch_size):
             z = capture(generator, generator.sample(chunk), layer)
             bar.update(len(chunk))
@@ -140,11 +138,7 @@ class FeatureSource:
         memory_budget: int | None = None,
         progress: bool | None = None,
     ) -> None:
-        self.seeds = list(seeds)
-        bad = next((s for s in self.seeds if isinstance(s, bool) or not isinstance(s, (int, np.integer))
-                    or not 0 <= s < 2**32), None)
-        if bad is not None:  # now, not minutes later when the pass reaches it (a float would be truncated)
-            raise PandaError(f"seed {bad!r} is not a whole number in [0, 2**32): seeds are integers.")
+        self.seeds = check_seeds(seeds)  # now, not minutes later when a pass reaches a bad one
         batch_size = generator.default_batch if batch_size is None else batch_size
         memory_budget = default_memory_budget() if memory_budget is None else memory_budget
         if len(self.seeds) == 0:

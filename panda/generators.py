@@ -174,15 +174,8 @@ class GeneratorAdapter:
         ``gen_images.py`` convention). A conditional generator draws the class from the
         same RandomState after z unless ``class_index`` (or :meth:`set_class`) fixes it.
         """
-        for s in seeds:
-            # a float seed would be truncated silently (0.7 -> seed 0)
-            if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
-                raise PandaError(f"seed {s!r} is not a whole number: seeds are integers in [0, 2**32).")
-        seeds = [int(s) for s in seeds]
+        seeds = check_seeds(seeds)
         class_index = self.class_index if class_index is None else class_index
-        for s in seeds:
-            if not 0 <= s < 2**32:
-                raise PandaError(f"seed {s} is out of range: seeds must be in [0, 2**32).")
         if class_index is not None:
             if self.classes is None:
                 raise PandaError(f"generator '{self.name}' is unconditional: give no class.")
@@ -551,6 +544,19 @@ register_generator(GeneratorSpec(
     sefa_weight=lambda m: first_weight(m, 100),
 ))
 DEFAULT_GENERATOR = "dcgan-celeba"
+
+
+def check_seeds(seeds: Sequence[int]) -> list[int]:
+    """Seeds as Python ints, each a whole number in [0, 2**32) (NumPy's RandomState range); one clear error
+    otherwise (a float seed would be truncated silently: 0.7 -> seed 0)."""
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
+            raise PandaError(f"seed {s!r} is not a whole number: seeds are integers in [0, 2**32).")
+    seeds = [int(s) for s in seeds]
+    for s in seeds:
+        if not 0 <= s < 2**32:
+            raise PandaError(f"seed {s} is out of range: seeds must be in [0, 2**32).")
+    return seeds
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

@@ -18,13 +18,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from tqdm.auto import tqdm
 
 from .editing import check_alpha, part_profile, region_delta, synthesize_offset
 from .errors import PandaError
 from .generators import GeneratorAdapter, Latents
 from .maps import dilate, upsample
 from .model import PandA
+from .progress import progress_bar
 
 
 def rasterise_mask(mask: torch.Tensor | np.ndarray | str | Path, grid: tuple[int, int]) -> torch.Tensor:
@@ -179,8 +179,7 @@ def _best_fill(model: PandA, candidates: int, gain, progress: bool | None = Fals
     """Try the ``candidates`` strongest appearances with both signs; ``gain(j, sign)`` scores each."""
     order = torch.argsort(model.appearance_energy_, descending=True)[:candidates]
     trials = [(j, s) for j in order.tolist() for s in (1.0, -1.0)]
-    table = {t: gain(*t) for t in tqdm(trials, desc="background search", unit="fill", leave=False,
-                                       disable=None if progress is None else not progress)}
+    table = {t: gain(*t) for t in progress_bar(trials, desc="background search", unit="fill", progress=progress)}
     (j, s), best = max(table.items(), key=lambda item: item[1])
     return BackgroundSearch(j, s, best, table)
 

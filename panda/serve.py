@@ -103,7 +103,7 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
     scale = max(1, 256 // generator.image_size)
     _, h, w = model.layer_shape_
     # which part is strongest at each grid position: the page maps a click to a part with it
-    strongest = model.part_maps().argmax(0).tolist() if model.n_parts else []
+    strongest = model.part_maps().argmax(0).tolist()
 
     def ints(request, *names):
         try:

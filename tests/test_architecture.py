@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "panda"
 
 #: Bottom to top; a module may import modules of its own layer or of a lower one (never a higher one).
 LAYERS = [
-    ("foundations", {"errors", "version", "registry", "fileio", "maps", "metrics"}),
+    ("foundations", {"errors", "version", "registry", "fileio", "maps", "metrics", "progress"}),
     ("generators", {"generators", "stylegan2", "stylegan3", "biggan", "genforce", "checkpoints"}),
     ("features", {"features"}),
     ("factorisation", {"factorisation"}),

@@ -20,14 +20,12 @@ import panda  # noqa: F401  (before torch, for its OpenMP setting: see panda/__i
 import torch
 from common import device_label, table
 
-from panda.checkpoints import default_layer
+from panda.checkpoints import random_stylegan2
 from panda.editing import Edit, edit
 from panda.features import FeatureSource, capture
-from panda.generators import GeneratorAdapter
 from panda.model import PandA
 from panda.refinement import refine_parts
 from panda.removal import find_background
-from panda.stylegan2 import Generator
 
 HERE = Path(__file__).resolve().parent
 
@@ -56,10 +54,7 @@ def main() -> None:
     ap.add_argument("--n", default="256,128,64", help="training samples at the 16, 32 and 64 px layers")
     ap.add_argument("--out", default=str(HERE / "stylegan_scale.md"))
     args = ap.parse_args()
-    torch.manual_seed(0)
-    module = Generator(512, 0, 512, args.resolution, 3).eval()  # config-f widths
-    g = GeneratorAdapter(module, f"stylegan2-{args.resolution}-random", 512, forward_fn=lambda m, z, c: m(z, c),
-                         default_layer=default_layer(module, args.resolution)).to(args.device)
+    g = random_stylegan2(args.resolution).to(args.device)  # config-f widths
     one = g.sample([7])
     g.synthesize(one)
     _, forward_s = timed(lambda: g.synthesize(one), args.device)

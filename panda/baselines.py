@@ -32,6 +32,7 @@ from torch.func import jacfwd
 
 from .features import iter_features
 from .generators import GeneratorAdapter, Latents
+from .progress import progress_bar
 
 
 def _unit_rows(d: torch.Tensor) -> torch.Tensor:
@@ -68,67 +69,110 @@ def sefa(weight: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------- Jacobian Gram matrices (LowRankGAN, ReSeFa)
-def jacobians(generator: GeneratorAdapter, latents: Latents) -> list[torch.Tensor]:
+def jacobians(generator: GeneratorAdapter, latents: Latents, chunk: int = 8) -> list[torch.Tensor]:
     """Per sample, the Jacobian (H*W, latent_dim) of the channel-averaged image w.r.t. z, in forward
-    mode (latent_dim products instead of one backward pass per pixel)."""
+    mode (latent_dim products instead of one backward pass per pixel), ``chunk`` samples per batched call."""
     out = []
-    for i in range(len(latents)):
-        lat = latents[i:i + 1]
+    for start in range(0, len(latents), chunk):
+        lat = latents[start:start + chunk]
 
-        def image(z, lat=lat):
-            return generator.synthesize(Latents(z[None], lat.labels)).mean(1)[0]  # (H, W)
+        def image(z: torch.Tensor, labels) -> torch.Tensor:
+            return generator.synthesize(Latents(z[None], None if labels is None else labels[None])).mean(1)[0]  # (H, W)
 
-        out.append(jacfwd(image)(lat.z[0]).reshape(-1, lat.z.shape[1]).double().cpu())
+        labels = lat.labels
+        jac = torch.func.vmap(jacfwd(image), in_dims=(0, None if labels is None else 0))(lat.z, labels)  # (B, H, W, d)
+        out += [j.reshape(-1, lat.z.shape[1]).double().cpu() for j in jac]
     return out
 
 
-def region_grams(jacs: list[torch.Tensor], masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean over samples of J_f^T J_f / |F| (pixels inside each sample's mask) and J_b^T J_b / |B|
-    (outside), each (latent_dim, latent_dim). masks: (N, H, W) bool, one per Jacobian."""
-    inside, outside = 0, 0
+def region_grams(jacs: list[torch.Tensor], masks: torch.Tensor, average: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """J_f^T J_f / |F| (pixels inside each sample's mask) and J_b^T J_b / |B| (outside) per sample, as LowRankGAN's and
+    ReSeFa's code build them.
+
+    Parameters
+    ----------
+    jacs : list of torch.Tensor
+        Per sample (H*W, latent_dim), from :func:`jacobians`.
+    masks : torch.Tensor
+        (N, H, W) bool, one per Jacobian.
+    average : bool
+        Average over samples: two (latent_dim, latent_dim) matrices. Otherwise per sample: (N, latent_dim, latent_dim).
+    """
+    inside, outside = [], []
     for j, mask in zip(jacs, masks):
         m = mask.flatten().cpu()
         jf, jb = j[m], j[~m]
-        inside = inside + jf.T @ jf / max(len(jf), 1)
-        outside = outside + jb.T @ jb / max(len(jb), 1)
-    return inside / len(jacs), outside / len(jacs)
+        inside.append(jf.T @ jf / max(len(jf), 1))
+        outside.append(jb.T @ jb / max(len(jb), 1))
+    inside, outside = torch.stack(inside), torch.stack(outside)
+    return (inside.mean(0), outside.mean(0)) if average else (inside, outside)
 
 
-def robust_pca(m: torch.Tensor, lam: float | None = None, tol: float = 1e-7, max_iter: int = 10_000) -> tuple[torch.Tensor, torch.Tensor]:
-    """Principal component pursuit by ADMM: M = L (low rank) + S (sparse), mu = m n / (4 ||M||_1) and
-    tolerance as in LowRankGAN's code.
+def per_image_grams(generator: GeneratorAdapter, latents: Latents, masks: dict[str, torch.Tensor], chunk: int = 8,
+                    progress: bool = False) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """:func:`region_grams` per sample for several regions at once, from Jacobians computed ``chunk`` samples at a
+    time and dropped (a 64 x 64 image's Jacobian is 26 MB; its Gram matrices 80 KB each).
+
+    Returns
+    -------
+    dict of str to (torch.Tensor, torch.Tensor)
+        Region -> (inside, outside), each (N, latent_dim, latent_dim) float64.
+    """
+    parts: dict[str, tuple[list, list]] = {r: ([], []) for r in masks}
+    for start in progress_bar(range(0, len(latents), chunk), progress=progress, desc="Jacobians", unit="batch"):
+        jacs = jacobians(generator, latents[start:start + chunk], chunk)
+        for r, m in masks.items():
+            inside, outside = region_grams(jacs, m[start:start + chunk], average=False)
+            parts[r][0].append(inside), parts[r][1].append(outside)
+    return {r: (torch.cat(i), torch.cat(o)) for r, (i, o) in parts.items()}
+
+
+#: LowRankGAN's code sets the sparsity weight with ``--lamb 60``, i.e. lambda = 1/60.
+LOWRANKGAN_LAMBDA = 1 / 60
+
+
+def robust_pca(m: torch.Tensor, lam: float = LOWRANKGAN_LAMBDA, tol: float = 1e-7, max_iter: int = 10_000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Principal component pursuit by ADMM, M = L (low rank) + S (sparse), with LowRankGAN's settings: lambda 1/60,
+    mu = m n / (4 ||M||_1) where ||M||_1 is the matrix 1-norm (the largest column sum of |M|, numpy's ``ord=1``), stop
+    when ||L + S - M||_F < tol ||M||_F or after ``max_iter`` steps.
+
+    The Gram matrices it is given are symmetric, so the singular value thresholding uses an eigendecomposition
+    (|eigenvalues| are the singular values; the signs are kept): the same L, several times faster, and batched.
 
     Parameters
     ----------
     m : torch.Tensor
-        (m, n) matrix.
-    lam : float, optional
-        Default 1 / sqrt(max(m, n)), the standard PCP weight (Candès et al., 2011). LowRankGAN's code fixes
-        1/60, set for StyleGAN's 512-d latent; on a 100-d DCGAN latent it leaves L with rank 0 or 1 (the
-        sparse part takes everything), which would make the method degenerate rather than tested.
+        (n, n) or (B, n, n) symmetric matrices.
 
     Returns
     -------
     (torch.Tensor, torch.Tensor)
-        L and S, each (m, n) float64.
+        L and S, the shape of ``m``, float64.
     """
-    m = m.double()
-    lam = 1 / max(m.shape) ** 0.5 if lam is None else lam
-    mu = m.numel() / (4 * m.abs().sum().clamp_min(1e-30))
-    s = torch.zeros_like(m)
-    y = torch.zeros_like(m)
-    norm = torch.linalg.norm(m).clamp_min(1e-30)
-    low = m
+    single = m.dim() == 2
+    m = (m[None] if single else m).double()
+    m = (m + m.transpose(1, 2)) / 2
+    n = m.shape[-1]
+    mu = (n * n / (4 * m.abs().sum(1).amax(1).clamp_min(1e-30)))[:, None, None]  # (B, 1, 1)
+    s, y = torch.zeros_like(m), torch.zeros_like(m)
+    low = torch.zeros_like(m)
+    bound = tol * torch.linalg.norm(m, dim=(1, 2))
+    active = torch.ones(len(m), dtype=torch.bool)
     for _ in range(max_iter):
-        u, sig, vh = torch.linalg.svd(m - s + y / mu, full_matrices=False)
-        low = (u * (sig - 1 / mu).clamp_min(0)) @ vh
-        r = m - low + y / mu
-        s = torch.sign(r) * (r.abs() - lam / mu).clamp_min(0)
-        resid = m - low - s
-        y = y + mu * resid
-        if torch.linalg.norm(resid) / norm < tol:
+        idx = torch.nonzero(active).flatten()
+        mi, si, yi, mui = m[idx], s[idx], y[idx], mu[idx]
+        vals, vecs = torch.linalg.eigh(mi - si - yi / mui)
+        shrunk = torch.sign(vals) * (vals.abs() - 1 / mui[:, :, 0]).clamp_min(0)
+        li = (vecs * shrunk[:, None]) @ vecs.transpose(1, 2)
+        r = mi - li - yi / mui
+        si = torch.sign(r) * (r.abs() - lam / mui).clamp_min(0)
+        resid = li + si - mi
+        yi = yi + mui * resid
+        low[idx], s[idx], y[idx] = li, si, yi
+        active[idx] = torch.linalg.norm(resid, dim=(1, 2)) > bound[idx]
+        if not active.any():
             break
-    return low, s
+    return (low[0], s[0]) if single else (low, s)
 
 
 def _rank(x: torch.Tensor, rel: float = 1e-3) -> int:
@@ -137,7 +181,7 @@ def _rank(x: torch.Tensor, rel: float = 1e-3) -> int:
     return int((sig > rel * sig[0]).sum()) if sig.numel() and sig[0] > 0 else 0
 
 
-def lowrankgan(inside: torch.Tensor, outside: torch.Tensor, num_relax: int = 0) -> torch.Tensor:
+def lowrankgan(inside: torch.Tensor, outside: torch.Tensor, num_relax: int = 0, lam: float = LOWRANKGAN_LAMBDA) -> torch.Tensor:
     """Directions (rank_f, latent_dim): the region's low-rank principal directions projected onto the
     null space of the rest of the image (from the Gram matrices of :func:`region_grams`).
 
@@ -148,28 +192,44 @@ def lowrankgan(inside: torch.Tensor, outside: torch.Tensor, num_relax: int = 0) 
     num_relax : int
         Widens the null space: with a small latent the background's rank can fill it.
     """
-    d = inside.shape[0]
-    low_f, _ = robust_pca(inside)
-    low_b, _ = robust_pca(outside)
-    _, _, vf = torch.linalg.svd(low_f)
-    _, _, vb = torch.linalg.svd(low_b)
-    rank_f, rank_b = max(_rank(low_f), 1), _rank(low_b)
-    start = min(max(1, rank_b - num_relax), d - 1)
-    null = vb[start:].T  # (d, d - start)
-    directions = (null @ null.T @ vf[:rank_f].T).T
-    return _unit_rows(directions).float()
+    return lowrankgan_batch(inside[None], outside[None], num_relax, lam)[0]
 
 
-def resefa(inside: torch.Tensor, outside: torch.Tensor, tau: float = 1e-3) -> torch.Tensor:
+def lowrankgan_batch(inside: torch.Tensor, outside: torch.Tensor, num_relax: int = 0,
+                     lam: float = LOWRANKGAN_LAMBDA) -> list[torch.Tensor]:
+    """:func:`lowrankgan` for (B, d, d) Gram matrices (one pair per image, as LowRankGAN's code runs): B direction sets."""
+    d = inside.shape[-1]
+    low_f, _ = robust_pca(inside, lam)
+    low_b, _ = robust_pca(outside, lam)
+    out = []
+    for lf, lb in zip(low_f, low_b):
+        _, _, vf = torch.linalg.svd(lf)
+        _, _, vb = torch.linalg.svd(lb)
+        rank_f, rank_b = max(_rank(lf), 1), _rank(lb)
+        start = min(max(1, rank_b - num_relax), d - 1)
+        null = vb[start:].T  # (d, d - start)
+        out.append(_unit_rows((null @ null.T @ vf[:rank_f].T).T).float())
+    return out
+
+
+def resefa(inside: torch.Tensor, outside: torch.Tensor, tau: float = 0.0) -> torch.Tensor:
     """Directions (latent_dim, latent_dim), best first: generalised eigenvectors of (A, B + tau tr(B) I),
-    maximising v^T A v / v^T B v (solved through a Cholesky factor of B, the stable way)."""
+    maximising v^T A v / v^T B v (solved through a Cholesky factor of B, the stable way). ``tau`` = 0 is ReSeFa's
+    default; its code adds the trace regulariser only on request. ``inside``/``outside`` may be batched (B, d, d),
+    then the result is (B, d, d)."""
     a, b = inside.double(), outside.double()
-    b = b + tau * torch.trace(b) * torch.eye(b.shape[0], dtype=b.dtype)
-    chol = torch.linalg.cholesky(b)
-    c = torch.linalg.solve_triangular(chol, torch.linalg.solve_triangular(chol, a, upper=False).T, upper=False)
-    vals, u = torch.linalg.eigh((c + c.T) / 2)
-    v = torch.linalg.solve_triangular(chol.T, u, upper=True)  # B^-1/2 u
-    return _unit_rows(v.flip(1).T).float()
+    eye = torch.eye(b.shape[-1], dtype=b.dtype)
+    trace = b.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None]
+    b = b + tau * trace * eye
+    chol, info = torch.linalg.cholesky_ex(b)
+    if bool((info != 0).any()):  # a singular B (tau = 0, a region the latent cannot move outside): the least jitter
+        chol = torch.linalg.cholesky(b + 1e-10 * trace * eye)
+    c = torch.linalg.solve_triangular(chol, torch.linalg.solve_triangular(chol, a, upper=False).transpose(-1, -2),
+                                      upper=False)
+    vals, u = torch.linalg.eigh((c + c.transpose(-1, -2)) / 2)
+    v = torch.linalg.solve_triangular(chol.transpose(-1, -2), u, upper=True)  # B^-1/2 u
+    v = v.flip(-1).transpose(-1, -2)
+    return (v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)).float()
 
 
 @dataclass(frozen=True)

@@ -561,3 +561,15 @@ def load_generator(name_or_path: str | Path = DEFAULT_GENERATOR, device: str | t
     if class_ is not None:
         g.set_class(class_)
     return g
+
+
+def random_stylegan2(resolution: int = 256, seed: int = 0) -> GeneratorAdapter:
+    """A StyleGAN2 with config-f widths (512-d z and w) and random weights, for timing at StyleGAN scale where no
+    trained weights can be had (weights do not change the cost)."""
+    if resolution not in (2 ** k for k in range(3, 11)):
+        raise PandaError(f"resolution {resolution}: give a power of 2 from 8 to 1024.")
+    torch.manual_seed(seed)
+    module = StyleGAN2(512, 0, 512, resolution, 3).eval()
+    return GeneratorAdapter(module, f"stylegan2-{resolution}-random", 512, forward_fn=lambda m, z, c: m(z, c),
+                            default_layer=default_layer(module, resolution),
+                            description=f"StyleGAN2, {resolution} px, config-f widths, random weights")

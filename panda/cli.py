@@ -20,13 +20,14 @@ from .drawing import grid, save_images, save_png, scale_for, to_pil
 from .editing import DEFAULT_ALPHAS, Edit, check_alpha, check_edits, edit as edit_images, measured_sweep
 from .errors import PandaError
 from .evaluation import run_roir
+from .setup_cost import time_setup
 from .figures import (candidates_figure, edits_figure, localize_figure, localize_top_figure, parts_figure,
                       refine_figure, remove_figure, sweep_figure)
-from .fileio import backup, check_output_file, check_writable
+from .fileio import atomic_write, backup, check_output_file, check_writable
 from .features import default_memory_budget
 from .fitting import fit_factors
-from .checkpoints import FORMATS, NOISE_MODES, load_generator
-from .generators import DEFAULT_GENERATOR, GENERATORS
+from .checkpoints import FORMATS, NOISE_MODES, load_generator, random_stylegan2
+from .generators import DEFAULT_GENERATOR, GENERATORS, resolve_device
 from .landmarks import REMOVAL_REGIONS, BoxMasker, FaceMeshMasker
 from .localisation import localisation
 from .model import PandA
@@ -35,7 +36,7 @@ from .projection import load_latent, load_image, project, save_latent
 from .refinement import check_refine_args, compare_refinement
 from .removal import candidate_fills, parse_background, rasterise_mask, region_for, removal
 from .serve import serve as run_server
-from .tables import markdown, write_outputs
+from .tables import markdown, setup_cost_markdown, write_outputs
 
 #: The most seeds one command draws (a typo like 0-4294967295 must not exhaust memory).
 MAX_SEEDS = 100_000
@@ -269,7 +270,9 @@ def layers(generator: str, device: str, seed: int, trust_pickle: bool, show_all:
 @generator_options(DEFAULT_GENERATOR)
 @click.option("--layer", default=None, help="Layer to factorise; default: the generator's default layer.")
 @click.option("--rank-appearance", "-rc", type=COUNT, default=None, help="R_C appearances; default: all C channels.")
-@click.option("--rank-parts", "-rs", type=COUNT, default=12, help="R_S parts.")
+@click.option("--rank-parts", "-rs", type=COUNT, default=None,
+              help="R_S parts; default: the generator's choice at its default layer (dcgan-celeba 40, dcgan-digiface 24: "
+                   "see benchmarks/semantic_parts.md), else 12.")
 @click.option("--n-samples", "-n", type=click.IntRange(1, 10_000_000), default=5000, help="Training samples (seeds SEED .. SEED+N-1).")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, help="First training seed; also seeds the random start of the parts.")
 @click.option("--max-iter", type=COUNT, default=30, help="At most this many alternating iterations.")
@@ -554,7 +557,9 @@ def serve(factors, host, port, seed, latent, device, **gen):
 @main.command()
 @generator_options(DEFAULT_GENERATOR)
 @click.option("--layer", default=None, help="Layer; default: the generator's default layer.")
-@click.option("--rank-parts", "-rs", type=COUNT, default=12, help="R_S parts.")
+@click.option("--rank-parts", "-rs", type=COUNT, default=None,
+              help="R_S parts; default: the generator's choice at its default layer (dcgan-celeba 40, dcgan-digiface 24: "
+                   "see benchmarks/semantic_parts.md), else 12.")
 @click.option("--n-samples", "-n", type=click.IntRange(1, 10_000_000), default=5000, help="Training samples.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, help="First training seed and random start.")
 @click.option("--out", "-o", default="out/demo", help="Output folder (index.html and PNGs).")
@@ -572,13 +577,14 @@ def demo(layer, rank_parts, n_samples, seed, out, device, quiet, **gen):
 
 @main.command("name-parts")
 @click.argument("factors", type=click.Path(dir_okay=False))
-@click.option("--n", "n", type=COUNT, default=64, help="Faces to measure the overlaps on.")
+@click.option("--n", "n", type=COUNT, default=64, help="Faces to measure where the parts sit on.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=CALIB_SEED_START, help="First seed of those faces.")
 @generator_options(None)
 @device_option
 def name_parts_cmd(factors, n, seed, device, **gen):
-    """Name FACTORS' parts after the face regions (eyes, nose, mouth) they overlap most, and save the names
-    into the file; every picture then shows them. Regions come from MediaPipe FaceMesh, not from PandA.
+    """Name FACTORS' parts after the face region (eyes, nose, mouth) each sits on most densely, and save the names
+    into the file; every picture then shows them. A part denser on the rest of the face or the background than on
+    any region stays unnamed. Regions come from MediaPipe FaceMesh, not from PandA.
 
     \b
     Example:  panda name-parts out/demo/factors.safetensors
@@ -587,8 +593,8 @@ def name_parts_cmd(factors, n, seed, device, **gen):
     names = name_model_parts(model, generator, n, seed)
     copy = backup(factors)
     model.save(factors)
-    click.echo("; ".join(f"part {k}: {v}" for k, v in sorted(names.items())) + f"\nsaved into {factors} (the file as it "
-               f"was: {copy})")
+    named = "; ".join(f"part {k}: {v}" for k, v in sorted(names.items())) or "no part sits most on a region"
+    click.echo(named + f"\nsaved into {factors} (the file as it was: {copy})")
 
 
 @main.group()
@@ -600,12 +606,18 @@ def bench() -> None:
 @generator_options(DEFAULT_GENERATOR)
 @click.option("--n", "n", type=COUNT, default=1000, help="Test seeds to try (those both landmark models accept are kept).")
 @click.option("--n-calib", type=COUNT, default=64, help="Calibration seeds (disjoint from the test seeds).")
-@click.option("--budget", type=COUNT, default=8, help="Directions each method may propose per region (x 2 signs).")
+@click.option("--budget", type=COUNT, default=100,
+              help="Directions each method may propose per region (x 2 signs); 100 lets GANSpace and SeFa try all theirs.")
 @click.option("--target", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05,
               help="Matched mean absolute pixel change inside the region ([0, 1] images).")
 @click.option("--n-train", type=COUNT, default=5000, help="PandA's training samples.")
+@click.option("--rank-parts", "-rs", type=COUNT, default=None, help="PandA's R_S; default: the generator's choice.")
 @click.option("--ganspace-samples", type=COUNT, default=10_000, help="GANSpace's PCA samples.")
-@click.option("--n-jacobian", type=COUNT, default=5, help="Calibration samples LowRankGAN and ReSeFa compute their directions from.")
+@click.option("--n-jacobian", type=COUNT, default=16,
+              help="Calibration faces LowRankGAN and StyleSpace compute their directions from (ReSeFa works per image).")
+@click.option("--dilations", default="2,4", show_default=True,
+              help="Mask dilations in pixels to report, increasing; the first selects the edits.")
+@click.option("--n-parts", type=COUNT, default=3, help="PandA's parts tried per region (those sitting most on it).")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, help="Random start of PandA's parts.")
 @click.option("--regions", type=click.Choice(["facemesh", "boxes"]), default="facemesh",
               help="Region masks: MediaPipe FaceMesh on each face, cross-checked with ONet; or fixed boxes where an aligned "
@@ -613,7 +625,8 @@ def bench() -> None:
 @click.option("--out", "-o", default="out/bench", help="Output folder (roir.md, roir.csv, roir.png, one grid per region).")
 @device_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def bench_roir(n, n_calib, budget, target, n_train, ganspace_samples, n_jacobian, seed, regions, out, device, quiet, **gen):
+def bench_roir(n, n_calib, budget, target, n_train, rank_parts, ganspace_samples, n_jacobian, dilations, n_parts, seed, regions, out,
+               device, quiet, **gen):
     """ROIR of local edits (eyes, nose, mouth) for every registered method (PandA, GANSpace, SeFa, StyleSpace,
     LowRankGAN, ReSeFa; a method a generator cannot run is reported as n/a with the reason).
 
@@ -623,12 +636,45 @@ def bench_roir(n, n_calib, budget, target, n_train, ganspace_samples, n_jacobian
       panda bench roir --generator ffhq.pkl --trunc 0.7 --n 1000 --out out/bench/ffhq
     """
     check_writable(out)
+    try:
+        dil = tuple(int(d) for d in dilations.split(","))
+    except ValueError:
+        raise PandaError(f"--dilations {dilations!r}: give whole numbers of pixels separated by commas, e.g. 2,4.") from None
     boxes = regions == "boxes"
-    result = run_roir(_generator(device, **gen), n, n_calib, budget, target, n_train, n_jacobian, ganspace_samples, seed=seed,
-                      progress=not quiet, masker=BoxMasker() if boxes else None, cross_check=not boxes)
+    result = run_roir(_generator(device, **gen), n, n_calib, budget, target, n_train, n_jacobian, ganspace_samples, rank_parts, seed=seed,
+                      progress=not quiet, masker=BoxMasker() if boxes else None, cross_check=not boxes, dilations=dil,
+                      n_parts=n_parts)
     paths = write_outputs(result, Path(out))
     click.echo(markdown(result))
     click.echo("wrote " + ", ".join(str(p) for p in paths))
+
+
+@bench.command("setup-cost")
+@click.option("--resolution", type=click.Choice(["256", "512", "1024"]), default="256",
+              help="Image size of the random-weight StyleGAN2 (config-f widths, 512-d latent).")
+@click.option("--layer", default=None, help="PandA's layer; default the 16x16 block's (the paper's choice).")
+@click.option("--n-train", type=COUNT, default=1000, help="PandA's training samples.")
+@click.option("--rank-parts", "-rs", type=COUNT, default=12, help="PandA's R_S.")
+@click.option("--tangents", type=COUNT, default=32, help="Jacobian directions measured (scaled to the latent's 512).")
+@click.option("--out", "-o", default=None, help="Also write the table to this markdown file.")
+@device_option
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def bench_setup_cost(resolution, layer, n_train, rank_parts, tangents, out, device, quiet):
+    """Setup time of PandA, ReSeFa and LowRankGAN for one region on a StyleGAN2-size network (random weights).
+
+    \b
+    Examples:
+      panda bench setup-cost                                 # 256 px on the CPU
+      panda bench setup-cost --resolution 1024 --device cuda
+    """
+    if out is not None:
+        check_output_file(out, overwrite=True)
+    g = random_stylegan2(int(resolution)).to(resolve_device(device))
+    cost = time_setup(g, layer or g.default_layer, n_train, rank_parts, tangents, progress=not quiet)
+    text = setup_cost_markdown([cost])
+    if out is not None:
+        atomic_write(out, text + "\n")
+    click.echo(text)
 
 
 if __name__ == "__main__":  # pragma: no cover

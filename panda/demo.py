@@ -32,11 +32,13 @@ def _name_parts(model: PandA, generator) -> str:
         names = name_model_parts(model, generator)
     except Exception as exc:  # naming is a nicety: the demo goes on without it
         return f"Parts are not named ({exc})."
-    return ("Parts named after the face region (MediaPipe FaceMesh masks on 64 faces) they overlap most: "
-            + "; ".join(f"part {k}: {v}" for k, v in sorted(names.items())) + ".")
+    return ("Parts named after the face region (MediaPipe FaceMesh masks on 64 faces) where they are densest, relative "
+            "to the region's area, of eyes, nose, mouth, the rest of the face and the background: "
+            + ("; ".join(f"part {k}: {v}" for k, v in sorted(names.items())) if names else "none sits most on a region")
+            + ".")
 
 
-def run_demo(generator: GeneratorAdapter | str = DEFAULT_GENERATOR, layer: str | None = None, rank_parts: int = 12,
+def run_demo(generator: GeneratorAdapter | str = DEFAULT_GENERATOR, layer: str | None = None, rank_parts: int | None = None,
              n_samples: int = 5000, seed: int = 0, out: str | Path = "out/demo", device: str = "cpu",
              progress: bool = True, n_show: int = 6, n_top: int = 6) -> Path:
     """Fit PandA (R_C = C) and write factors, parts, per-part edits, refinement, removal,
@@ -138,7 +140,8 @@ def run_demo(generator: GeneratorAdapter | str = DEFAULT_GENERATOR, layer: str |
     sections.append(Section("Concept localisation", "A^T Z: how much of each appearance is at each position (each map "
                             "rescaled to [0, 1]).", [("localize_top.png", f"Seed {shown[0]}: its six strongest concepts."),
                                                      ("localize_background.png", f"Where the background appearance {model.background_} is.")]))
-    for k, top, share in per_part:
+    # named parts (eyes, nose, mouth) first: with tens of parts they are the ones a reader looks for
+    for k, top, share in sorted(per_part, key=lambda item: item[0] not in model.part_names_):
         label = model.part_label(k)
         sections.append(Section(label[0].upper() + label[1:], f"Appearances most specific to the part: {', '.join(map(str, top))}.", [
             (f"edit_part{k}.png", f"Part {k} + appearance {top[0]} at alpha {', '.join(f'{a:+g}' for a in alphas)}; "

@@ -14,7 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
-from .drawing import PALETTE, grid, heat_tile, outline, overlay, scale_for, segmentation, to_pil
+from .drawing import PALETTE, grid, heat_tile, hot, outline, overlay, scale_for, segmentation, to_pil
 from .editing import Edit, SweepResult, part_profile
 from .evaluation import BenchResult
 from .landmarks import REGIONS, FaceSet
@@ -199,9 +199,12 @@ def bench_bar_plot(res: BenchResult, metric: str = "ROIR") -> Image.Image:
     ax = fig.add_subplot()
     width = 0.8 / max(len(methods), 1)
     for mi, m in enumerate(methods):
-        stats = [res.row(m, r).scores[metric] for r in REGIONS]
+        stats = [res.row(m, r).score(metric) for r in REGIONS]
         x = np.arange(len(REGIONS)) + (mi - (len(methods) - 1) / 2) * width
         ax.bar(x, [s[0] for s in stats], width * 0.9, yerr=[s[1] for s in stats], label=m, color=PALETTE[mi], capsize=3)
+        for xi, st in zip(x, stats):
+            if st[0] != st[0]:  # no edit specific to the region: say so where the bar would be
+                ax.text(xi, 0, "none", rotation=90, ha="center", va="bottom", fontsize=8, color=PALETTE[mi])
     ax.set_xticks(np.arange(len(REGIONS)), REGIONS)
     ax.set_ylabel(metric)
     ax.set_title(f"{res.generator}: {metric} on {res.n_test} test faces, mean +- std"
@@ -222,9 +225,30 @@ def region_grid(res: BenchResult, region: str, n_show: int = 6) -> Image.Image:
     for i in range(min(n_show, len(faces.seeds))):
         mask = faces.masks[region][i]
         rows.append([outline(faces.images[i], [mask], scale)] + [outline(res.edits[region][m][i], [mask], scale) for m in methods])
-    cols = ["original"] + [f"{m}\nROIR {res.row(m, region).scores['ROIR'][0]:.2f}" for m in methods]
+    cols = ["original"] + [f"{m}\nROIR {res.row(m, region).score('ROIR')[0]:.2f}" for m in methods]
+    none = [m for m in METHODS if res.row(m, region).available and not res.row(m, region).chosen]
     return grid(rows, seed_labels(faces.seeds[:n_show]), cols,
-                title=f"{res.generator}, {region} (outlined): each method's edit, matched pixel change inside the region")
+                title=f"{res.generator}, {region} (outlined): each method's edit, matched pixel change inside the region"
+                      + (f"; no {region}-specific edit: {', '.join(none)}" if none else ""))
+
+
+def cell_grid(res: BenchResult, method: str, region: str, n_show: int = 6) -> Image.Image:
+    """One benchmark cell: rows are test faces; columns the original, the chosen edit and the absolute pixel change
+    (one colour scale for the grid, saturating at the 99th percentile so that the bulk of the change is visible), each
+    with the region outlined, so a reader sees what won and where it acted."""
+    row, faces = res.row(method, region), res.faces
+    n = min(n_show, len(faces.seeds))
+    x0, x1 = faces.images[:n], res.edits[region][method][:n]
+    change = change_map(x0, x1)
+    top = max(float(torch.quantile(change.flatten(), 0.99)), 1e-6)
+    heat = torch.from_numpy(hot((change / top).numpy())).permute(0, 3, 1, 2).float()  # (n, 3, H, W)
+    scale = scale_for(faces.images)
+    rows = [[outline(t[i], [faces.masks[region][i]], scale) for t in (x0, x1, heat)] for i in range(n)]
+    roir_mean, _, _ = row.score("ROIR")
+    spec, _, _ = row.score("specificity")
+    return grid(rows, seed_labels(faces.seeds[:n]), ["original", "edited", f"|change| (white: >= {top:.2f})"],
+                title=f"{res.generator}, {region} (outlined): {method}, {row.label} x {row.alpha:+.2f}; "
+                      f"ROIR {roir_mean:.2f}, specificity {spec:.2f}")
 
 
 def masks_figure(faces: FaceSet, n_show: int = 8) -> Image.Image:

@@ -151,6 +151,12 @@ def check_output_file(path: str | os.PathLike, overwrite: bool = False, flag: st
         raise PandaError(f"cannot write '{path}': '{ancestor}' is a file, not a folder; choose another path.")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise PandaError(f"cannot write '{path}': the folder '{ancestor}' is not writable; choose another path.")
+    try:  # os.access says yes to root everywhere, /proc and read-only mounts included: try an unnamed file
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except OSError as exc:
+        raise PandaError(f"cannot write '{path}': files cannot be created in '{ancestor}' ({exc.strerror}); "
+                         f"choose another path.") from exc
     return path
 
 

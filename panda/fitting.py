@@ -11,12 +11,13 @@ from .removal import search_background
 
 
 def fit_factors(generator: GeneratorAdapter, layer: str | None = None, rank_appearance: int | None = None,
-                rank_parts: int = 12, n_samples: int = 5000, seed: int = 0, max_iter: int = 30, tol: float = 1e-4,
+                rank_parts: int | None = None, n_samples: int = 5000, seed: int = 0, max_iter: int = 30, tol: float = 1e-4,
                 batch_size: int | None = None, memory_budget: int | None = None, n_heldout: int = 256,
                 background_samples: int = 8, progress: bool = False) -> PandA:
     """Fit PandA on seeds ``seed .. seed + n_samples - 1`` at ``layer`` (default: the generator's), measure the
     held-out error on ``n_heldout`` other seeds and search the background appearance on ``background_samples``
-    (0 skips either). Every argument is checked before any sample is generated. ``batch_size`` and
+    (0 skips either). ``rank_parts`` defaults to the generator's choice for the layer
+    (:meth:`GeneratorAdapter.rank_parts_for`). Every argument is checked before any sample is generated. ``batch_size`` and
     ``memory_budget`` default to the generator's and the machine's (:class:`panda.features.FeatureSource`).
 
     Returns
@@ -27,6 +28,7 @@ def fit_factors(generator: GeneratorAdapter, layer: str | None = None, rank_appe
     layer = layer or generator.default_layer
     if layer is None:
         raise PandaError(f"generator '{generator.name}' has no default layer: name one.")
+    rank_parts = generator.rank_parts_for(layer) if rank_parts is None else rank_parts
     for name, value in (("n_samples", n_samples), ("n_heldout", n_heldout), ("background_samples", background_samples)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise PandaError(f"{name}={value!r}: give a whole number >= 0.")

@@ -91,6 +91,10 @@ def _call_with_image_latent(module: nn.Module, z: torch.Tensor, onehot: torch.Te
     return module(x[:, :, None, None])
 
 
+#: R_S when neither the user nor the generator's spec chooses one.
+DEFAULT_RANK_PARTS = 12
+
+
 class GeneratorAdapter:
     """A pretrained generator with everything panda needs to sample, hook and edit it.
 
@@ -156,6 +160,15 @@ class GeneratorAdapter:
         self.class_index: int | None = None  # the class every seed draws; None: drawn per seed
         self.source = dict(source) if source else {"format": "registered" if spec is not None else "module"}
         self._layer_shapes: dict[str, tuple[int, int, int]] | None = None
+
+    def rank_parts_for(self, layer: str | None) -> int:
+        """R_S to use at ``layer`` when none is given: the spec's choice at its default layer, else
+        :data:`DEFAULT_RANK_PARTS`; at most the layer's positions."""
+        layer = layer or self.default_layer
+        chosen = self.spec is not None and layer == self.default_layer
+        rank = self.spec.default_rank_parts if chosen else DEFAULT_RANK_PARTS
+        shape = self.layer_shapes().get(layer) if layer else None
+        return min(rank, shape[1] * shape[2]) if shape else rank
 
     # ------------------------------------------------------------------ device
     @property
@@ -482,6 +495,9 @@ class GeneratorSpec:
         not available.
     style_space : bool
         Whether the generator has a StyleGAN style space (StyleSpace's edits).
+    default_rank_parts : int
+        R_S used at ``default_layer`` when none is given: chosen by ``benchmarks/semantic_parts.py`` as the smallest
+        at which the eyes, nose and mouth each have a part named after them with a purity of at least 0.2.
     """
 
     name: str
@@ -496,6 +512,7 @@ class GeneratorSpec:
     ganspace_layer: str | None = None
     sefa_weight: Callable[[nn.Module], torch.Tensor] | None = None
     style_space: bool = False
+    default_rank_parts: int = 12
 
     def load(self, device: str | torch.device = "cpu") -> GeneratorAdapter:
         """Build the module, load the checked weights and wrap it."""
@@ -521,7 +538,7 @@ def register_generator(spec: GeneratorSpec) -> GeneratorSpec:
 
 register_generator(GeneratorSpec(
     name="dcgan-celeba", description="64x64 photo-like faces (CelebA-like DCGAN, generateme, MIT)",
-    build=CelebaDCGAN, latent_dim=100, default_layer="relu2", ganspace_layer="relu1",
+    build=CelebaDCGAN, latent_dim=100, default_layer="relu2", ganspace_layer="relu1", default_rank_parts=40,
     weights=WeightFile("generateme", "generateme==0.1.2", "static/Models/dcGanGeneratorModel.pt",
                        "9837db49baa6f8ab5c36b138278218603ece4c0e69ea7202fb730834dd0992e8"),
     sefa_weight=lambda m: first_weight(m, 100),
@@ -529,7 +546,7 @@ register_generator(GeneratorSpec(
 register_generator(GeneratorSpec(
     name="dcgan-digiface", description="64x64 faces rendered from DigiFace1M (DCGAN, gan_face_generate, MIT)",
     build=lambda: SequentialDCGAN([100, 512, 256, 128, 64]), latent_dim=100, default_layer="main.5",
-    ganspace_layer="main.2",
+    ganspace_layer="main.2", default_rank_parts=24,
     weights=WeightFile("gan_face_generate", "gan_face_generate==1.1.1", "weights.tar",
                        "0c3b90b138cfc4e8a73310b9fd5ce2a8f1f3a542a037de277412307fcd28771f", state_key="netG_state_dict"),
     sefa_weight=lambda m: first_weight(m, 100),

@@ -25,6 +25,11 @@ from .fileio import sha256_of
 from .generators import GeneratorAdapter, Latents
 
 REGIONS = ("eyes", "nose", "mouth")  # the ROIR benchmark's regions
+#: The face oval, kept with every face set: it splits "the rest of the face" from the background.
+FACE = "face"
+#: The disjoint cells an edit's change is split over (:func:`face_cells`): the regions, the rest of the face oval,
+#: and everything outside it.
+CELLS = REGIONS + ("rest of face", "background")
 #: Regions ``panda remove --region`` can fill: the benchmark's, and the forehead (hair over it, a hat's brim).
 REMOVAL_REGIONS = REGIONS + ("forehead",)
 #: The top arc of FaceMesh's face oval, temple to temple through the hairline (point 10).
@@ -264,7 +269,8 @@ class BoxMasker:
         aligned face has them.
     """
 
-    DEFAULT = {"eyes": (0.25, 0.3, 0.75, 0.45), "nose": (0.4, 0.45, 0.6, 0.62), "mouth": (0.32, 0.65, 0.68, 0.8)}
+    DEFAULT = {"eyes": (0.25, 0.3, 0.75, 0.45), "nose": (0.4, 0.45, 0.6, 0.62), "mouth": (0.32, 0.65, 0.68, 0.8),
+               FACE: (0.15, 0.15, 0.85, 0.95)}
 
     def __init__(self, boxes: dict[str, tuple[float, float, float, float]] | None = None) -> None:
         self.boxes = dict(boxes or self.DEFAULT)
@@ -283,17 +289,19 @@ class BoxMasker:
 def face_set(generator: GeneratorAdapter, start: int, n: int, masker, onet: ONet | None,
              batch: int = 256) -> FaceSet:
     """Seeds ``start .. start + n - 1``, kept where the masker (FaceMesh) finds a face, ONet (on its face box) gives
-    probability > 0.9 and every region mask is non-empty. With ``onet`` None there is no cross-check."""
-    seeds, images, masks, found, probs, points = list(range(start, start + n)), [], {r: [] for r in REGIONS}, [], [], []
+    probability > 0.9 and every region mask is non-empty. With ``onet`` None there is no cross-check. The masks are
+    the regions' and the face oval's (:data:`FACE`)."""
+    names = REGIONS + (FACE,)
+    seeds, images, masks, found, probs, points = list(range(start, start + n)), [], {r: [] for r in names}, [], [], []
     for i in range(0, n, batch):
         x = generator.render(seeds[i:i + batch])
-        rm = masker(x)
+        rm = masker(x, regions=names)
         if onet is not None:
             p, pts = onet_points(onet, x, rm.boxes)
         else:  # no cross-check: every sample passes, with no points
             p, pts = torch.ones(x.shape[0]), torch.full((x.shape[0], 5, 2), float("nan"))
         images.append(x), found.append(rm.found), probs.append(p), points.append(pts)
-        for r in REGIONS:
+        for r in names:
             masks[r].append(rm.masks[r])
     images = torch.cat(images)
     masks = {r: torch.cat(m) for r, m in masks.items()}
@@ -306,3 +314,43 @@ def face_set(generator: GeneratorAdapter, start: int, n: int, masker, onet: ONet
     kept_seeds = [seeds[i] for i in idx.tolist()]
     check = {k: v for k, v in check.items() if k != "kept"} | {"points": torch.cat(points)[idx]}
     return FaceSet(kept_seeds, generator.sample(kept_seeds), images[idx], {r: m[idx] for r, m in masks.items()}, n, check)
+
+
+def face_cells(masks: dict[str, torch.Tensor], first: str | None = None) -> dict[str, torch.Tensor]:
+    """Split every pixel into one of :data:`CELLS`: eyes, nose, mouth, the rest of the face oval, the background.
+
+    Dilated region masks can overlap (the nose's top and the eyes); a pixel goes to the first region in order, and
+    ``first`` (a region) comes before the others, so a target region keeps its whole mask.
+
+    Parameters
+    ----------
+    masks : dict of str to torch.Tensor
+        :data:`REGIONS` and :data:`FACE`, each (N, H, W) bool.
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        Cell name -> (N, H, W) bool; disjoint, covering every pixel; in :data:`CELLS` order.
+    """
+    order = ([first] if first else []) + [r for r in REGIONS if r != first]
+    taken = torch.zeros_like(masks[REGIONS[0]], dtype=torch.bool)
+    cells = {}
+    for r in order:
+        cells[r] = masks[r].bool() & ~taken
+        taken = taken | cells[r]
+    cells["rest of face"] = masks[FACE].bool() & ~taken
+    cells["background"] = ~(taken | cells["rest of face"])
+    return {c: cells[c] for c in CELLS}
+
+
+def grow(masks: torch.Tensor, pixels: int) -> torch.Tensor:
+    """Dilate (N, H, W) bool masks by ``pixels``, alternating 3 x 3 squares and crosses: an octagon, close to the
+    disc FaceMesh's masks are dilated with."""
+    x = masks.float()[:, None]
+    cross = torch.tensor([[0.0, 1, 0], [1, 1, 1], [0, 1, 0]])[None, None]
+    for i in range(pixels):
+        if i % 2 == 0:
+            x = F.max_pool2d(x, 3, stride=1, padding=1)
+        else:
+            x = (F.conv2d(x, cross, padding=1) > 0).float()
+    return x[:, 0] > 0.5

@@ -2,8 +2,23 @@
 
 Each :class:`Method` declares its name, whether it is available for a generator (and why not), how it is
 set up (timed by itself: PandA's time is its feature extraction plus fit) and how it proposes candidate
-edits for a region. Adding a baseline means registering one method here; the protocol
+edits for a region on a set of faces. Adding a baseline means registering one method here; the protocol
 (:mod:`panda.evaluation`) and the reports iterate over :data:`METHODS` and know no method by name.
+
+How each is run (the choices the benchmark's table records):
+
+- PandA: the ``n_parts`` parts with the highest lift in the region (:class:`panda.naming.PartRegions`), each with
+  its most specific appearances, interleaved, up to the budget.
+- GANSpace, SeFa: all their directions (80 principal components; one eigenvector per latent dimension), up to the
+  budget.
+- ReSeFa: per image, as its code runs: every face's own Jacobian and mask give its own directions (signs aligned with
+  the directions of the calibration faces' mean Gram matrices, since an eigenvector's sign is arbitrary); the trace
+  regulariser is swept (``resefa_taus``, 0 = off, its code's default) and chosen on the calibration faces like any
+  other candidate.
+- LowRankGAN: from the mean Gram matrices of ``n_jacobian`` calibration faces, with its code's settings (lambda
+  1/60). Its code runs per image too, but its robust PCA (two ADMM solves of up to 10,000 steps) costs seconds per
+  image and region: hours for a thousand test faces on a CPU.
+- StyleSpace: channels ranked on ``n_jacobian`` calibration faces.
 """
 
 from __future__ import annotations
@@ -18,8 +33,9 @@ from . import baselines
 from .editing import Edit, edit
 from .features import FeatureSource
 from .generators import GeneratorAdapter, Latents
-from .landmarks import FaceSet
+from .landmarks import REGIONS, FaceSet
 from .model import PandA
+from .naming import PartRegions
 from .registry import Registry
 
 
@@ -30,13 +46,15 @@ class Candidate:
     Attributes
     ----------
     label : str
-        What it is, for the tables ('part 5 + appearance 3', 'PC 2').
+        What it is, for the tables ('part 5 + appearance 3', 'PC 2'); the same direction has the same label on every
+        face set.
     apply : callable
-        ``apply(latents, alpha) -> images`` (N, 3, H, W) in the generator's range.
+        ``apply(latents, alpha, rows) -> images`` (N, 3, H, W) in the generator's range; ``rows`` (a slice) says which
+        faces of the set the candidate was proposed for ``latents`` are, for methods with one direction per image.
     """
 
     label: str
-    apply: Callable[[Latents, float], torch.Tensor]
+    apply: Callable[[Latents, float, slice], torch.Tensor]
 
 
 @dataclass
@@ -50,29 +68,35 @@ class BenchContext:
         Calibration faces with their region masks (disjoint from the test faces).
     budget : int
         Directions a method may propose per region.
-    part_of : dict of str to int
-        PandA's part for each region (the part named after it).
+    regions : PartRegions or None
+        Where PandA's parts sit (measured on the calibration faces).
     model : PandA or None
         A fitted PandA to use instead of fitting one (its extraction and fit time count as its setup).
     n_train, rank_parts, seed : int
-        PandA's training samples, parts and random start, when it is fitted here.
+        PandA's training samples, parts (None: the generator's choice) and random start, when it is fitted here.
     ganspace_samples : int
         GANSpace's PCA samples.
     n_jacobian : int
-        Calibration faces LowRankGAN and ReSeFa compute their Jacobians on.
+        Calibration faces LowRankGAN and StyleSpace compute their directions from.
+    n_parts : int
+        PandA's parts tried per region.
+    resefa_taus : tuple of float
+        ReSeFa's trace regulariser weights to choose from.
     progress : bool
     """
 
     generator: GeneratorAdapter
     calib: FaceSet
-    budget: int = 8
-    part_of: dict[str, int] | None = None
+    budget: int = 100
+    regions: PartRegions | None = None
     model: PandA | None = None
     n_train: int = 5000
-    rank_parts: int = 12
+    rank_parts: int | None = None
     seed: int = 0
     ganspace_samples: int = 10_000
-    n_jacobian: int = 5
+    n_jacobian: int = 16
+    n_parts: int = 3
+    resefa_taus: tuple[float, ...] = (0.0, 1e-3)
     progress: bool = False
 
 
@@ -88,14 +112,18 @@ class Method:
     setup : callable
         ``setup(ctx) -> (state, seconds)``: the method's training, and how long it took.
     propose : callable
-        ``propose(state, ctx, region) -> [Candidate]``: at most ``ctx.budget`` candidates, best first. The
-        protocol adds the time it takes to the setup time (region-specific training, e.g. LowRankGAN's RPCA).
+        ``propose(state, ctx, region, faces) -> [Candidate]``: at most ``ctx.budget`` candidates for ``faces``. The
+        protocol adds the time it takes on the calibration faces to the setup time (region-specific training, e.g.
+        LowRankGAN's RPCA), and reports its time on the test faces per image.
+    per_image : bool
+        Its directions are computed for each face (its cost on the test faces is reported per image).
     """
 
     name: str
     unavailable: Callable[[GeneratorAdapter], str | None]
     setup: Callable[[BenchContext], tuple[Any, float]]
-    propose: Callable[[Any, BenchContext, str], list[Candidate]]
+    propose: Callable[[Any, BenchContext, str, FaceSet], list[Candidate]]
+    per_image: bool = False
 
 
 METHODS: Registry = Registry("method")
@@ -117,7 +145,7 @@ def _always(_generator: GeneratorAdapter) -> None:
 
 
 def _latent_candidates(generator: GeneratorAdapter, directions: torch.Tensor, budget: int, what: str) -> list[Candidate]:
-    return [Candidate(f"{what} {i}", lambda lat, a, d=directions[i]: baselines.LatentEdit(d)(generator, lat, a))
+    return [Candidate(f"{what} {i}", lambda lat, a, rows, d=directions[i]: baselines.LatentEdit(d)(generator, lat, a))
             for i in range(min(budget, len(directions)))]
 
 
@@ -127,15 +155,19 @@ def _panda_setup(ctx: BenchContext) -> tuple[PandA, float]:
     if model is None:
         g = ctx.generator
         source = FeatureSource(g, g.default_layer, range(ctx.n_train), progress=ctx.progress)
-        model = PandA(rank_parts=ctx.rank_parts, random_state=ctx.seed).fit(source)
+        rank = g.rank_parts_for(g.default_layer) if ctx.rank_parts is None else ctx.rank_parts
+        model = PandA(rank_parts=rank, random_state=ctx.seed).fit(source)
         ctx.model = model
     return model, model.extract_time_ + model.fit_time_  # feature extraction included, as for GANSpace
 
 
-def _panda_propose(model: PandA, ctx: BenchContext, region: str) -> list[Candidate]:
-    k = ctx.part_of[region]
-    return [Candidate(f"{model.part_label(k)} + appearance {j}", lambda lat, a, k=k, j=j: edit(model, ctx.generator, lat, [Edit(k, j, a)]))
-            for j in model.top_appearances(k, ctx.budget)]
+def _panda_propose(model: PandA, ctx: BenchContext, region: str, faces: FaceSet) -> list[Candidate]:
+    parts = ctx.regions.best_parts(region, ctx.n_parts)
+    ranked = [model.top_appearances(k, model.n_appearances, by="specific") for k in parts]
+    pairs = [(k, r[i]) for i in range(model.n_appearances) for k, r in zip(parts, ranked)][:ctx.budget]
+    return [Candidate(f"{model.part_label(k)} + appearance {j}",
+                      lambda lat, a, rows, k=k, j=j: edit(model, ctx.generator, lat, [Edit(k, j, a)]))
+            for k, j in pairs]
 
 
 register_method(Method("PandA", _always, _panda_setup, _panda_propose))
@@ -167,10 +199,10 @@ def _sefa_setup(ctx: BenchContext) -> tuple[tuple[torch.Tensor, str], float]:
 
 
 def _directions(what: str):
-    def propose(state: tuple[torch.Tensor, str], ctx: BenchContext, region: str) -> list[Candidate]:
+    def propose(state: tuple[torch.Tensor, str], ctx: BenchContext, region: str, faces: FaceSet) -> list[Candidate]:
         dirs, space = state
         return [Candidate(f"{what} {i}" + (" (W)" if space == "w" else ""),
-                          lambda lat, a, d=dirs[i]: baselines.LatentEdit(d, space)(ctx.generator, lat, a))
+                          lambda lat, a, rows, d=dirs[i]: baselines.LatentEdit(d, space)(ctx.generator, lat, a))
                 for i in range(min(ctx.budget, len(dirs)))]
     return propose
 
@@ -201,7 +233,7 @@ def _stylespace_setup(ctx: BenchContext) -> tuple[_StyleState, float]:
     return _timed(run)
 
 
-def _stylespace_propose(state: _StyleState, ctx: BenchContext, region: str) -> list[Candidate]:
+def _stylespace_propose(state: _StyleState, ctx: BenchContext, region: str, faces: FaceSet) -> list[Candidate]:
     scores = baselines.region_overlap(state.maps, ctx.calib.masks[region][:ctx.n_jacobian])
     out = []
     for idx in torch.argsort(scores, descending=True)[:ctx.budget].tolist():
@@ -209,7 +241,7 @@ def _stylespace_propose(state: _StyleState, ctx: BenchContext, region: str) -> l
         unit = torch.zeros_like(state.std[layer])
         unit[c] = state.std[layer][c]
 
-        def apply(lat: Latents, a: float, layer=layer, unit=unit) -> torch.Tensor:
+        def apply(lat: Latents, a: float, rows: slice, layer=layer, unit=unit) -> torch.Tensor:
             with baselines.style_offsets(ctx.generator, {layer: a * unit}):
                 return ctx.generator.synthesize(lat)
 
@@ -221,17 +253,69 @@ register_method(Method("StyleSpace", _stylegan_only, _stylespace_setup, _stylesp
 
 
 # ---------------------------------------------------------------------------- LowRankGAN, ReSeFa
-# Both use the same per-face Jacobians of calibration faces (computed once, in each one's setup time).
-def _jacobian_setup(ctx: BenchContext) -> tuple[list[torch.Tensor], float]:
-    return _timed(lambda: baselines.jacobians(ctx.generator, ctx.calib.latents[:ctx.n_jacobian]))
+@dataclass
+class _Pooled:
+    """LowRankGAN's Jacobians of the calibration faces, and its directions per region (the same on every face set)."""
+
+    jacs: list[torch.Tensor]
+    directions: dict[str, torch.Tensor]
 
 
-def _region_propose(solve: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
-    def propose(jacs: list[torch.Tensor], ctx: BenchContext, region: str) -> list[Candidate]:
-        inside, outside = baselines.region_grams(jacs, ctx.calib.masks[region][:ctx.n_jacobian])
-        return _latent_candidates(ctx.generator, solve(inside, outside), ctx.budget, "direction")
-    return propose
+def _lowrankgan_setup(ctx: BenchContext) -> tuple[_Pooled, float]:
+    return _timed(lambda: _Pooled(baselines.jacobians(ctx.generator, ctx.calib.latents[:ctx.n_jacobian]), {}))
 
 
-register_method(Method("LowRankGAN", _always, _jacobian_setup, _region_propose(baselines.lowrankgan)))
-register_method(Method("ReSeFa", _always, _jacobian_setup, _region_propose(baselines.resefa)))
+def _lowrankgan_propose(state: _Pooled, ctx: BenchContext, region: str, faces: FaceSet) -> list[Candidate]:
+    if region not in state.directions:
+        inside, outside = baselines.region_grams(state.jacs, ctx.calib.masks[region][:ctx.n_jacobian])
+        state.directions[region] = baselines.lowrankgan(inside, outside)
+    return _latent_candidates(ctx.generator, state.directions[region], ctx.budget, "direction")
+
+
+@dataclass
+class _PerImage:
+    """ReSeFa's per-image Gram matrices, per face set (computed once for all regions) and its directions."""
+
+    grams: dict[int, dict[str, tuple[torch.Tensor, torch.Tensor]]]
+    directions: dict[tuple[int, str], dict[float, torch.Tensor]]
+
+
+def _resefa_setup(ctx: BenchContext) -> tuple[_PerImage, float]:
+    state = _PerImage({}, {})
+    return state, _timed(lambda: _grams(state, ctx, ctx.calib))[1]
+
+
+def _grams(state: _PerImage, ctx: BenchContext, faces: FaceSet) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    if id(faces) not in state.grams:
+        masks = {r: faces.masks[r] for r in REGIONS}
+        state.grams[id(faces)] = baselines.per_image_grams(ctx.generator, faces.latents, masks, progress=ctx.progress)
+    return state.grams[id(faces)]
+
+
+def _resefa_propose(state: _PerImage, ctx: BenchContext, region: str, faces: FaceSet) -> list[Candidate]:
+    key = (id(faces), region)
+    if key not in state.directions:
+        inside, outside = _grams(state, ctx, faces)[region]
+        ref_in, ref_out = _grams(state, ctx, ctx.calib)[region]
+        state.directions[key] = {}
+        for tau in ctx.resefa_taus:
+            own = baselines.resefa(inside, outside, tau)  # (N, d, d): each face's directions, best first
+            ref = baselines.resefa(ref_in.mean(0), ref_out.mean(0), tau)  # (d, d): the calibration faces' mean
+            sign = torch.sign((own * ref[None]).sum(-1, keepdim=True))
+            state.directions[key][tau] = own * torch.where(sign == 0, torch.ones_like(sign), sign)
+    n_dirs = state.directions[key][ctx.resefa_taus[0]].shape[1]
+    out = []
+    for i in range(n_dirs):
+        for tau in ctx.resefa_taus:
+            dirs = state.directions[key][tau][:, i]  # (N, d), one per face
+
+            def apply(lat: Latents, a: float, rows: slice, dirs=dirs) -> torch.Tensor:
+                z = lat.z + a * dirs[rows].to(lat.z)
+                return ctx.generator.synthesize(Latents(z, lat.labels))
+
+            out.append(Candidate(f"direction {i} per image" + (f", tau {tau:g}" if tau else ""), apply))
+    return out[:ctx.budget]
+
+
+register_method(Method("LowRankGAN", _always, _lowrankgan_setup, _lowrankgan_propose))
+register_method(Method("ReSeFa", _always, _resefa_setup, _resefa_propose, per_image=True))

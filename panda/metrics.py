@@ -4,6 +4,13 @@ ROIR (the paper's Table 1, lower is better): ``||(1 - M) * (X' - X)|| / ||M * (X
 all pixels and channels, M the region mask, X the original image and X' the edited one. A change
 only inside M gives 0; a uniform change everywhere gives sqrt(|outside| / |inside|).
 
+Region specificity (issue: an edit of the wrong region that also covers the target scores well on ROIR alone):
+the image is split into disjoint cells (eyes, nose, mouth, the rest of the face, the background;
+:func:`panda.landmarks.face_cells`) and the edit's RMS pixel change is measured in each; the specificity is the RMS
+change inside the target over the largest RMS change inside any other cell (> 1: the target is where the edit acts
+most, per pixel). RMS per pixel, not the share of the total, because the background's area would otherwise win
+every comparison.
+
 Every metric registered with :func:`register_metric` is computed by the ROIR benchmark for every
 method and region and reported in its tables (as StyleGAN's ``metric_main.register_metric``): adding
 a metric means adding one function here.
@@ -18,8 +25,28 @@ import torch
 
 from .registry import Registry
 
-#: ``fn(original, edited, masks) -> (N,)``: images (N, 3, H, W) in [0, 1], masks (N, H, W) in [0, 1].
-MetricFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+@dataclass(frozen=True)
+class Cells:
+    """A target region and the disjoint cells the image is split into (the target one of them).
+
+    Attributes
+    ----------
+    target : str
+    cells : dict of str to torch.Tensor
+        Cell name -> (N, H, W) bool, disjoint, covering every pixel.
+    """
+
+    target: str
+    cells: dict[str, torch.Tensor]
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """(N, H, W) float: the target region."""
+        return self.cells[self.target].float()
+
+
+#: ``fn(original, edited, cells) -> (N,)``: images (N, 3, H, W) in [0, 1] and the target's :class:`Cells`.
+MetricFn = Callable[[torch.Tensor, torch.Tensor, Cells], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -65,8 +92,6 @@ def _broadcast_mask(mask: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     return mask[:, None]
 
 
-@register_metric("ROIR", lower_is_better=True,
-                 description="norm of the pixel change outside the region over the norm inside it")
 def roir(original: torch.Tensor, edited: torch.Tensor, mask: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """Per-sample ROIR.
 
@@ -89,8 +114,6 @@ def roir(original: torch.Tensor, edited: torch.Tensor, mask: torch.Tensor, eps: 
     return torch.where(inside > eps, outside / inside.clamp_min(eps), torch.full_like(inside, float("inf")))
 
 
-@register_metric("inside share", lower_is_better=False,
-                 description="share of the squared pixel change that falls inside the region")
 def change_inside_fraction(original: torch.Tensor, edited: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Share of the squared pixel change that falls inside the mask, per sample.
 
@@ -130,3 +153,57 @@ def inside_change(original: torch.Tensor, edited: torch.Tensor, masks: torch.Ten
     d = (edited - original).abs().mean(1)  # (N, H, W)
     m = masks.float()
     return (d * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp_min(1)
+
+
+def cell_rms(original: torch.Tensor, edited: torch.Tensor, cells: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """RMS pixel change (over channels and the cell's pixels) in each cell, per sample.
+
+    Parameters
+    ----------
+    original, edited : torch.Tensor
+        (N, C, H, W) images.
+    cells : dict of str to torch.Tensor
+        Cell name -> (N, H, W) bool.
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        Cell name -> (N,); NaN where a sample's cell is empty.
+    """
+    d2 = ((edited - original) ** 2).mean(1)  # (N, H, W)
+    out = {}
+    for name, m in cells.items():
+        m = m.to(d2.device).float()
+        area = m.flatten(1).sum(1)
+        ms = (d2 * m).flatten(1).sum(1) / area.clamp_min(1)
+        out[name] = torch.where(area > 0, ms.sqrt(), torch.full_like(ms, float("nan")))
+    return out
+
+
+def specificity(original: torch.Tensor, edited: torch.Tensor, cells: Cells, floor: float = 1e-6) -> torch.Tensor:
+    """RMS change inside the target over the largest RMS change inside any other (non-empty) cell, per sample:
+    (N,), > 1 where the target is where the edit acts most. An RMS change below ``floor`` (a millionth of the [0, 1]
+    range) counts as ``floor``, so an edit that changes nothing else gets a large finite score, not inf."""
+    rms = cell_rms(original, edited, cells.cells)
+    target = rms[cells.target].nan_to_num(0.0)
+    others = torch.stack([v for k, v in rms.items() if k != cells.target]).nan_to_num(0.0).amax(0)
+    return target / others.clamp_min(floor)
+
+
+@register_metric("ROIR", lower_is_better=True,
+                 description="norm of the pixel change outside the region over the norm inside it")
+def _roir(original: torch.Tensor, edited: torch.Tensor, cells: Cells) -> torch.Tensor:
+    return roir(original, edited, cells.mask)
+
+
+@register_metric("specificity", lower_is_better=False,
+                 description="RMS change inside the region over the largest RMS change inside any other face cell "
+                             "(eyes, nose, mouth, rest of face, background); > 1 when the region changes most")
+def _specificity(original: torch.Tensor, edited: torch.Tensor, cells: Cells) -> torch.Tensor:
+    return specificity(original, edited, cells)
+
+
+@register_metric("inside share", lower_is_better=False,
+                 description="share of the squared pixel change that falls inside the region")
+def _inside_share(original: torch.Tensor, edited: torch.Tensor, cells: Cells) -> torch.Tensor:
+    return change_inside_fraction(original, edited, cells.mask)

@@ -13,36 +13,58 @@ from pathlib import Path
 
 from .drawing import save_png
 from .evaluation import BenchResult
-from .figures import bench_bar_plot, masks_figure, parts_figure, region_grid
+from .figures import bench_bar_plot, cell_grid, masks_figure, parts_figure, region_grid
 from .fileio import atomic_write, check_writable
-from .landmarks import REGIONS
+from .landmarks import CELLS, REGIONS
 from .methods import METHODS
 from .metrics import METRICS
+from .setup_cost import SetupCost
 
 
-def _cell(res: BenchResult, method: str, region: str, metric: str) -> str:
+def _cell(res: BenchResult, method: str, region: str, metric: str, dilation: int | None = None) -> str:
     row = res.row(method, region)
     if not row.available:
         return row.label
-    mean, std, _ = row.scores[metric]
+    if not row.chosen:
+        return "none"
+    mean, std, _ = row.score(metric, dilation)
     return f"{mean:.2f} +- {std:.2f}"
 
 
+def _header(columns: list[str]) -> list[str]:
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
 def markdown(res: BenchResult) -> str:
-    """The benchmark's tables as markdown: ROIR with setup times, the other metrics, and the edits chosen."""
-    regions = list(REGIONS)
-    lines = [f"### {res.generator}: ROIR (lower is better), mean +- std over {res.n_test} test faces",
-             "", "| method | " + " | ".join(regions) + " | setup s |", "|---|" + "---|" * (len(regions) + 1)]
+    """The benchmark's tables as markdown: ROIR at every mask dilation with setup times, the other metrics, how each
+    edit's change splits over the face cells, and the edits chosen."""
+    regions, first = list(REGIONS), res.dilations[0]
+    lines = [f"### {res.generator}: ROIR (lower is better), mean +- std over {res.n_test} test faces", "",
+             "Each method's edit is chosen on the calibration faces with the masks at +" f"{first} px; "
+             "every row of a method reports that same edit against masks at another dilation.", ""]
+    lines += _header(["method", "masks"] + regions + ["setup s", "s per test image (all regions)"])
     for m in METHODS:
         setup = f"{res.setup_s[m]:.1f}" if m in res.setup_s else "-"
-        lines.append(f"| {m} | " + " | ".join(_cell(res, m, r, "ROIR") for r in regions) + f" | {setup} |")
+        per = f"{res.per_image_s[m]:.2f}" if m in res.per_image_s else "-"
+        for d in res.dilations:
+            lines.append(f"| {m} | +{d} px | " + " | ".join(_cell(res, m, r, "ROIR", d) for r in regions)
+                         + f" | {setup} | {per} |")
     for name, metric in METRICS.items():
         if name == "ROIR":
             continue
-        lines += ["", f"{name} ({metric.description}; {'lower' if metric.lower_is_better else 'higher'} is better):", "",
-                  "| method | " + " | ".join(regions) + " |", "|---|" + "---|" * len(regions)]
+        lines += ["", f"{name} ({metric.description}; {'lower' if metric.lower_is_better else 'higher'} is better), "
+                      f"masks +{first} px:", ""] + _header(["method"] + regions)
         for m in METHODS:
             lines.append(f"| {m} | " + " | ".join(_cell(res, m, r, name) for r in regions) + " |")
+    lines += ["", f"Where each chosen edit acts: RMS pixel change in each face cell on the test faces (masks +{first} px); "
+                  "the target's cell first.", ""]
+    lines += _header(["region", "method"] + list(CELLS))
+    for r in regions:
+        for m in METHODS:
+            row = res.row(m, r)
+            if row.available and row.chosen:
+                vals = [f"**{row.split[c]:.3f}**" if c == r else f"{row.split[c]:.3f}" for c in CELLS]
+                lines.append(f"| {r} | {m} | " + " | ".join(vals) + " |")
     if "eyes" in res.check:
         kept = (f"{res.n_tried} test seeds tried, {res.n_test} kept (FaceMesh found a face, ONet on its face box gave "
                 f"p > 0.9, all masks non-empty); {res.n_calib} calibration faces. ONet's points inside FaceMesh's masks: "
@@ -51,42 +73,83 @@ def markdown(res: BenchResult) -> str:
         kept = (f"{res.n_tried} test seeds tried, {res.n_test} kept; {res.n_calib} calibration samples; region masks without "
                 f"a landmark cross-check.")
     lines += ["", f"Samples: {kept} Matched magnitude: mean absolute pixel change inside the "
-              f"region {res.target:g} on calibration faces; achieved on the test faces:", "",
-              "| method | " + " | ".join(f"{r}: edit chosen, change" for r in regions) + " |", "|---|" + "---|" * len(regions)]
+              f"region {res.target:g} on calibration faces; achieved on the test faces. \"tried\" counts candidates x "
+              f"signs, \"specific\" those whose largest RMS change falls in the region:", ""]
+    lines += _header(["method"] + [f"{r}: edit chosen, change (specific/tried)" for r in regions])
     for m in METHODS:
         rows = [res.row(m, r) for r in regions]
         if rows[0].available:
-            lines.append(f"| {m} | " + " | ".join(f"{r.label} x {r.alpha:+.2f}, {r.change:.3f}" for r in rows) + " |")
-    named = ", ".join(f"part {k} = {v}" for k, v in sorted(res.part_names.items()))
-    lines += ["", f"PandA's parts named by overlap with the masks: {named}."]
+            cells = [f"{r.label} x {r.alpha:+.2f}, {r.change:.3f} ({r.eligible}/{r.tried})" if r.chosen
+                     else f"none (0/{r.tried})" for r in rows]
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    o = res.options
+    if o:
+        lines += ["", f"Settings: budget {o['budget']} directions per region (x 2 signs); PandA at {o['layer']} with "
+                      f"R_S = {o['rank_parts']}, {o['n_train']} training samples, its {o['n_parts']} parts with the highest "
+                      f"lift in the region; GANSpace on {o['ganspace_samples']} samples; LowRankGAN and StyleSpace from "
+                      f"{o['n_jacobian']} calibration faces; ReSeFa per image, tau chosen from "
+                      f"{', '.join(f'{t:g}' for t in o['resefa_taus'])}."]
+    if res.part_regions is not None:
+        summary = res.part_regions.summary()
+        parts = "; ".join(f"{r}: part {v['part']} ({'named' if v['named'] else 'not named'} after it, purity "
+                          f"{v['share']:.2f}, lift {v['lift']:.1f})" for r, v in summary.items() if r in REGIONS)
+        lines += ["", f"PandA's parts on the calibration faces ({summary['distinct']} of 3 regions have a part of their own): "
+                      f"{parts}."]
     return "\n".join(lines)
 
 
 def csv_text(res: BenchResult) -> str:
-    """One line per (method, region): the edit, its magnitude, setup time and every metric's mean, std and n."""
+    """One line per (method, region, dilation): the edit, its magnitude, setup time and every metric's mean, std
+    and n; 'none' cells have an empty label and NaN numbers."""
     buf = io.StringIO()
-    fields = ["generator", "method", "region", "label", "alpha", "inside_change", "setup_s"]
+    fields = ["generator", "method", "region", "dilation_px", "chosen", "label", "alpha", "inside_change", "setup_s",
+              "tried", "specific"]
     for name in METRICS:
         fields += [f"{name} mean", f"{name} std", f"{name} n"]
+    fields += [f"rms {c}" for c in CELLS]
     w = csv.DictWriter(buf, fieldnames=fields)
     w.writeheader()
     for r in res.rows:
-        line = {"generator": res.generator, "method": r.method, "region": r.region, "label": r.label, "alpha": r.alpha,
-                "inside_change": r.change, "setup_s": res.setup_s.get(r.method, "")}
-        for name in METRICS:
-            mean, std, n = r.scores.get(name, (math.nan, math.nan, 0))
-            line |= {f"{name} mean": mean, f"{name} std": std, f"{name} n": n}
-        w.writerow(line)
+        for d in res.dilations:
+            line = {"generator": res.generator, "method": r.method, "region": r.region, "dilation_px": d,
+                    "chosen": r.available and r.chosen, "label": r.label, "alpha": r.alpha, "inside_change": r.change,
+                    "setup_s": res.setup_s.get(r.method, ""), "tried": r.tried, "specific": r.eligible}
+            for name in METRICS:
+                mean, std, n = r.scores[d][name] if r.scores else (math.nan, math.nan, 0)
+                line |= {f"{name} mean": mean, f"{name} std": std, f"{name} n": n}
+            line |= {f"rms {c}": r.split.get(c, math.nan) for c in CELLS}
+            w.writerow(line)
     return buf.getvalue()
 
 
+def setup_cost_markdown(costs: list[SetupCost]) -> str:
+    """The setup-cost table (one row per measured network) with each method's seconds and PandA's speed-up."""
+    lines = _header(["network", "device", "PandA: extract + fit s", "Jacobian s / image", "ReSeFa s / image",
+                     "LowRankGAN s / image", "ReSeFa / PandA", "LowRankGAN / PandA"])
+    for c in costs:
+        lines.append(f"| {c.generator} ({c.resolution} px, {c.latent_dim}-d latent), PandA at {c.layer}, N = {c.n_train}, "
+                     f"R_S = {c.rank_parts} | {c.device} | {c.panda_extract_s:.1f} + {c.panda_fit_s:.1f} = {c.panda_s:.1f} | "
+                     f"{c.jacobian_s:.1f} | {c.resefa_s:.1f} | >= {c.lowrankgan_min_s:.1f} ({c.lowrankgan_s:.1f} with "
+                     f"{c.rpca_steps:,}-step RPCAs) | {c.resefa_s / c.panda_s:.1f}x | >= {c.lowrankgan_min_s / c.panda_s:.1f}x |")
+    c = costs[0]
+    lines += ["", f"Jacobians measured on {c.tangents} of {c.latent_dim} tangent directions and scaled (the cost is linear "
+                  f"in them); robust PCA {1000 * c.rpca_step_s:.1f} ms per ADMM step at {c.latent_dim} x {c.latent_dim} "
+                  f"(its code allows 10,000 steps; on a DCGAN's 100 x 100 eyes Gram matrix it converged after 1,000-3,000). "
+                  "PandA's setup serves every region and image; ReSeFa's and LowRankGAN's are per image and region."]
+    return "\n".join(lines)
+
+
 def write_outputs(res: BenchResult, out: str | Path) -> list[Path]:
-    """Write roir.md, roir.csv, roir.png, one grid per region, masks.png and parts_named.png into ``out``."""
+    """Write roir.md, roir.csv, roir.png, one grid per region, one per cell (cells/REGION_METHOD.png), masks.png and
+    parts_named.png into ``out``."""
     out = check_writable(out)
     written = [atomic_write(out / "roir.md", markdown(res) + "\n"), atomic_write(out / "roir.csv", csv_text(res))]
     written.append(save_png(bench_bar_plot(res), out / "roir.png"))
+    (out / "cells").mkdir(exist_ok=True)
     for region in REGIONS:
         written.append(save_png(region_grid(res, region), out / f"roir_{region}.png"))
+        for method in res.edits[region]:  # one grid per cell that has an edit: original, edited, difference
+            written.append(save_png(cell_grid(res, method, region), out / "cells" / f"{region}_{method}.png"))
     written.append(save_png(masks_figure(res.faces), out / "masks.png"))
     if res.model is not None:
         seeds = res.faces.seeds[:6]

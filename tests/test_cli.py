@@ -201,3 +201,19 @@ def test_a_decompression_bomb_mask_is_one_line(factor_file, tmp_path):
     r = run("remove", factor_file, "--mask", bomb, "--background", "global", "--seeds", "0", "--out", tmp_path / "o")
     assert r.exit_code == 2 and "cannot read mask" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "o").exists()
+
+
+def test_name_parts_names_and_keeps_a_backup(tmp_path):
+    """name-parts stores region names (only eyes, nose or mouth) into the file and keeps the old file as .bak."""
+    from panda.landmarks import REGIONS
+    from panda.model import PandA
+
+    f = tmp_path / "f.safetensors"
+    assert run("fit", "-n", 256, "--generator", "dcgan-digiface", "--background-samples", 0, "--out", f, "-q").exit_code == 0
+    before = f.read_bytes()
+    r = run("name-parts", f, "--n", 16, "--generator", "dcgan-digiface")
+    assert r.exit_code == 0, r.output
+    assert "saved into" in r.output and (tmp_path / "f.safetensors.bak").read_bytes() == before
+    names = PandA.load(f).part_names_
+    assert names and set(names.values()) <= set(REGIONS)
+    assert PandA.load(f).n_parts == 24  # the generator's own R_S at its default layer

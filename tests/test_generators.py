@@ -183,3 +183,14 @@ def test_seeds_give_exactly_numpys_latents_for_many_seeds(celeba):
     z = celeba.sample(seeds).z.numpy()
     expected = np.stack([np.random.RandomState(s).randn(100) for s in seeds]).astype(np.float32)
     assert np.array_equal(z, expected)
+
+
+def test_default_rank_parts_follow_the_generator(celeba):
+    """With no R_S given, a registered generator's default layer gets the R_S its spec chose (the smallest giving the
+    eyes, nose and mouth parts of their own, benchmarks/semantic_parts.md); any other layer 12, at most its positions."""
+    assert celeba.rank_parts_for(None) == celeba.rank_parts_for("relu2") == celeba.spec.default_rank_parts == 40
+    assert celeba.rank_parts_for("relu3") == 12
+    assert celeba.rank_parts_for("convTr1") == 12  # 4 x 4 = 16 positions: 12 fits
+    from panda.generators import GeneratorAdapter
+    tiny = GeneratorAdapter(celeba.module, "hand-wrapped", 100, forward_fn=celeba.forward_fn, default_layer="convTr1")
+    assert tiny.rank_parts_for(None) == 12

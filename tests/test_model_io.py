@@ -1,5 +1,6 @@
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -179,6 +180,10 @@ def test_check_output_file_refuses_before_any_work(tmp_path):
     assert check_output_file(existing, overwrite=True) == existing
     assert check_output_file(tmp_path / "new" / "deeper" / "f.safetensors")
     assert not (tmp_path / "new").exists()  # nothing created
+    assert list(tmp_path.iterdir()) == [existing]  # not even a probe file left behind
+    if Path("/proc/self").is_dir():  # os.access says yes to root here; creating a file does not
+        with pytest.raises(PandaError, match="files cannot be created|not writable"):
+            check_output_file("/proc/panda-test.md")
 
 
 def test_publish_folder_replaces_a_folder_whole(tmp_path):

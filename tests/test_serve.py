@@ -143,14 +143,44 @@ def test_explorer_refuses_foreign_hosts_long_queries_and_sheds_load(model, celeb
 BROWSER_MISSING = "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
 
 
-def test_explorer_in_a_real_browser(server, model):
-    """Slider, click-to-pick, thumbnails, stacked edits, download and removal, in headless Chromium."""
+def _chromium():
+    """Headless Chromium under selenium; skips (fails under CI) when it is not installed."""
     if CHROMIUM is None or CHROMEDRIVER is None:
         if os.environ.get("CI"):
-            pytest.fail(BROWSER_MISSING + ": CI must run the browser test")
+            pytest.fail(BROWSER_MISSING + ": CI must run the browser tests")
         pytest.skip(BROWSER_MISSING)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+def test_contents_link_opens_a_folded_section(tmp_path):
+    """The demo page folds its per-part sections; a link from the contents must open the one it points to."""
+    from selenium.webdriver.common.by import By
+
+    from panda.pages import Section, write_index
+
+    page = write_index(tmp_path, "t", [Section("Open", "a"), Section("Part 7", "hidden text", folded=True)])
+    driver = _chromium()
+    try:
+        driver.get(page.as_uri())
+        details = driver.find_element(By.ID, "s2")
+        assert details.get_attribute("open") is None  # folded on load
+        driver.find_element(By.LINK_TEXT, "Part 7").click()
+        assert details.get_attribute("open") is not None
+        assert driver.find_element(By.XPATH, "//*[text()='hidden text']").is_displayed()
+    finally:
+        driver.quit()
+
+
+def test_explorer_in_a_real_browser(server, model):
+    """Slider, click-to-pick, thumbnails, stacked edits, download and removal, in headless Chromium."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
@@ -158,12 +188,7 @@ def test_explorer_in_a_real_browser(server, model):
     from selenium.webdriver.support.ui import WebDriverWait
 
     base, _ = server
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = _chromium()
     try:
         driver.get(base + "/")
         # the page redraws its thumbnails on every change: an element found just before a redraw goes stale

@@ -188,6 +188,9 @@ def test_explorer_in_a_real_browser(server, model):
     from selenium.webdriver.support.ui import WebDriverWait
 
     base, _ = server
+    strongest = model.part_maps().argmax(0)
+    named = int(strongest[-1, -1])
+    saved_names, model.part_names_ = model.part_names_, {named: "mouth"}  # a named part: its name is shown
     driver = _chromium()
     try:
         driver.get(base + "/")
@@ -215,10 +218,10 @@ def test_explorer_in_a_real_browser(server, model):
         assert "alpha=" in edited.get_attribute("src")
         assert edited.screenshot_as_png != shot_before
         # click on the picture: the part strongest under the pointer is chosen (here the bottom-right cell)
-        strongest = model.part_maps().argmax(0)
         original = by_id("original")
         ActionChains(driver).move_to_element_with_offset(original, 120, 120).click().perform()
-        wait.until(lambda d: by_id("part").get_attribute("value") == str(int(strongest[-1, -1])))
+        wait.until(lambda d: by_id("part").get_attribute("value") == str(named))
+        wait.until(lambda d: by_id("part-v").text == f"part {named} (mouth)")  # its name shown
         # thumbnails of the part's top appearances; clicking one picks it
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#thumbs img")) == 6
                    and all(loaded(t) for t in d.find_elements(By.CSS_SELECTOR, "#thumbs img")))
@@ -227,6 +230,8 @@ def test_explorer_in_a_real_browser(server, model):
         j = thumb.get_attribute("data-j")
         thumb.click()
         wait.until(lambda d: by_id("appearance").get_attribute("value") == j)
+        # the localisation map follows the chosen appearance
+        wait.until(lambda d: f"appearance={j}" in by_id("localize").get_attribute("src") and loaded(by_id("localize")))
         # stack the edit, then the edited picture carries it
         by_id("push").click()
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#stack li")) == 1 and "edits=" in edited.get_attribute("src")
@@ -238,6 +243,7 @@ def test_explorer_in_a_real_browser(server, model):
         assert by_id("error").text == ""
     finally:
         driver.quit()
+        model.part_names_ = saved_names
 
 
 def test_remove_works_without_a_background_search(model, celeba):

@@ -5,7 +5,7 @@
 
 Every number comes from ``panda bench roir`` (:func:`panda.evaluation.run_roir`) and ``panda bench setup-cost``
 (:func:`panda.setup_cost.time_setup`); this script only runs them with the table's settings and joins their tables
-under the notes below. About 15 minutes per generator and 5 for the setup cost on 2 CPU cores.
+under the notes below. About 17 minutes per generator and 4 for the setup cost on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -47,16 +47,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--n", type=int, default=1100, help="test seeds per generator")
-    ap.add_argument("--skip-roir", action="store_true", help="only the setup cost (keeps the ROIR sections as they are)")
     args = ap.parse_args()
     results, sections, t0 = [], [], time.perf_counter()
-    if not args.skip_roir:
-        for name in GENERATORS:
-            res = run_roir(load_registered(name, args.device), n=args.n)
-            write_outputs(res, HERE / "roir" / name)
-            results.append(res)
-            sections.append(markdown(res))
-            print(sections[-1], flush=True)
+    for name in GENERATORS:
+        res = run_roir(load_registered(name, args.device), n=args.n)
+        write_outputs(res, HERE / "roir" / name)
+        results.append(res)
+        sections.append(markdown(res))
+        print(sections[-1], flush=True)
     costs = []
     for resolution, device in [(256, "cpu")] + ([(1024, args.device)] if args.device.startswith("cuda") else []):
         g = random_stylegan2(resolution).to(device)
@@ -64,17 +62,11 @@ def main() -> None:
     cost_text = setup_cost_markdown(costs)
     print(cost_text)
     out = HERE / "roir_table.md"
-    if args.skip_roir:
-        old = out.read_text()
-        start = old.index("## Setup cost")
-        end = old.index("\n## ", start + 1) if "\n## " in old[start + 1:] else len(old)
-        text = old[:start] + f"## Setup cost at StyleGAN2 size\n\n{cost_text}\n" + old[end:]
-    else:
-        head = NOTES.read_text() if NOTES.exists() else "# ROIR benchmark\n"
-        text = (head.rstrip() + "\n\n" + "\n".join(summary(results)) + "\n\n"
-                + f"## Setup cost at StyleGAN2 size\n\n{cost_text}\n\n"
-                + "\n\n".join(f"## {res.generator}\n\n{sec}" for res, sec in zip(results, sections)) + "\n\n"
-                + f"Measured on {device_label(args.device)} in {(time.perf_counter() - t0) / 60:.0f} minutes.\n")
+    head = NOTES.read_text() if NOTES.exists() else "# ROIR benchmark\n"
+    text = (head.rstrip() + "\n\n" + "\n".join(summary(results)) + "\n\n"
+            + f"## Setup cost at StyleGAN2 size\n\n{cost_text}\n\n"
+            + "\n\n".join(f"## {res.generator}\n\n{sec}" for res, sec in zip(results, sections)) + "\n\n"
+            + f"Measured on {device_label(args.device)} in {(time.perf_counter() - t0) / 60:.0f} minutes.\n")
     out.write_text(text)
     print(f"wrote {out}")
 

@@ -9,6 +9,7 @@ refinement (the default: the best of 25 translations of the parts, then up to 10
 
 from __future__ import annotations
 
+import argparse
 import platform
 import statistics
 import sys
@@ -63,6 +64,9 @@ def measure(name: str) -> dict:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--no-write", action="store_true", help="print the table only, keep the .md file as it is")
+    args = ap.parse_args()
     rows = [measure(n) for n in ("dcgan-celeba", "dcgan-digiface")]
     lines = ["| generator (layer) | forward, 1 image | forward, batch of 64 | capture features | edit, 1 image | edit, batch of 64 "
              "| refine (search 2, 100 steps), 1 image | refine, batch of 64 | localise (from features) | remove, batch of 64 |",
@@ -84,9 +88,10 @@ def main() -> None:
               f"image against a single-image forward pass; batched against one image's share of a batched one). "
               f"Batched figures are a call for {BATCH} images divided by {BATCH}. Refinement solves each image's "
               f"S x S problem in turn, so batching does not help it.\n\n")
-    out = Path(__file__).with_name("app_speed.md")
-    out.write_text(header + table + "\n")
-    print(f"\nwritten to {out}", file=sys.stderr)
+    if not args.no_write:
+        out = Path(__file__).with_name("app_speed.md")
+        out.write_text(header + table + "\n")
+        print(f"\nwritten to {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

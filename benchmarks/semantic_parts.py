@@ -12,7 +12,7 @@ the part is named after the region; "distinct" counts the regions (of 3) that ha
 
 from __future__ import annotations
 
-import sys
+import argparse
 import time
 from pathlib import Path
 
@@ -46,6 +46,9 @@ NOTES = """
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--no-write", action="store_true", help="print the table only, keep the .md file as it is")
+    args = ap.parse_args()
     rows = []
     masker, onet = FaceMeshMasker(), load_onet()
     for name, layers in CONFIGS.items():
@@ -74,7 +77,7 @@ def main() -> None:
     lines += table(["generator", "layer", "R_S", "distinct", "eyes", "nose", "mouth", "fit + measure s"], rows)
     text = "\n".join(lines) + "\n" + NOTES
     print(text)
-    if "--no-write" not in sys.argv:
+    if not args.no_write:
         Path(__file__).with_suffix(".md").write_text(text)
 
 

@@ -61,6 +61,7 @@ def test_bad_fit_input_exits_non_zero_with_one_line(tmp_path, args, match):
     r = run(*args, "--out", tmp_path / "x.safetensors") if args[0] == "fit" else run(*args)
     assert r.exit_code == 2
     assert match in r.output and "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1, r.output  # one line, nothing printed before it
     assert not (tmp_path / "x.safetensors").exists()
 
 

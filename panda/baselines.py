@@ -192,24 +192,15 @@ def lowrankgan(inside: torch.Tensor, outside: torch.Tensor, num_relax: int = 0, 
     num_relax : int
         Widens the null space: with a small latent the background's rank can fill it.
     """
-    return lowrankgan_batch(inside[None], outside[None], num_relax, lam)[0]
-
-
-def lowrankgan_batch(inside: torch.Tensor, outside: torch.Tensor, num_relax: int = 0,
-                     lam: float = LOWRANKGAN_LAMBDA) -> list[torch.Tensor]:
-    """:func:`lowrankgan` for (B, d, d) Gram matrices (one pair per image, as LowRankGAN's code runs): B direction sets."""
-    d = inside.shape[-1]
+    d = inside.shape[0]
     low_f, _ = robust_pca(inside, lam)
     low_b, _ = robust_pca(outside, lam)
-    out = []
-    for lf, lb in zip(low_f, low_b):
-        _, _, vf = torch.linalg.svd(lf)
-        _, _, vb = torch.linalg.svd(lb)
-        rank_f, rank_b = max(_rank(lf), 1), _rank(lb)
-        start = min(max(1, rank_b - num_relax), d - 1)
-        null = vb[start:].T  # (d, d - start)
-        out.append(_unit_rows((null @ null.T @ vf[:rank_f].T).T).float())
-    return out
+    _, _, vf = torch.linalg.svd(low_f)
+    _, _, vb = torch.linalg.svd(low_b)
+    rank_f, rank_b = max(_rank(low_f), 1), _rank(low_b)
+    start = min(max(1, rank_b - num_relax), d - 1)
+    null = vb[start:].T  # (d, d - start)
+    return _unit_rows((null @ null.T @ vf[:rank_f].T).T).float()
 
 
 def resefa(inside: torch.Tensor, outside: torch.Tensor, tau: float = 0.0) -> torch.Tensor:

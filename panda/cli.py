@@ -304,9 +304,9 @@ def fit(layer, rank_appearance, rank_parts, n_samples, seed, max_iter, tol, batc
     generator.layer_module(layer)  # an unknown layer stops here, listing the valid ones
     c, h, w = generator.layer_shapes()[layer]
     need = n_samples * c * h * w * 4
+    rank_parts = generator.rank_parts_for(layer) if rank_parts is None else rank_parts
     # ranks too large stop here, in one line, before anything is printed or generated
-    check_ranks(c if rank_appearance is None else rank_appearance,
-                generator.rank_parts_for(layer) if rank_parts is None else rank_parts, c, h * w)
+    check_ranks(c if rank_appearance is None else rank_appearance, rank_parts, c, h * w)
     click.echo(f"generator batch {batch}; features {need / 2**30:.2f} GiB, "
                + ("kept in memory" if need <= budget else f"over the {budget / 2**30:.1f} GiB budget: re-generated each pass"),
                err=True)

@@ -31,7 +31,8 @@ import torch
 
 from .errors import PandaError
 from .generators import GeneratorAdapter, Latents
-from .landmarks import REGIONS, FaceMeshMasker, FaceSet, face_cells, face_set, grow, load_onet
+from .landmarks import REGIONS, FaceMeshMasker, FaceSet, face_cells, face_set, load_onet
+from .maps import grow
 from .methods import METHODS, BenchContext, Candidate, Method
 from .metrics import METRICS, Cells, cell_rms, inside_change, roir
 from .model import PandA
@@ -108,8 +109,6 @@ class BenchResult:
     rows : list of BenchRow
     check : dict
         Landmark cross-check shares (ONet's points inside FaceMesh's masks).
-    part_names : dict of int to str
-        PandA's parts named after regions.
     part_regions : PartRegions or None
         Where PandA's parts sit on the calibration faces.
     faces : FaceSet
@@ -132,7 +131,6 @@ class BenchResult:
     per_image_s: dict[str, float]
     rows: list[BenchRow]
     check: dict
-    part_names: dict[int, str]
     part_regions: PartRegions | None
     faces: FaceSet
     edits: dict
@@ -278,23 +276,23 @@ def run_roir(generator: GeneratorAdapter, n: int = 1000, n_calib: int = 64, budg
                 continue
             cal, label = best
             test_cands, seconds = _propose(method, states[name], ctx, region, test)
-            per_image[name] = per_image.get(name, 0.0) + seconds / len(test.seeds)
+            if method.per_image:
+                per_image[name] = per_image.get(name, 0.0) + seconds / len(test.seeds)
             cand = next(c for c in test_cands if c.label == label)
             x1 = render(cand, generator, test.latents, cal.alpha)
-            scores = {d: _scores(test.images, x1, Cells(region, face_cells(m, region))) for d, m in test_masks.items()}
-            split = pooled_rms(test.images, x1, face_cells(test.masks, region))
+            cells = {d: face_cells(m, region) for d, m in test_masks.items()}
+            scores = {d: _scores(test.images, x1, Cells(region, c)) for d, c in cells.items()}
+            split = pooled_rms(test.images, x1, cells[dilations[0]])
             rows.append(BenchRow(name, region, True, label, True, cal.alpha,
                                  float(inside_change(test.images, x1, test.masks[region]).mean()), scores, split,
                                  tried, eligible, cal.roir))
             edits[region][name] = x1
     check = {k: v for k, v in test.check.items() if k != "points"}
-    names = ctx.model.part_names_ if ctx.model is not None else {}
     options = {"budget": budget, "n_parts": n_parts, "n_jacobian": ctx.n_jacobian, "resefa_taus": tuple(resefa_taus),
                "n_train": n_train, "rank_parts": ctx.model.n_parts if ctx.model is not None else rank_parts,
                "layer": ctx.model.layer_ if ctx.model is not None else None, "ganspace_samples": ganspace_samples}
     return BenchResult(generator.name, test.n_tried, len(test.seeds), len(calib.seeds), target, tuple(dilations), setup,
-                       {m: v for m, v in per_image.items() if METHODS[m].per_image}, rows, check, names, ctx.regions, test,
-                       edits, ctx.model, options)
+                       per_image, rows, check, ctx.regions, test, edits, ctx.model, options)
 
 
 def _propose(method: Method, state, ctx: BenchContext, region: str, faces: FaceSet) -> tuple[list[Candidate], float]:

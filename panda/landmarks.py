@@ -342,15 +342,3 @@ def face_cells(masks: dict[str, torch.Tensor], first: str | None = None) -> dict
     cells["background"] = ~(taken | cells["rest of face"])
     return {c: cells[c] for c in CELLS}
 
-
-def grow(masks: torch.Tensor, pixels: int) -> torch.Tensor:
-    """Dilate (N, H, W) bool masks by ``pixels``, alternating 3 x 3 squares and crosses: an octagon, close to the
-    disc FaceMesh's masks are dilated with."""
-    x = masks.float()[:, None]
-    cross = torch.tensor([[0.0, 1, 0], [1, 1, 1], [0, 1, 0]])[None, None]
-    for i in range(pixels):
-        if i % 2 == 0:
-            x = F.max_pool2d(x, 3, stride=1, padding=1)
-        else:
-            x = (F.conv2d(x, cross, padding=1) > 0).float()
-    return x[:, 0] > 0.5

@@ -90,3 +90,17 @@ def dilate(masks: torch.Tensor, radius: int) -> torch.Tensor:
         c = padded.cumsum(-1)
         x = (c[..., 2 * radius + 1:] - c[..., :n]).movedim(-1, dim)
     return x > 0.5
+
+
+def grow(masks: torch.Tensor, pixels: int) -> torch.Tensor:
+    """Dilate (N, H, W) bool masks by ``pixels``, alternating 3 x 3 squares and crosses: an octagon, close to the
+    disc FaceMesh's masks are dilated with (:func:`dilate` grows a square, at any radius for the same cost; this one
+    costs ``pixels`` passes and is meant for the few pixels of a mask's margin)."""
+    x = masks.float()[:, None]
+    cross = torch.tensor([[0.0, 1, 0], [1, 1, 1], [0, 1, 0]])[None, None]
+    for i in range(pixels):
+        if i % 2 == 0:
+            x = F.max_pool2d(x, 3, stride=1, padding=1)
+        else:
+            x = (F.conv2d(x, cross, padding=1) > 0).float()
+    return x[:, 0] > 0.5

@@ -144,8 +144,10 @@ def _always(_generator: GeneratorAdapter) -> None:
     return None
 
 
-def _latent_candidates(generator: GeneratorAdapter, directions: torch.Tensor, budget: int, what: str) -> list[Candidate]:
-    return [Candidate(f"{what} {i}", lambda lat, a, rows, d=directions[i]: baselines.LatentEdit(d)(generator, lat, a))
+def _latent_candidates(generator: GeneratorAdapter, directions: torch.Tensor, budget: int, what: str,
+                       space: str = "z") -> list[Candidate]:
+    return [Candidate(f"{what} {i}" + (" (W)" if space == "w" else ""),
+                      lambda lat, a, rows, d=directions[i]: baselines.LatentEdit(d, space)(generator, lat, a))
             for i in range(min(budget, len(directions)))]
 
 
@@ -201,9 +203,7 @@ def _sefa_setup(ctx: BenchContext) -> tuple[tuple[torch.Tensor, str], float]:
 def _directions(what: str):
     def propose(state: tuple[torch.Tensor, str], ctx: BenchContext, region: str, faces: FaceSet) -> list[Candidate]:
         dirs, space = state
-        return [Candidate(f"{what} {i}" + (" (W)" if space == "w" else ""),
-                          lambda lat, a, rows, d=dirs[i]: baselines.LatentEdit(d, space)(ctx.generator, lat, a))
-                for i in range(min(ctx.budget, len(dirs)))]
+        return _latent_candidates(ctx.generator, dirs, ctx.budget, what, space)
     return propose
 
 

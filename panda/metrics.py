@@ -180,16 +180,6 @@ def cell_rms(original: torch.Tensor, edited: torch.Tensor, cells: dict[str, torc
     return out
 
 
-def specificity(original: torch.Tensor, edited: torch.Tensor, cells: Cells, floor: float = 1e-6) -> torch.Tensor:
-    """RMS change inside the target over the largest RMS change inside any other (non-empty) cell, per sample:
-    (N,), > 1 where the target is where the edit acts most. An RMS change below ``floor`` (a millionth of the [0, 1]
-    range) counts as ``floor``, so an edit that changes nothing else gets a large finite score, not inf."""
-    rms = cell_rms(original, edited, cells.cells)
-    target = rms[cells.target].nan_to_num(0.0)
-    others = torch.stack([v for k, v in rms.items() if k != cells.target]).nan_to_num(0.0).amax(0)
-    return target / others.clamp_min(floor)
-
-
 @register_metric("ROIR", lower_is_better=True,
                  description="norm of the pixel change outside the region over the norm inside it")
 def _roir(original: torch.Tensor, edited: torch.Tensor, cells: Cells) -> torch.Tensor:
@@ -199,8 +189,14 @@ def _roir(original: torch.Tensor, edited: torch.Tensor, cells: Cells) -> torch.T
 @register_metric("specificity", lower_is_better=False,
                  description="RMS change inside the region over the largest RMS change inside any other face cell "
                              "(eyes, nose, mouth, rest of face, background); > 1 when the region changes most")
-def _specificity(original: torch.Tensor, edited: torch.Tensor, cells: Cells) -> torch.Tensor:
-    return specificity(original, edited, cells)
+def specificity(original: torch.Tensor, edited: torch.Tensor, cells: Cells, floor: float = 1e-6) -> torch.Tensor:
+    """RMS change inside the target over the largest RMS change inside any other (non-empty) cell, per sample:
+    (N,), > 1 where the target is where the edit acts most. An RMS change below ``floor`` (a millionth of the [0, 1]
+    range) counts as ``floor``, so an edit that changes nothing else gets a large finite score, not inf."""
+    rms = cell_rms(original, edited, cells.cells)
+    target = rms[cells.target].nan_to_num(0.0)
+    others = torch.stack([v for k, v in rms.items() if k != cells.target]).nan_to_num(0.0).amax(0)
+    return target / others.clamp_min(floor)
 
 
 @register_metric("inside share", lower_is_better=False,

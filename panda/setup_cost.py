@@ -131,5 +131,5 @@ def time_setup(generator: GeneratorAdapter, layer: str, n_train: int = 1000, ran
     step = (time.perf_counter() - t) / 20
     _, h, w = generator.layer_shapes()[layer]
     return SetupCost(generator.name, str(generator.device), f"{layer} ({model.layer_shape_[0]}x{h}x{w})",
-                     generator.to_unit(generator.synthesize(generator.sample([0]))).shape[-1], d, n_train, rank_parts,
+                     generator.image_size, d, n_train, rank_parts,
                      tangents, rpca_steps, model.extract_time_, model.fit_time_, jac, solve, step)

@@ -100,7 +100,7 @@ def markdown(res: BenchResult) -> str:
 
 def csv_text(res: BenchResult) -> str:
     """One line per (method, region, dilation): the edit, its magnitude, setup time and every metric's mean, std
-    and n; 'none' cells have an empty label and NaN numbers."""
+    and n; 'none' cells have chosen False and NaN numbers."""
     buf = io.StringIO()
     fields = ["generator", "method", "region", "dilation_px", "chosen", "label", "alpha", "inside_change", "setup_s",
               "tried", "specific"]

@@ -8,7 +8,8 @@ import torch
 from panda import baselines
 from panda.evaluation import run_roir
 from panda.generators import Latents
-from panda.landmarks import CELLS, REGIONS, FaceMeshMasker, RegionMasks, cross_check, face_cells, grow, load_onet, onet_points
+from panda.landmarks import CELLS, REGIONS, FaceMeshMasker, RegionMasks, cross_check, face_cells, load_onet, onet_points
+from panda.maps import grow
 from panda.methods import METHODS
 from panda.metrics import METRICS, Cells, cell_rms, specificity
 from panda.tables import markdown, write_outputs

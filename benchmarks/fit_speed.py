@@ -24,7 +24,9 @@ import sys
 import time
 from pathlib import Path
 
-CONFIGS = [("dcgan-celeba", "relu2"), ("dcgan-celeba", "relu3"), ("dcgan-digiface", "main.5"), ("dcgan-digiface", "main.8")]
+# 8x8 and 16x16 (the issue's rows), then 32x32 (S = 1024) and 64x64 (S = 4096, the DCGANs' RGB layer before tanh)
+CONFIGS = [("dcgan-celeba", "relu2"), ("dcgan-celeba", "relu3"), ("dcgan-digiface", "main.5"), ("dcgan-digiface", "main.8"),
+           ("dcgan-celeba", "relu4"), ("dcgan-celeba", "convTr5"), ("dcgan-digiface", "main.11"), ("dcgan-digiface", "main.12")]
 HELDOUT = 512
 LRS = "1e-8,1e-7,1e-6,1e-5,1e-4,1e-3"
 

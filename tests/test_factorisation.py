@@ -195,3 +195,52 @@ def test_power_iteration_estimates_the_largest_eigenvalue():
     m = a @ a.T
     assert largest_eigenvalue(m) == pytest.approx(float(torch.linalg.eigvalsh(m)[-1]), rel=0.02)
     assert largest_eigenvalue(torch.zeros(5, 5, dtype=torch.float64)) == 0.0
+
+
+@pytest.mark.parametrize("s,rows", [(1024, [40, 30]), (2048, [3000, 6000, 100])])
+def test_position_statistic_in_blocks_equals_the_full_product(s, rows):
+    """Upper-triangle blocks, float32 partial sums flushed to float64: the same sum_i Z_i^T Z_i as one product
+    (2 and 4 blocks per side; the second case flushes between batches)."""
+    from panda.factorisation import _SymmetricGram
+    g = torch.Generator().manual_seed(0)
+    blocks = [torch.randn(r, s, generator=g) for r in rows]
+    gram = _SymmetricGram(s, torch.device("cpu"))
+    for x in blocks:
+        gram.add(x)
+    got = gram.result()
+    want = sum(x.double().T @ x.double() for x in blocks)
+    assert len(gram.edges) > 2  # blocked, not one product
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-6 * float(want.diagonal().mean()))
+    assert torch.equal(got, got.T)
+
+
+def test_coarse_parts_keep_their_objective_on_the_fine_grid():
+    from panda.factorisation import prolong, restrict
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(8 * 6, 30, generator=g, dtype=torch.float64)
+    m = x @ x.T / (x ** 2).sum()
+    coarse = torch.rand(4 * 3, 5, generator=g, dtype=torch.float64)
+    fine = prolong(coarse, (8, 6))
+    assert fine.shape == (48, 5) and (fine >= 0).all()
+    # each 2 x 2 block of the fine grid holds its coarse value / 2
+    assert torch.allclose(fine.reshape(8, 6, 5)[2:4, 4:6], coarse.reshape(4, 3, 5)[1, 2].expand(2, 2, 5) / 2)
+    assert float(parts_objective(m, fine)) == pytest.approx(float(parts_objective(restrict(m, (8, 6)), coarse)), rel=1e-12)
+
+
+def test_first_parts_on_a_large_grid_go_coarse_to_fine():
+    """Above COARSE_POSITIONS the starts run on a halved grid; the polished result is feasible and no worse than the
+    coarse solution it started from (the same objective on the fine grid)."""
+    from panda.factorisation import COARSE_POSITIONS, first_parts, prolong, restrict
+    h = w = 48  # S = 2304 > 1024: one coarse level (24 x 24 = 576)
+    assert h * w > COARSE_POSITIONS >= (h // 2) * (w // 2)
+    g = torch.Generator().manual_seed(3)
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    blobs = torch.stack([torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 40.0).flatten()
+                         for cy, cx in [(10, 10), (10, 38), (38, 24)]], 1).double()  # (S, 3) smooth parts
+    z = blobs @ torch.rand(3, 60, generator=g, dtype=torch.float64) + 0.01 * torch.rand(h * w, 60, generator=g, dtype=torch.float64)
+    m = z @ z.T / (z ** 2).sum()
+    p = first_parts(m, 3, n_init=2, grid=(h, w))
+    coarse = first_parts(restrict(m, (h, w)), 3, n_init=2, grid=(h // 2, w // 2))
+    assert p.shape == (h * w, 3) and (p >= 0).all()
+    assert float(parts_objective(m, p)) <= float(parts_objective(m, prolong(coarse, (h, w)))) + 1e-12
+    assert 1 + float(parts_objective(m, p)) < 0.05  # three smooth blobs: three parts explain nearly everything

@@ -100,7 +100,9 @@ def data_stats(batches: Batches, grid: tuple[int, int] | None = None) -> DataSta
         The layer's (H, W); with it the border statistics are gathered too.
     """
     norm_sum, n, channel, position, border_channel, border_sum = 0.0, 0, None, None, None, None
-    border = None if grid is None else border_mask(*grid).flatten()
+    # positions of the outer ring as indices, moved to the data's device once: a boolean mask index would make a GPU
+    # wait for the host (to count the selected entries) on every batch
+    border = None if grid is None else border_mask(*grid).flatten().nonzero().squeeze(1)
     for z in batches:
         z = _upcast(z)
         b, c, s = z.shape
@@ -114,7 +116,9 @@ def data_stats(batches: Batches, grid: tuple[int, int] | None = None) -> DataSta
         norm_sum = norm_sum + zs.norm(dim=1).double().sum()
         n += b
         if border is not None:
-            zb = z[:, :, border.to(z.device)].transpose(1, 2).reshape(-1, c)
+            if border.device != z.device:
+                border = border.to(z.device)
+            zb = z.index_select(2, border).transpose(1, 2).reshape(-1, c)
             bc, bs = (zb.T @ zb).double(), zb.sum(0).double()
             border_channel = bc if border_channel is None else border_channel + bc
             border_sum = bs if border_sum is None else border_sum + bs
@@ -203,12 +207,14 @@ def appearance_scatter(batches: Batches, parts: torch.Tensor) -> torch.Tensor:
 def top_eigenvectors(sym: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``rank`` leading eigenvalues (descending) and eigenvectors (columns) of a symmetric matrix,
     each vector's sign fixed so its largest-magnitude entry is positive (reproducible bases)."""
-    vals, vecs = torch.linalg.eigh((sym + sym.T) / 2)
+    # On the host: a C x C decomposition takes milliseconds there, while a GPU's first eigh sets up its solver library
+    # (a noticeable share of a one-second fit), and the basis is then the same on every device.
+    vals, vecs = torch.linalg.eigh(((sym + sym.T) / 2).cpu())
     vals, vecs = vals.flip(0)[:rank], vecs.flip(1)[:, :rank]
     idx = vecs.abs().argmax(0)
-    signs = torch.sign(vecs[idx, torch.arange(rank, device=vecs.device)])
+    signs = torch.sign(vecs[idx, torch.arange(rank)])
     signs[signs == 0] = 1
-    return vals, vecs * signs
+    return vals.to(sym.device), (vecs * signs).to(sym.device)
 
 
 def largest_eigenvalue(m: torch.Tensor, n_iter: int = 30) -> float:
@@ -217,14 +223,12 @@ def largest_eigenvalue(m: torch.Tensor, n_iter: int = 30) -> float:
     It only sets the first trial step of :func:`solve_parts` (the line search corrects it), so a few matrix-vector
     products replace a full matrix 2-norm, an O(S^3) decomposition (about 30 s per image at S = 4096)."""
     v = torch.ones(m.shape[0], dtype=m.dtype, device=m.device) / math.sqrt(m.shape[0])
-    lam = 0.0
-    for _ in range(n_iter):
+    lam = torch.zeros((), dtype=m.dtype, device=m.device)
+    for _ in range(n_iter):  # tensor arithmetic only: one host synchronisation at the end, not one per iteration
         w = m @ v
-        lam = float(w.norm())
-        if lam == 0.0:
-            return 0.0
-        v = w / lam
-    return lam
+        lam = w.norm()
+        v = w / lam.clamp_min(torch.finfo(m.dtype).tiny)  # M = 0: v and lam stay 0
+    return float(lam)
 
 
 def parts_objective(m: torch.Tensor, p: torch.Tensor) -> torch.Tensor:

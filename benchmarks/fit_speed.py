@@ -159,28 +159,32 @@ def main() -> None:
     configs = [(g, l, n) for g, l in pairs for n in map(int, args.ns.split(","))]
     if args.quick:
         configs, args.official_iters, lrs = [("dcgan-digiface", "main.5", 500)], 300, [1e-8, 1e-4]
+    out = args.out or (None if args.quick or args.generator or args.device != "cpu" else str(Path(__file__).with_name("fit_speed.md")))
     rows = []
     for gen, layer, n in configs:
         print(f"{gen} {layer} N={n} ...", file=sys.stderr, flush=True)
         cmd = [sys.executable, __file__, "--one", gen, layer, str(n), "--rank-parts", str(args.rank_parts),
                "--official-iters", str(args.official_iters), "--lrs", ",".join(map(str, lrs)), "--device", args.device]
         rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout))
-    md = table(rows)
-    print(md)
-    out = args.out or (None if args.quick or args.generator or args.device != "cpu" else str(Path(__file__).with_name("fit_speed.md")))
+        if out:  # after every row, so a run cut short (a device's time limit) keeps the rows it finished
+            write(out, args, lrs, table(rows), done=len(rows) == len(configs))
+    print(table(rows))
     if out:
-        import torch
-        from common import device_label
-        header = (f"# Fit speed\n\nMade by `python {' '.join(['benchmarks/fit_speed.py'] + sys.argv[1:])}` on "
-                  f"{device_label(args.device)}, torch {torch.__version__}. R_C = C, R_S = {args.rank_parts}; held-out error "
-                  f"on {HELDOUT} samples never used for fitting; the authors' scheme runs {args.official_iters} iterations "
-                  f"of batch 8 drawn from the same N kept feature maps, at each learning rate of {', '.join(f'{v:g}' for v in lrs)} "
-                  "(the table gives the paper code's 1e-8 and the best). \"With a free channel map\": panda's P with a "
-                  "least-squares C x C map G in place of A A^T = I, the authors' model class (not timed). Speed-up = the best official run's time / panda's "
-                  "fit time, given only where panda's held-out error is at least as low; otherwise panda's excess error.\n\n")
-        Path(out).write_text(header + md + "\n")
         print(f"\nwritten to {out}", file=sys.stderr)
 
+
+def write(out: str, args, lrs: list[float], md: str, done: bool) -> None:
+    import torch
+    from common import device_label
+    header = (f"# Fit speed\n\nMade by `python {' '.join(['benchmarks/fit_speed.py'] + sys.argv[1:])}` on "
+              f"{device_label(args.device)}, torch {torch.__version__}. R_C = C, R_S = {args.rank_parts}; held-out error "
+              f"on {HELDOUT} samples never used for fitting; the authors' scheme runs {args.official_iters} iterations "
+              f"of batch 8 drawn from the same N kept feature maps, at each learning rate of {', '.join(f'{v:g}' for v in lrs)} "
+              "(the table gives the paper code's 1e-8 and the best). \"With a free channel map\": panda's P with a "
+              "least-squares C x C map G in place of A A^T = I, the authors' model class (not timed). Speed-up = the best "
+              "official run's time / panda's fit time, given only where panda's held-out error is at least as low; "
+              "otherwise panda's excess error.\n\n")
+    Path(out).write_text(header + md + "\n" + ("" if done else "\n(unfinished: the run stopped before its last rows)\n"))
 
 if __name__ == "__main__":
     main()

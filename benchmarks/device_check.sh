@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The GPU checks of issue 12, as one short script for a session that is lent a device machine (see the `run` tool):
+#
+#   pip download --no-deps -d .whl generateme==0.1.2 gan_face_generate==1.1.1     # here, once (.whl is git-ignored)
+#   run(command="bash benchmarks/device_check.sh fit", carry=[".whl"], timeout_s=560)
+#   run(command="bash benchmarks/device_check.sh scale", timeout_s=300)               # same warm machine
+#
+# "fit": benchmarks/fit_speed.py on the GPU, N = 50,000, the authors' scheme at lr 1e-8 (their code's) and 1e-4 (the
+# best on the DCGANs' 8x8 layers), all eight rows (about 6 minutes on an H100). "scale": stylegan_scale.py at 1024 px
+# and `panda bench setup-cost` at 1024 px. Tables and logs land in $OUT; copy them to benchmarks/*_cuda.md with the
+# device named. The device machine has torch and panda's other dependencies; only the generator wheels travel.
+set -u
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 3
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+python3 -c "import torch; print('torch', torch.__version__)"
+step() {  # name, time limit in seconds, command...
+    local name=$1 limit=$2 start
+    shift 2
+    start=$(date +%s)
+    timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+    echo "$name rc=$? $(( $(date +%s) - start ))s"
+    tail -12 "$OUT/$name.log"
+}
+case ${1:-fit} in
+    fit)
+        step fit_speed "${T_FIT:-500}" python3 benchmarks/fit_speed.py --device cuda --ns 50000 --lrs 1e-8,1e-4 \
+            --out "$OUT/fit_speed_cuda.md" ;;
+    scale)
+        step stylegan_scale "${T_SCALE:-200}" python3 benchmarks/stylegan_scale.py --resolution 1024 --device cuda \
+            --n 2000,1000,500 --out "$OUT/stylegan_scale_cuda.md"
+        step setup_cost "${T_COST:-80}" python3 -m panda.cli bench setup-cost --resolution 1024 --device cuda -q \
+            -o "$OUT/setup_cost_cuda.md" ;;
+    *)
+        echo "usage: bash benchmarks/device_check.sh fit|scale" >&2
+        exit 2 ;;
+esac

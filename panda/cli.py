@@ -25,7 +25,7 @@ from .figures import (candidates_figure, edits_figure, localize_figure, localize
                       refine_figure, remove_figure, sweep_figure)
 from .fileio import atomic_write, backup, check_output_file, check_writable
 from .features import default_memory_budget
-from .factorisation import check_ranks
+from .factorisation import check_ranks, check_statistics_memory
 from .fitting import fit_factors
 from .checkpoints import FORMATS, NOISE_MODES, load_generator, random_stylegan2
 from .generators import DEFAULT_GENERATOR, GENERATORS, resolve_device
@@ -307,6 +307,7 @@ def fit(layer, rank_appearance, rank_parts, n_samples, seed, max_iter, tol, batc
     rank_parts = generator.rank_parts_for(layer) if rank_parts is None else rank_parts
     # ranks too large stop here, in one line, before anything is printed or generated
     check_ranks(c if rank_appearance is None else rank_appearance, rank_parts, c, h * w)
+    check_statistics_memory((h, w), generator.device, f"layer {layer!r}")
     click.echo(f"generator batch {batch}; features {need / 2**30:.2f} GiB, "
                + ("kept in memory" if need <= budget else f"over the {budget / 2**30:.1f} GiB budget: re-generated each pass"),
                err=True)

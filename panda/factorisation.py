@@ -20,6 +20,7 @@ Each decomposition is a plain function (TensorLy style); :class:`panda.model.Pan
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -618,6 +619,42 @@ def check_params(n_iter_max: int, tol: float, n_init: int, random_state: int) ->
         raise PandaError(f"n_init={n_init!r}: give a whole number of random starts >= 1.")
     if not _is_int(random_state) or random_state < 0:
         raise PandaError(f"random_state={random_state!r}: give a whole number >= 0.")
+
+
+def statistics_bytes(s: int) -> int:
+    """Peak bytes of the fit's S x S statistics for S positions: the float64 position statistic, its scaled copy and
+    the P-step's float32 copy, with the float64 block sums they are assembled from (about 20 S^2)."""
+    return 20 * s * s
+
+
+def available_memory(device: torch.device | str) -> int:
+    """Bytes free for the statistics on ``device``: the GPU's free memory, or the machine's available memory."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62  # unknown: let the fit try
+
+
+def check_statistics_memory(grid: tuple[int, int], device: torch.device | str, layer: str = "this layer") -> None:
+    """Refuse, before any sample is generated, a layer whose S x S statistics cannot fit in memory (a 256 x 256 layer
+    needs about 80 GiB), naming the largest grid that would."""
+    h, w = grid
+    need, free = statistics_bytes(h * w), available_memory(device)
+    if need > free:
+        side = math.isqrt(math.isqrt(free // 20))
+        raise PandaError(f"{layer} has {h}x{w} = {h * w} positions: the fit's S x S statistics need about "
+                         f"{need / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB free on {torch.device(device)}. "
+                         f"Pick a layer of at most about {side}x{side} positions, or free memory.")
 
 
 def check_ranks(rank_appearance: int, rank_parts: int, c: int, s: int) -> None:

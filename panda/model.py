@@ -21,7 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save
 
 from .errors import PandaError
-from .factorisation import (appearance_shares, check_params, check_ranks, coefficient_moments,
+from .factorisation import (appearance_shares, check_params, check_ranks, check_statistics_memory, coefficient_moments,
                             panda_factorise, relative_error)
 from .features import FeatureSource
 from .fileio import atomic_write
@@ -132,6 +132,7 @@ class PandA:
             raise PandaError(f"fit takes a FeatureSource (generator, layer, seeds), got {type(source).__name__}.")
         c, h, w = source.shape
         rank_c = self.validate(source.shape)  # before any sample is generated
+        check_statistics_memory((h, w), source.generator.device, f"layer {source.layer!r}")
         t0, extract0 = time.perf_counter(), source.extract_time
         result = panda_factorise(source, rank_c, self.rank_parts, self.max_iter, self.tol, self.random_state,
                                  n_init=self.n_init, grid=(h, w), progress=self.verbose)

@@ -65,6 +65,16 @@ def test_bad_fit_input_exits_non_zero_with_one_line(tmp_path, args, match):
     assert not (tmp_path / "x.safetensors").exists()
 
 
+def test_fit_at_a_layer_too_large_for_memory_is_one_line(tmp_path, monkeypatch):
+    from panda import factorisation
+    monkeypatch.setattr(factorisation, "available_memory", lambda device: 1 << 20)
+    r = run("fit", "--layer", "relu3", "-n", 4, "--out", tmp_path / "x.safetensors")
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert "16x16 = 256 positions" in r.output and "at most about 15x15" in r.output
+    assert len(r.output.strip().splitlines()) == 1, r.output
+    assert not (tmp_path / "x.safetensors").exists()
+
+
 @pytest.mark.parametrize("args,match", [
     (["--part", 99], "part 99 is out of range"),
     (["--part", 0, "--appearance", 9999], "appearance 9999 is out of range"),

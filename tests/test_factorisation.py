@@ -244,3 +244,18 @@ def test_first_parts_on_a_large_grid_go_coarse_to_fine():
     assert p.shape == (h * w, 3) and (p >= 0).all()
     assert float(parts_objective(m, p)) <= float(parts_objective(m, prolong(coarse, (h, w)))) + 1e-12
     assert 1 + float(parts_objective(m, p)) < 0.05  # three smooth blobs: three parts explain nearly everything
+
+
+def test_a_layer_whose_statistics_do_not_fit_in_memory_is_refused_before_extraction(celeba, monkeypatch):
+    """A layer too large for the S x S statistics (a 256 x 256 layer needs about 80 GiB) fails at once, naming the
+    largest grid that fits, instead of after minutes of extraction with an allocator error or the OOM killer."""
+    from panda import factorisation
+    assert factorisation.statistics_bytes(256 * 256) > 80 * 2**30 - 2**30
+    assert factorisation.available_memory("cpu") > 0
+    source = FeatureSource(celeba, "relu3", range(8))  # 16 x 16: 20 * 256^2 bytes = 1.25 MiB of statistics
+    monkeypatch.setattr(factorisation, "available_memory", lambda device: 1 << 20)
+    with pytest.raises(PandaError, match=r"layer 'relu3' has 16x16 = 256 positions.*at most about 15x15"):
+        PandA(rank_parts=4).fit(source)
+    assert source.extract_time == 0.0 and source._cache is None
+    monkeypatch.setattr(factorisation, "available_memory", lambda device: 2 << 20)
+    assert PandA(rank_parts=4, max_iter=1).fit(source).parts_.shape == (256, 4)  # enough memory: it fits

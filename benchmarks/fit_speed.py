@@ -31,12 +31,6 @@ HELDOUT = 512
 LRS = "1e-8,1e-7,1e-6,1e-5,1e-4,1e-3"
 
 
-def _sync(device: str) -> None:
-    import torch
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def free_channel_map_error(train, held, parts) -> float:
     """Held-out error of G Z P P^T with panda's P and a channel map G (C x C) fitted by least squares on the training
     maps, G = B K^-1 with B = sum_i Z_i Q Z_i^T, K = sum_i Z_i Q^2 Z_i^T, Q = P P^T. The authors' code does not keep A
@@ -64,6 +58,7 @@ def one(generator: str, layer: str, n: int, rank_parts: int, official_iters: int
     import torch
     from panda.factorisation import data_stats, panda_factorise, projected_gradient_factorise, relative_error
     from panda.features import FeatureSource
+    from panda.generators import synchronize
 
     torch.manual_seed(0)
     # A learning rate that shrinks P to nothing leaves denormal floats, which x86 CPUs compute 10-100x slower than
@@ -78,11 +73,11 @@ def one(generator: str, layer: str, n: int, rank_parts: int, official_iters: int
         pass
     extract = source.extract_time
 
-    _sync(device)
+    synchronize(device)
     t = time.perf_counter()
     stats = data_stats(source, grid=(h, w))  # as PandA.fit: border statistics included
     res = panda_factorise(source, c, rank_parts, stats=stats)
-    _sync(device)
+    synchronize(device)
     fit = time.perf_counter() - t
     ours = relative_error(held, res.appearances, res.parts)
     gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
@@ -91,10 +86,10 @@ def one(generator: str, layer: str, n: int, rank_parts: int, official_iters: int
     feats = torch.cat(list(source))
     official = {}
     for lr in lrs:
-        _sync(device)
+        synchronize(device)
         t = time.perf_counter()
         a, p = projected_gradient_factorise(feats, c, rank_parts, lr=lr, n_iter=official_iters, batch_size=8)
-        _sync(device)
+        synchronize(device)
         err = relative_error(held, a, p)
         official[f"{lr:g}"] = {"time": time.perf_counter() - t, "heldout": err if math.isfinite(err) else None}
     return {

@@ -23,6 +23,7 @@ from common import device_label, table
 from panda.checkpoints import random_stylegan2
 from panda.editing import Edit, edit
 from panda.features import FeatureSource, capture
+from panda.generators import synchronize
 from panda.model import PandA
 from panda.refinement import refine_parts
 from panda.removal import find_background
@@ -34,16 +35,11 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def timed(fn, device: str):
-    sync(device)
+    synchronize(device)
     t = time.perf_counter()
     out = fn()
-    sync(device)
+    synchronize(device)
     return out, time.perf_counter() - t
 
 

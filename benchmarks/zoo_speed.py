@@ -24,6 +24,8 @@ import panda  # noqa: F401  (before torch, for its OpenMP setting: see panda/__i
 import torch
 from common import device_label, table
 
+from panda.generators import synchronize
+
 HERE = Path(__file__).resolve().parent
 FIXTURES = HERE.parent / "tests" / "fixtures"
 
@@ -34,7 +36,7 @@ def timed(fn, repeat: int = 1) -> tuple[object, float]:
         t = time.perf_counter()
         out = fn()
         if torch.cuda.is_available():
-            torch.cuda.synchronize()
+            synchronize("cuda")
         times.append(time.perf_counter() - t)
     return out, statistics.median(times)
 

@@ -15,7 +15,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from .errors import PandaError
-from .generators import GeneratorAdapter, Latents, check_seeds
+from .generators import GeneratorAdapter, Latents, check_seeds, synchronize
 from .progress import progress_bar
 
 
@@ -169,8 +169,8 @@ class FeatureSource:
         while True:
             t = time.perf_counter()
             z = next(it, None)
-            if z is not None and z.is_cuda:
-                torch.cuda.synchronize(z.device)  # the generator's kernels run asynchronously: count them here
+            if z is not None:
+                synchronize(z.device)  # the generator's kernels run asynchronously: count them here
             self.extract_time += time.perf_counter() - t
             if z is None:
                 return

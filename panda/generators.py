@@ -596,6 +596,13 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
+def synchronize(device: str | torch.device) -> None:
+    """Wait for the device's queued kernels (CUDA runs them asynchronously): call before reading a clock."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def get_spec(name: str) -> GeneratorSpec:
     """The registered spec called ``name``; a clear error listing the registered ones otherwise."""
     if name not in GENERATORS:

@@ -21,7 +21,7 @@ import torch
 
 from . import baselines
 from .features import FeatureSource
-from .generators import GeneratorAdapter, Latents
+from .generators import GeneratorAdapter, Latents, synchronize
 from .model import PandA
 
 
@@ -78,11 +78,6 @@ class SetupCost:
         return self.jacobian_s + 2 * self.rpca_steps * self.rpca_step_s
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def jacobian_time(generator: GeneratorAdapter, latents: Latents, tangents: int, chunk: int = 8) -> float:
     """Seconds for ``tangents`` forward-mode products of the channel-averaged image of one sample (the first of
     ``latents``) with respect to z, ``chunk`` at a time, as :func:`panda.baselines.jacobians` computes them."""
@@ -94,11 +89,11 @@ def jacobian_time(generator: GeneratorAdapter, latents: Latents, tangents: int, 
     basis = torch.eye(lat.z.shape[1], device=lat.z.device)[:tangents]
     push = torch.func.vmap(lambda e: torch.func.jvp(image, (lat.z[0],), (e,))[1])
     push(basis[:1])  # warm-up (first-call allocations, kernel selection)
-    _sync(lat.z.device)
+    synchronize(lat.z.device)
     t = time.perf_counter()
     for start in range(0, tangents, chunk):
         push(basis[start:start + chunk])
-    _sync(lat.z.device)
+    synchronize(lat.z.device)
     return time.perf_counter() - t
 
 

@@ -280,7 +280,7 @@ def layers(generator: str, device: str, seed: int, trust_pickle: bool, show_all:
 @click.option("--tol", type=FINITE, default=1e-4, help="Stop when the error falls by less than this (relative).")
 @click.option("--batch-size", type=COUNT, default=None, help="Generator batch size; default: from the image size (256 at 64 px, 16 at 256 px).")
 @click.option("--memory-gb", type=FINITE, default=None,
-              help="Feature maps kept in memory, GiB; above it they are re-generated each pass. Default: a quarter of the memory, at most 16.")
+              help="Feature maps kept in memory, GiB; above it they are re-generated each pass. Default: a quarter of the memory of the device that holds them (the GPU's with --device cuda), at most 16.")
 @click.option("--background-samples", type=click.IntRange(min=0), default=8,
               help="Samples the background appearance (object removal) is searched on; 0 skips the search.")
 @click.option("--out", "-o", default="factors.safetensors", help="Factor file to write (safetensors + JSON metadata).")
@@ -299,7 +299,7 @@ def fit(layer, rank_appearance, rank_parts, n_samples, seed, max_iter, tol, batc
     check_output_file(out, overwrite)  # before minutes of fitting, not after
     generator = _generator(device, **gen)
     batch = batch_size or generator.default_batch
-    budget = default_memory_budget() if memory_gb is None else int(memory_gb * (1 << 30))
+    budget = default_memory_budget(generator.device) if memory_gb is None else int(memory_gb * (1 << 30))
     layer = layer or generator.default_layer
     generator.layer_module(layer)  # an unknown layer stops here, listing the valid ones
     c, h, w = generator.layer_shapes()[layer]

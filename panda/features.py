@@ -80,13 +80,18 @@ def iter_features(
             yield z.flatten(2)
 
 
-def default_memory_budget() -> int:
-    """Bytes of feature maps a fit keeps in memory by default: a quarter of the machine's memory, at most 16 GiB
-    (beyond it every pass re-generates them)."""
-    try:
-        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        total = 8 << 30
+def default_memory_budget(device: str | torch.device = "cpu") -> int:
+    """Bytes of feature maps a fit keeps in memory by default: a quarter of the memory of the device that holds them
+    (the machine's, or the GPU's for a generator on a GPU, since the maps stay where they were computed), at most
+    16 GiB; beyond it every pass re-generates them."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+    else:
+        try:
+            total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            total = 8 << 30
     return int(min(total // 4, 16 << 30))
 
 
@@ -140,7 +145,7 @@ class FeatureSource:
     ) -> None:
         self.seeds = check_seeds(seeds)  # now, not minutes later when a pass reaches a bad one
         batch_size = generator.default_batch if batch_size is None else batch_size
-        memory_budget = default_memory_budget() if memory_budget is None else memory_budget
+        memory_budget = default_memory_budget(generator.device) if memory_budget is None else memory_budget
         if len(self.seeds) == 0:
             raise PandaError("no samples: give at least one seed.")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

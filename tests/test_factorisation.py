@@ -259,3 +259,17 @@ def test_a_layer_whose_statistics_do_not_fit_in_memory_is_refused_before_extract
     assert source.extract_time == 0.0 and source._cache is None
     monkeypatch.setattr(factorisation, "available_memory", lambda device: 2 << 20)
     assert PandA(rank_parts=4, max_iter=1).fit(source).parts_.shape == (256, 4)  # enough memory: it fits
+
+
+def test_the_default_feature_budget_follows_the_device_that_holds_the_maps(monkeypatch):
+    """Feature maps stay on the device that computed them: on a GPU the budget is a quarter of the GPU's memory,
+    not of the machine's (a 24 GB card must not be asked to hold 16 GiB of maps beside the generator)."""
+    from types import SimpleNamespace
+
+    from panda.features import default_memory_budget
+    cpu = default_memory_budget("cpu")
+    assert 0 < cpu <= 16 << 30
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=24 << 30))
+    assert default_memory_budget("cuda:0") == 6 << 30
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=80 << 30))
+    assert default_memory_budget(torch.device("cuda")) == 16 << 30

@@ -270,20 +270,23 @@ def _line_minimum(c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
     A grid brackets the global minimum, Newton steps on f' polish it; t = 0 is always a candidate, so the
     value never exceeds f(0). Tensor operations only: no host synchronisation (cubic roots via torch.linalg
-    would synchronise on CUDA)."""
-    powers = torch.arange(5, dtype=c.dtype, device=c.device)
+    would synchronise on CUDA). Polynomials by Horner's rule in fused multiply-adds: this runs every iteration of
+    the P-step, where the number of small kernels (not arithmetic) sets the pace at small S and on a GPU."""
+    c0, c1, c2, c3, c4 = (c[:, i:i + 1] for i in range(5))  # (K, 1) each
 
     def f(t):
-        return (t[..., None] ** powers * c[:, None, :]).sum(-1)
+        return torch.addcmul(c0, t, torch.addcmul(c1, t, torch.addcmul(c2, t, torch.addcmul(c3, t, c4))))
 
     t = torch.linspace(0, 1, _GRID, dtype=c.dtype, device=c.device).expand(c.shape[0], _GRID)
     vals = f(t)
     best = vals.argmin(1, keepdim=True)
     t_best, v_best = t.gather(1, best), vals.gather(1, best)
+    a1, a2, a3 = 2 * c2, 3 * c3, 4 * c4  # f'(t) = c1 + a1 t + a2 t^2 + a3 t^3
+    b1, b2 = 6 * c3, 12 * c4  # f''(t) = a1 + b1 t + b2 t^2
     tn = t_best
     for _ in range(4):
-        d1 = c[:, 1:2] + 2 * c[:, 2:3] * tn + 3 * c[:, 3:4] * tn ** 2 + 4 * c[:, 4:5] * tn ** 3
-        d2 = 2 * c[:, 2:3] + 6 * c[:, 3:4] * tn + 12 * c[:, 4:5] * tn ** 2
+        d1 = torch.addcmul(c1, tn, torch.addcmul(a1, tn, torch.addcmul(a2, tn, a3)))
+        d2 = torch.addcmul(a1, tn, torch.addcmul(b1, tn, b2))
         tn = torch.where(d2 > 0, tn - d1 / d2.clamp_min(1e-300), tn).clamp(0, 1)
     vn = f(tn)
     better = vn < v_best

@@ -273,3 +273,19 @@ def test_the_default_feature_budget_follows_the_device_that_holds_the_maps(monke
     assert default_memory_budget("cuda:0") == 6 << 30
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=80 << 30))
     assert default_memory_budget(torch.device("cuda")) == 16 << 30
+
+
+def test_line_search_finds_the_quartic_minimum_on_the_unit_interval():
+    """The exact line search's minimum over t in [0, 1] matches a 100,001-point grid's, is f at the t it returns,
+    and never exceeds f(0)."""
+    from panda.factorisation import _line_minimum
+    g = torch.Generator().manual_seed(4)
+    c = torch.randn(200, 5, generator=g, dtype=torch.float64)
+    c[:50, 4] = c[:50, 4].abs() * 20  # steep quartics with interior minima
+    t, v = _line_minimum(c)
+    grid = torch.linspace(0, 1, 100_001, dtype=torch.float64)
+    values = (grid[None, :, None] ** torch.arange(5) * c[:, None, :]).sum(-1)  # (200, grid)
+    assert ((t >= 0) & (t <= 1)).all()
+    assert torch.allclose(v, (t[:, None] ** torch.arange(5) * c).sum(-1), atol=1e-12)
+    assert (v <= values.min(1).values + 1e-9).all()
+    assert (v <= c[:, 0] + 1e-15).all()

@@ -41,12 +41,16 @@ def timed(fn, repeat: int = 1) -> tuple[object, float]:
     return out, statistics.median(times)
 
 
-def three_layers(g) -> list[str]:
-    """An early, the default and a late feature layer (4-D outputs with more than 3 channels)."""
+def three_layers(g, device: str) -> list[str]:
+    """An early, the default and a late feature layer (4-D outputs with more than 3 channels), among those whose
+    S x S statistics fit the device's free memory (a 1024 px network's 256 x 256 layers need 80 GiB: the fit refuses
+    them, which would end the run)."""
+    from panda.factorisation import available_memory, statistics_bytes
+    free = available_memory(device)
     shapes = g.feature_layers()
-    names = list(shapes)
+    names = [name for name, (_, h, w) in shapes.items() if statistics_bytes(h * w) <= free]
     picks = [names[len(names) // 4], g.default_layer, names[(3 * len(names)) // 4]]
-    return list(dict.fromkeys(picks))
+    return [name for name in dict.fromkeys(picks) if name in names]
 
 
 def measure(name: str, load, n: int, device: str) -> list[dict]:
@@ -60,7 +64,7 @@ def measure(name: str, load, n: int, device: str) -> list[dict]:
     g.synthesize(one)  # warm-up
     _, forward_s = timed(lambda: g.synthesize(one), 5)
     rows = []
-    for layer in three_layers(g):
+    for layer in three_layers(g, device):
         c, h, w = g.layer_shapes()[layer]
         source = FeatureSource(g, layer, range(n), batch_size=32, memory_budget=4 << 30)
         model, fit_total = timed(lambda: PandA(rank_parts=8).fit(source))

@@ -464,8 +464,8 @@ def first_parts(m: torch.Tensor, rank: int, n_init: int = 4, random_state: int =
 
     Up to :data:`COARSE_POSITIONS` positions the starts run on M itself. On a larger grid (64 x 64: each iteration reads
     all of M, 64 MB in float32, and about 1,000 are needed) the starts run on the grid halved in each direction
-    (:func:`restrict`, recursively), and only the best one is carried up and polished: at S = 4096 this reached a
-    lower objective in an eighth of the time that 4 starts took at full size with the same iteration cap.
+    (:func:`restrict`, recursively), and only the best one is carried up and polished: at a DCGAN's 64 x 64 layer this
+    reached a lower objective in a third of the time of 500 full-size iterations from 4 starts.
 
     Parameters
     ----------

@@ -40,8 +40,9 @@ def free_channel_map_error(train, held, parts) -> float:
     q = (parts @ parts.T).double()
     b = k = 0
     for z in train:
-        y = z.double() @ q  # (B, C, S)
-        b = b + torch.einsum("bcs,bds->cd", z.double(), y)
+        z = z.double()
+        y = z @ q  # (B, C, S)
+        b = b + torch.einsum("bcs,bds->cd", z, y)
         k = k + torch.einsum("bcs,bds->cd", y, y)
     k = k + 1e-12 * torch.trace(k) / k.shape[0] * torch.eye(k.shape[0], dtype=k.dtype, device=k.device)
     g = torch.linalg.solve(k, b.T).T

@@ -283,12 +283,15 @@ def layers(generator: str, device: str, seed: int, trust_pickle: bool, show_all:
               help="Feature maps kept in memory, GiB; above it they are re-generated each pass. Default: a quarter of the memory of the device that holds them (the GPU's with --device cuda), at most 16.")
 @click.option("--background-samples", type=click.IntRange(min=0), default=8,
               help="Samples the background appearance (object removal) is searched on; 0 skips the search.")
+@click.option("--mixing", is_flag=True,
+              help="Also fit an appearance mixing W: reconstruction A W A^T Z P P^T, the authors' code's model class "
+                   "(lower error; R_C more S x S matrices of memory). Edits and heat maps keep the orthonormal A.")
 @click.option("--out", "-o", default="factors.safetensors", help="Factor file to write (safetensors + JSON metadata).")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists (otherwise an existing file stops the command).")
 @device_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def fit(layer, rank_appearance, rank_parts, n_samples, seed, max_iter, tol, batch_size, memory_gb, background_samples, out,
-        overwrite, device, quiet, **gen):
+def fit(layer, rank_appearance, rank_parts, n_samples, seed, max_iter, tol, batch_size, memory_gb, background_samples,
+        mixing, out, overwrite, device, quiet, **gen):
     """Learn parts and appearances at a layer and write them to a factor file.
 
     \b
@@ -306,13 +309,14 @@ def fit(layer, rank_appearance, rank_parts, n_samples, seed, max_iter, tol, batc
     need = n_samples * c * h * w * 4
     rank_parts = generator.rank_parts_for(layer) if rank_parts is None else rank_parts
     # ranks too large stop here, in one line, before anything is printed or generated
-    check_ranks(c if rank_appearance is None else rank_appearance, rank_parts, c, h * w)
-    check_statistics_memory((h, w), generator.device, f"layer {layer!r}")
+    rank_c = c if rank_appearance is None else rank_appearance
+    check_ranks(rank_c, rank_parts, c, h * w)
+    check_statistics_memory((h, w), generator.device, f"layer {layer!r}", rank_c if mixing else None)
     click.echo(f"generator batch {batch}; features {need / 2**30:.2f} GiB, "
                + ("kept in memory" if need <= budget else f"over the {budget / 2**30:.1f} GiB budget: re-generated each pass"),
                err=True)
     model = fit_factors(generator, layer, rank_appearance, rank_parts, n_samples, seed, max_iter, tol, batch, budget,
-                        background_samples=background_samples, progress=not quiet)
+                        background_samples=background_samples, progress=not quiet, mixing=mixing)
     path = model.save(out)
     click.echo(f"{model}\n  features {model.extract_time_:.2f} s, fit {model.fit_time_:.2f} s, {model.n_iter_} iteration(s), "
                f"{model.n_passes_} pass(es); train error {model.train_error_:.4f}, held-out {model.heldout_error_:.4f}\n"

@@ -152,15 +152,15 @@ class _SymmetricGram:
         self.rows = 0
 
     def add(self, x: torch.Tensor) -> None:
-        """x (rows, S), float32."""
+        """x (rows, S), or (..., rows, S) for several Gram matrices at once (one per leading index), float32."""
         e = self.edges
         for i, j in self.pairs:
-            prod = x[:, e[i]:e[i + 1]].T @ x[:, e[j]:e[j + 1]]
+            prod = x[..., e[i]:e[i + 1]].transpose(-2, -1) @ x[..., e[j]:e[j + 1]]
             if (i, j) in self.part:
                 self.part[i, j] += prod
             else:
                 self.part[i, j] = prod
-        self.rows += x.shape[0]
+        self.rows += x.shape[-2]
         if self.rows >= self.flush_rows:
             self._flush()
 
@@ -172,10 +172,11 @@ class _SymmetricGram:
     def result(self) -> torch.Tensor:
         self._flush()
         e = self.edges
-        out = torch.empty(self.s, self.s, dtype=torch.float64, device=self.device)
+        lead = self.total[0, 0].shape[:-2]
+        out = torch.empty(*lead, self.s, self.s, dtype=torch.float64, device=self.device)
         for (i, j), blk in self.total.items():
-            out[e[i]:e[i + 1], e[j]:e[j + 1]] = blk
-            out[e[j]:e[j + 1], e[i]:e[i + 1]] = blk.T
+            out[..., e[i]:e[i + 1], e[j]:e[j + 1]] = blk
+            out[..., e[j]:e[j + 1], e[i]:e[i + 1]] = blk.transpose(-2, -1)
         return out
 
 
@@ -190,19 +191,88 @@ def position_gram(batches: Batches, appearances: torch.Tensor) -> torch.Tensor:
     return m
 
 
-def appearance_scatter(batches: Batches, parts: torch.Tensor) -> torch.Tensor:
-    """N = sum_i Z_i (2Q - Q^2) Z_i^T = sum_i Y_i (2I - P^T P) Y_i^T, (C, C) float64, for P (S, R_S)."""
+def part_scatters(batches: Batches, parts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """B = sum_i Y_i Y_i^T and D = sum_i Y_i (P^T P) Y_i^T, (C, C) float64 each, with Y_i = Z_i P (C, R_S), for
+    P (S, R_S): one pass gives the A-step's N = 2B - D and the mixing step's statistics (:func:`solve_mixing`)."""
     p = parts
-    k = 2 * torch.eye(p.shape[1], dtype=p.dtype, device=p.device) - p.T @ p
-    n = None
+    k = p.T @ p
+    bsum = dsum = None
     for z in batches:
         z = _upcast(z)
-        b, c, r = z.shape[0], z.shape[1], p.shape[1]
+        n, c, r = z.shape[0], z.shape[1], p.shape[1]
         y = z @ p.to(z)  # (B, C, R_S)
-        yk = y @ k.to(z)
-        g = (yk.transpose(0, 1).reshape(c, b * r) @ y.transpose(0, 1).reshape(c, b * r).T).double()
-        n = g if n is None else n + g
-    return n
+        yf = y.transpose(0, 1).reshape(c, n * r)
+        yk = (y @ k.to(z)).transpose(0, 1).reshape(c, n * r)
+        bb, dd = (yf @ yf.T).double(), (yk @ yf.T).double()
+        bsum, dsum = (bb, dd) if bsum is None else (bsum + bb, dsum + dd)
+    return bsum, (dsum + dsum.T) / 2
+
+
+def appearance_scatter(batches: Batches, parts: torch.Tensor) -> torch.Tensor:
+    """N = sum_i Z_i (2Q - Q^2) Z_i^T = sum_i Y_i (2I - P^T P) Y_i^T, (C, C) float64, for P (S, R_S)."""
+    b, d = part_scatters(batches, parts)
+    return 2 * b - d
+
+
+def solve_mixing(b: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """The best appearance mixing W (R_C, R_C), symmetric positive semi-definite, for fixed A and P.
+
+    With G = A W A^T in place of A A^T, the objective is sum_i ||Z_i||^2 - 2 tr(W B~) + tr(W^2 D~), with
+    B~ = A^T B A and D~ = A^T D A (:func:`part_scatters`; pass them here, (R_C, R_C)). Its minimum over symmetric W
+    solves the Lyapunov equation D~ W + W D~ = 2 B~, diagonal in D~'s eigenbasis. Negative eigenvalues (none seen in
+    practice) are set to 0: G = A W A^T is then A' A'^T with A' = A W^(1/2), the form of the authors' code, whose A
+    is not kept orthonormal."""
+    b, d = ((b + b.T) / 2).cpu(), ((d + d.T) / 2).cpu()  # R_C x R_C: milliseconds on the host
+    lam, v = torch.linalg.eigh(d)
+    den = lam[:, None] + lam[None, :]
+    tiny = 1e-12 * float(lam.abs().max()) + 1e-300
+    # an appearance no part carries (a zero row of D~) has no say in the objective: its mixing is left at 0
+    wt = torch.where(den > tiny, 2 * (v.T @ b @ v) / den.clamp_min(tiny), torch.zeros_like(den))
+    w = v @ wt @ v.T
+    ev, u = torch.linalg.eigh((w + w.T) / 2)
+    return ((u * ev.clamp_min(0)) @ u.T).to(b.dtype)
+
+
+def psd_sqrt(w: torch.Tensor) -> torch.Tensor:
+    """W^(1/2) of a symmetric positive semi-definite (R, R) matrix (negative rounding set to 0), in W's dtype."""
+    ev, u = torch.linalg.eigh(w.double().cpu())
+    return ((u * ev.clamp_min(0).sqrt()) @ u.T).to(w)
+
+
+def mixing_error(w: torch.Tensor, b: torch.Tensor, d: torch.Tensor, total: float) -> float:
+    """Relative error 1 - (2 tr(W B~) - tr(W^2 D~)) / sum_i ||Z_i||^2 (see :func:`solve_mixing`); W = I gives the
+    orthonormal model's."""
+    w, b, d = w.double().cpu(), b.cpu(), d.cpu()
+    return 1.0 - float(2 * (w * b).sum() - ((w @ w) * d).sum()) / total
+
+
+def direction_grams(batches: Batches, directions: torch.Tensor) -> torch.Tensor:
+    """H_r = sum_i Z_i^T u_r u_r^T Z_i, (R, S, S) float64, one Gram matrix of positions per column u_r of
+    ``directions`` (C, R). With W = U diag(w) U^T and U = A^T ``directions``, the P-step's statistics are weighted
+    sums of them (M = sum_r w_r H_r, M2 = sum_r w_r^2 H_r), so the mixing iterations need no further data pass.
+    Products in float32 over >= 512 samples at once (a short inner dimension halves a CPU's speed), only the blocks
+    on and above the diagonal (:class:`_SymmetricGram`)."""
+    gram = None
+    pending: list[torch.Tensor] = []
+    rows = 0
+    for z in batches:
+        z = _upcast(z)
+        pending.append(directions.T.to(z) @ z)  # (B, R, S)
+        rows += z.shape[0]
+        if gram is None:
+            gram = _SymmetricGram(z.shape[2], z.device, flush_rows=8192)
+        if rows >= 512:
+            gram.add(torch.cat(pending).transpose(0, 1))  # (R, B, S)
+            pending, rows = [], 0
+    if pending:
+        gram.add(torch.cat(pending).transpose(0, 1))
+    return gram.result()
+
+
+def mixing_bytes(rank_appearance: int, s: int) -> int:
+    """Peak bytes of a mixing fit's extra statistics (:func:`direction_grams`: R_C Gram matrices of S x S in float64
+    and their float32 partial sums, with the two weighted sums)."""
+    return 12 * rank_appearance * s * s + 24 * s * s
 
 
 def top_eigenvectors(sym: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -232,10 +302,12 @@ def largest_eigenvalue(m: torch.Tensor, n_iter: int = 30) -> float:
     return float(lam)
 
 
-def parts_objective(m: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """f(P) = -2 tr(P^T M P) + tr(P^T M P P^T P); the objective is sum_i||Z_i||^2 + f(P) for fixed A."""
+def parts_objective(m: torch.Tensor, p: torch.Tensor, m2: torch.Tensor | None = None) -> torch.Tensor:
+    """f(P) = -2 tr(P^T M P) + tr(P^T M2 P P^T P), M2 = M unless given; the objective is sum_i||Z_i||^2 + f(P) for
+    fixed A (and mixing W: M = sum_i Z_i^T A W A^T Z_i, M2 = sum_i Z_i^T A W^2 A^T Z_i, see :func:`mixed_grams`)."""
     mp = m @ p
-    return -2 * (p * mp).sum() + ((p.T @ mp) * (p.T @ p)).sum()
+    m2p = mp if m2 is None else m2 @ p
+    return -2 * (p * mp).sum() + ((p.T @ m2p) * (p.T @ p)).sum()
 
 
 def _frobenius(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -243,21 +315,31 @@ def _frobenius(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum((-2, -1))
 
 
-def _line_quartic(x: torch.Tensor, d: torch.Tensor, mx: torch.Tensor, md: torch.Tensor) -> torch.Tensor:
+def _line_quartic(x: torch.Tensor, d: torch.Tensor, mx: torch.Tensor, md: torch.Tensor,
+                  nx: torch.Tensor | None = None, nd: torch.Tensor | None = None) -> torch.Tensor:
     """Coefficients (K, 5), constant term first, of f(x + t d) (see :func:`parts_objective`), exact because f is a
-    quartic: from x, d (K, S, R) and their products with M. Only R x R products, in float64."""
+    quartic: from x, d (K, S, R) and their products with M (and with M2: nx, nd; None when M2 = M). Only R x R
+    products and elementwise sums, in float64."""
     x, d, mx, md = x.double(), d.double(), mx.double(), md.double()
     xt, dt = x.transpose(1, 2), d.transpose(1, 2)
-    b0, b1, b2 = xt @ mx, xt @ md, dt @ md  # P^T M P along the line: b0 + t (b1 + b1^T) + t^2 b2
+    if nx is None:
+        b0, b1, b2 = xt @ mx, xt @ md, dt @ md  # P^T M P along the line: b0 + t (b1 + b1^T) + t^2 b2
+    else:
+        nx, nd = nx.double(), nd.double()
+        b0, b1, b2 = xt @ nx, xt @ nd, dt @ nd  # P^T M2 P along the line
     g0, g1, g2 = xt @ x, xt @ d, dt @ d  # P^T P along the line
     bs, gs = b1 + b1.transpose(1, 2), g1 + g1.transpose(1, 2)
 
     def tr(a):
         return a.diagonal(dim1=1, dim2=2).sum(-1)
 
-    return torch.stack([-2 * tr(b0) + _frobenius(b0, g0),
-                        -2 * tr(bs) + _frobenius(b0, gs) + _frobenius(bs, g0),
-                        -2 * tr(b2) + _frobenius(b0, g2) + _frobenius(bs, gs) + _frobenius(b2, g0),
+    if nx is None:  # tr(P^T M P) along the line, from the products already made
+        l0, l1, l2 = tr(b0), tr(bs), tr(b2)
+    else:  # M symmetric: tr(x^T M d) = tr(d^T M x)
+        l0, l1, l2 = _frobenius(x, mx), 2 * _frobenius(x, md), _frobenius(d, md)
+    return torch.stack([-2 * l0 + _frobenius(b0, g0),
+                        -2 * l1 + _frobenius(b0, gs) + _frobenius(bs, g0),
+                        -2 * l2 + _frobenius(b0, g2) + _frobenius(bs, gs) + _frobenius(b2, g0),
                         _frobenius(bs, g2) + _frobenius(b2, gs),
                         _frobenius(b2, g2)], -1)
 
@@ -293,15 +375,16 @@ def _line_minimum(c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.where(better, tn, t_best).squeeze(1), torch.where(better, vn, v_best).squeeze(1)
 
 
-def _parts_gradient(p: torch.Tensor, mp: torch.Tensor) -> torch.Tensor:
-    """Gradient of f at p (..., S, R), given mp = M p."""
+def _parts_gradient(p: torch.Tensor, mp: torch.Tensor, m2p: torch.Tensor | None = None) -> torch.Tensor:
+    """Gradient of f at p (..., S, R), given mp = M p (and m2p = M2 p where M2 is not M)."""
     pt = p.transpose(-2, -1)
-    return -4 * mp + 2 * (p @ (pt @ mp) + mp @ (pt @ p))
+    m2p = mp if m2p is None else m2p
+    return -4 * mp + 2 * (p @ (pt @ m2p) + m2p @ (pt @ p))
 
 
 def solve_parts(m: torch.Tensor, p: torch.Tensor, max_iter: int = 1000, tol: float = 1e-7,
                 support: torch.Tensor | None = None, check_every: int = 10,
-                progress: bool | None = False) -> tuple[torch.Tensor, int]:
+                progress: bool | None = False, m2: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
     """Minimise f(P) (see :func:`parts_objective`) over P >= 0, from one start or several at once.
 
     Spectral projected gradient (Birgin, Martinez and Raydan, 2000): a Barzilai-Borwein trial step, projected,
@@ -328,6 +411,9 @@ def solve_parts(m: torch.Tensor, p: torch.Tensor, max_iter: int = 1000, tol: flo
         Iterations between convergence checks (each check synchronises a GPU with the host).
     progress : bool or None
         A progress bar over the iterations (None: when stderr is a terminal).
+    m2 : torch.Tensor, optional
+        (S, S) the quartic term's statistic where it differs from ``m`` (a fit with an appearance mixing W); both
+        are multiplied in one (2S, S) x (S, K R) product.
 
     Returns
     -------
@@ -339,9 +425,11 @@ def solve_parts(m: torch.Tensor, p: torch.Tensor, max_iter: int = 1000, tol: flo
     mask = None if support is None else support.to(x.dtype)
     if mask is not None:
         x = x * mask
-    lam0 = 1.0 / (4.0 * largest_eigenvalue(m) + 1e-30)
-    state = _SpgState(x, _times(m, x), torch.full((x.shape[0], 1, 1), lam0, dtype=torch.float64, device=m.device))
-    run = _graphed_steps(m, state, mask, lam0, check_every) if m.is_cuda else None
+    lam_max = largest_eigenvalue(m) if m2 is None else max(largest_eigenvalue(m), largest_eigenvalue(m2))
+    lam0 = 1.0 / (4.0 * lam_max + 1e-30)
+    mm = m if m2 is None else torch.cat([m, m2.to(m.dtype)])  # (S or 2S, S): both products in one
+    state = _SpgState(x, *_times(mm, x), torch.full((x.shape[0], 1, 1), lam0, dtype=torch.float64, device=m.device))
+    run = _graphed_steps(mm, state, mask, lam0, check_every) if m.is_cuda else None
     f_prev, it = None, 0
     bar = progress_bar(total=max_iter, desc="parts (P-step)", unit="it", progress=progress)
     while it < max_iter:
@@ -350,13 +438,12 @@ def solve_parts(m: torch.Tensor, p: torch.Tensor, max_iter: int = 1000, tol: flo
             f = run()
         else:
             for _ in range(block):
-                f = _spg_step(m, state, mask, lam0)
+                f = _spg_step(mm, state, mask, lam0)
         it += block
         bar.update(block)
         # M x follows the steps; recomputed now and then so float32 rounding does not accumulate
         if it % (5 * check_every) == 0:
-            state.mx.copy_(_times(m, state.x))
-            state.g.copy_(_parts_gradient(state.x, state.mx))
+            state.refresh(*_times(mm, state.x))
         if f_prev is not None and bool(((f_prev - f) <= block * tol * f.abs()).all()):
             break
         f_prev = f.clone()
@@ -367,18 +454,28 @@ def solve_parts(m: torch.Tensor, p: torch.Tensor, max_iter: int = 1000, tol: flo
 
 class _SpgState:
     """The iterate of :func:`solve_parts`, updated in place (so a captured CUDA graph can replay on it):
-    x (K, S, R), M x, the gradient at x and the Barzilai-Borwein step (K, 1, 1)."""
+    x (K, S, R), M x (and M2 x, or None when M2 = M), the gradient at x and the Barzilai-Borwein step (K, 1, 1)."""
 
-    def __init__(self, x: torch.Tensor, mx: torch.Tensor, lam: torch.Tensor) -> None:
+    def __init__(self, x: torch.Tensor, mx: torch.Tensor, nx: torch.Tensor | None, lam: torch.Tensor) -> None:
         self.x, self.mx, self.lam = x.clone(), mx.clone(), lam
-        self.g = _parts_gradient(x, mx)
+        self.nx = None if nx is None else nx.clone()
+        self.g = _parts_gradient(x, mx, nx)
+
+    def refresh(self, mx: torch.Tensor, nx: torch.Tensor | None) -> None:
+        """Products recomputed from x (in place)."""
+        self.mx.copy_(mx)
+        if nx is not None:
+            self.nx.copy_(nx)
+        self.g.copy_(_parts_gradient(self.x, self.mx, self.nx))
 
 
-def _times(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """M x for every start, (K, S, R), as one (S, S) x (S, K R) product: M is read from memory once per iteration
-    instead of once per start, which sets the pace at large S (2.5x faster at S = 4096, K = 4 on a CPU)."""
+def _times(m: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(M x, M2 x) for every start, (K, S, R) each (M2 x None when ``m`` is M alone, (S, S); ``m`` (2S, S) stacks M
+    over M2), as one (S or 2S, S) x (S, K R) product: the statistic is read from memory once per iteration instead
+    of once per start, which sets the pace at large S (2.5x faster at S = 4096, K = 4 on a CPU)."""
     k, s, r = x.shape
-    return (m @ x.transpose(0, 1).reshape(s, k * r)).reshape(s, k, r).transpose(0, 1)
+    y = (m @ x.transpose(0, 1).reshape(s, k * r)).reshape(m.shape[0], k, r).transpose(0, 1)
+    return (y, None) if m.shape[0] == s else (y[:, :s], y[:, s:])
 
 
 def _spg_step(m: torch.Tensor, st: _SpgState, mask: torch.Tensor | None, lam0: float) -> torch.Tensor:
@@ -387,13 +484,15 @@ def _spg_step(m: torch.Tensor, st: _SpgState, mask: torch.Tensor | None, lam0: f
     if mask is not None:
         d = d * mask
     d = d - st.x
-    md = _times(m, d)
-    t, f = _line_minimum(_line_quartic(st.x, d, st.mx, md))
+    md, nd = _times(m, d)
+    t, f = _line_minimum(_line_quartic(st.x, d, st.mx, md, st.nx, nd))
     t = t.to(st.x.dtype)[:, None, None]
     s = t * d
     st.x.add_(s)
     st.mx.add_(t * md)
-    g_new = _parts_gradient(st.x, st.mx)
+    if nd is not None:
+        st.nx.add_(t * nd)
+    g_new = _parts_gradient(st.x, st.mx, st.nx)
     sy = (s.double() * (g_new - st.g).double()).sum((1, 2), keepdim=True)
     ss = (s.double() ** 2).sum((1, 2), keepdim=True)
     # Barzilai-Borwein step s's/s'y where the curvature is positive, else a longer step; kept in a safe range
@@ -407,7 +506,8 @@ def _graphed_steps(m: torch.Tensor, st: _SpgState, mask: torch.Tensor | None, la
     """``steps`` iterations captured as one CUDA graph: on a GPU each iteration is a few dozen small kernels, whose
     launches (not arithmetic) would set the pace. None where capture fails: the caller then runs them eagerly."""
     try:
-        x0, mx0, g0, lam_0 = st.x.clone(), st.mx.clone(), st.g.clone(), st.lam.clone()
+        names = ["x", "mx", "g", "lam"] + ([] if st.nx is None else ["nx"])
+        saved = {name: getattr(st, name).clone() for name in names}
         side = torch.cuda.Stream(m.device)
         side.wait_stream(torch.cuda.current_stream(m.device))
         with torch.cuda.stream(side):  # warm-up outside the graph, as capture requires
@@ -418,8 +518,8 @@ def _graphed_steps(m: torch.Tensor, st: _SpgState, mask: torch.Tensor | None, la
         with torch.cuda.graph(graph):
             for _ in range(steps):
                 f = _spg_step(m, st, mask, lam0)
-        for dst, src in ((st.x, x0), (st.mx, mx0), (st.g, g0), (st.lam, lam_0)):  # undo warm-up and capture
-            dst.copy_(src)
+        for name, src in saved.items():  # undo warm-up and capture
+            getattr(st, name).copy_(src)
     except RuntimeError:
         return None
 
@@ -511,6 +611,9 @@ class FitResult:
         The first pass's statistics.
     times : list of float
         Seconds since the start at each entry of ``errors``.
+    mixing : torch.Tensor or None
+        W, (R_C, R_C) symmetric positive semi-definite, when fitted with ``mixing=True``: the reconstruction is
+        A W A^T Z P P^T.
     """
 
     appearances: torch.Tensor
@@ -519,6 +622,7 @@ class FitResult:
     n_passes: int
     stats: DataStats
     times: list[float] = field(default_factory=list)
+    mixing: torch.Tensor | None = None
 
 
 def panda_factorise(
@@ -533,6 +637,7 @@ def panda_factorise(
     n_init: int = 4,
     grid: tuple[int, int] | None = None,
     progress: bool | None = False,
+    mixing: bool = False,
 ) -> FitResult:
     """Alternating minimisation of the PandA objective.
 
@@ -561,6 +666,13 @@ def panda_factorise(
         The layer's (H, W); with it the first pass also gathers the border statistics.
     progress : bool or None
         Progress bars for the statistics pass, the P-steps and the outer iterations (None: when stderr is a terminal).
+    mixing : bool
+        Then fit an appearance mixing W too: the reconstruction becomes A W A^T Z P P^T with W (R_C, R_C) symmetric
+        positive semi-definite, which is the model class of the authors' code (their A drifts from orthonormal:
+        A' A'^T = A W A^T). A stays that of the orthonormal fit; the best symmetric W for it
+        (:func:`solve_mixing`) gives W's eigenvectors, and W's eigenvalues and P then alternate, data-free after
+        one more pass (:func:`direction_grams`, R_C S x S matrices: :func:`mixing_bytes`), until the error falls by
+        less than ``tol``.
 
     Returns
     -------
@@ -589,9 +701,9 @@ def panda_factorise(
     for it in range(n_iter_max):
         if it > 0:
             p, _ = solve_parts(m.float(), p, progress=progress)
-        n = appearance_scatter(batches, p)
+        bmat, dmat = part_scatters(batches, p)
         passes += 1
-        vals, a = top_eigenvectors(n, rank_appearance)
+        vals, a = top_eigenvectors(2 * bmat - dmat, rank_appearance)
         err = 1.0 - float(vals.sum()) / stats.total
         errors.append(err)
         times.append(time.perf_counter() - start)
@@ -605,7 +717,45 @@ def panda_factorise(
         m = position_gram(batches, a) / stats.total
         passes += 1
     bar.close()
-    return FitResult(a.float(), p.float(), errors, passes, stats, times)
+    if not mixing:
+        return FitResult(a.float(), p.float(), errors, passes, stats, times)
+
+    ad = a.double()
+    bt, dt = ad.T @ bmat @ ad, ad.T @ dmat @ ad  # from the orthonormal fit's last pass
+    w = solve_mixing(bt, dt)  # the best symmetric W for this A and P
+    errors.append(mixing_error(w, bt, dt, stats.total))
+    times.append(time.perf_counter() - start)
+    # Then W keeps the eigenvectors U of this first solution and only its eigenvalues are re-fitted with P: the
+    # statistics then split over the directions A U (one more pass), and every further step is data-free.
+    omega, u = torch.linalg.eigh(w)
+    u = u.to(a.device)
+    h = direction_grams(batches, (ad @ u).to(a.dtype)) / stats.total  # (R_C, S, S)
+    passes += 1
+    omega = omega.to(h)
+    bar = progress_bar(total=n_iter_max, desc="mixing iterations", unit="it", progress=progress)
+    for it in range(n_iter_max):
+        m1, m2 = torch.tensordot(omega, h, 1), torch.tensordot(omega ** 2, h, 1)
+        p_new, _ = solve_parts(m1.float(), p.to(m1.device), m2=m2.float(), progress=progress)
+        hp = h @ p_new  # (R_C, S, R_S)
+        pb = (p_new * hp).sum((1, 2))  # tr(P^T H_r P)
+        pd = ((p_new.T @ hp) * (p_new.T @ p_new)).sum((1, 2))  # tr(P^T H_r P P^T P)
+        omega_new = torch.where(pd > 0, pb / pd.clamp_min(1e-300), torch.zeros_like(pd))
+        err = 1.0 - float((2 * omega_new * pb - omega_new ** 2 * pd).sum())
+        if err >= errors[-1]:  # float32 rounding at convergence: keep the better pair
+            break
+        p, omega = p_new, omega_new
+        errors.append(err)
+        times.append(time.perf_counter() - start)
+        bar.update(1)
+        bar.set_postfix(error=f"{err:.4f}")
+        if callback is not None:
+            callback(len(errors) - 1, err)
+        if errors[-2] - errors[-1] <= tol * abs(errors[-2]):
+            break
+    bar.close()
+    uc = u.cpu()
+    w = (uc * omega.cpu()) @ uc.T
+    return FitResult(a.float(), p.float(), errors, passes, stats, times, w.float().to(a.device))
 
 
 def _is_int(x) -> bool:
@@ -648,16 +798,29 @@ def available_memory(device: torch.device | str) -> int:
         return 1 << 62  # unknown: let the fit try
 
 
-def check_statistics_memory(grid: tuple[int, int], device: torch.device | str, layer: str = "this layer") -> None:
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def check_statistics_memory(grid: tuple[int, int], device: torch.device | str, layer: str = "this layer",
+                            mixing_rank: int | None = None) -> None:
     """Refuse, before any sample is generated, a layer whose S x S statistics cannot fit in memory (a 256 x 256 layer
-    needs about 80 GiB), naming the largest grid that would."""
+    needs about 80 GiB), naming the largest grid that would; with ``mixing_rank`` (R_C of a fit with ``mixing``) the
+    mixing's R_C S x S matrices count too (:func:`mixing_bytes`)."""
     h, w = grid
-    need, free = statistics_bytes(h * w), available_memory(device)
-    if need > free:
+    s = h * w
+    base, free = statistics_bytes(s), available_memory(device)
+    if base > free:
         side = math.isqrt(math.isqrt(free // 20))
-        raise PandaError(f"{layer} has {h}x{w} = {h * w} positions: the fit's S x S statistics need about "
-                         f"{need / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB free on {torch.device(device)}. "
+        raise PandaError(f"{layer} has {h}x{w} = {s} positions: the fit's S x S statistics need about "
+                         f"{_size(base)}, more than the {_size(free)} free on {torch.device(device)}. "
                          f"Pick a layer of at most about {side}x{side} positions, or free memory.")
+    if mixing_rank is not None and base + mixing_bytes(mixing_rank, s) > free:
+        fits = max(0, (free - base - 24 * s * s) // (12 * s * s))
+        raise PandaError(f"{layer}: the appearance mixing keeps {mixing_rank} S x S matrices ({h}x{w} positions), about "
+                         f"{_size(base + mixing_bytes(mixing_rank, s))} with the fit's statistics, more than "
+                         f"the {_size(free)} free on {torch.device(device)}. Fit without mixing, or with "
+                         f"rank_appearance <= {fits}, or at a smaller layer.")
 
 
 def check_ranks(rank_appearance: int, rank_parts: int, c: int, s: int) -> None:
@@ -728,13 +891,18 @@ def appearance_shares(stats: DataStats, appearances: torch.Tensor, grid: tuple[i
     return (energy / stats.total).float(), (border / energy.clamp_min(1e-30) / area).float()
 
 
-def relative_error(batches: Batches, appearances: torch.Tensor, parts: torch.Tensor) -> float:
-    """sum_i ||Z_i - A A^T Z_i P P^T||^2 / sum_i ||Z_i||^2, computed directly from the data."""
+def relative_error(batches: Batches, appearances: torch.Tensor, parts: torch.Tensor,
+                   mixing: torch.Tensor | None = None) -> float:
+    """sum_i ||Z_i - A W A^T Z_i P P^T||^2 / sum_i ||Z_i||^2 (W = I unless ``mixing`` (R_C, R_C) is given), computed
+    directly from the data."""
     num, den = 0.0, 0.0
     for z in batches:
         z = _upcast(z)
         a, p = appearances.to(z), parts.to(z)
-        r = z - a @ (a.T @ z @ p) @ p.T
+        lam = a.T @ z @ p
+        if mixing is not None:
+            lam = mixing.to(z) @ lam
+        r = z - a @ lam @ p.T
         num += float((r.double() ** 2).sum())
         den += float((z.double() ** 2).sum())
     return num / den

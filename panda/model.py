@@ -29,7 +29,8 @@ from .generators import GeneratorAdapter
 from .version import __version__
 
 FORMAT = "panda-factors"
-FORMAT_VERSION = 2  # 2: the tensors' sha256 in the metadata ("tensor_sha256")
+FORMAT_VERSION = 3  # 2: the tensors' sha256 in the metadata ("tensor_sha256"); 3: the appearance mixing W ("mixing")
+# files without a mixing are still written as version 2, so older panda reads them
 
 
 class PandA:
@@ -52,6 +53,11 @@ class PandA:
     verbose : bool or None
         Progress bars for the fit's stages (the data's own bar is the source's ``progress``); None (default): when
         stderr is a terminal.
+    mixing : bool
+        Also fit an appearance mixing W (R_C x R_C, symmetric positive semi-definite): the reconstruction becomes
+        A W A^T Z P P^T, the model class of the authors' code (whose A is not kept orthonormal: A' = A W^(1/2)). A, the
+        edits, removals and heat maps keep the orthonormal appearances; the parts are fitted with W. Lower held-out
+        error (benchmarks/fit_speed.md), for R_C more S x S matrices of memory and one more pass.
 
     Attributes
     ----------
@@ -59,6 +65,8 @@ class PandA:
         A, (C, R_C), orthonormal columns.
     parts_ : torch.Tensor
         P, (S, R_S), non-negative; column k reshaped to (H, W) is part k.
+    mixing_ : torch.Tensor or None
+        W, (R_C, R_C), when fitted with ``mixing=True``; None means W = I.
     layer_shape_ : tuple of int
         (C, H, W).
     feature_scale_ : float
@@ -88,6 +96,8 @@ class PandA:
         {part: name} from ``panda name-parts`` (e.g. 'eyes'); shown in every picture.
     """
 
+    mixing_: torch.Tensor | None = None  # W = I until a fit with mixing=True (or a file with one) sets it
+
     def __init__(
         self,
         rank_appearance: int | None = None,
@@ -97,6 +107,7 @@ class PandA:
         random_state: int = 0,
         n_init: int = 4,
         verbose: bool | None = None,
+        mixing: bool = False,
     ) -> None:
         self.rank_appearance = rank_appearance
         self.rank_parts = rank_parts
@@ -105,6 +116,7 @@ class PandA:
         self.random_state = random_state
         self.n_init = n_init
         self.verbose = verbose
+        self.mixing = mixing
 
     # ------------------------------------------------------------------ fitting
     def validate(self, shape: tuple[int, int, int]) -> int:
@@ -113,6 +125,8 @@ class PandA:
         rank_c = c if self.rank_appearance is None else self.rank_appearance
         check_ranks(rank_c, self.rank_parts, c, h * w)
         check_params(self.max_iter, self.tol, self.n_init, self.random_state)
+        if not isinstance(self.mixing, bool):
+            raise PandaError(f"mixing={self.mixing!r}: give True or False.")
         return rank_c
 
     def fit(self, source: FeatureSource) -> "PandA":
@@ -132,12 +146,14 @@ class PandA:
             raise PandaError(f"fit takes a FeatureSource (generator, layer, seeds), got {type(source).__name__}.")
         c, h, w = source.shape
         rank_c = self.validate(source.shape)  # before any sample is generated
-        check_statistics_memory((h, w), source.generator.device, f"layer {source.layer!r}")
+        check_statistics_memory((h, w), source.generator.device, f"layer {source.layer!r}",
+                                rank_c if self.mixing else None)
         t0, extract0 = time.perf_counter(), source.extract_time
         result = panda_factorise(source, rank_c, self.rank_parts, self.max_iter, self.tol, self.random_state,
-                                 n_init=self.n_init, grid=(h, w), progress=self.verbose)
+                                 n_init=self.n_init, grid=(h, w), progress=self.verbose, mixing=self.mixing)
         self.appearances_ = result.appearances.detach().float().cpu().contiguous()
         self.parts_ = result.parts.detach().float().cpu().contiguous()
+        self.mixing_ = None if result.mixing is None else result.mixing.detach().float().cpu().contiguous()
         self.layer_shape_ = (c, h, w)
         self.feature_scale_ = float(result.stats.feature_norm)
         self.coef_mean_, self.coef_energy_ = coefficient_moments(source, self.appearances_, self.parts_)
@@ -158,7 +174,7 @@ class PandA:
         return self
 
     def score(self, source: FeatureSource) -> float:
-        """Relative reconstruction error sum_i ||Z_i - A A^T Z_i P P^T||^2 / sum_i ||Z_i||^2 on ``source``
+        """Relative reconstruction error sum_i ||Z_i - A W A^T Z_i P P^T||^2 / sum_i ||Z_i||^2 on ``source``
         (lower is better); recorded as ``heldout_error_`` and ``n_heldout_`` for the factor file.
 
         Parameters
@@ -168,7 +184,7 @@ class PandA:
             (:meth:`panda.features.FeatureSource.heldout`).
         """
         self.check_compatible(source.generator, source.layer)
-        self.heldout_error_ = relative_error(source, self.appearances_, self.parts_)
+        self.heldout_error_ = relative_error(source, self.appearances_, self.parts_, self.mixing_)
         self.n_heldout_ = len(source)
         return self.heldout_error_
 
@@ -229,11 +245,14 @@ class PandA:
         return (self.appearances_.to(z).T @ z).unflatten(2, (h, w))
 
     def reconstruct(self, z: torch.Tensor) -> torch.Tensor:
-        """A (A^T Z_i P) P^T, (N, C, H, W) -> (N, C, H, W)."""
+        """A W (A^T Z_i P) P^T (W = I without a mixing), (N, C, H, W) -> (N, C, H, W)."""
         z4 = z
         z = self._flat(z)
         a, p = self.appearances_.to(z), self.parts_.to(z)
-        return (a @ (a.T @ z @ p) @ p.T).view(z4.shape[0], *self.layer_shape_)
+        lam = a.T @ z @ p
+        if self.mixing_ is not None:
+            lam = self.mixing_.to(z) @ lam
+        return (a @ lam @ p.T).view(z4.shape[0], *self.layer_shape_)
 
     def top_appearances(self, part: int, k: int = 5, by: str = "energy") -> list[int]:
         """The ``k`` appearances that matter most in ``part``, the first to try as edits.
@@ -305,7 +324,8 @@ class PandA:
     def metadata(self) -> dict:
         self._check_fitted()
         return {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "panda_version": __version__,
+            "format": FORMAT, "format_version": FORMAT_VERSION if self.mixing_ is not None else 2,
+            "panda_version": __version__, "mixing": self.mixing_ is not None,
             "generator": self.generator_name_, "generator_sha256": self.generator_hash_,
             "generator_source": self.generator_source_, "layer": self.layer_,
             "layer_shape": list(self.layer_shape_), "rank_appearance": self.n_appearances, "rank_parts": self.n_parts,
@@ -329,6 +349,8 @@ class PandA:
         self._check_fitted()
         path = Path(path)
         tensors = {name: getattr(self, name + "_").contiguous() for name in _TENSORS}
+        if self.mixing_ is not None:
+            tensors["mixing"] = self.mixing_.contiguous()
         meta = dict(self.metadata(), tensor_sha256=tensor_digest(tensors))
         data = save(tensors, metadata={"panda": json.dumps(meta)})
         if path.is_dir():
@@ -366,11 +388,12 @@ class PandA:
         if meta["format_version"] > FORMAT_VERSION:
             raise PandaError(f"'{path}' has format version {meta['format_version']}, newer than this panda "
                              f"({__version__}) reads: upgrade panda.")
-        missing = set(_TENSORS) - tensors.keys()
+        missing = (set(_TENSORS) | ({"mixing"} if meta.get("mixing") is True else set())) - tensors.keys()
         if missing:
             raise PandaError(f"'{path}' lacks the tensors {sorted(missing)}: {refit}.")
         if meta["format_version"] >= 2:  # files from before version 2 carry no checksum
-            if meta.get("tensor_sha256") != tensor_digest({k: tensors[k] for k in _TENSORS}):
+            written = _TENSORS + (("mixing",) if meta["format_version"] >= 3 and "mixing" in tensors else ())
+            if meta.get("tensor_sha256") != tensor_digest({k: tensors[k] for k in written}):
                 raise PandaError(f"'{path}': the tensors do not match the checksum written with them, so the file "
                                  f"was changed or damaged after it was saved: {refit}, or restore a copy.")
         c, h, w = meta["layer_shape"]
@@ -387,8 +410,10 @@ class PandA:
             raise PandaError(f"'{path}': the parts have negative entries, so the file is damaged: {refit}.")
         if not torch.allclose(a.T @ a, torch.eye(rc), atol=1e-3):
             raise PandaError(f"'{path}': the appearances are not orthonormal, so the file is damaged: {refit}.")
+        mixing = _check_mixing(tensors.get("mixing"), rc, path, refit) if meta["format_version"] >= 3 else None
         model = cls(rank_appearance=rc, rank_parts=rs, random_state=meta["random_state"])
         model.appearances_, model.parts_, model.layer_shape_ = a.contiguous(), p.contiguous(), (c, h, w)
+        model.mixing_, model.mixing = mixing, mixing is not None
         model.feature_scale_, model.n_heldout_ = float(meta["feature_scale"]), meta["n_heldout"]
         for name in _TENSORS[2:]:
             setattr(model, name + "_", tensors[name].float())
@@ -428,6 +453,22 @@ _REQUIRED_META = ("format_version", "generator", "generator_sha256", "layer", "l
 _TENSORS = ("appearances", "parts", "coef_mean", "coef_energy", "appearance_energy", "background_scores")
 
 
+def _check_mixing(w: torch.Tensor | None, rank: int, path: Path, refit: str) -> torch.Tensor | None:
+    """A factor file's mixing W: absent (W = I), or (R_C, R_C) finite, symmetric and positive semi-definite."""
+    if w is None:
+        return None
+    w = w.float()
+    if tuple(w.shape) != (rank, rank):
+        raise PandaError(f"'{path}': tensor 'mixing' has shape {tuple(w.shape)}, expected {(rank, rank)}: {refit}.")
+    if not torch.isfinite(w).all():
+        raise PandaError(f"'{path}': tensor 'mixing' contains NaN or inf: {refit}.")
+    scale = float(w.abs().max()) + 1e-30
+    if not torch.allclose(w, w.T, atol=1e-5 * scale) or float(torch.linalg.eigvalsh(w.double()).min()) < -1e-5 * scale:
+        raise PandaError(f"'{path}': the appearance mixing is not symmetric positive semi-definite, so the file is "
+                         f"damaged: {refit}.")
+    return w.contiguous()
+
+
 def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
     """sha256 over the tensors' names, dtypes, shapes and bytes, in name order: a flipped bit anywhere changes it."""
     digest = hashlib.sha256()
@@ -453,6 +494,7 @@ def _finite_number(x) -> bool:
 #: What each metadata field must be, and how a person would say it (a file edited by hand fails here, not later).
 _META_RULES = {
     "format_version": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
+    "mixing": (lambda v: isinstance(v, bool), "true or false"),
     "generator": (lambda v: isinstance(v, str), "a string"),
     "generator_sha256": (lambda v: isinstance(v, str), "a string"),
     "layer": (lambda v: isinstance(v, str) and v != "", "a layer name"),

@@ -32,7 +32,7 @@ import torch
 
 from .editing import Edit, edit_delta, part_profile, synthesize_offset
 from .errors import PandaError
-from .factorisation import parts_objective, solve_parts
+from .factorisation import parts_objective, psd_sqrt, solve_parts
 from .features import capture
 from .generators import GeneratorAdapter, Latents
 from .maps import dilate, normalise, upsample
@@ -80,16 +80,22 @@ def check_refine_args(grid: tuple[int, int], steps: int = 100, radius: int | Non
                          f"(the layer's grid is {h}x{w}).")
 
 
-def _sample_matrix(a: torch.Tensor, zi: torch.Tensor) -> torch.Tensor:
-    """M_i = Z_i^T A A^T Z_i / ||Z_i||^2 (S, S) in float64 for one sample's features zi (C, S)."""
-    w = a.T @ zi  # (R_C, S)
-    return (w.T @ w).double() / (zi.double() ** 2).sum().clamp_min(1e-30)
+def _sample_matrices(a: torch.Tensor, zi: torch.Tensor,
+                     mixing: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """M_i = Z_i^T A A^T Z_i / ||Z_i||^2 (S, S) in float64 for one sample's features zi (C, S), and None; with a
+    mixing, given as (W^(1/2), W), M_i = Z_i^T A W A^T Z_i and M2_i = Z_i^T A W^2 A^T Z_i, each / ||Z_i||^2."""
+    x = a.T @ zi  # (R_C, S)
+    norm = (zi.double() ** 2).sum().clamp_min(1e-30)
+    if mixing is None:
+        return (x.T @ x).double() / norm, None
+    x1, x2 = mixing[0] @ x, mixing[1] @ x
+    return (x1.T @ x1).double() / norm, (x2.T @ x2).double() / norm
 
 
 def best_translation(m: torch.Tensor, parts: torch.Tensor, grid: tuple[int, int],
-                     search: int) -> tuple[torch.Tensor, tuple[int, int]]:
+                     search: int, m2: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
     """The global ``parts`` (S, R_S) translated by the (dy, dx), |dy|, |dx| <= search, with the lowest
-    objective on the sample matrix ``m`` (S, S); ties go to the smaller translation.
+    objective on the sample matrix ``m`` (S, S) (and ``m2`` with a mixing); ties go to the smaller translation.
     Returns (translated parts (S, R_S), (dy, dx))."""
     maps = parts.T.reshape(-1, *grid)
     moves = sorted(((dy, dx) for dy in range(-search, search + 1) for dx in range(-search, search + 1)),
@@ -97,7 +103,7 @@ def best_translation(m: torch.Tensor, parts: torch.Tensor, grid: tuple[int, int]
     best = None
     for t in moves:
         cand = shift_maps(maps, *t).flatten(1).T
-        f = float(parts_objective(m, cand))
+        f = float(parts_objective(m, cand, m2))
         if best is None or f < best[0]:
             best = (f, cand, t)
     return best[1], best[2]
@@ -130,26 +136,30 @@ def refine_parts(model: PandA, z: torch.Tensor, steps: int = 100, radius: int | 
     check_refine_args(grid, steps, radius, search=search)
     z = model._flat(z)
     a = model.appearances_.to(z)
+    mixing = None if model.mixing_ is None else (psd_sqrt(model.mixing_).to(z), model.mixing_.to(z))
     start = model.parts_.to(z.device, torch.float64)
     parts, shifts = [], []
     for zi in z:
-        m = _sample_matrix(a, zi)
-        p, t = best_translation(m, start, grid, search)
+        m, m2 = _sample_matrices(a, zi, mixing)
+        p, t = best_translation(m, start, grid, search, m2)
         if steps > 0:
             support = None if radius is None else part_neighbourhood(p, grid, radius).to(m.device)
-            p, _ = solve_parts(m, p, max_iter=steps, tol=tol, support=support)
+            p, _ = solve_parts(m, p, max_iter=steps, tol=tol, support=support, m2=m2)
         parts.append(p.float())
         shifts.append(t)
     return Refined(torch.stack(parts), torch.tensor(shifts, dtype=torch.long).view(-1, 2))
 
 
 def sample_errors(model: PandA, z: torch.Tensor, parts: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-sample relative error ||Z_i - A A^T Z_i P P^T||^2 / ||Z_i||^2, (N,), with the global parts
-    or per-sample parts (N, S, R_S)."""
+    """Per-sample relative error ||Z_i - A W A^T Z_i P P^T||^2 / ||Z_i||^2 (W = I without a mixing), (N,), with the
+    global parts or per-sample parts (N, S, R_S)."""
     z = model._flat(z)
     a = model.appearances_.to(z)
     p = (model.parts_.to(z)[None] if parts is None else parts.to(z))
-    r = z - a @ (a.T @ z @ p) @ p.transpose(1, 2)
+    lam = a.T @ z @ p
+    if model.mixing_ is not None:
+        lam = model.mixing_.to(z) @ lam
+    r = z - a @ lam @ p.transpose(1, 2)
     return (r ** 2).flatten(1).sum(1) / (z ** 2).flatten(1).sum(1)
 
 

@@ -31,3 +31,11 @@ def model(celeba):
 @pytest.fixture(scope="session")
 def factor_file(model, tmp_path_factory):
     return model.save(tmp_path_factory.mktemp("factors") / "celeba.safetensors")
+
+
+@pytest.fixture(scope="session")
+def mixed_model(celeba):
+    """The ``model`` fit with an appearance mixing W (relu2, 256 samples, 8 parts), scored on 64 held-out samples."""
+    m = PandA(rank_parts=8, mixing=True).fit(FeatureSource(celeba, "relu2", range(256)))
+    m.score(FeatureSource.heldout(celeba, "relu2", 64))
+    return m

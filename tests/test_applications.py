@@ -24,6 +24,17 @@ def test_refined_parts_reconstruct_each_sample_better(model, celeba):
     assert (sample_errors(model, z, refined) < sample_errors(model, z)).all()
 
 
+def test_refinement_of_a_mixing_model_uses_its_objective(mixed_model, celeba):
+    """With a mixing the per-image objective is ||Z_i - A W A^T Z_i P_i P_i^T||^2: refined parts lower that error."""
+    z, (refined, _) = refine(mixed_model, celeba, range(40, 44), steps=50)
+    assert (refined >= 0).all()
+    assert (sample_errors(mixed_model, z, refined) < sample_errors(mixed_model, z)).all()
+    flat = z.flatten(2)
+    a, p, w = mixed_model.appearances_, refined, mixed_model.mixing_
+    direct = ((flat - a @ w @ (a.T @ flat @ p) @ p.transpose(1, 2)) ** 2).flatten(1).sum(1) / (flat ** 2).flatten(1).sum(1)
+    assert torch.allclose(sample_errors(mixed_model, z, refined), direct, rtol=1e-4)
+
+
 def test_zero_steps_and_no_search_keep_the_global_parts(model, celeba):
     z = capture(celeba, celeba.sample([1]), model.layer_)
     parts, shifts = refine_parts(model, z, steps=0, radius=None, search=0)

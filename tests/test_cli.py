@@ -6,6 +6,7 @@ from PIL import Image
 
 from panda.cli import main, parse_seeds
 from panda import PandaError
+from panda.model import PandA
 
 
 def run(*args):
@@ -166,6 +167,17 @@ def test_empty_mask_refused(factor_file, tmp_path):
     Image.new("L", (64, 64), 0).save(mask)
     r = run("remove", factor_file, "--mask", mask, "--out", tmp_path / "o")
     assert r.exit_code == 2 and "empty" in r.output
+
+
+def test_fit_with_mixing_writes_it_and_edits_still_run(tmp_path):
+    f = tmp_path / "m.safetensors"
+    r = run("fit", "-n", 64, "-rs", 4, "-rc", 16, "--layer", "relu2", "--mixing", "--background-samples", 0,
+            "--out", f, "-q")
+    assert r.exit_code == 0, r.output
+    model = PandA.load(f)
+    assert model.mixing and model.mixing_.shape == (16, 16)
+    r = run("edit", f, "--part", 1, "--seeds", "0", "--out", tmp_path / "e")
+    assert r.exit_code == 0, r.output
 
 
 def test_fit_refuses_to_overwrite_before_fitting_and_name_parts_keeps_a_copy(tmp_path, factor_file):

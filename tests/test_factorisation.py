@@ -289,3 +289,88 @@ def test_line_search_finds_the_quartic_minimum_on_the_unit_interval():
     assert torch.allclose(v, (t[:, None] ** torch.arange(5) * c).sum(-1), atol=1e-12)
     assert (v <= values.min(1).values + 1e-9).all()
     assert (v <= c[:, 0] + 1e-15).all()
+
+
+def _two_statistics(seed=3, s=24, n=60):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(s, n, generator=g, dtype=torch.float64)
+    y = x * (1 + 0.3 * torch.rand(s, n, generator=g, dtype=torch.float64))
+    return x @ x.T / (x ** 2).sum(), y @ y.T / (x ** 2).sum(), torch.rand(s, 4, generator=g, dtype=torch.float64)
+
+
+def test_line_quartic_with_two_statistics_is_the_objective_along_the_line():
+    """With a mixing the P-step's quadratic and quartic terms have different matrices (M, M2): the exact line search
+    must still see f(x + t d) itself."""
+    from panda.factorisation import _line_quartic
+    m, m2, x = _two_statistics()
+    d = torch.rand_like(x) - 0.5
+    c = _line_quartic(x[None], d[None], (m @ x)[None], (m @ d)[None], (m2 @ x)[None], (m2 @ d)[None])[0]
+    for t in (0.0, 0.3, 1.0, 2.5):
+        poly = sum(float(c[i]) * t ** i for i in range(5))
+        assert poly == pytest.approx(float(parts_objective(m, x + t * d, m2)), rel=1e-10, abs=1e-12)
+
+
+def test_solve_parts_with_two_statistics_descends_to_a_stationary_point():
+    from panda.factorisation import _parts_gradient
+    m, m2, p0 = _two_statistics()
+    f0 = float(parts_objective(m, p0, m2))
+    p, _ = solve_parts(m, p0, max_iter=2000, tol=0, m2=m2)
+    assert (p >= 0).all() and float(parts_objective(m, p, m2)) < f0
+
+    def projected_gradient(q):  # zero exactly at the stationary points of f over P >= 0
+        return float((q - (q - _parts_gradient(q, m @ q, m2 @ q)).clamp_min(0)).norm())
+    assert projected_gradient(p) < 1e-3 * projected_gradient(p0)
+    # and the single-matrix path is the m2 = m case
+    a, _ = solve_parts(m, p0, max_iter=50, tol=0)
+    b, _ = solve_parts(m, p0, max_iter=50, tol=0, m2=m)
+    assert torch.allclose(a, b, atol=1e-10)
+
+
+def test_solve_mixing_solves_the_lyapunov_equation():
+    from panda.factorisation import mixing_error, solve_mixing
+    g = torch.Generator().manual_seed(4)
+    y = torch.randn(5, 40, generator=g, dtype=torch.float64)
+    k = torch.rand(40, 40, generator=g, dtype=torch.float64)
+    b, d = y @ y.T, y @ (k @ k.T / 40) @ y.T
+    w = solve_mixing(b, d)
+    assert torch.allclose(w, w.T) and float(torch.linalg.eigvalsh(w).min()) >= -1e-12
+    assert torch.allclose(d @ w + w @ d, 2 * b, atol=1e-8 * float(b.abs().max()))
+    best = mixing_error(w, b, d, 100.0)
+    assert best < mixing_error(torch.eye(5, dtype=torch.float64), b, d, 100.0)
+    for _ in range(5):  # the objective is convex in W: every symmetric perturbation is worse
+        e = torch.randn(5, 5, generator=g, dtype=torch.float64) * 0.01
+        assert mixing_error(w + e + e.T, b, d, 100.0) > best
+
+
+def test_mixing_fit_lowers_the_error_and_reports_it_exactly(celeba):
+    """The authors' code does not keep A orthonormal, so its model is A W A^T Z P P^T; fitted in that class panda's
+    error only falls, A stays orthonormal, and the reported error is the data's."""
+    from panda.factorisation import direction_grams
+    source = FeatureSource(celeba, "relu3", range(96))
+    plain = panda_factorise(source, 32, 6, random_state=0)
+    res = panda_factorise(source, 32, 6, random_state=0, mixing=True)
+    w = res.mixing
+    assert plain.mixing is None and w.shape == (32, 32)
+    assert torch.allclose(w, w.T, atol=1e-6) and float(torch.linalg.eigvalsh(w.double()).min()) >= -1e-6
+    assert torch.allclose(res.appearances.T @ res.appearances, torch.eye(32), atol=1e-5)
+    assert (res.parts >= 0).all()
+    assert all(b <= a + 1e-9 for a, b in zip(res.errors, res.errors[1:]))
+    assert res.errors[-1] < plain.errors[-1] - 1e-3
+    assert res.errors[-1] == pytest.approx(relative_error(source, res.appearances, res.parts, w), rel=1e-4)
+    # the per-direction Gram matrices sum to the position statistic of their directions
+    a = res.appearances[:, :5]
+    h = direction_grams(source, a)
+    direct = sum(torch.einsum("brs,brt->st", a.T @ z, a.T @ z).double() for z in source)
+    assert torch.allclose(h.sum(0), direct, rtol=1e-4, atol=1e-3)
+
+
+def test_mixing_needs_memory_for_its_matrices(celeba, monkeypatch):
+    from panda import factorisation
+    source = FeatureSource(celeba, "relu3", range(8))  # 16 x 16, R_C = 128: 96 MiB for the mixing's matrices
+    monkeypatch.setattr(factorisation, "available_memory", lambda device: 8 << 20)
+    with pytest.raises(PandaError, match=r"appearance mixing keeps 128 S x S matrices.*rank_appearance <= 7"):
+        PandA(rank_parts=4, mixing=True).fit(source)
+    assert source.extract_time == 0.0
+    assert PandA(rank_parts=4, rank_appearance=7, max_iter=1, mixing=True).fit(source).mixing_.shape == (7, 7)
+    with pytest.raises(PandaError, match="mixing='yes': give True or False"):
+        PandA(rank_parts=4, mixing="yes").fit(source)

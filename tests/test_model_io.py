@@ -161,6 +161,7 @@ def test_a_flipped_bit_in_the_tensors_is_refused(tmp_path, model):
     ("feature_scale", 1e300, "feature_scale"),
     ("rank_parts", 2.5, "rank_parts"),
     ("error_history", "low", "error_history"),
+    ("mixing", "yes", "mixing.*true or false"),
 ])
 def test_metadata_of_the_wrong_type_is_one_clear_error(tmp_path, model, key, value, match):
     path = tmp_path / "f.safetensors"
@@ -218,3 +219,45 @@ def test_kill_9_while_saving_leaves_no_temporary_file(tmp_path):
         assert sorted(p.name for p in tmp_path.iterdir()) == ["big.bin"]
         data = target.read_bytes()
         assert len(data) == 8 << 20 and data == data[:1] * len(data)
+
+
+def test_a_mixing_round_trips_and_older_files_keep_their_version(tmp_path, model, mixed_model, celeba):
+    from panda.features import FeatureSource, capture
+    from safetensors import safe_open
+    path = mixed_model.save(tmp_path / "mixed.safetensors")
+    loaded = PandA.load(path)
+    assert loaded.mixing and torch.equal(loaded.mixing_, mixed_model.mixing_)
+    with safe_open(str(path), "pt") as fh:
+        assert json.loads(fh.metadata()["panda"])["format_version"] == 3
+    plain = PandA.load(model.save(tmp_path / "plain.safetensors"))  # no mixing: still version 2, W = I
+    with safe_open(str(tmp_path / "plain.safetensors"), "pt") as fh:
+        assert json.loads(fh.metadata()["panda"])["format_version"] == 2 and "mixing" not in fh.keys()
+    assert plain.mixing_ is None and not plain.mixing
+    # reconstruction and score use W: the held-out error is that of A W A^T Z P P^T, below the plain model's
+    z = capture(celeba, celeba.sample(range(900, 904)), "relu2")
+    a, p, w = loaded.appearances_, loaded.parts_, loaded.mixing_
+    assert torch.allclose(loaded.reconstruct(z).flatten(2), a @ w @ (a.T @ z.flatten(2) @ p) @ p.T, atol=1e-4)
+    assert mixed_model.heldout_error_ < model.heldout_error_
+    assert loaded.score(FeatureSource.heldout(celeba, "relu2", 64)) == pytest.approx(mixed_model.heldout_error_)
+
+
+def test_a_damaged_mixing_is_refused(tmp_path, mixed_model):
+    from safetensors.torch import save_file
+    from panda.model import _TENSORS, tensor_digest
+    path = tmp_path / "f.safetensors"
+    w = mixed_model.mixing_
+    skew = torch.zeros_like(w)
+    skew[0, 1] = 1.0
+    for bad, match in ((w + skew, "not symmetric positive semi-definite"), (-w, "not symmetric positive semi-definite"),
+                       (w[:3, :3].contiguous(), "shape"), (w * float("nan"), "NaN or inf")):
+        tensors = {name: getattr(mixed_model, name + "_").clone() for name in _TENSORS}
+        tensors["mixing"] = bad
+        meta = dict(mixed_model.metadata(), tensor_sha256=tensor_digest(tensors))
+        save_file(tensors, str(path), metadata={"panda": json.dumps(meta)})
+        with pytest.raises(PandaError, match=match):
+            PandA.load(path)
+    tensors = {name: getattr(mixed_model, name + "_").clone() for name in _TENSORS}  # the mixing dropped: not W = I
+    save_file(tensors, str(path), metadata={"panda": json.dumps(dict(mixed_model.metadata(),
+                                                                    tensor_sha256=tensor_digest(tensors)))})
+    with pytest.raises(PandaError, match=r"lacks the tensors \['mixing'\]"):
+        PandA.load(path)

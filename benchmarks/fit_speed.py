@@ -98,7 +98,9 @@ def table(rows: list[dict]) -> str:
         runs = r["official"]
         paper = runs.get("1e-08")
         lr, best = min(runs.items(), key=lambda kv: math.inf if kv[1]["heldout"] is None else kv[1]["heldout"])
-        reached = best["heldout"] is None or r["mixing_heldout"] <= best["heldout"]
+        # panda's faster fit among those at least as good as the authors' best run (plain first: it is the cheaper)
+        ok = [(r[f"{k}fit_s"], r[f"{k}heldout"]) for k in ("", "mixing_")
+              if best["heldout"] is None or r[f"{k}heldout"] <= best["heldout"]]
         gpu = "" if r["gpu_peak_mb"] is None else f"; GPU {r['gpu_peak_mb']:.0f}"
         out.append([r["generator"], f"{r['layer']} ({'x'.join(map(str, r['shape']))})", str(r["n"]), f"{r['extract_s']:.2f}",
                     f"{r['fit_s']:.2f}", f"{r['fit_s'] / r['extract_s']:.2f}", str(r["passes"]), f"{r['heldout']:.4f}",
@@ -106,8 +108,8 @@ def table(rows: list[dict]) -> str:
                     f"{r['peak_rss_mb']:.0f} ({r['feature_mb']:.0f}){gpu}",
                     "-" if paper is None else f"{paper['time']:.1f}, {err(paper['heldout'])}",
                     f"{lr}: {best['time']:.1f}, {err(best['heldout'])}",
-                    f"{best['time'] / r['mixing_fit_s']:.1f}x" if reached
-                    else f"not reached ({r['mixing_heldout'] - best['heldout']:+.4f})"])
+                    f"{best['time'] / min(ok)[0]:.1f}x" if ok
+                    else f"not reached ({min(r['heldout'], r['mixing_heldout']) - best['heldout']:+.4f})"])
     return "\n".join(md(["generator", "layer (C x H x W)", "N", "extract s", "fit s", "fit / extract", "passes",
                          "held-out error", "with mixing: fit s, held-out error", "peak MB: RSS (features)", "official lr=1e-8: s, error",
                          "official, best lr: s, error", "speed-up vs best"], out))
@@ -164,8 +166,8 @@ def write(out: str, args, lrs: list[float], md: str, done: bool) -> None:
               f"of batch 8 drawn from the same N kept feature maps, at each learning rate of {', '.join(f'{v:g}' for v in lrs)} "
               "(the table gives the paper code's 1e-8 and the best). \"With mixing\": the same fit with `mixing=True` "
               "(reconstruction A W A^T Z P P^T, the model class of the authors' code, whose A is not kept orthonormal), "
-              "timed from scratch, statistics included. Speed-up = the best official run's time / the mixing fit's time, "
-              "given only where its held-out error is at least as low; otherwise its excess error.\n\n")
+              "timed from scratch, statistics included. Speed-up = the best official run's time / the time of panda's "
+              "faster fit (plain or with mixing) whose held-out error is at least as low; otherwise the excess error.\n\n")
     Path(out).write_text(header + md + "\n" + ("" if done else "\n(unfinished: the run stopped before its last rows)\n"))
 
 if __name__ == "__main__":

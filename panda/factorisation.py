@@ -166,11 +166,16 @@ class _SymmetricGram:
 
     def _flush(self) -> None:
         for key, blk in self.part.items():
-            self.total[key] = blk.double() if key not in self.total else self.total[key] + blk.double()
+            if key in self.total:
+                self.total[key].add_(blk)  # in place, promoted to float64: no float64 copy of the block
+            else:
+                self.total[key] = blk.double()
         self.part, self.rows = {}, 0
 
     def result(self) -> torch.Tensor:
         self._flush()
+        if len(self.pairs) == 1:  # one block: it is the result (no second copy of R S x S matrices)
+            return self.total.pop((0, 0))
         e = self.edges
         lead = self.total[0, 0].shape[:-2]
         out = torch.empty(*lead, self.s, self.s, dtype=torch.float64, device=self.device)
@@ -270,9 +275,10 @@ def direction_grams(batches: Batches, directions: torch.Tensor) -> torch.Tensor:
 
 
 def mixing_bytes(rank_appearance: int, s: int) -> int:
-    """Peak bytes of a mixing fit's extra statistics (:func:`direction_grams`: R_C Gram matrices of S x S in float64
-    and their float32 partial sums, with the two weighted sums)."""
-    return 12 * rank_appearance * s * s + 24 * s * s
+    """Peak bytes of a mixing fit's extra statistics: :func:`direction_grams`' R_C Gram matrices of S x S in float64,
+    with their float32 partial sums or, at the end, the assembled copy (at most 16 R_C S^2), and the P-step's two
+    weighted sums in float64 and float32 (24 S^2)."""
+    return 16 * rank_appearance * s * s + 24 * s * s
 
 
 def top_eigenvectors(sym: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -729,7 +735,7 @@ def panda_factorise(
     # statistics then split over the directions A U (one more pass), and every further step is data-free.
     omega, u = torch.linalg.eigh(w)
     u = u.to(a.device)
-    h = direction_grams(batches, (ad @ u).to(a.dtype)) / stats.total  # (R_C, S, S)
+    h = direction_grams(batches, (ad @ u).to(a.dtype)).div_(stats.total)  # (R_C, S, S)
     passes += 1
     omega = omega.to(h)
     bar = progress_bar(total=n_iter_max, desc="mixing iterations", unit="it", progress=progress)
@@ -816,7 +822,7 @@ def check_statistics_memory(grid: tuple[int, int], device: torch.device | str, l
                          f"{_size(base)}, more than the {_size(free)} free on {torch.device(device)}. "
                          f"Pick a layer of at most about {side}x{side} positions, or free memory.")
     if mixing_rank is not None and base + mixing_bytes(mixing_rank, s) > free:
-        fits = max(0, (free - base - 24 * s * s) // (12 * s * s))
+        fits = max(0, (free - base - 24 * s * s) // (16 * s * s))
         raise PandaError(f"{layer}: the appearance mixing keeps {mixing_rank} S x S matrices ({h}x{w} positions), about "
                          f"{_size(base + mixing_bytes(mixing_rank, s))} with the fit's statistics, more than "
                          f"the {_size(free)} free on {torch.device(device)}. Fit without mixing, or with "

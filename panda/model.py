@@ -441,9 +441,11 @@ class PandA:
 
     def __repr__(self) -> str:
         if not hasattr(self, "parts_"):
-            return f"PandA(rank_appearance={self.rank_appearance}, rank_parts={self.rank_parts})"
+            return (f"PandA(rank_appearance={self.rank_appearance}, rank_parts={self.rank_parts}"
+                    + (", mixing=True)" if self.mixing else ")"))
         return (f"PandA({self.generator_name_}:{self.layer_} {'x'.join(map(str, self.layer_shape_))}, "
-                f"R_C={self.n_appearances}, R_S={self.n_parts}, held-out error={self.heldout_error_:.4f})")
+                f"R_C={self.n_appearances}, R_S={self.n_parts}{', with mixing W' if self.mixing_ is not None else ''}, "
+                f"held-out error={self.heldout_error_:.4f})")
 
 
 _REQUIRED_META = ("format_version", "generator", "generator_sha256", "layer", "layer_shape", "rank_appearance",

@@ -366,11 +366,11 @@ def test_mixing_fit_lowers_the_error_and_reports_it_exactly(celeba):
 
 def test_mixing_needs_memory_for_its_matrices(celeba, monkeypatch):
     from panda import factorisation
-    source = FeatureSource(celeba, "relu3", range(8))  # 16 x 16, R_C = 128: 96 MiB for the mixing's matrices
+    source = FeatureSource(celeba, "relu3", range(8))  # 16 x 16, R_C = 128: 128 MiB for the mixing's matrices
     monkeypatch.setattr(factorisation, "available_memory", lambda device: 8 << 20)
-    with pytest.raises(PandaError, match=r"appearance mixing keeps 128 S x S matrices.*rank_appearance <= 7"):
+    with pytest.raises(PandaError, match=r"appearance mixing keeps 128 S x S matrices.*rank_appearance <= 5"):
         PandA(rank_parts=4, mixing=True).fit(source)
     assert source.extract_time == 0.0
-    assert PandA(rank_parts=4, rank_appearance=7, max_iter=1, mixing=True).fit(source).mixing_.shape == (7, 7)
+    assert PandA(rank_parts=4, rank_appearance=5, max_iter=1, mixing=True).fit(source).mixing_.shape == (5, 5)
     with pytest.raises(PandaError, match="mixing='yes': give True or False"):
         PandA(rank_parts=4, mixing="yes").fit(source)

@@ -227,6 +227,7 @@ def test_a_mixing_round_trips_and_older_files_keep_their_version(tmp_path, model
     path = mixed_model.save(tmp_path / "mixed.safetensors")
     loaded = PandA.load(path)
     assert loaded.mixing and torch.equal(loaded.mixing_, mixed_model.mixing_)
+    assert "with mixing W" in repr(loaded) and "mixing" not in repr(model)
     with safe_open(str(path), "pt") as fh:
         assert json.loads(fh.metadata()["panda"])["format_version"] == 3
     plain = PandA.load(model.save(tmp_path / "plain.safetensors"))  # no mixing: still version 2, W = I

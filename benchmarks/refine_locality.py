@@ -42,14 +42,14 @@ N_FIT, N_TEST, RANK_PARTS = 2000, 32, 12
 N_FACES = 400  # held-out faces from which the farthest and nearest N_TEST are taken
 NOTES = """## Notes
 
-- With a known, whole-position translation the search finds it for 80-95% of images, and the refined parts keep
-  the edits in the moved region for 11-12 of 12 parts. Refining from the untranslated parts (`search 0`, the
+- With a known, whole-position translation the search finds it for 72-94% of images, and the refined parts keep
+  the edits in the moved region for 9-12 of 12 parts (11-12 of 12 in all but one row). Refining from the untranslated parts (`search 0`, the
   authors' initialisation) lowers the reconstruction error as much but does not follow the content.
-- On aligned images (shift 0,0) refinement costs locality (celeba 0.58 -> 0.84): the projected-gradient steps
+- On aligned images (shift 0,0) refinement costs locality (celeba 0.54 -> 0.86): the projected-gradient steps
   spread parts towards whatever reconstructs that one image best. Refine images that are not aligned.
 - Faces as they come are misaligned by a few pixels (1.6-4.3 px on average for the farthest 32 of 400), less
   than one position of the 8 x 8 layer (8 pixels). Refinement does not help there: the refined edit's ROIR is
-  lower for 9-53% of images and the median rises for 11 of 12 rows. The translation search moves parts by whole
+  lower for 16-56% of images and the median rises for 11 of 12 rows. The translation search moves parts by whole
   positions only; trying half positions (bilinear, periodic) was measured and never chosen, because blurred
   parts reconstruct worse. Sub-position alignment would need a finer layer (16 x 16 layers show a
   ConvTranspose checkerboard on these DCGANs) or a different objective.

@@ -34,10 +34,12 @@ NOTES = """
 
 - **Defaults chosen from this table** (`GeneratorSpec.default_rank_parts`, used by `panda fit`, `make demo` and
   `panda bench roir` at the default layer): the smallest R_S at which each region's best part is named after it with
-  a purity of at least 0.2. dcgan-celeba relu2: **R_S = 40** (eyes 0.24, nose 0.36, mouth 0.47; at 32 the eyes' part
-  has 0.10). dcgan-digiface main.5: **R_S = 24** (0.38, 0.66, 0.69; at 12 the eyes' part has 0.10).
-- **16 x 16 layers** give the purest parts with enough of them (dcgan-digiface main.8 at R_S = 48: 0.84, 0.78, 0.94;
-  dcgan-celeba relu3 at 96: 0.74, 0.73, 0.38), but their maps are speckled by the transposed convolutions' checkerboard
+  a purity of at least 0.2. dcgan-celeba relu2: **R_S = 40** (eyes 0.35, nose 0.51, mouth 0.48; at 32 the eyes' part
+  has 0.10). dcgan-digiface main.5: **R_S = 24** (0.35, 0.65, 0.69; at 12 the eyes' part has 0.10). Re-measured on
+  2026-11-26 with the current P-step (coarse-to-fine, run to convergence): the same two defaults are still the
+  smallest that qualify.
+- **16 x 16 layers** give the purest parts with enough of them (dcgan-digiface main.8 at R_S = 48: 0.84, 0.80, 0.93;
+  dcgan-celeba relu3 at 96: 0.71, 0.72, 0.34), but their maps are speckled by the transposed convolutions' checkerboard
   (look at `panda parts`) and a fit costs about twice as much (last column). They stay one option away
   (`--layer main.8 -rs 48`); the 8 x 8 defaults give blob-like parts, one per eye on dcgan-digiface.
 - With 12 parts, the old default, neither 8 x 8 layer has an eyes part of purity 0.2: on dcgan-celeba the eyes sit

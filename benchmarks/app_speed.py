@@ -86,8 +86,8 @@ def main() -> None:
               f"thread(s), torch {torch.__version__}, {platform.machine()}. Milliseconds per image (median of repeated "
               f"runs); in brackets, the ratio to the matching generator forward pass measured in the same run (single "
               f"image against a single-image forward pass; batched against one image's share of a batched one). "
-              f"Batched figures are a call for {BATCH} images divided by {BATCH}. Refinement solves each image's "
-              f"S x S problem in turn, so batching does not help it.\n\n")
+              f"Batched figures are a call for {BATCH} images divided by {BATCH}. Refinement solves a batch's "
+              f"S x S problems together (one batched product per iteration; its translation search is per image).\n\n")
     if not args.no_write:
         out = Path(__file__).with_name("app_speed.md")
         out.write_text(header + table + "\n")

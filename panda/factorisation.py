@@ -299,13 +299,18 @@ def largest_eigenvalue(m: torch.Tensor, n_iter: int = 30) -> float:
 
     It only sets the first trial step of :func:`solve_parts` (the line search corrects it), so a few matrix-vector
     products replace a full matrix 2-norm, an O(S^3) decomposition (about 30 s per image at S = 4096)."""
-    v = torch.ones(m.shape[0], dtype=m.dtype, device=m.device) / math.sqrt(m.shape[0])
-    lam = torch.zeros((), dtype=m.dtype, device=m.device)
+    return float(_largest_eigenvalues(m, n_iter))
+
+
+def _largest_eigenvalues(m: torch.Tensor, n_iter: int = 30) -> torch.Tensor:
+    """:func:`largest_eigenvalue` of each matrix of ``m`` (..., S, S), as a tensor (...,) on m's device."""
+    v = torch.ones(*m.shape[:-1], 1, dtype=m.dtype, device=m.device) / math.sqrt(m.shape[-1])
+    lam = torch.zeros(m.shape[:-2], dtype=m.dtype, device=m.device)
     for _ in range(n_iter):  # tensor arithmetic only: one host synchronisation at the end, not one per iteration
         w = m @ v
-        lam = w.norm()
-        v = w / lam.clamp_min(torch.finfo(m.dtype).tiny)  # M = 0: v and lam stay 0
-    return float(lam)
+        lam = w.norm(dim=(-2, -1))
+        v = w / lam[..., None, None].clamp_min(torch.finfo(m.dtype).tiny)  # M = 0: v and lam stay 0
+    return lam
 
 
 def parts_objective(m: torch.Tensor, p: torch.Tensor, m2: torch.Tensor | None = None) -> torch.Tensor:
@@ -402,9 +407,10 @@ def solve_parts(m: torch.Tensor, p: torch.Tensor, max_iter: int = 1000, tol: flo
     ----------
     m : torch.Tensor
         (S, S) symmetric positive semi-definite statistic; its dtype is the products' (float32 halves their cost;
-        the line search's R x R sums are float64 either way).
+        the line search's R x R sums are float64 either way). Or (K, S, S), one for each of K problems solved at
+        once (refinement's images: one batched product per iteration instead of K small ones).
     p : torch.Tensor
-        (S, R_S), or (K, S, R_S) for K starts, non-negative.
+        (S, R_S), or (K, S, R_S) for K starts (or K problems), non-negative.
     max_iter : int
         At most this many iterations.
     tol : float
@@ -418,8 +424,8 @@ def solve_parts(m: torch.Tensor, p: torch.Tensor, max_iter: int = 1000, tol: flo
     progress : bool or None
         A progress bar over the iterations (None: when stderr is a terminal).
     m2 : torch.Tensor, optional
-        (S, S) the quartic term's statistic where it differs from ``m`` (a fit with an appearance mixing W); both
-        are multiplied in one (2S, S) x (S, K R) product.
+        The quartic term's statistic, shaped as ``m``, where it differs from it (a fit with an appearance mixing
+        W); both are multiplied in one product.
 
     Returns
     -------
@@ -431,11 +437,13 @@ def solve_parts(m: torch.Tensor, p: torch.Tensor, max_iter: int = 1000, tol: flo
     mask = None if support is None else support.to(x.dtype)
     if mask is not None:
         x = x * mask
-    lam_max = largest_eigenvalue(m) if m2 is None else max(largest_eigenvalue(m), largest_eigenvalue(m2))
-    lam0 = 1.0 / (4.0 * lam_max + 1e-30)
-    mm = m if m2 is None else torch.cat([m, m2.to(m.dtype)])  # (S or 2S, S): both products in one
-    state = _SpgState(x, *_times(mm, x), torch.full((x.shape[0], 1, 1), lam0, dtype=torch.float64, device=m.device))
-    run = _graphed_steps(mm, state, mask, lam0, check_every) if m.is_cuda else None
+    lam_max = _largest_eigenvalues(m) if m2 is None else torch.maximum(_largest_eigenvalues(m), _largest_eigenvalues(m2))
+    # the first trial step, per problem: (K, 1, 1) for K matrices, else one for all starts
+    lam0 = (1.0 / (4.0 * lam_max.double() + 1e-30)).reshape(-1, 1, 1).expand(x.shape[0], 1, 1).clone()
+    mm = m if m2 is None else torch.cat([m, m2.to(m.dtype)], dim=-2)  # (.., S or 2S, S): both products in one
+    state = _SpgState(x, *_times(mm, x), lam0.clone())
+    bounds = (lam0 * 1e-6, lam0 * 1e6)  # the Barzilai-Borwein step is kept in this range
+    run = _graphed_steps(mm, state, mask, bounds, check_every) if m.is_cuda else None
     f_prev, it = None, 0
     bar = progress_bar(total=max_iter, desc="parts (P-step)", unit="it", progress=progress)
     while it < max_iter:
@@ -444,7 +452,7 @@ def solve_parts(m: torch.Tensor, p: torch.Tensor, max_iter: int = 1000, tol: flo
             f = run()
         else:
             for _ in range(block):
-                f = _spg_step(mm, state, mask, lam0)
+                f = _spg_step(mm, state, mask, bounds)
         it += block
         bar.update(block)
         # M x follows the steps; recomputed now and then so float32 rounding does not accumulate
@@ -478,13 +486,18 @@ class _SpgState:
 def _times(m: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(M x, M2 x) for every start, (K, S, R) each (M2 x None when ``m`` is M alone, (S, S); ``m`` (2S, S) stacks M
     over M2), as one (S or 2S, S) x (S, K R) product: the statistic is read from memory once per iteration instead
-    of once per start, which sets the pace at large S (2.5x faster at S = 4096, K = 4 on a CPU)."""
+    of once per start, which sets the pace at large S (2.5x faster at S = 4096, K = 4 on a CPU). With one matrix per
+    problem, ``m`` (K, S or 2S, S), one batched product."""
     k, s, r = x.shape
-    y = (m @ x.transpose(0, 1).reshape(s, k * r)).reshape(m.shape[0], k, r).transpose(0, 1)
-    return (y, None) if m.shape[0] == s else (y[:, :s], y[:, s:])
+    if m.dim() == 3:
+        y = torch.bmm(m, x)
+    else:
+        y = (m @ x.transpose(0, 1).reshape(s, k * r)).reshape(m.shape[0], k, r).transpose(0, 1)
+    return (y, None) if y.shape[1] == s else (y[:, :s], y[:, s:])
 
 
-def _spg_step(m: torch.Tensor, st: _SpgState, mask: torch.Tensor | None, lam0: float) -> torch.Tensor:
+def _spg_step(m: torch.Tensor, st: _SpgState, mask: torch.Tensor | None,
+              bounds: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """One spectral projected-gradient step with exact line search, in place; returns f after it, (K,)."""
     d = (st.x - st.lam.to(st.x.dtype) * st.g).clamp_min(0)
     if mask is not None:
@@ -502,12 +515,12 @@ def _spg_step(m: torch.Tensor, st: _SpgState, mask: torch.Tensor | None, lam0: f
     sy = (s.double() * (g_new - st.g).double()).sum((1, 2), keepdim=True)
     ss = (s.double() ** 2).sum((1, 2), keepdim=True)
     # Barzilai-Borwein step s's/s'y where the curvature is positive, else a longer step; kept in a safe range
-    st.lam.copy_(torch.where(sy > 0, ss / sy.clamp_min(1e-300), 2 * st.lam).clamp(lam0 * 1e-6, lam0 * 1e6))
+    st.lam.copy_(torch.where(sy > 0, ss / sy.clamp_min(1e-300), 2 * st.lam).clamp(*bounds))
     st.g.copy_(g_new)
     return f
 
 
-def _graphed_steps(m: torch.Tensor, st: _SpgState, mask: torch.Tensor | None, lam0: float,
+def _graphed_steps(m: torch.Tensor, st: _SpgState, mask: torch.Tensor | None, bounds: tuple[torch.Tensor, torch.Tensor],
                    steps: int) -> Callable[[], torch.Tensor] | None:
     """``steps`` iterations captured as one CUDA graph: on a GPU each iteration is a few dozen small kernels, whose
     launches (not arithmetic) would set the pace. None where capture fails: the caller then runs them eagerly."""
@@ -518,12 +531,12 @@ def _graphed_steps(m: torch.Tensor, st: _SpgState, mask: torch.Tensor | None, la
         side.wait_stream(torch.cuda.current_stream(m.device))
         with torch.cuda.stream(side):  # warm-up outside the graph, as capture requires
             for _ in range(2):
-                _spg_step(m, st, mask, lam0)
+                _spg_step(m, st, mask, bounds)
         torch.cuda.current_stream(m.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             for _ in range(steps):
-                f = _spg_step(m, st, mask, lam0)
+                f = _spg_step(m, st, mask, bounds)
         for name, src in saved.items():  # undo warm-up and capture
             getattr(st, name).copy_(src)
     except RuntimeError:

@@ -118,14 +118,15 @@ def refine_parts(model: PandA, z: torch.Tensor, steps: int = 100, radius: int | 
     z : torch.Tensor
         (N, C, H, W) feature maps at the model's layer.
     steps : int
-        At most this many projected-gradient iterations per sample (each is an S x S product).
+        At most this many projected-gradient iterations (each is an S x S product per sample; the samples are solved
+        together, so each runs until all have converged or ``steps`` is reached).
     radius : int or None
         How many positions a part may move beyond its start's support (None: anywhere).
     search : int
         Start from the global parts translated by up to this many positions, whichever reconstructs the
         sample best (0: from the global parts as they are).
     tol : float
-        Relative decrease under which a sample's solve stops.
+        Relative decrease under which the solve stops (once every sample of a batch is under it).
 
     Returns
     -------
@@ -138,16 +139,27 @@ def refine_parts(model: PandA, z: torch.Tensor, steps: int = 100, radius: int | 
     a = model.appearances_.to(z)
     mixing = None if model.mixing_ is None else (psd_sqrt(model.mixing_).to(z), model.mixing_.to(z))
     start = model.parts_.to(z.device, torch.float64)
+    s = grid[0] * grid[1]
+    # images are solved together, one batched product per iteration (at 8 x 8 one image's iteration is a few dozen
+    # tiny operations, so 64 images cost little more than one), in chunks of about 256 MiB of S x S matrices
+    chunk = max(1, (256 << 20) // (8 * s * s * (1 if mixing is None else 2)))
     parts, shifts = [], []
-    for zi in z:
-        m, m2 = _sample_matrices(a, zi, mixing)
-        p, t = best_translation(m, start, grid, search, m2)
+    for i0 in range(0, z.shape[0], chunk):
+        ms, m2s, starts = [], [], []
+        for zi in z[i0:i0 + chunk]:
+            m, m2 = _sample_matrices(a, zi, mixing)
+            p, t = best_translation(m, start, grid, search, m2)
+            ms.append(m)
+            m2s.append(m2)
+            starts.append(p)
+            shifts.append(t)
+        p = torch.stack(starts)
         if steps > 0:
-            support = None if radius is None else part_neighbourhood(p, grid, radius).to(m.device)
-            p, _ = solve_parts(m, p, max_iter=steps, tol=tol, support=support, m2=m2)
+            support = None if radius is None else torch.stack([part_neighbourhood(q, grid, radius) for q in starts])
+            p, _ = solve_parts(torch.stack(ms), p, max_iter=steps, tol=tol, m2=None if mixing is None else torch.stack(m2s),
+                               support=None if support is None else support.to(p.device))
         parts.append(p.float())
-        shifts.append(t)
-    return Refined(torch.stack(parts), torch.tensor(shifts, dtype=torch.long).view(-1, 2))
+    return Refined(torch.cat(parts), torch.tensor(shifts, dtype=torch.long).view(-1, 2))
 
 
 def sample_errors(model: PandA, z: torch.Tensor, parts: torch.Tensor | None = None) -> torch.Tensor:

@@ -35,6 +35,15 @@ def test_refinement_of_a_mixing_model_uses_its_objective(mixed_model, celeba):
     assert torch.allclose(sample_errors(mixed_model, z, refined), direct, rtol=1e-4)
 
 
+def test_refining_images_together_equals_refining_them_one_by_one(model, celeba):
+    z = capture(celeba, celeba.sample(range(60, 64)), model.layer_)
+    together = refine_parts(model, z, steps=30, tol=0)
+    for i in range(4):
+        alone = refine_parts(model, z[i:i + 1], steps=30, tol=0)
+        assert torch.equal(alone.shifts[0], together.shifts[i])
+        assert torch.allclose(alone.parts[0], together.parts[i], atol=1e-5)
+
+
 def test_zero_steps_and_no_search_keep_the_global_parts(model, celeba):
     z = capture(celeba, celeba.sample([1]), model.layer_)
     parts, shifts = refine_parts(model, z, steps=0, radius=None, search=0)

@@ -374,3 +374,18 @@ def test_mixing_needs_memory_for_its_matrices(celeba, monkeypatch):
     assert PandA(rank_parts=4, rank_appearance=5, max_iter=1, mixing=True).fit(source).mixing_.shape == (5, 5)
     with pytest.raises(PandaError, match="mixing='yes': give True or False"):
         PandA(rank_parts=4, mixing="yes").fit(source)
+
+
+def test_solve_parts_with_one_matrix_per_problem_equals_separate_solves():
+    """Refinement solves many images at once: K matrices (K, S, S) in one batched product per iteration, each
+    problem with its own first step, give what K separate solves give."""
+    g = torch.Generator().manual_seed(5)
+    ms, ps = [], []
+    for scale in (1.0, 30.0, 0.01):  # very different scales: each problem needs its own step size
+        x = torch.rand(16, 40, generator=g, dtype=torch.float64)
+        ms.append(scale * x @ x.T / (x ** 2).sum())
+        ps.append(torch.rand(16, 3, generator=g, dtype=torch.float64))
+    together, _ = solve_parts(torch.stack(ms), torch.stack(ps), max_iter=60, tol=0)
+    for m, p, t in zip(ms, ps, together):
+        alone, _ = solve_parts(m, p, max_iter=60, tol=0)
+        assert torch.allclose(t, alone, rtol=1e-8, atol=1e-10)

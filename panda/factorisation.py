@@ -233,15 +233,19 @@ def solve_mixing(b: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     tiny = 1e-12 * float(lam.abs().max()) + 1e-300
     # an appearance no part carries (a zero row of D~) has no say in the objective: its mixing is left at 0
     wt = torch.where(den > tiny, 2 * (v.T @ b @ v) / den.clamp_min(tiny), torch.zeros_like(den))
-    w = v @ wt @ v.T
-    ev, u = torch.linalg.eigh((w + w.T) / 2)
-    return ((u * ev.clamp_min(0)) @ u.T).to(b.dtype)
+    return _spectral(v @ wt @ v.T, lambda ev: ev).to(b.dtype)
 
 
 def psd_sqrt(w: torch.Tensor) -> torch.Tensor:
     """W^(1/2) of a symmetric positive semi-definite (R, R) matrix (negative rounding set to 0), in W's dtype."""
-    ev, u = torch.linalg.eigh(w.double().cpu())
-    return ((u * ev.clamp_min(0).sqrt()) @ u.T).to(w)
+    return _spectral(w, torch.sqrt).to(w)
+
+
+def _spectral(w: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """U fn(max(ev, 0)) U^T for the symmetric part of w = U diag(ev) U^T, float64 on the host."""
+    w = w.double().cpu()
+    ev, u = torch.linalg.eigh((w + w.T) / 2)
+    return (u * fn(ev.clamp_min(0))) @ u.T
 
 
 def mixing_error(w: torch.Tensor, b: torch.Tensor, d: torch.Tensor, total: float) -> float:
@@ -265,7 +269,7 @@ def direction_grams(batches: Batches, directions: torch.Tensor) -> torch.Tensor:
         pending.append(directions.T.to(z) @ z)  # (B, R, S)
         rows += z.shape[0]
         if gram is None:
-            gram = _SymmetricGram(z.shape[2], z.device, flush_rows=8192)
+            gram = _SymmetricGram(z.shape[2], z.device)
         if rows >= 512:
             gram.add(torch.cat(pending).transpose(0, 1))  # (R, B, S)
             pending, rows = [], 0
@@ -315,7 +319,7 @@ def _largest_eigenvalues(m: torch.Tensor, n_iter: int = 30) -> torch.Tensor:
 
 def parts_objective(m: torch.Tensor, p: torch.Tensor, m2: torch.Tensor | None = None) -> torch.Tensor:
     """f(P) = -2 tr(P^T M P) + tr(P^T M2 P P^T P), M2 = M unless given; the objective is sum_i||Z_i||^2 + f(P) for
-    fixed A (and mixing W: M = sum_i Z_i^T A W A^T Z_i, M2 = sum_i Z_i^T A W^2 A^T Z_i, see :func:`mixed_grams`)."""
+    fixed A (and mixing W: M = sum_i Z_i^T A W A^T Z_i, M2 = sum_i Z_i^T A W^2 A^T Z_i, see :func:`direction_grams`)."""
     mp = m @ p
     m2p = mp if m2 is None else m2 @ p
     return -2 * (p * mp).sum() + ((p.T @ m2p) * (p.T @ p)).sum()
@@ -439,10 +443,10 @@ def solve_parts(m: torch.Tensor, p: torch.Tensor, max_iter: int = 1000, tol: flo
         x = x * mask
     lam_max = _largest_eigenvalues(m) if m2 is None else torch.maximum(_largest_eigenvalues(m), _largest_eigenvalues(m2))
     # the first trial step, per problem: (K, 1, 1) for K matrices, else one for all starts
-    lam0 = (1.0 / (4.0 * lam_max.double() + 1e-30)).reshape(-1, 1, 1).expand(x.shape[0], 1, 1).clone()
+    lam0 = (1.0 / (4.0 * lam_max.double() + 1e-30)).reshape(-1, 1, 1).expand(x.shape[0], 1, 1)
+    bounds = (lam0 * 1e-6, lam0 * 1e6)  # the Barzilai-Borwein step is kept in this range
     mm = m if m2 is None else torch.cat([m, m2.to(m.dtype)], dim=-2)  # (.., S or 2S, S): both products in one
     state = _SpgState(x, *_times(mm, x), lam0.clone())
-    bounds = (lam0 * 1e-6, lam0 * 1e6)  # the Barzilai-Borwein step is kept in this range
     run = _graphed_steps(mm, state, mask, bounds, check_every) if m.is_cuda else None
     f_prev, it = None, 0
     bar = progress_bar(total=max_iter, desc="parts (P-step)", unit="it", progress=progress)
@@ -830,12 +834,13 @@ def check_statistics_memory(grid: tuple[int, int], device: torch.device | str, l
     s = h * w
     base, free = statistics_bytes(s), available_memory(device)
     if base > free:
-        side = math.isqrt(math.isqrt(free // 20))
+        side = math.isqrt(math.isqrt(free // statistics_bytes(1)))
         raise PandaError(f"{layer} has {h}x{w} = {s} positions: the fit's S x S statistics need about "
                          f"{_size(base)}, more than the {_size(free)} free on {torch.device(device)}. "
                          f"Pick a layer of at most about {side}x{side} positions, or free memory.")
     if mixing_rank is not None and base + mixing_bytes(mixing_rank, s) > free:
-        fits = max(0, (free - base - 24 * s * s) // (16 * s * s))
+        per_rank = mixing_bytes(1, s) - mixing_bytes(0, s)
+        fits = max(0, (free - base - mixing_bytes(0, s)) // per_rank)
         raise PandaError(f"{layer}: the appearance mixing keeps {mixing_rank} S x S matrices ({h}x{w} positions), about "
                          f"{_size(base + mixing_bytes(mixing_rank, s))} with the fit's statistics, more than "
                          f"the {_size(free)} free on {torch.device(device)}. Fit without mixing, or with "
@@ -910,6 +915,17 @@ def appearance_shares(stats: DataStats, appearances: torch.Tensor, grid: tuple[i
     return (energy / stats.total).float(), (border / energy.clamp_min(1e-30) / area).float()
 
 
+def reconstruct(z: torch.Tensor, appearances: torch.Tensor, parts: torch.Tensor,
+                mixing: torch.Tensor | None = None) -> torch.Tensor:
+    """A W (A^T Z P) P^T (W = I unless ``mixing`` (R_C, R_C) is given) for feature maps z (N, C, S), with the parts
+    P (S, R_S) or one set per sample (N, S, R_S) -> (N, C, S), in z's dtype and device."""
+    a, p = appearances.to(z), parts.to(z)
+    lam = a.T @ z @ p  # (N, R_C, R_S)
+    if mixing is not None:
+        lam = mixing.to(z) @ lam
+    return a @ lam @ p.transpose(-2, -1)
+
+
 def relative_error(batches: Batches, appearances: torch.Tensor, parts: torch.Tensor,
                    mixing: torch.Tensor | None = None) -> float:
     """sum_i ||Z_i - A W A^T Z_i P P^T||^2 / sum_i ||Z_i||^2 (W = I unless ``mixing`` (R_C, R_C) is given), computed
@@ -917,11 +933,7 @@ def relative_error(batches: Batches, appearances: torch.Tensor, parts: torch.Ten
     num, den = 0.0, 0.0
     for z in batches:
         z = _upcast(z)
-        a, p = appearances.to(z), parts.to(z)
-        lam = a.T @ z @ p
-        if mixing is not None:
-            lam = mixing.to(z) @ lam
-        r = z - a @ lam @ p.T
+        r = z - reconstruct(z, appearances, parts, mixing)
         num += float((r.double() ** 2).sum())
         den += float((z.double() ** 2).sum())
     return num / den

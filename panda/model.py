@@ -22,7 +22,7 @@ from safetensors.torch import save
 
 from .errors import PandaError
 from .factorisation import (appearance_shares, check_params, check_ranks, check_statistics_memory, coefficient_moments,
-                            panda_factorise, relative_error)
+                            panda_factorise, reconstruct as reconstruct_maps, relative_error)
 from .features import FeatureSource
 from .fileio import atomic_write
 from .generators import GeneratorAdapter
@@ -248,11 +248,7 @@ class PandA:
         """A W (A^T Z_i P) P^T (W = I without a mixing), (N, C, H, W) -> (N, C, H, W)."""
         z4 = z
         z = self._flat(z)
-        a, p = self.appearances_.to(z), self.parts_.to(z)
-        lam = a.T @ z @ p
-        if self.mixing_ is not None:
-            lam = self.mixing_.to(z) @ lam
-        return (a @ lam @ p.T).view(z4.shape[0], *self.layer_shape_)
+        return reconstruct_maps(z, self.appearances_, self.parts_, self.mixing_).view(z4.shape[0], *self.layer_shape_)
 
     def top_appearances(self, part: int, k: int = 5, by: str = "energy") -> list[int]:
         """The ``k`` appearances that matter most in ``part``, the first to try as edits.

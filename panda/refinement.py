@@ -32,7 +32,7 @@ import torch
 
 from .editing import Edit, edit_delta, part_profile, synthesize_offset
 from .errors import PandaError
-from .factorisation import parts_objective, psd_sqrt, solve_parts
+from .factorisation import parts_objective, psd_sqrt, reconstruct, solve_parts
 from .features import capture
 from .generators import GeneratorAdapter, Latents
 from .maps import dilate, normalise, upsample
@@ -166,12 +166,7 @@ def sample_errors(model: PandA, z: torch.Tensor, parts: torch.Tensor | None = No
     """Per-sample relative error ||Z_i - A W A^T Z_i P P^T||^2 / ||Z_i||^2 (W = I without a mixing), (N,), with the
     global parts or per-sample parts (N, S, R_S)."""
     z = model._flat(z)
-    a = model.appearances_.to(z)
-    p = (model.parts_.to(z)[None] if parts is None else parts.to(z))
-    lam = a.T @ z @ p
-    if model.mixing_ is not None:
-        lam = model.mixing_.to(z) @ lam
-    r = z - a @ lam @ p.transpose(1, 2)
+    r = z - reconstruct(z, model.appearances_, model.parts_ if parts is None else parts, model.mixing_)
     return (r ** 2).flatten(1).sum(1) / (z ** 2).flatten(1).sum(1)
 
 

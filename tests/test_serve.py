@@ -163,6 +163,7 @@ def _chromium():
 def test_contents_link_opens_a_folded_section(tmp_path):
     """The demo page folds its per-part sections; a link from the contents must open the one it points to."""
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     from panda.pages import Section, write_index
 
@@ -173,6 +174,8 @@ def test_contents_link_opens_a_folded_section(tmp_path):
         details = driver.find_element(By.ID, "s2")
         assert details.get_attribute("open") is None  # folded on load
         driver.find_element(By.LINK_TEXT, "Part 7").click()
+        # the page opens it on "hashchange", an event the browser fires after the click returns: wait for it
+        WebDriverWait(driver, 5).until(lambda d: details.get_attribute("open") is not None)
         assert details.get_attribute("open") is not None
         assert driver.find_element(By.XPATH, "//*[text()='hidden text']").is_displayed()
     finally:

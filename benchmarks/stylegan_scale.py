@@ -13,17 +13,15 @@ from __future__ import annotations
 import argparse
 import resource
 import sys
-import time
 from pathlib import Path
 
 import panda  # noqa: F401  (before torch, for its OpenMP setting: see panda/__init__.py)
 import torch
-from common import device_label, table
+from common import device_label, table, timed
 
 from panda.checkpoints import random_stylegan2
 from panda.editing import Edit, edit
 from panda.features import FeatureSource, capture
-from panda.generators import synchronize
 from panda.model import PandA
 from panda.refinement import refine_parts
 from panda.removal import find_background
@@ -33,14 +31,6 @@ HERE = Path(__file__).resolve().parent
 
 def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def timed(fn, device: str):
-    synchronize(device)
-    t = time.perf_counter()
-    out = fn()
-    synchronize(device)
-    return out, time.perf_counter() - t
 
 
 def main() -> None:

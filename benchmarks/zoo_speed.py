@@ -14,31 +14,17 @@ from __future__ import annotations
 
 import argparse
 import resource
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import panda  # noqa: F401  (before torch, for its OpenMP setting: see panda/__init__.py)
 import torch
-from common import device_label, table
+from common import device_label, table, timed
 
-from panda.generators import synchronize
 
 HERE = Path(__file__).resolve().parent
 FIXTURES = HERE.parent / "tests" / "fixtures"
-
-
-def timed(fn, repeat: int = 1) -> tuple[object, float]:
-    times, out = [], None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        if torch.cuda.is_available():
-            synchronize("cuda")
-        times.append(time.perf_counter() - t)
-    return out, statistics.median(times)
 
 
 def three_layers(g, device: str) -> list[str]:
@@ -58,17 +44,17 @@ def measure(name: str, load, n: int, device: str) -> list[dict]:
     from panda.features import FeatureSource
     from panda.model import PandA
 
-    g, load_s = timed(load)
+    g, load_s = timed(load, "cpu")
     g.to(device)
     one = g.sample([7])
     g.synthesize(one)  # warm-up
-    _, forward_s = timed(lambda: g.synthesize(one), 5)
+    _, forward_s = timed(lambda: g.synthesize(one), device, 5)
     rows = []
     for layer in three_layers(g, device):
         c, h, w = g.layer_shapes()[layer]
         source = FeatureSource(g, layer, range(n), batch_size=32, memory_budget=4 << 30)
-        model, fit_total = timed(lambda: PandA(rank_parts=8).fit(source))
-        _, edit_s = timed(lambda: edit(model, g, one, [Edit(0, model.top_appearances(0, 1)[0], 1.0)]), 5)
+        model, fit_total = timed(lambda: PandA(rank_parts=8).fit(source), device)
+        _, edit_s = timed(lambda: edit(model, g, one, [Edit(0, model.top_appearances(0, 1)[0], 1.0)]), device, 5)
         rows.append({"generator": name, "layer": layer, "shape": f"{c}x{h}x{w}", "n": n, "load_s": load_s,
                      "extract_s": model.extract_time_, "fit_s": model.fit_time_, "forward_ms": 1000 * forward_s,
                      "edit_ms": 1000 * edit_s, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})

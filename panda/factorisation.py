@@ -695,7 +695,7 @@ def panda_factorise(
         A' A'^T = A W A^T). A stays that of the orthonormal fit; the best symmetric W for it
         (:func:`solve_mixing`) gives W's eigenvectors, and W's eigenvalues and P then alternate, data-free after
         one more pass (:func:`direction_grams`, R_C S x S matrices: :func:`mixing_bytes`), until the error falls by
-        less than ``tol``.
+        less than ``tol``. Where W itself lowers the error by less than ``tol`` that pass is skipped and W returned.
 
     Returns
     -------
@@ -748,6 +748,10 @@ def panda_factorise(
     w = solve_mixing(bt, dt)  # the best symmetric W for this A and P
     errors.append(mixing_error(w, bt, dt, stats.total))
     times.append(time.perf_counter() - start)
+    if errors[-2] - errors[-1] <= tol * abs(errors[-2]):
+        # W barely moved the error (a layer of few channels: at an RGB layer it changes nothing), so re-fitting its
+        # eigenvalues with P would not either: skip the R_C S x S statistics' pass, the mixing fit's largest cost
+        return FitResult(a.float(), p.float(), errors, passes, stats, times, w.float().to(a.device))
     # Then W keeps the eigenvectors U of this first solution and only its eigenvalues are re-fitted with P: the
     # statistics then split over the directions A U (one more pass), and every further step is data-free.
     omega, u = torch.linalg.eigh(w)

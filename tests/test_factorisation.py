@@ -364,6 +364,23 @@ def test_mixing_fit_lowers_the_error_and_reports_it_exactly(celeba):
     assert torch.allclose(h.sum(0), direct, rtol=1e-4, atol=1e-3)
 
 
+def test_mixing_that_barely_helps_skips_its_statistics_pass(celeba, monkeypatch):
+    """At an RGB layer (C = 3) the best W lowers the error by less than tol: the R_C S x S statistics' pass (the mixing
+    fit's largest cost) is skipped and that W returned; at a wide layer it is not."""
+    import panda.factorisation as fac
+    original, calls = fac.direction_grams, []
+    monkeypatch.setattr(fac, "direction_grams", lambda *a, **k: calls.append(1) or original(*a, **k))
+    rgb = FeatureSource(celeba, "convTr5", range(24))
+    plain = panda_factorise(rgb, 3, 6, random_state=0)
+    res = panda_factorise(rgb, 3, 6, random_state=0, mixing=True, tol=1e-4)
+    assert not calls and res.n_passes == plain.n_passes and len(res.errors) == len(plain.errors) + 1
+    assert 0 <= plain.errors[-1] - res.errors[-1] <= 1e-4 * plain.errors[-1]
+    assert res.errors[-1] == pytest.approx(relative_error(rgb, res.appearances, res.parts, res.mixing), rel=1e-4)
+    assert torch.equal(res.parts, plain.parts)
+    panda_factorise(FeatureSource(celeba, "relu3", range(24)), 8, 6, random_state=0, mixing=True, n_iter_max=2)
+    assert calls == [1]
+
+
 def test_mixing_needs_memory_for_its_matrices(celeba, monkeypatch):
     from panda import factorisation
     source = FeatureSource(celeba, "relu3", range(8))  # 16 x 16, R_C = 128: 128 MiB for the mixing's matrices

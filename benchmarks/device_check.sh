@@ -6,7 +6,8 @@
 #   run(command="bash benchmarks/device_check.sh scale", timeout_s=300)               # same warm machine
 #
 # "fit": benchmarks/fit_speed.py on the GPU, N = 50,000, the authors' scheme at lr 1e-8 (their code's) and 1e-4 (the
-# best on the DCGANs' 8x8 layers), all eight rows (about 6 minutes on an H100), each also fitted with mixing=True (the
+# best on the DCGANs' 8x8 layers), all eight rows (about 6-7 minutes on an H100; panda's fits are the median of 3,
+# which also keeps the first fit's CUDA set-up out of the figure), each also fitted with mixing=True (the
 # first GPU run of the mixing's CUDA paths: the stacked (2S, S) statistic in the P-step's CUDA graph). "scale": stylegan_scale.py at 1024 px
 # and `panda bench setup-cost` at 1024 px. Tables and logs land in $OUT; copy them to benchmarks/*_cuda.md with the
 # device named. The device machine has torch and panda's other dependencies; only the generator wheels travel.

@@ -70,6 +70,41 @@ def test_solve_parts_runs_starts_as_one_batch_with_the_same_results():
     assert abs(f64 - f32) < 1e-5 * abs(f64)
 
 
+def test_few_samples_make_the_statistic_a_factor_that_multiplies_and_restricts_like_it():
+    """M of rank r <= S / 4 (few samples) becomes L L^T: the same products, the same coarse matrix, the same P-step."""
+    from panda.factorisation import PsdFactor, low_rank_statistic, restrict
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(20, 256, generator=g, dtype=torch.float64)  # 20 samples' rows on a 16 x 16 grid: rank 20
+    m = x.T @ x / (x ** 2).sum()
+    f = low_rank_statistic(m, 20)
+    assert isinstance(f, PsdFactor) and f.shape == m.shape and f.l.shape[1] == 28
+    assert torch.allclose(f.dense(), m, atol=1e-12 * float(m.abs().max()))
+    v = torch.rand(256, 5, generator=g, dtype=torch.float64)
+    assert torch.allclose(f @ v, m @ v, rtol=1e-9)
+    coarse = restrict(f, (16, 16))  # 64 positions: a rank-28 factor no longer pays, so the dense coarse matrix
+    assert isinstance(coarse, torch.Tensor) and torch.allclose(coarse, restrict(m, (16, 16)), atol=1e-12)
+    assert low_rank_statistic(m, 100) is m  # rank + 8 > S / 4: kept dense
+    start = torch.rand(2, 256, 4, generator=g, dtype=torch.float64)
+    dense, _ = solve_parts(m, start, max_iter=60, tol=0)  # float64: the same iterates, not just the same objective
+    factored, _ = solve_parts(f, start, max_iter=60, tol=0)
+    assert torch.allclose(dense, factored, atol=1e-8)
+
+
+def test_a_fit_on_few_samples_at_a_large_grid_runs_on_the_factor(monkeypatch):
+    """64 x 64 positions, 6 samples of 2 channels: M has rank 12, and the fit's P-steps (both grid levels) multiply
+    by its factor; the error it reports is still the data's."""
+    import panda.factorisation as fac
+    seen = []
+    original = fac._times
+    monkeypatch.setattr(fac, "_times", lambda m, x: seen.append(type(m).__name__) or original(m, x))
+    g = torch.Generator().manual_seed(5)
+    z = torch.rand(6, 2, 4096, generator=g)
+    res = panda_factorise([z[:3], z[3:]], 2, 4, grid=(64, 64), n_init=2)
+    assert seen and set(seen) == {"PsdFactor"}
+    assert (res.parts >= 0).all()
+    assert res.errors[-1] == pytest.approx(relative_error([z], res.appearances, res.parts), rel=1e-4)
+
+
 def test_alternating_error_decreases_with_reduced_appearance_rank(model, celeba):
     source = FeatureSource(celeba, "relu2", range(128))
     res = panda_factorise(source, 16, 6, random_state=0, tol=0)

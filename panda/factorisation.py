@@ -398,7 +398,7 @@ def _parts_gradient(p: torch.Tensor, mp: torch.Tensor, m2p: torch.Tensor | None 
     return -4 * mp + 2 * (p @ (pt @ m2p) + m2p @ (pt @ p))
 
 
-def solve_parts(m: torch.Tensor, p: torch.Tensor, max_iter: int = 1000, tol: float = 1e-7,
+def solve_parts(m: "torch.Tensor | PsdFactor", p: torch.Tensor, max_iter: int = 1000, tol: float = 1e-7,
                 support: torch.Tensor | None = None, check_every: int = 10,
                 progress: bool | None = False, m2: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
     """Minimise f(P) (see :func:`parts_objective`) over P >= 0, from one start or several at once.
@@ -413,7 +413,8 @@ def solve_parts(m: torch.Tensor, p: torch.Tensor, max_iter: int = 1000, tol: flo
     m : torch.Tensor
         (S, S) symmetric positive semi-definite statistic; its dtype is the products' (float32 halves their cost;
         the line search's R x R sums are float64 either way). Or (K, S, S), one for each of K problems solved at
-        once (refinement's images: one batched product per iteration instead of K small ones).
+        once (refinement's images: one batched product per iteration instead of K small ones). Or a
+        :class:`PsdFactor` L of an (S, S) one (few samples: each product costs 2 r S instead of S^2).
     p : torch.Tensor
         (S, R_S), or (K, S, R_S) for K starts (or K problems), non-negative.
     max_iter : int
@@ -612,8 +613,8 @@ def low_rank_statistic(m: torch.Tensor, rank: int, random_state: int = 0) -> tor
     g = torch.randn(s, k, generator=gen, dtype=torch.float64).to(m)
     q, _ = torch.linalg.qr(m @ g)
     b = q.T @ (m @ q)
-    ev, u = torch.linalg.eigh((b + b.T) / 2)
-    return PsdFactor((q @ u) * ev.clamp_min(0).sqrt())
+    ev, u = torch.linalg.eigh(((b + b.T) / 2).cpu())  # (rank + 8) square: on the host, as in top_eigenvectors
+    return PsdFactor((q @ u.to(q)) * ev.clamp_min(0).sqrt().to(q))
 
 
 
@@ -637,8 +638,8 @@ def prolong(p: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     return (p.reshape(h // 2, 1, w // 2, 1, r).expand(h // 2, 2, w // 2, 2, r) / 2).reshape(h * w, r)
 
 
-def first_parts(m: torch.Tensor, rank: int, n_init: int = 4, random_state: int = 0, grid: tuple[int, int] | None = None,
-                progress: bool | None = False) -> torch.Tensor:
+def first_parts(m: torch.Tensor | PsdFactor, rank: int, n_init: int = 4, random_state: int = 0,
+                grid: tuple[int, int] | None = None, progress: bool | None = False) -> torch.Tensor:
     """The first P-step: the best of ``n_init`` random starts, (S, rank) float64.
 
     Up to :data:`COARSE_POSITIONS` positions the starts run on M itself. On a larger grid (64 x 64: each iteration reads
@@ -648,8 +649,8 @@ def first_parts(m: torch.Tensor, rank: int, n_init: int = 4, random_state: int =
 
     Parameters
     ----------
-    m : torch.Tensor
-        (S, S) symmetric positive semi-definite statistic (float64).
+    m : torch.Tensor or PsdFactor
+        (S, S) symmetric positive semi-definite statistic (float64), or its factor (:func:`low_rank_statistic`).
     rank : int
         R_S.
     n_init : int

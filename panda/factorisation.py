@@ -139,9 +139,9 @@ class _SymmetricGram:
     It costs C S^2 per sample, the fit's largest data-pass cost at large S, so two things are saved: only the blocks
     on and above the diagonal are multiplied (a 4 x 4 block grid does 10 of 16 products: 1.5-1.8x faster at
     S = 4096 on a CPU; blocks of at least 128 positions, below which a CPU's products lose more speed than the
-    skipped blocks save: 10-15% faster at S = 256 and 1024 than blocks of 512), and products are summed in float32 (as a long GEMM would) and added to the float64 total
-    every ``flush_rows`` rows rather than every batch (a float64 add of S^2 entries costs a third of a C = 3 batch's
-    product at S = 4096)."""
+    skipped blocks save: 10-15% faster at S = 256 and 1024 than blocks of 512), and products are summed in float32
+    (as a long GEMM would) and added to the float64 total every ``flush_rows`` rows rather than every batch (a float64
+    add of S^2 entries costs a third of a C = 3 batch's product at S = 4096)."""
 
     def __init__(self, s: int, device: torch.device, flush_rows: int = 8192) -> None:
         nb = max(1, min(4, s // 128))
@@ -318,6 +318,61 @@ def _largest_eigenvalues(m: torch.Tensor, n_iter: int = 30) -> torch.Tensor:
     return lam
 
 
+class PsdFactor:
+    """M = L L^T for L (S, r), r well below S: the P-step's statistic when few samples make it low rank.
+
+    M = sum_i Z_i^T A A^T Z_i / total has rank at most N R_C. Every P-step iteration multiplies M by the parts
+    (:func:`_times`), which at S = 4096 reads all of M (64 MB in float32, memory-bound on a CPU); L (L^T X) reads
+    2 r S numbers instead. Stands in for the (S, S) tensor wherever the P-step only multiplies by it."""
+
+    def __init__(self, l: torch.Tensor) -> None:
+        self.l = l
+        self.shape = torch.Size((l.shape[0], l.shape[0]))
+        self.dtype, self.device, self.is_cuda = l.dtype, l.device, l.is_cuda
+
+    def dim(self) -> int:
+        return 2
+
+    def float(self) -> "PsdFactor":
+        return PsdFactor(self.l.float())
+
+    def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.l @ (self.l.transpose(-2, -1) @ x)
+
+    def dense(self) -> torch.Tensor:
+        return self.l @ self.l.T
+
+    def worth_it(self) -> bool:
+        return _factor_pays(self.l.shape[1], self.l.shape[0])
+
+
+def _factor_pays(rank: int, s: int) -> bool:
+    """A rank-r factor is cheaper than the dense (S, S) matrix: 2 r S against S^2 numbers read per product, with a
+    margin (r <= S / 4)."""
+    return 4 * rank <= s
+
+
+def low_rank_statistic(m: torch.Tensor, rank: int, random_state: int = 0) -> torch.Tensor | PsdFactor:
+    """M (S, S) symmetric positive semi-definite of rank at most ``rank`` as a :class:`PsdFactor` where that makes
+    the P-step's products cheaper (rank + 8 <= S / 4), else M itself.
+
+    A randomized range finder (Halko, Martinsson and Tropp, 2011): Q = orth(M G) for a Gaussian G (S, rank + 8), then
+    L = Q U diag(sqrt(ev)) from the eigendecomposition of Q^T M Q (rank + 8 square). Exact up to rounding when M's
+    rank is at most ``rank``: M's float32-summed entries leave a remainder about 1e-7 of its norm, the size of the
+    P-step's own float32 rounding. About 2 S^2 (rank + 8) multiply-adds: 1.5 s at S = 4096, rank 900 on 2 CPU cores,
+    against about 6 ms saved on each of up to 1,000 iterations."""
+    s = m.shape[0]
+    k = rank + 8
+    if not _factor_pays(k, s):
+        return m
+    gen = torch.Generator().manual_seed(random_state)
+    g = torch.randn(s, k, generator=gen, dtype=torch.float64).to(m)
+    q, _ = torch.linalg.qr(m @ g)
+    b = q.T @ (m @ q)
+    ev, u = torch.linalg.eigh(((b + b.T) / 2).cpu())  # (rank + 8) square: on the host, as in top_eigenvectors
+    return PsdFactor((q @ u.to(q)) * ev.clamp_min(0).sqrt().to(q))
+
+
 def parts_objective(m: torch.Tensor, p: torch.Tensor, m2: torch.Tensor | None = None) -> torch.Tensor:
     """f(P) = -2 tr(P^T M P) + tr(P^T M2 P P^T P), M2 = M unless given; the objective is sum_i||Z_i||^2 + f(P) for
     fixed A (and mixing W: M = sum_i Z_i^T A W A^T Z_i, M2 = sum_i Z_i^T A W^2 A^T Z_i, see :func:`direction_grams`)."""
@@ -398,7 +453,7 @@ def _parts_gradient(p: torch.Tensor, mp: torch.Tensor, m2p: torch.Tensor | None 
     return -4 * mp + 2 * (p @ (pt @ m2p) + m2p @ (pt @ p))
 
 
-def solve_parts(m: "torch.Tensor | PsdFactor", p: torch.Tensor, max_iter: int = 1000, tol: float = 1e-7,
+def solve_parts(m: torch.Tensor | PsdFactor, p: torch.Tensor, max_iter: int = 1000, tol: float = 1e-7,
                 support: torch.Tensor | None = None, check_every: int = 10,
                 progress: bool | None = False, m2: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
     """Minimise f(P) (see :func:`parts_objective`) over P >= 0, from one start or several at once.
@@ -565,57 +620,6 @@ def init_parts(m: torch.Tensor, rank: int, random_state: int = 0) -> torch.Tenso
 
 
 COARSE_POSITIONS = 1024  # above this many positions the first P-step starts on a grid halved in each direction
-
-
-class PsdFactor:
-    """M = L L^T for L (S, r), r well below S: the P-step's statistic when few samples make it low rank.
-
-    M = sum_i Z_i^T A A^T Z_i / total has rank at most N R_C. Every P-step iteration multiplies M by the parts
-    (:func:`_times`), which at S = 4096 reads all of M (64 MB in float32, memory-bound on a CPU); L (L^T X) reads
-    2 r S numbers instead. Stands in for the (S, S) tensor wherever the P-step only multiplies by it."""
-
-    def __init__(self, l: torch.Tensor) -> None:
-        self.l = l
-        self.shape = torch.Size((l.shape[0], l.shape[0]))
-        self.dtype, self.device, self.is_cuda = l.dtype, l.device, l.is_cuda
-
-    def dim(self) -> int:
-        return 2
-
-    def float(self) -> "PsdFactor":
-        return PsdFactor(self.l.float())
-
-    def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.l @ (self.l.transpose(-2, -1) @ x)
-
-    def dense(self) -> torch.Tensor:
-        return self.l @ self.l.T
-
-    def worth_it(self) -> bool:
-        """Cheaper than the dense matrix: 2 r S against S^2 numbers read per product, with a margin."""
-        return 4 * self.l.shape[1] <= self.l.shape[0]
-
-
-def low_rank_statistic(m: torch.Tensor, rank: int, random_state: int = 0) -> torch.Tensor | PsdFactor:
-    """M (S, S) symmetric positive semi-definite of rank at most ``rank`` as a :class:`PsdFactor` where that makes
-    the P-step's products cheaper (rank <= S / 4), else M itself.
-
-    A randomized range finder (Halko, Martinsson and Tropp, 2011): Q = orth(M G) for a Gaussian G (S, rank + 8), then
-    L = Q U diag(sqrt(ev)) from the eigendecomposition of Q^T M Q (rank + 8 square). Exact up to rounding when M's
-    rank is at most ``rank``: M's float32-summed entries leave a remainder about 1e-7 of its norm, the size of the
-    P-step's own float32 rounding. About 2 S^2 (rank + 8) multiply-adds: 1.5 s at S = 4096, rank 900 on 2 CPU cores,
-    against about 6 ms saved on each of up to 1,000 iterations."""
-    s = m.shape[0]
-    k = rank + 8
-    if 4 * k > s:
-        return m
-    gen = torch.Generator().manual_seed(random_state)
-    g = torch.randn(s, k, generator=gen, dtype=torch.float64).to(m)
-    q, _ = torch.linalg.qr(m @ g)
-    b = q.T @ (m @ q)
-    ev, u = torch.linalg.eigh(((b + b.T) / 2).cpu())  # (rank + 8) square: on the host, as in top_eigenvectors
-    return PsdFactor((q @ u.to(q)) * ev.clamp_min(0).sqrt().to(q))
-
 
 
 def restrict(m: torch.Tensor | PsdFactor, grid: tuple[int, int]) -> torch.Tensor | PsdFactor:

@@ -22,8 +22,9 @@ from __future__ import annotations
 import math
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import torch
 
@@ -107,7 +108,7 @@ def data_stats(batches: Batches, grid: tuple[int, int] | None = None) -> DataSta
     for z in batches:
         z = _upcast(z)
         b, c, s = z.shape
-        zs = z.transpose(1, 2).reshape(b * s, c)  # one copy serves the channel scatter and the norms
+        zs = z.transpose(1, 2).reshape(b * s, c)  # one copy serves the channel scatter, the norms and the border
         ch = (zs.T @ zs).double()
         channel = ch if channel is None else channel + ch
         if position is None:
@@ -119,7 +120,7 @@ def data_stats(batches: Batches, grid: tuple[int, int] | None = None) -> DataSta
         if border is not None:
             if border.device != z.device:
                 border = border.to(z.device)
-            zb = z.index_select(2, border).transpose(1, 2).reshape(-1, c)
+            zb = zs.view(b, s, c).index_select(1, border).reshape(-1, c)  # whole rows of the copy: 3x faster
             bc, bs = (zb.T @ zb).double(), zb.sum(0).double()
             border_channel = bc if border_channel is None else border_channel + bc
             border_sum = bs if border_sum is None else border_sum + bs
@@ -381,76 +382,89 @@ def parts_objective(m: torch.Tensor, p: torch.Tensor, m2: torch.Tensor | None = 
     return -2 * (p * mp).sum() + ((p.T @ m2p) * (p.T @ p)).sum()
 
 
-def _frobenius(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Batched <a, b>_F over the last two dimensions."""
-    return (a * b).sum((-2, -1))
+_TERMS = torch.tensor([[1.0 if i + j == n else 0.0 for n in range(5)] for i in range(3) for j in range(3)])
+# (9, 5): the product of two quadratics in t, u_i t^i and v_j t^j, is sum_n (sum_{i+j=n} u_i v_j) t^n
+_GRID = 129  # trial points of the exact line search on [0, 1], the best then polished by Newton steps
+_CONSTANTS: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, ...]] = {}
 
 
-def _line_quartic(x: torch.Tensor, d: torch.Tensor, mx: torch.Tensor, md: torch.Tensor,
-                  nx: torch.Tensor | None = None, nd: torch.Tensor | None = None) -> torch.Tensor:
+def _constants(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """The line search's fixed matrices on ``device``, made once: a host-to-device copy inside a captured CUDA graph
+    is not allowed, and a new tensor every iteration would cost as much as the arithmetic at small S.
+    Returns (_TERMS (9, 5), the quadratic's map (3, 5), trial points (GRID,), their powers (5, GRID), derivative
+    map (5, 7))."""
+    key = (device, dtype)
+    if key not in _CONSTANTS:
+        t = torch.linspace(0, 1, _GRID, dtype=torch.float64)
+        powers = t[None, :] ** torch.arange(5, dtype=torch.float64)[:, None]
+        # c (K, 5) @ deriv = [f' coefficients (4) | f'' coefficients (3)]
+        deriv = torch.zeros(5, 7, dtype=torch.float64)
+        for n in range(1, 5):
+            deriv[n, n - 1] = n
+        for n in range(2, 5):
+            deriv[n, 4 + n - 2] = n * (n - 1)
+        # -2 tr(P^T M P) = -2 (tr b0 + 2 t tr b1 + t^2 tr b2), from the traces (tr b0, tr b1, tr b2)
+        quad = torch.diag(torch.tensor([-2.0, -4.0, -2.0], dtype=torch.float64))
+        quad = torch.cat([quad, torch.zeros(3, 2, dtype=torch.float64)], 1)
+        _CONSTANTS[key] = tuple(x.to(device=device, dtype=dtype) for x in (_TERMS, quad, t, powers, deriv))
+    return _CONSTANTS[key]
+
+
+def _line_quartic(x: torch.Tensor, d: torch.Tensor, y: torch.Tensor, yd: torch.Tensor) -> torch.Tensor:
     """Coefficients (K, 5), constant term first, of f(x + t d) (see :func:`parts_objective`), exact because f is a
-    quartic: from x, d (K, S, R) and their products with M (and with M2: nx, nd; None when M2 = M). Only R x R
-    products and elementwise sums, in float64."""
-    x, d, mx, md = x.double(), d.double(), mx.double(), md.double()
-    xt, dt = x.transpose(1, 2), d.transpose(1, 2)
-    if nx is None:
-        b0, b1, b2 = xt @ mx, xt @ md, dt @ md  # P^T M P along the line: b0 + t (b1 + b1^T) + t^2 b2
-    else:
-        nx, nd = nx.double(), nd.double()
-        b0, b1, b2 = xt @ nx, xt @ nd, dt @ nd  # P^T M2 P along the line
-    g0, g1, g2 = xt @ x, xt @ d, dt @ d  # P^T P along the line
-    bs, gs = b1 + b1.transpose(1, 2), g1 + g1.transpose(1, 2)
+    quartic: from x, d (K, S, R) and their products with the statistics, y = [M x | M2 x] and yd = [M d | M2 d]
+    (K, S, q R; q = 1 where M2 = M). All the R x R inner products come from one batched product in float64.
 
-    def tr(a):
-        return a.diagonal(dim1=1, dim2=2).sum(-1)
-
-    if nx is None:  # tr(P^T M P) along the line, from the products already made
-        l0, l1, l2 = tr(b0), tr(bs), tr(b2)
-    else:  # M symmetric: tr(x^T M d) = tr(d^T M x)
-        l0, l1, l2 = _frobenius(x, mx), 2 * _frobenius(x, md), _frobenius(d, md)
-    return torch.stack([-2 * l0 + _frobenius(b0, g0),
-                        -2 * l1 + _frobenius(b0, gs) + _frobenius(bs, g0),
-                        -2 * l2 + _frobenius(b0, g2) + _frobenius(bs, gs) + _frobenius(b2, g0),
-                        _frobenius(bs, g2) + _frobenius(b2, gs),
-                        _frobenius(b2, g2)], -1)
-
-
-_GRID = 33  # trial points of the exact line search on [0, 1], each then polished by Newton steps
+    Along the line P^T P = g0 + t gs + t^2 g2 and P^T M2 P = n0 + t ns + t^2 n2, so their inner product is a quartic
+    whose coefficients are sums of the 3 x 3 inner products of those terms (:data:`_TERMS`); -2 tr(P^T M P) adds a
+    quadratic."""
+    k, _, r = x.shape
+    q = y.shape[-1] // r
+    u = torch.cat([x, d, y, yd], -1).double()  # (K, S, 2R + 2qR)
+    prod = u[..., :2 * r].transpose(1, 2) @ u  # (K, 2R, 2R + 2qR): [x d]^T [x d y yd]
+    g0, g1, g2 = prod[:, :r, :r], prod[:, :r, r:2 * r], prod[:, r:, r:2 * r]
+    y0, yd0 = 2 * r, 2 * r + q * r  # first columns of [x d]^T y and [x d]^T yd
+    b0, b1, b2 = prod[:, :r, y0:y0 + r], prod[:, :r, yd0:yd0 + r], prod[:, r:, yd0:yd0 + r]  # M's terms
+    n0, n1, n2 = (b0, b1, b2) if q == 1 else (prod[:, :r, y0 + r:yd0], prod[:, :r, yd0 + r:], prod[:, r:, yd0 + r:])
+    nt = torch.stack([n0, n1 + n1.transpose(1, 2), n2], 1)  # (K, 3, R, R)
+    gt = torch.stack([g0, g1 + g1.transpose(1, 2), g2], 1)
+    quart = (nt[:, :, None] * gt[:, None]).sum((-2, -1)).reshape(k, 9)  # <n_i, g_j>
+    # tr(P^T M P) along the line: tr(b0) + 2 t tr(b1) + t^2 tr(b2), M symmetric
+    quad = torch.stack([b0, b1, b2], 1).diagonal(dim1=-2, dim2=-1).sum(-1)  # (K, 3)
+    terms, quad_map = _constants(x.device, torch.float64)[:2]
+    return torch.addmm(quad @ quad_map, quart, terms)
 
 
 def _line_minimum(c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """argmin and min over t in [0, 1] of the quartics with coefficients c (K, 5), (K,) each.
 
-    A grid brackets the global minimum, Newton steps on f' polish it; t = 0 is always a candidate, so the
-    value never exceeds f(0). Tensor operations only: no host synchronisation (cubic roots via torch.linalg
-    would synchronise on CUDA). Polynomials by Horner's rule in fused multiply-adds: this runs every iteration of
-    the P-step, where the number of small kernels (not arithmetic) sets the pace at small S and on a GPU."""
-    c0, c1, c2, c3, c4 = (c[:, i:i + 1] for i in range(5))  # (K, 1) each
-
-    def f(t):
-        return torch.addcmul(c0, t, torch.addcmul(c1, t, torch.addcmul(c2, t, torch.addcmul(c3, t, c4))))
-
-    t = torch.linspace(0, 1, _GRID, dtype=c.dtype, device=c.device).expand(c.shape[0], _GRID)
-    vals = f(t)
-    best = vals.argmin(1, keepdim=True)
-    t_best, v_best = t.gather(1, best), vals.gather(1, best)
-    a1, a2, a3 = 2 * c2, 3 * c3, 4 * c4  # f'(t) = c1 + a1 t + a2 t^2 + a3 t^3
-    b1, b2 = 6 * c3, 12 * c4  # f''(t) = a1 + b1 t + b2 t^2
+    A grid of :data:`_GRID` points (one product with their powers) brackets the global minimum, two Newton steps
+    on f' polish it; t = 0 is always a candidate, so the value never exceeds f(0). Tensor operations only: no host
+    synchronisation (cubic roots via torch.linalg would synchronise on CUDA), and few of them: this runs every
+    iteration of the P-step, where the number of small operations (not arithmetic) sets the pace at small S, on a
+    CPU and on a GPU."""
+    grid, powers, deriv = _constants(c.device, c.dtype)[2:]
+    vals = c @ powers  # (K, GRID)
+    v_best, best = vals.min(1)
+    t_best = grid[best]
+    dc = c @ deriv  # (K, 7): f' = dc0 + dc1 t + dc2 t^2 + dc3 t^3, f'' = dc4 + dc5 t + dc6 t^2
+    a0, a1, a2, a3, e0, e1, e2 = dc.unbind(1)
     tn = t_best
-    for _ in range(4):
-        d1 = torch.addcmul(c1, tn, torch.addcmul(a1, tn, torch.addcmul(a2, tn, a3)))
-        d2 = torch.addcmul(a1, tn, torch.addcmul(b1, tn, b2))
+    for _ in range(2):  # from within 1 / (2 (GRID - 1)) of the minimum: f' to rounding
+        d1 = torch.addcmul(a0, tn, torch.addcmul(a1, tn, torch.addcmul(a2, tn, a3)))
+        d2 = torch.addcmul(e0, tn, torch.addcmul(e1, tn, e2))
         tn = torch.where(d2 > 0, tn - d1 / d2.clamp_min(1e-300), tn).clamp(0, 1)
-    vn = f(tn)
+    c0, c1, c2, c3, c4 = c.unbind(1)
+    vn = torch.addcmul(c0, tn, torch.addcmul(c1, tn, torch.addcmul(c2, tn, torch.addcmul(c3, tn, c4))))
     better = vn < v_best
-    return torch.where(better, tn, t_best).squeeze(1), torch.where(better, vn, v_best).squeeze(1)
+    return torch.where(better, tn, t_best), torch.where(better, vn, v_best)
 
 
 def _parts_gradient(p: torch.Tensor, mp: torch.Tensor, m2p: torch.Tensor | None = None) -> torch.Tensor:
     """Gradient of f at p (..., S, R), given mp = M p (and m2p = M2 p where M2 is not M)."""
     pt = p.transpose(-2, -1)
     m2p = mp if m2p is None else m2p
-    return -4 * mp + 2 * (p @ (pt @ m2p) + m2p @ (pt @ p))
+    return (p @ (pt @ m2p)).add_(m2p @ (pt @ p)).mul_(2).sub_(mp, alpha=4)  # in place: fewer small operations
 
 
 def solve_parts(m: torch.Tensor | PsdFactor, p: torch.Tensor, max_iter: int = 1000, tol: float = 1e-7,
@@ -503,8 +517,37 @@ def solve_parts(m: torch.Tensor | PsdFactor, p: torch.Tensor, max_iter: int = 10
     lam0 = (1.0 / (4.0 * lam_max.double() + 1e-30)).reshape(-1, 1, 1).expand(x.shape[0], 1, 1)
     bounds = (lam0 * 1e-6, lam0 * 1e6)  # the Barzilai-Borwein step is kept in this range
     mm = m if m2 is None else torch.cat([m, m2.to(m.dtype)], dim=-2)  # (.., S or 2S, S): both products in one
-    state = _SpgState(x, *_times(mm, x), lam0.clone())
-    run = _graphed_steps(mm, state, mask, bounds, check_every) if m.is_cuda else None
+    with _threads_for(mm.shape[-2] * mm.shape[-1] * x.shape[0] * x.shape[-1], m.device):
+        x, it = _iterate(mm, x, lam0, bounds, mask, max_iter, tol, check_every, progress)
+    return (x[0] if single else x), it
+
+
+SMALL_PRODUCT = 1 << 24  # multiply-adds per P-step iteration below which a CPU runs it on one thread
+
+
+@contextmanager
+def _threads_for(madds: int, device: torch.device) -> Iterator[None]:
+    """One intra-op thread on a CPU while the P-step's products are small (``madds`` per iteration < SMALL_PRODUCT):
+    each iteration is then a hundred operations of microseconds, and waking the other threads for each costs more
+    than they save, the more so with the short OpenMP spin panda sets (panda/__init__.py): at S = 256, 0.6 ms an
+    iteration on one thread against 0.8-0.9 ms on two (S = 1,024: even; S = 4,096: two threads 1.7x faster)."""
+    n = torch.get_num_threads()
+    if device.type != "cpu" or madds >= SMALL_PRODUCT or n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def _iterate(mm: torch.Tensor, x: torch.Tensor, lam0: torch.Tensor, bounds: tuple[torch.Tensor, torch.Tensor],
+             mask: torch.Tensor | None, max_iter: int, tol: float, check_every: int,
+             progress: bool | None) -> tuple[torch.Tensor, int]:
+    """:func:`solve_parts`' iterations on the stacked statistic ``mm`` from x (K, S, R): (x in float64, iterations)."""
+    state = _SpgState(x, _times(mm, x), lam0.clone())
+    run = _graphed_steps(mm, state, mask, bounds, check_every) if mm.is_cuda else None
     f_prev, it = None, 0
     bar = progress_bar(total=max_iter, desc="parts (P-step)", unit="it", progress=progress)
     while it < max_iter:
@@ -518,66 +561,70 @@ def solve_parts(m: torch.Tensor | PsdFactor, p: torch.Tensor, max_iter: int = 10
         bar.update(block)
         # M x follows the steps; recomputed now and then so float32 rounding does not accumulate
         if it % (5 * check_every) == 0:
-            state.refresh(*_times(mm, state.x))
+            state.refresh(_times(mm, state.x))
         if f_prev is not None and bool(((f_prev - f) <= block * tol * f.abs()).all()):
             break
         f_prev = f.clone()
     bar.close()
-    x = state.x.double()
-    return (x[0] if single else x), it
+    return state.x.double(), it
 
 
 class _SpgState:
     """The iterate of :func:`solve_parts`, updated in place (so a captured CUDA graph can replay on it):
-    x (K, S, R), M x (and M2 x, or None when M2 = M), the gradient at x and the Barzilai-Borwein step (K, 1, 1)."""
+    x (K, S, R), y = [M x | M2 x] (K, S, q R; q = 1 where M2 = M), the gradient at x and the Barzilai-Borwein step
+    (K, 1, 1)."""
 
-    def __init__(self, x: torch.Tensor, mx: torch.Tensor, nx: torch.Tensor | None, lam: torch.Tensor) -> None:
-        self.x, self.mx, self.lam = x.clone(), mx.clone(), lam
-        self.nx = None if nx is None else nx.clone()
-        self.g = _parts_gradient(x, mx, nx)
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, lam: torch.Tensor) -> None:
+        self.x, self.y, self.lam = x.clone(), y.clone(), lam
+        self.g = _stacked_gradient(self.x, self.y)
 
-    def refresh(self, mx: torch.Tensor, nx: torch.Tensor | None) -> None:
+    def refresh(self, y: torch.Tensor) -> None:
         """Products recomputed from x (in place)."""
-        self.mx.copy_(mx)
-        if nx is not None:
-            self.nx.copy_(nx)
-        self.g.copy_(_parts_gradient(self.x, self.mx, self.nx))
+        self.y.copy_(y)
+        self.g.copy_(_stacked_gradient(self.x, self.y))
 
 
-def _times(m: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(M x, M2 x) for every start, (K, S, R) each (M2 x None when ``m`` is M alone, (S, S); ``m`` (2S, S) stacks M
-    over M2), as one (S or 2S, S) x (S, K R) product: the statistic is read from memory once per iteration instead
-    of once per start, which sets the pace at large S (2.5x faster at S = 4096, K = 4 on a CPU). With one matrix per
-    problem, ``m`` (K, S or 2S, S), one batched product."""
+def _stacked_gradient(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """:func:`_parts_gradient` from y = [M x | M2 x] (K, S, q R)."""
+    r = x.shape[-1]
+    return _parts_gradient(x, y[..., :r], y[..., -r:] if y.shape[-1] > r else None)
+
+
+def _times(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """[M x | M2 x] for every start, (K, S, q R) (q = 1 where ``m`` is M alone, (S, S); ``m`` (2S, S) stacks M over
+    M2), as one (q S, S) x (S, K R) product: the statistic is read from memory once per iteration instead of once per
+    start, which sets the pace at large S (2.5x faster at S = 4096, K = 4 on a CPU). With one matrix per problem,
+    ``m`` (K, q S, S), one batched product."""
     k, s, r = x.shape
+    q = m.shape[-2] // s
     if m.dim() == 3:
-        y = torch.bmm(m, x)
-    else:
-        y = (m @ x.transpose(0, 1).reshape(s, k * r)).reshape(m.shape[0], k, r).transpose(0, 1)
-    return (y, None) if y.shape[1] == s else (y[:, :s], y[:, s:])
+        y = torch.bmm(m, x)  # (K, q S, R)
+        return y if q == 1 else y.reshape(k, q, s, r).permute(0, 2, 1, 3).reshape(k, s, q * r)
+    y = m @ x.transpose(0, 1).reshape(s, k * r)  # (q S, K R)
+    return y.reshape(q, s, k, r).permute(2, 1, 0, 3).reshape(k, s, q * r)
 
 
 def _spg_step(m: torch.Tensor, st: _SpgState, mask: torch.Tensor | None,
               bounds: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """One spectral projected-gradient step with exact line search, in place; returns f after it, (K,)."""
-    d = (st.x - st.lam.to(st.x.dtype) * st.g).clamp_min(0)
+    x = st.x
+    d = torch.addcmul(x, st.lam.to(x.dtype), st.g, value=-1).clamp_min_(0)
     if mask is not None:
-        d = d * mask
-    d = d - st.x
-    md, nd = _times(m, d)
-    t, f = _line_minimum(_line_quartic(st.x, d, st.mx, md, st.nx, nd))
-    t = t.to(st.x.dtype)[:, None, None]
-    s = t * d
-    st.x.add_(s)
-    st.mx.add_(t * md)
-    if nd is not None:
-        st.nx.add_(t * nd)
-    g_new = _parts_gradient(st.x, st.mx, st.nx)
-    sy = (s.double() * (g_new - st.g).double()).sum((1, 2), keepdim=True)
-    ss = (s.double() ** 2).sum((1, 2), keepdim=True)
-    # Barzilai-Borwein step s's/s'y where the curvature is positive, else a longer step; kept in a safe range
-    st.lam.copy_(torch.where(sy > 0, ss / sy.clamp_min(1e-300), 2 * st.lam).clamp(*bounds))
-    st.g.copy_(g_new)
+        d.mul_(mask)
+    d.sub_(x)
+    yd = _times(m, d)
+    t, f = _line_minimum(_line_quartic(x, d, st.y, yd))
+    tx = t.to(x.dtype)[:, None, None]
+    x.addcmul_(tx, d)
+    st.y.addcmul_(tx, yd)
+    g_new = _stacked_gradient(x, st.y)
+    # Barzilai-Borwein step s's / s'y for the step s = t d and y = g_new - g, where the curvature is positive, else a
+    # longer step; kept in a safe range
+    dd = (d * d).sum((1, 2), keepdim=True).double()
+    dy = (d * g_new.sub_(st.g)).sum((1, 2), keepdim=True).double()  # g_new now holds y
+    t = t[:, None, None]
+    st.lam.copy_(torch.where(t * dy > 0, t * dd / dy.clamp_min(1e-300), 2 * st.lam).clamp(*bounds))
+    st.g.add_(g_new)  # g + y = the new gradient
     return f
 
 
@@ -586,7 +633,7 @@ def _graphed_steps(m: torch.Tensor, st: _SpgState, mask: torch.Tensor | None, bo
     """``steps`` iterations captured as one CUDA graph: on a GPU each iteration is a few dozen small kernels, whose
     launches (not arithmetic) would set the pace. None where capture fails: the caller then runs them eagerly."""
     try:
-        names = ["x", "mx", "g", "lam"] + ([] if st.nx is None else ["nx"])
+        names = ["x", "y", "g", "lam"]
         saved = {name: getattr(st, name).clone() for name in names}
         side = torch.cuda.Stream(m.device)
         side.wait_stream(torch.cuda.current_stream(m.device))

@@ -339,10 +339,14 @@ def test_line_quartic_with_two_statistics_is_the_objective_along_the_line():
     from panda.factorisation import _line_quartic
     m, m2, x = _two_statistics()
     d = torch.rand_like(x) - 0.5
-    c = _line_quartic(x[None], d[None], (m @ x)[None], (m @ d)[None], (m2 @ x)[None], (m2 @ d)[None])[0]
+    y, yd = torch.cat([m @ x, m2 @ x], -1)[None], torch.cat([m @ d, m2 @ d], -1)[None]  # [M x | M2 x]
+    c = _line_quartic(x[None], d[None], y, yd)[0]
+    single = _line_quartic(x[None], d[None], (m @ x)[None], (m @ d)[None])[0]  # M2 = M
     for t in (0.0, 0.3, 1.0, 2.5):
         poly = sum(float(c[i]) * t ** i for i in range(5))
         assert poly == pytest.approx(float(parts_objective(m, x + t * d, m2)), rel=1e-10, abs=1e-12)
+        poly = sum(float(single[i]) * t ** i for i in range(5))
+        assert poly == pytest.approx(float(parts_objective(m, x + t * d)), rel=1e-10, abs=1e-12)
 
 
 def test_solve_parts_with_two_statistics_descends_to_a_stationary_point():
@@ -441,3 +445,30 @@ def test_solve_parts_with_one_matrix_per_problem_equals_separate_solves():
     for m, p, t in zip(ms, ps, together):
         alone, _ = solve_parts(m, p, max_iter=60, tol=0)
         assert torch.allclose(t, alone, rtol=1e-8, atol=1e-10)
+
+
+def test_small_p_steps_run_on_one_cpu_thread_and_restore_the_count(monkeypatch):
+    """A P-step of small products runs on one intra-op thread (waking others for each of its hundred small
+    operations an iteration costs more than they save), a large one on all; the caller's count comes back after
+    either, and after an error."""
+    import panda.factorisation as fac
+    seen = []
+    original = fac._spg_step
+    monkeypatch.setattr(fac, "_spg_step", lambda *a: seen.append(torch.get_num_threads()) or original(*a))
+    m, _, p0 = _two_statistics()
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        solve_parts(m, p0, max_iter=3, tol=0)
+        assert set(seen) == {1} and torch.get_num_threads() == 2
+        seen.clear()
+        monkeypatch.setattr(fac, "SMALL_PRODUCT", 0)
+        solve_parts(m, p0, max_iter=3, tol=0)
+        assert set(seen) == {2} and torch.get_num_threads() == 2
+        monkeypatch.setattr(fac, "SMALL_PRODUCT", 1 << 24)
+        monkeypatch.setattr(fac, "_spg_step", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+        with pytest.raises(RuntimeError):
+            solve_parts(m, p0, max_iter=3, tol=0)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

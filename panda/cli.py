@@ -25,7 +25,7 @@ from .figures import (candidates_figure, edits_figure, localize_figure, localize
                       refine_figure, remove_figure, sweep_figure)
 from .fileio import atomic_write, backup, check_output_file, check_writable
 from .features import default_memory_budget
-from .factorisation import check_ranks, check_statistics_memory
+from .factorisation import check_ranks, check_statistics_memory, mixing_matrices
 from .fitting import fit_factors
 from .checkpoints import FORMATS, NOISE_MODES, load_generator, random_stylegan2
 from .generators import DEFAULT_GENERATOR, GENERATORS, resolve_device
@@ -286,12 +286,15 @@ def layers(generator: str, device: str, seed: int, trust_pickle: bool, show_all:
 @click.option("--mixing", is_flag=True,
               help="Also fit an appearance mixing W: reconstruction A W A^T Z P P^T, the authors' code's model class "
                    "(lower error; R_C more S x S matrices of memory). Edits and heat maps keep the orthonormal A.")
+@click.option("--mixing-directions", type=COUNT, default=None,
+              help="With --mixing: refit this many of W's eigenvalues on their own (the directions of most energy), "
+                   "the rest sharing one; fewer cost less time and memory (one S x S matrix each). Default: all R_C.")
 @click.option("--out", "-o", default="factors.safetensors", help="Factor file to write (safetensors + JSON metadata).")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists (otherwise an existing file stops the command).")
 @device_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def fit(layer, rank_appearance, rank_parts, n_samples, seed, max_iter, tol, batch_size, memory_gb, background_samples,
-        mixing, out, overwrite, device, quiet, **gen):
+        mixing, mixing_directions, out, overwrite, device, quiet, **gen):
     """Learn parts and appearances at a layer and write them to a factor file.
 
     \b
@@ -311,12 +314,16 @@ def fit(layer, rank_appearance, rank_parts, n_samples, seed, max_iter, tol, batc
     # ranks too large stop here, in one line, before anything is printed or generated
     rank_c = c if rank_appearance is None else rank_appearance
     check_ranks(rank_c, rank_parts, c, h * w)
-    check_statistics_memory((h, w), generator.device, f"layer {layer!r}", rank_c if mixing else None)
+    if mixing_directions is not None and not mixing:
+        raise PandaError("--mixing-directions applies to a fit with --mixing: add --mixing, or leave it out.")
+    check_statistics_memory((h, w), generator.device, f"layer {layer!r}",
+                            mixing_matrices(rank_c, mixing_directions) if mixing else None)
     click.echo(f"generator batch {batch}; features {need / 2**30:.2f} GiB, "
                + ("kept in memory" if need <= budget else f"over the {budget / 2**30:.1f} GiB budget: re-generated each pass"),
                err=True)
     model = fit_factors(generator, layer, rank_appearance, rank_parts, n_samples, seed, max_iter, tol, batch, budget,
-                        background_samples=background_samples, progress=not quiet, mixing=mixing)
+                        background_samples=background_samples, progress=not quiet, mixing=mixing,
+                        mixing_directions=mixing_directions)
     path = model.save(out)
     click.echo(f"{model}\n  features {model.extract_time_:.2f} s, fit {model.fit_time_:.2f} s, {model.n_iter_} iteration(s), "
                f"{model.n_passes_} pass(es); train error {model.train_error_:.4f}, held-out {model.heldout_error_:.4f}\n"

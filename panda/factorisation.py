@@ -257,27 +257,43 @@ def mixing_error(w: torch.Tensor, b: torch.Tensor, d: torch.Tensor, total: float
     return 1.0 - float(2 * (w * b).sum() - ((w @ w) * d).sum()) / total
 
 
-def direction_grams(batches: Batches, directions: torch.Tensor) -> torch.Tensor:
+def direction_grams(batches: Batches, directions: torch.Tensor, rest: torch.Tensor | None = None) -> torch.Tensor:
     """H_r = sum_i Z_i^T u_r u_r^T Z_i, (R, S, S) float64, one Gram matrix of positions per column u_r of
     ``directions`` (C, R). With W = U diag(w) U^T and U = A^T ``directions``, the P-step's statistics are weighted
     sums of them (M = sum_r w_r H_r, M2 = sum_r w_r^2 H_r), so the mixing iterations need no further data pass.
+    With ``rest`` (C, R') one more matrix, sum_i Z_i^T V V^T Z_i for V = ``rest``, is appended: (R + 1, S, S).
     Products in float32 over >= 512 samples at once (a short inner dimension halves a CPU's speed), only the blocks
     on and above the diagonal (:class:`_SymmetricGram`)."""
-    gram = None
+    gram = rest_gram = None
     pending: list[torch.Tensor] = []
-    rows = 0
+    rows, r = 0, directions.shape[1]
+
+    def flush() -> None:
+        y = torch.cat(pending)  # (B, R + R', S)
+        gram.add(y[:, :r].transpose(0, 1))  # (R, B, S)
+        if rest_gram is not None:
+            rest_gram.add(y[:, r:].reshape(-1, y.shape[2]))  # (B R', S): their sum
+    both = directions if rest is None else torch.cat([directions, rest], 1)
     for z in batches:
         z = _upcast(z)
-        pending.append(directions.T.to(z) @ z)  # (B, R, S)
+        pending.append(both.T.to(z) @ z)  # (B, R + R', S)
         rows += z.shape[0]
         if gram is None:
             gram = _SymmetricGram(z.shape[2], z.device)
+            rest_gram = None if rest is None else _SymmetricGram(z.shape[2], z.device)
         if rows >= 512:
-            gram.add(torch.cat(pending).transpose(0, 1))  # (R, B, S)
+            flush()
             pending, rows = [], 0
     if pending:
-        gram.add(torch.cat(pending).transpose(0, 1))
-    return gram.result()
+        flush()
+    h = gram.result()
+    return h if rest_gram is None else torch.cat([h, rest_gram.result()[None]])
+
+
+def mixing_matrices(rank_appearance: int, directions: int | None = None) -> int:
+    """How many S x S matrices a mixing fit's extra pass keeps: one per direction refitted on its own, plus one for
+    the others' sum (:func:`mixing_split`)."""
+    return rank_appearance if directions is None or directions >= rank_appearance else directions + 1
 
 
 def mixing_bytes(rank_appearance: int, s: int) -> int:
@@ -769,6 +785,7 @@ def panda_factorise(
     grid: tuple[int, int] | None = None,
     progress: bool | None = False,
     mixing: bool = False,
+    mixing_directions: int | None = None,
 ) -> FitResult:
     """Alternating minimisation of the PandA objective.
 
@@ -804,6 +821,12 @@ def panda_factorise(
         (:func:`solve_mixing`) gives W's eigenvectors, and W's eigenvalues and P then alternate, data-free after
         one more pass (:func:`direction_grams`, R_C S x S matrices: :func:`mixing_bytes`), until the error falls by
         less than ``tol``. Where W itself lowers the error by less than ``tol`` that pass is skipped and W returned.
+    mixing_directions : int, optional
+        With ``mixing``: how many of W's eigenvectors keep eigenvalues of their own in that alternation, those that
+        carry the most of the data's energy (:func:`mixing_split`); the others share one. The extra pass then
+        gathers this many S x S matrices (plus one for the others, free where R_C = C) instead of R_C: at a 16 x 16
+        layer of 128 channels, 32 directions cost a quarter of all 128. None (default): all R_C. The result is never
+        worse than the first W (returned where the alternation does not improve on it).
 
     Returns
     -------
@@ -812,6 +835,8 @@ def panda_factorise(
     """
     start = time.perf_counter()
     check_params(n_iter_max, tol, n_init, random_state)
+    if mixing_directions is not None and (not _is_int(mixing_directions) or mixing_directions < 1):
+        raise PandaError(f"mixing_directions={mixing_directions!r}: give a whole number >= 1, or None for all.")
     passes = 0
     if stats is None:
         stats = data_stats(batches, grid)
@@ -863,35 +888,72 @@ def panda_factorise(
         return FitResult(a.float(), p.float(), errors, passes, stats, times, w.float().to(a.device))
     # Then W keeps the eigenvectors U of this first solution and only its eigenvalues are re-fitted with P: the
     # statistics then split over the directions A U (one more pass), and every further step is data-free.
-    omega, u = torch.linalg.eigh(w)
+    _, u = torch.linalg.eigh(w)
     u = u.to(a.device)
-    h = direction_grams(batches, (ad @ u).to(a.dtype)).div_(stats.total)  # (R_C, S, S)
+    dirs = (ad @ u).to(a.dtype)  # (C, R_C): W's eigenvectors among the channels
+    head, rest = mixing_split(dirs, stats.channel, mixing_directions)
+    if rest.numel() and full:
+        # the rest's sum is M minus the others' (sum_r H_r = sum_i Z_i^T Z_i when A spans every channel): no products
+        h = direction_grams(batches, dirs[:, head])
+        h = torch.cat([h, (stats.position - h.sum(0))[None]])
+    else:
+        h = direction_grams(batches, dirs[:, head], dirs[:, rest] if rest.numel() else None)
+    h.div_(stats.total)  # (R, S, S): one per direction refitted, then the rest's sum
     passes += 1
-    omega = omega.to(h)
+    lyapunov = (errors[-1], p, w)
+    # the head's eigenvalues are the first solution's own (it is their optimum); with a shared one for the rest the
+    # error starts above the first W's, so the alternation follows its own error and is compared with W's at the end
+    omega, last = _mixing_eigenvalues(h, p.to(h))
     bar = progress_bar(total=n_iter_max, desc="mixing iterations", unit="it", progress=progress)
     for it in range(n_iter_max):
         m1, m2 = torch.tensordot(omega, h, 1), torch.tensordot(omega ** 2, h, 1)
         p_new, _ = solve_parts(m1.float(), p.to(m1.device), m2=m2.float(), progress=progress)
-        hp = h @ p_new  # (R_C, S, R_S)
-        pb = (p_new * hp).sum((1, 2))  # tr(P^T H_r P)
-        pd = ((p_new.T @ hp) * (p_new.T @ p_new)).sum((1, 2))  # tr(P^T H_r P P^T P)
-        omega_new = torch.where(pd > 0, pb / pd.clamp_min(1e-300), torch.zeros_like(pd))
-        err = 1.0 - float((2 * omega_new * pb - omega_new ** 2 * pd).sum())
-        if err >= errors[-1]:  # float32 rounding at convergence: keep the better pair
+        omega_new, err = _mixing_eigenvalues(h, p_new)
+        if err >= last:  # float32 rounding at convergence: keep the better pair
             break
-        p, omega = p_new, omega_new
-        errors.append(err)
-        times.append(time.perf_counter() - start)
+        p, omega, gain, last = p_new, omega_new, last - err, err
         bar.update(1)
         bar.set_postfix(error=f"{err:.4f}")
-        if callback is not None:
-            callback(len(errors) - 1, err)
-        if errors[-2] - errors[-1] <= tol * abs(errors[-2]):
+        if err < errors[-1]:  # the error history only falls
+            errors.append(err)
+            times.append(time.perf_counter() - start)
+            if callback is not None:
+                callback(len(errors) - 1, err)
+        if gain <= tol * abs(last + gain):
             break
     bar.close()
-    uc = u.cpu()
-    w = (uc * omega.cpu()) @ uc.T
+    if last >= lyapunov[0]:  # the rest's single eigenvalue did worse than W's own: keep W
+        _, p, w = lyapunov
+    else:
+        uc, om = u.cpu(), omega.cpu()
+        w = (uc[:, head.cpu()] * om[:head.numel()]) @ uc[:, head.cpu()].T
+        if rest.numel():
+            w = w + om[-1] * uc[:, rest.cpu()] @ uc[:, rest.cpu()].T
     return FitResult(a.float(), p.float(), errors, passes, stats, times, w.float().to(a.device))
+
+
+def mixing_split(directions: torch.Tensor, channel: torch.Tensor, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which of W's eigenvectors keep eigenvalues of their own in a mixing fit: the ``n`` (all if None) of ``directions``
+    (C, R) that carry the most of the data's energy u^T (sum_i Z_i Z_i^T) u (``channel``, (C, C)); the rest share one.
+    Returns the indices of both, (n,) and (R - n,), each ascending."""
+    r = directions.shape[1]
+    if n is None or n >= r:
+        return torch.arange(r, device=directions.device), torch.arange(0, device=directions.device)
+    d = directions.double()
+    energy = ((channel.to(d) @ d) * d).sum(0)
+    order = torch.argsort(energy, descending=True)
+    return order[:n].sort().values, order[n:].sort().values
+
+
+def _mixing_eigenvalues(h: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """The best eigenvalue of W along each direction for parts P (S, R_S), given their statistics h (R, S, S) (divided
+    by sum_i ||Z_i||^2), and the relative error they give: the objective, sum_r -2 w_r tr(P^T H_r P)
+    + w_r^2 tr(P^T H_r P P^T P), is separate in each w_r."""
+    hp = h @ p  # (R, S, R_S)
+    pb = (p * hp).sum((1, 2))  # tr(P^T H_r P)
+    pd = ((p.T @ hp) * (p.T @ p)).sum((1, 2))  # tr(P^T H_r P P^T P)
+    omega = torch.where(pd > 0, pb / pd.clamp_min(1e-300), torch.zeros_like(pd))
+    return omega, 1.0 - float((2 * omega * pb - omega ** 2 * pd).sum())
 
 
 def _is_int(x) -> bool:
@@ -941,8 +1003,8 @@ def _size(n: int) -> str:
 def check_statistics_memory(grid: tuple[int, int], device: torch.device | str, layer: str = "this layer",
                             mixing_rank: int | None = None) -> None:
     """Refuse, before any sample is generated, a layer whose S x S statistics cannot fit in memory (a 256 x 256 layer
-    needs about 80 GiB), naming the largest grid that would; with ``mixing_rank`` (R_C of a fit with ``mixing``) the
-    mixing's R_C S x S matrices count too (:func:`mixing_bytes`)."""
+    needs about 80 GiB), naming the largest grid that would; with ``mixing_rank`` (the S x S matrices of a fit with
+    ``mixing``: :func:`mixing_matrices`) those count too (:func:`mixing_bytes`)."""
     h, w = grid
     s = h * w
     base, free = statistics_bytes(s), available_memory(device)
@@ -957,7 +1019,8 @@ def check_statistics_memory(grid: tuple[int, int], device: torch.device | str, l
         raise PandaError(f"{layer}: the appearance mixing keeps {mixing_rank} S x S matrices ({h}x{w} positions), about "
                          f"{_size(base + mixing_bytes(mixing_rank, s))} with the fit's statistics, more than "
                          f"the {_size(free)} free on {torch.device(device)}. Fit without mixing, or with "
-                         f"rank_appearance <= {fits}, or at a smaller layer.")
+                         + (f"mixing_directions <= {fits - 1} (--mixing-directions) or " if fits > 1 else "")
+                         + f"rank_appearance <= {fits}, or at a smaller layer.")
 
 
 def check_ranks(rank_appearance: int, rank_parts: int, c: int, s: int) -> None:

@@ -13,10 +13,12 @@ from .removal import search_background
 def fit_factors(generator: GeneratorAdapter, layer: str | None = None, rank_appearance: int | None = None,
                 rank_parts: int | None = None, n_samples: int = 5000, seed: int = 0, max_iter: int = 30, tol: float = 1e-4,
                 batch_size: int | None = None, memory_budget: int | None = None, n_heldout: int = 256,
-                background_samples: int = 8, progress: bool = False, mixing: bool = False) -> PandA:
+                background_samples: int = 8, progress: bool = False, mixing: bool = False,
+                mixing_directions: int | None = None) -> PandA:
     """Fit PandA on seeds ``seed .. seed + n_samples - 1`` at ``layer`` (default: the generator's), measure the
     held-out error on ``n_heldout`` other seeds and search the background appearance on ``background_samples``
-    (0 skips either); ``mixing`` fits an appearance mixing too (:class:`PandA`). ``rank_parts`` defaults to the generator's choice for the layer
+    (0 skips either); ``mixing`` fits an appearance mixing too, refitting ``mixing_directions`` of its eigenvalues
+    on their own (:class:`PandA`). ``rank_parts`` defaults to the generator's choice for the layer
     (:meth:`GeneratorAdapter.rank_parts_for`). Every argument is checked before any sample is generated. ``batch_size`` and
     ``memory_budget`` default to the generator's and the machine's (:class:`panda.features.FeatureSource`).
 
@@ -36,7 +38,7 @@ def fit_factors(generator: GeneratorAdapter, layer: str | None = None, rank_appe
         raise PandaError("n_samples=0: fit needs at least 1 sample.")
     source = FeatureSource(generator, layer, range(seed, seed + n_samples), batch_size, memory_budget, progress)
     model = PandA(rank_appearance, rank_parts, max_iter=max_iter, tol=tol, random_state=seed, verbose=progress,
-                  mixing=mixing)
+                  mixing=mixing, mixing_directions=mixing_directions)
     model.validate(source.shape)
     model.fit(source)
     if n_heldout > 0:

@@ -178,6 +178,13 @@ def test_fit_with_mixing_writes_it_and_edits_still_run(tmp_path):
     assert model.mixing and model.mixing_.shape == (16, 16)
     r = run("edit", f, "--part", 1, "--seeds", "0", "--out", tmp_path / "e")
     assert r.exit_code == 0, r.output
+    r = run("fit", "-n", 64, "-rs", 4, "-rc", 16, "--layer", "relu2", "--mixing-directions", 4, "--out", f, "-q",
+            "--overwrite")
+    assert r.exit_code == 2 and "--mixing-directions applies to a fit with --mixing" in r.output
+    r = run("fit", "-n", 64, "-rs", 4, "-rc", 16, "--layer", "relu2", "--mixing", "--mixing-directions", 4,
+            "--background-samples", 0, "--out", f, "-q", "--overwrite")
+    assert r.exit_code == 0, r.output
+    assert PandA.load(f).mixing_.shape == (16, 16)
 
 
 def test_fit_refuses_to_overwrite_before_fitting_and_name_parts_keeps_a_copy(tmp_path, factor_file):

@@ -424,12 +424,56 @@ def test_mixing_needs_memory_for_its_matrices(celeba, monkeypatch):
     from panda import factorisation
     source = FeatureSource(celeba, "relu3", range(8))  # 16 x 16, R_C = 128: 128 MiB for the mixing's matrices
     monkeypatch.setattr(factorisation, "available_memory", lambda device: 8 << 20)
-    with pytest.raises(PandaError, match=r"appearance mixing keeps 128 S x S matrices.*rank_appearance <= 5"):
+    with pytest.raises(PandaError, match=r"appearance mixing keeps 128 S x S matrices.*mixing_directions <= 4 "
+                                         r"\(--mixing-directions\) or rank_appearance <= 5"):
         PandA(rank_parts=4, mixing=True).fit(source)
     assert source.extract_time == 0.0
     assert PandA(rank_parts=4, rank_appearance=5, max_iter=1, mixing=True).fit(source).mixing_.shape == (5, 5)
+    # 4 directions of their own and one matrix for the rest's sum: 5 matrices, as R_C = 5
+    assert PandA(rank_parts=4, max_iter=1, mixing=True, mixing_directions=4).fit(source).mixing_.shape == (128, 128)
     with pytest.raises(PandaError, match="mixing='yes': give True or False"):
         PandA(rank_parts=4, mixing="yes").fit(source)
+    for bad in (0, 2.5, True):
+        with pytest.raises(PandaError, match=f"mixing_directions={bad!r}: give a whole number >= 1"):
+            PandA(rank_parts=4, mixing=True, mixing_directions=bad).fit(source)
+
+
+def _distinct(values: torch.Tensor, tol: float = 1e-5) -> int:
+    v = values.sort().values
+    return 1 + int((v[1:] - v[:-1] > tol * float(v.abs().max())).sum())
+
+
+@pytest.mark.parametrize("rank_appearance, k", [(128, 64), (32, 24)])
+def test_mixing_with_fewer_directions_refits_those_and_one_for_the_rest(celeba, monkeypatch, rank_appearance, k):
+    """mixing_directions=k: k of W's eigenvectors keep eigenvalues of their own and the rest share one, from k S x S
+    matrices (plus the rest's sum: free from M where A spans every channel, gathered in the same pass otherwise).
+    The error reported is the data's, and never above the first W's."""
+    import panda.factorisation as fac
+    original, calls = fac.direction_grams, []
+    monkeypatch.setattr(fac, "direction_grams",
+                        lambda b, d, rest=None: calls.append((d.shape[1], None if rest is None else rest.shape[1]))
+                        or original(b, d, rest))
+    source = FeatureSource(celeba, "relu3", range(48))
+    res = panda_factorise(source, rank_appearance, 6, random_state=0, mixing=True, mixing_directions=k)
+    rest = None if rank_appearance == 128 else rank_appearance - k
+    assert calls == [(k, rest)]
+    w = res.mixing.double()
+    assert torch.allclose(w, w.T, atol=1e-6) and float(torch.linalg.eigvalsh(w).min()) >= -1e-6
+    assert res.errors[-1] == pytest.approx(relative_error(source, res.appearances, res.parts, res.mixing), rel=1e-4)
+    assert all(b <= a + 1e-9 for a, b in zip(res.errors, res.errors[1:]))
+    plain_steps = 1 if rank_appearance == 128 else len(panda_factorise(source, rank_appearance, 6, random_state=0).errors)
+    assert len(res.errors) > plain_steps + 1  # the alternation improved on the first W here: W has its own form
+    assert _distinct(torch.linalg.eigvalsh(w)) <= k + 1
+
+
+def test_direction_grams_appends_the_rest_as_one_sum(celeba):
+    from panda.factorisation import direction_grams
+    source = FeatureSource(celeba, "relu3", range(20))
+    a = torch.linalg.qr(torch.randn(128, 9, generator=torch.Generator().manual_seed(0)))[0]
+    h = direction_grams(source, a[:, :3], rest=a[:, 3:])
+    assert h.shape == (4, 256, 256)
+    assert torch.allclose(h[:3], direction_grams(source, a[:, :3]), rtol=1e-5, atol=1e-4)
+    assert torch.allclose(h[3], direction_grams(source, a[:, 3:]).sum(0), rtol=1e-4, atol=1e-3)
 
 
 def test_solve_parts_with_one_matrix_per_problem_equals_separate_solves():
@@ -472,3 +516,13 @@ def test_small_p_steps_run_on_one_cpu_thread_and_restore_the_count(monkeypatch):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_mixing_with_too_few_directions_keeps_the_first_w(celeba):
+    """With 6 directions of 128 on 48 samples, one eigenvalue for the other 122 costs more than refitting gains: the
+    fit returns the first W (the Lyapunov solution, what a fit that skips the alternation returns) and its parts."""
+    source = FeatureSource(celeba, "relu3", range(48))
+    few = panda_factorise(source, 128, 6, random_state=0, mixing=True, mixing_directions=6)
+    first = panda_factorise(source, 128, 6, random_state=0, mixing=True, tol=1.0)  # W's gain < tol: no alternation
+    assert few.errors == first.errors and few.n_passes == first.n_passes + 1
+    assert torch.allclose(few.mixing, first.mixing, atol=1e-6) and torch.equal(few.parts, first.parts)

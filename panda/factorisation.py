@@ -906,8 +906,8 @@ def panda_factorise(
     omega, last = _mixing_eigenvalues(h, p.to(h))
     bar = progress_bar(total=n_iter_max, desc="mixing iterations", unit="it", progress=progress)
     for it in range(n_iter_max):
-        m1, m2 = torch.tensordot(omega, h, 1), torch.tensordot(omega ** 2, h, 1)
-        p_new, _ = solve_parts(m1.float(), p.to(m1.device), m2=m2.float(), progress=progress)
+        m1, m2 = torch.tensordot(torch.stack([omega, omega ** 2]), h, 1).float()  # one read of h for both
+        p_new, _ = solve_parts(m1, p.to(m1.device), m2=m2, progress=progress)
         omega_new, err = _mixing_eigenvalues(h, p_new)
         if err >= last:  # float32 rounding at convergence: keep the better pair
             break
@@ -949,9 +949,9 @@ def _mixing_eigenvalues(h: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor,
     """The best eigenvalue of W along each direction for parts P (S, R_S), given their statistics h (R, S, S) (divided
     by sum_i ||Z_i||^2), and the relative error they give: the objective, sum_r -2 w_r tr(P^T H_r P)
     + w_r^2 tr(P^T H_r P P^T P), is separate in each w_r."""
-    hp = h @ p  # (R, S, R_S)
-    pb = (p * hp).sum((1, 2))  # tr(P^T H_r P)
-    pd = ((p.T @ hp) * (p.T @ p)).sum((1, 2))  # tr(P^T H_r P P^T P)
+    # tr(P^T H_r P) = <H_r, P P^T> and tr(P^T H_r P P^T P) = <H_r, P (P^T P) P^T>: one product reading h once
+    q = torch.stack([p @ p.T, p @ (p.T @ p) @ p.T])  # (2, S, S)
+    pb, pd = (h.reshape(h.shape[0], -1) @ q.reshape(2, -1).T).T
     omega = torch.where(pd > 0, pb / pd.clamp_min(1e-300), torch.zeros_like(pd))
     return omega, 1.0 - float((2 * omega * pb - omega ** 2 * pd).sum())
 

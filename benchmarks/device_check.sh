@@ -7,8 +7,9 @@
 #
 # "fit": benchmarks/fit_speed.py on the GPU, N = 50,000, the authors' scheme at lr 1e-8 (their code's) and 1e-4 (the
 # best on the DCGANs' 8x8 layers), all eight rows (about 6-7 minutes on an H100; panda's fits are the median of 3,
-# which also keeps the first fit's CUDA set-up out of the figure), each also fitted with mixing=True (the
-# first GPU run of the mixing's CUDA paths: the stacked (2S, S) statistic in the P-step's CUDA graph), after a
+# which also keeps the first fit's CUDA set-up out of the figure), each also fitted with mixing=True, with all and
+# with 32 directions (the first GPU run of the mixing's CUDA paths: the stacked (2S, S) statistic in the P-step's
+# CUDA graph, the line search's constants made before capture; the first four rows are the issue's), after a
 # 300-sample 64x64 fit whose P-step runs on a low-rank factor (small_n_check.py: QR on the GPU, the factor's two
 # products in the CUDA graph; it prints the CPU's figures too). "scale": stylegan_scale.py at 1024 px
 # and `panda bench setup-cost` at 1024 px. Tables and logs land in $OUT; copy them to benchmarks/*_cuda.md with the

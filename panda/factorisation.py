@@ -273,6 +273,7 @@ def direction_grams(batches: Batches, directions: torch.Tensor, rest: torch.Tens
         gram.add(y[:, :r].transpose(0, 1))  # (R, B, S)
         if rest_gram is not None:
             rest_gram.add(y[:, r:].reshape(-1, y.shape[2]))  # (B R', S): their sum
+
     both = directions if rest is None else torch.cat([directions, rest], 1)
     for z in batches:
         z = _upcast(z)

@@ -24,7 +24,7 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import torch
 
@@ -402,14 +402,24 @@ def parts_objective(m: torch.Tensor, p: torch.Tensor, m2: torch.Tensor | None = 
 _TERMS = torch.tensor([[1.0 if i + j == n else 0.0 for n in range(5)] for i in range(3) for j in range(3)])
 # (9, 5): the product of two quadratics in t, u_i t^i and v_j t^j, is sum_n (sum_{i+j=n} u_i v_j) t^n
 _GRID = 129  # trial points of the exact line search on [0, 1], the best then polished by Newton steps
-_CONSTANTS: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, ...]] = {}
 
 
-def _constants(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+class _LineConstants(NamedTuple):
+    """The line search's fixed matrices (:func:`_constants`)."""
+
+    terms: torch.Tensor  # (9, 5): :data:`_TERMS`
+    quad: torch.Tensor  # (3, 5): (tr b0, tr b1, tr b2) -> the coefficients of -2 tr(P^T M P)
+    grid: torch.Tensor  # (GRID,): the trial points
+    powers: torch.Tensor  # (5, GRID): their powers 0..4
+    deriv: torch.Tensor  # (5, 7): coefficients of f -> [those of f' (4) | those of f'' (3)]
+
+
+_CONSTANTS: dict[tuple[torch.device, torch.dtype], _LineConstants] = {}
+
+
+def _constants(device: torch.device, dtype: torch.dtype) -> _LineConstants:
     """The line search's fixed matrices on ``device``, made once: a host-to-device copy inside a captured CUDA graph
-    is not allowed, and a new tensor every iteration would cost as much as the arithmetic at small S.
-    Returns (_TERMS (9, 5), the quadratic's map (3, 5), trial points (GRID,), their powers (5, GRID), derivative
-    map (5, 7))."""
+    is not allowed, and a new tensor every iteration would cost as much as the arithmetic at small S."""
     key = (device, dtype)
     if key not in _CONSTANTS:
         t = torch.linspace(0, 1, _GRID, dtype=torch.float64)
@@ -423,7 +433,7 @@ def _constants(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, 
         # -2 tr(P^T M P) = -2 (tr b0 + 2 t tr b1 + t^2 tr b2), from the traces (tr b0, tr b1, tr b2)
         quad = torch.diag(torch.tensor([-2.0, -4.0, -2.0], dtype=torch.float64))
         quad = torch.cat([quad, torch.zeros(3, 2, dtype=torch.float64)], 1)
-        _CONSTANTS[key] = tuple(x.to(device=device, dtype=dtype) for x in (_TERMS, quad, t, powers, deriv))
+        _CONSTANTS[key] = _LineConstants(*(x.to(device=device, dtype=dtype) for x in (_TERMS, quad, t, powers, deriv)))
     return _CONSTANTS[key]
 
 
@@ -448,8 +458,8 @@ def _line_quartic(x: torch.Tensor, d: torch.Tensor, y: torch.Tensor, yd: torch.T
     quart = (nt[:, :, None] * gt[:, None]).sum((-2, -1)).reshape(k, 9)  # <n_i, g_j>
     # tr(P^T M P) along the line: tr(b0) + 2 t tr(b1) + t^2 tr(b2), M symmetric
     quad = torch.stack([b0, b1, b2], 1).diagonal(dim1=-2, dim2=-1).sum(-1)  # (K, 3)
-    terms, quad_map = _constants(x.device, torch.float64)[:2]
-    return torch.addmm(quad @ quad_map, quart, terms)
+    const = _constants(x.device, torch.float64)
+    return torch.addmm(quad @ const.quad, quart, const.terms)
 
 
 def _line_minimum(c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -460,11 +470,11 @@ def _line_minimum(c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     synchronisation (cubic roots via torch.linalg would synchronise on CUDA), and few of them: this runs every
     iteration of the P-step, where the number of small operations (not arithmetic) sets the pace at small S, on a
     CPU and on a GPU."""
-    grid, powers, deriv = _constants(c.device, c.dtype)[2:]
-    vals = c @ powers  # (K, GRID)
+    const = _constants(c.device, c.dtype)
+    vals = c @ const.powers  # (K, GRID)
     v_best, best = vals.min(1)
-    t_best = grid[best]
-    dc = c @ deriv  # (K, 7): f' = dc0 + dc1 t + dc2 t^2 + dc3 t^3, f'' = dc4 + dc5 t + dc6 t^2
+    t_best = const.grid[best]
+    dc = c @ const.deriv  # (K, 7): f' = dc0 + dc1 t + dc2 t^2 + dc3 t^3, f'' = dc4 + dc5 t + dc6 t^2
     a0, a1, a2, a3, e0, e1, e2 = dc.unbind(1)
     tn = t_best
     for _ in range(2):  # from within 1 / (2 (GRID - 1)) of the minimum: f' to rounding
@@ -835,9 +845,7 @@ def panda_factorise(
         A starts from the HOSVD basis (eigenvectors of sum_i Z_i Z_i^T), as in the authors' code.
     """
     start = time.perf_counter()
-    check_params(n_iter_max, tol, n_init, random_state)
-    if mixing_directions is not None and (not _is_int(mixing_directions) or mixing_directions < 1):
-        raise PandaError(f"mixing_directions={mixing_directions!r}: give a whole number >= 1, or None for all.")
+    check_params(n_iter_max, tol, n_init, random_state, mixing_directions)
     passes = 0
     if stats is None:
         stats = data_stats(batches, grid)
@@ -961,7 +969,8 @@ def _is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def check_params(n_iter_max: int, tol: float, n_init: int, random_state: int) -> None:
+def check_params(n_iter_max: int, tol: float, n_init: int, random_state: int,
+                 mixing_directions: int | None = None) -> None:
     """The fit's hyper-parameters, checked before any data is touched."""
     if not _is_int(n_iter_max) or n_iter_max < 1:
         raise PandaError(f"max_iter={n_iter_max!r}: give a whole number of iterations >= 1.")
@@ -971,6 +980,8 @@ def check_params(n_iter_max: int, tol: float, n_init: int, random_state: int) ->
         raise PandaError(f"n_init={n_init!r}: give a whole number of random starts >= 1.")
     if not _is_int(random_state) or random_state < 0:
         raise PandaError(f"random_state={random_state!r}: give a whole number >= 0.")
+    if mixing_directions is not None and (not _is_int(mixing_directions) or mixing_directions < 1):
+        raise PandaError(f"mixing_directions={mixing_directions!r}: give a whole number >= 1, or None for all R_C.")
 
 
 def statistics_bytes(s: int) -> int:

@@ -132,12 +132,9 @@ class PandA:
         c, h, w = shape
         rank_c = c if self.rank_appearance is None else self.rank_appearance
         check_ranks(rank_c, self.rank_parts, c, h * w)
-        check_params(self.max_iter, self.tol, self.n_init, self.random_state)
+        check_params(self.max_iter, self.tol, self.n_init, self.random_state, self.mixing_directions)
         if not isinstance(self.mixing, bool):
             raise PandaError(f"mixing={self.mixing!r}: give True or False.")
-        k = self.mixing_directions
-        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-            raise PandaError(f"mixing_directions={k!r}: give a whole number >= 1, or None for all R_C.")
         return rank_c
 
     def fit(self, source: FeatureSource) -> "PandA":

@@ -28,6 +28,8 @@ step() {  # name, time limit in seconds, command...
     timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
     echo "$name rc=$? $(( $(date +%s) - start ))s"
     tail -12 "$OUT/$name.log"
+    # a failed CUDA-graph capture only warns (the P-step then runs eagerly): say so beside the figures
+    grep -c "CUDA-graph capture failed" "$OUT/$name.log" | sed 's/^/CUDA-graph capture failures: /'
 }
 case ${1:-fit} in
     fit)

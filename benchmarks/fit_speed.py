@@ -162,7 +162,8 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--one", gen, layer, str(n), "--rank-parts", str(args.rank_parts),
                "--official-iters", str(args.official_iters), "--lrs", ",".join(map(str, lrs)), "--device", args.device,
                "--repeat", str(args.repeat), "--mixing-directions", str(args.mixing_directions)]
-        rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout))
+        # the child's stderr passes through: its warnings (a failed CUDA-graph capture) and errors reach the log
+        rows.append(json.loads(subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout))
         if out:  # after every row, so a run cut short (a device's time limit) keeps the rows it finished
             write(out, args, lrs, table(rows), done=len(rows) == len(configs))
     print(table(rows))

@@ -314,7 +314,7 @@ def fit(layer, rank_appearance, rank_parts, n_samples, seed, max_iter, tol, batc
     # ranks too large stop here, in one line, before anything is printed or generated
     rank_c = c if rank_appearance is None else rank_appearance
     check_ranks(rank_c, rank_parts, c, h * w)
-    if mixing_directions is not None and not mixing:
+    if mixing_directions is not None and not mixing:  # in the CLI's own words; the API says the same in check_params
         raise PandaError("--mixing-directions applies to a fit with --mixing: add --mixing, or leave it out.")
     check_statistics_memory((h, w), generator.device, f"layer {layer!r}",
                             mixing_matrices(rank_c, mixing_directions) if mixing else None)

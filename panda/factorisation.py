@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
-from contextlib import contextmanager
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, NamedTuple
+from typing import Callable, Iterable, NamedTuple
 
 import torch
 
@@ -544,29 +546,51 @@ def solve_parts(m: torch.Tensor | PsdFactor, p: torch.Tensor, max_iter: int = 10
     lam0 = (1.0 / (4.0 * lam_max.double() + 1e-30)).reshape(-1, 1, 1).expand(x.shape[0], 1, 1)
     bounds = (lam0 * 1e-6, lam0 * 1e6)  # the Barzilai-Borwein step is kept in this range
     mm = m if m2 is None else torch.cat([m, m2.to(m.dtype)], dim=-2)  # (.., S or 2S, S): both products in one
-    with _threads_for(mm.shape[-2] * mm.shape[-1] * x.shape[0] * x.shape[-1], m.device):
-        x, it = _iterate(mm, x, lam0, bounds, mask, max_iter, tol, check_every, progress)
+    args = (mm, x, lam0, bounds, mask, max_iter, tol, check_every, progress)
+    if _on_one_thread(mm.shape[-2] * mm.shape[-1] * x.shape[0] * x.shape[-1], m.device):
+        x, it = _one_thread_worker().submit(_iterate, *args).result()
+    else:
+        x, it = _iterate(*args)
     return (x[0] if single else x), it
 
 
 SMALL_PRODUCT = 1 << 24  # multiply-adds per P-step iteration below which a CPU runs it on one thread
 
 
-@contextmanager
-def _threads_for(madds: int, device: torch.device) -> Iterator[None]:
-    """One intra-op thread on a CPU while the P-step's products are small (``madds`` per iteration < SMALL_PRODUCT):
-    each iteration is then a hundred operations of microseconds, and waking the other threads for each costs more
-    than they save, the more so with the short OpenMP spin panda sets (panda/__init__.py): at S = 256, 0.6 ms an
-    iteration on one thread against 0.8-0.9 ms on two (S = 1,024: even; S = 4,096: two threads 1.7x faster)."""
-    n = torch.get_num_threads()
-    if device.type != "cpu" or madds >= SMALL_PRODUCT or n == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
+def _on_one_thread(madds: int, device: torch.device) -> bool:
+    """Whether a P-step of ``madds`` multiply-adds an iteration runs on :func:`_one_thread_worker`: on a CPU, where
+    the products are small and the caller has more than one thread. Each iteration is then a hundred operations of
+    microseconds, and waking the other threads for each costs more than they save, the more so with the short
+    OpenMP spin panda sets (panda/__init__.py): at S = 256, 0.55 ms an iteration on one thread against 0.7-0.9 ms
+    on two (S = 1,024: even; S = 4,096: two threads 1.7x faster)."""
+    return device.type == "cpu" and madds < SMALL_PRODUCT and torch.get_num_threads() > 1
+
+
+_worker: tuple[int, ThreadPoolExecutor] | None = None  # (the process it was made in, the worker)
+_worker_lock = threading.Lock()
+
+
+def _one_thread_worker() -> ThreadPoolExecutor:
+    """panda's own thread for small CPU P-steps, its intra-op thread count 1.
+
+    Why a thread of its own: with OpenMP (torch's CPU builds) a thread's count is its own once it has run torch
+    work, but ``torch.set_num_threads`` also sets the count that threads started later take. Narrowing the caller
+    for the P-step's duration would leave any thread started meanwhile (a server's worker, a data loader's) on one
+    thread for good. The worker is made once per process; the default is 1 only while it is made. Where torch's
+    thread pool is process-wide (builds without OpenMP) the worker ends with the caller's count: correct, only not
+    faster. Callers in several threads queue on it, and a P-step under way finishes even if its caller is
+    interrupted (it is small: under SMALL_PRODUCT multiply-adds an iteration).
+    """
+    global _worker
+    with _worker_lock:
+        if _worker is None or _worker[0] != os.getpid():  # a forked child has the object but not its thread
+            n = torch.get_num_threads()
+            pool = ThreadPoolExecutor(1, thread_name_prefix="panda-p-step")
+            # the worker's first torch call takes the process default; set_num_threads(1) then makes 1 its own
+            pool.submit(lambda: (torch.get_num_threads(), torch.set_num_threads(1))).result()
+            torch.set_num_threads(n)  # the default back for every thread started from now on; the worker keeps 1
+            _worker = (os.getpid(), pool)
+        return _worker[1]
 
 
 def _iterate(mm: torch.Tensor, x: torch.Tensor, lam0: torch.Tensor, bounds: tuple[torch.Tensor, torch.Tensor],
@@ -658,10 +682,10 @@ def _spg_step(m: torch.Tensor, st: _SpgState, mask: torch.Tensor | None,
 def _graphed_steps(m: torch.Tensor, st: _SpgState, mask: torch.Tensor | None, bounds: tuple[torch.Tensor, torch.Tensor],
                    steps: int) -> Callable[[], torch.Tensor] | None:
     """``steps`` iterations captured as one CUDA graph: on a GPU each iteration is a few dozen small kernels, whose
-    launches (not arithmetic) would set the pace. None where capture fails: the caller then runs them eagerly."""
+    launches (not arithmetic) would set the pace. None where capture fails: the caller then runs them eagerly, and a
+    warning says so (the result is the same, only slower, which a benchmark should not take for the graphs' speed)."""
+    saved = {name: getattr(st, name).clone() for name in ("x", "y", "g", "lam")}
     try:
-        names = ["x", "y", "g", "lam"]
-        saved = {name: getattr(st, name).clone() for name in names}
         side = torch.cuda.Stream(m.device)
         side.wait_stream(torch.cuda.current_stream(m.device))
         with torch.cuda.stream(side):  # warm-up outside the graph, as capture requires
@@ -672,9 +696,13 @@ def _graphed_steps(m: torch.Tensor, st: _SpgState, mask: torch.Tensor | None, bo
         with torch.cuda.graph(graph):
             for _ in range(steps):
                 f = _spg_step(m, st, mask, bounds)
-        for name, src in saved.items():  # undo warm-up and capture
-            getattr(st, name).copy_(src)
-    except RuntimeError:
+    except RuntimeError as exc:
+        warnings.warn(f"the P-step's CUDA-graph capture failed ({exc}); its iterations run eagerly: same result, "
+                      "slower.", RuntimeWarning, stacklevel=2)
+        graph = None
+    for name, src in saved.items():  # undo warm-up and capture: the iterations start where the caller left them
+        getattr(st, name).copy_(src)
+    if graph is None:
         return None
 
     def run() -> torch.Tensor:
@@ -845,7 +873,7 @@ def panda_factorise(
         A starts from the HOSVD basis (eigenvectors of sum_i Z_i Z_i^T), as in the authors' code.
     """
     start = time.perf_counter()
-    check_params(n_iter_max, tol, n_init, random_state, mixing_directions)
+    check_params(n_iter_max, tol, n_init, random_state, mixing, mixing_directions)
     passes = 0
     if stats is None:
         stats = data_stats(batches, grid)
@@ -970,7 +998,7 @@ def _is_int(x) -> bool:
 
 
 def check_params(n_iter_max: int, tol: float, n_init: int, random_state: int,
-                 mixing_directions: int | None = None) -> None:
+                 mixing: bool = False, mixing_directions: int | None = None) -> None:
     """The fit's hyper-parameters, checked before any data is touched."""
     if not _is_int(n_iter_max) or n_iter_max < 1:
         raise PandaError(f"max_iter={n_iter_max!r}: give a whole number of iterations >= 1.")
@@ -982,6 +1010,12 @@ def check_params(n_iter_max: int, tol: float, n_init: int, random_state: int,
         raise PandaError(f"random_state={random_state!r}: give a whole number >= 0.")
     if mixing_directions is not None and (not _is_int(mixing_directions) or mixing_directions < 1):
         raise PandaError(f"mixing_directions={mixing_directions!r}: give a whole number >= 1, or None for all R_C.")
+    if not isinstance(mixing, bool):
+        raise PandaError(f"mixing={mixing!r}: give True or False.")
+    if mixing_directions is not None and not mixing:
+        # refused rather than ignored: the caller asked for something the fit would not do
+        raise PandaError(f"mixing_directions={mixing_directions} applies to a fit with mixing: pass mixing=True "
+                         "(--mixing), or leave mixing_directions out.")
 
 
 def statistics_bytes(s: int) -> int:

@@ -132,9 +132,7 @@ class PandA:
         c, h, w = shape
         rank_c = c if self.rank_appearance is None else self.rank_appearance
         check_ranks(rank_c, self.rank_parts, c, h * w)
-        check_params(self.max_iter, self.tol, self.n_init, self.random_state, self.mixing_directions)
-        if not isinstance(self.mixing, bool):
-            raise PandaError(f"mixing={self.mixing!r}: give True or False.")
+        check_params(self.max_iter, self.tol, self.n_init, self.random_state, self.mixing, self.mixing_directions)
         return rank_c
 
     def fit(self, source: FeatureSource) -> "PandA":

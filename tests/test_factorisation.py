@@ -436,6 +436,11 @@ def test_mixing_needs_memory_for_its_matrices(celeba, monkeypatch):
     for bad in (0, 2.5, True):
         with pytest.raises(PandaError, match=f"mixing_directions={bad!r}: give a whole number >= 1"):
             PandA(rank_parts=4, mixing=True, mixing_directions=bad).fit(source)
+    # directions without mixing would be ignored: refused instead, by the estimator and the function alike
+    with pytest.raises(PandaError, match="mixing_directions=4 applies to a fit with mixing: pass mixing=True"):
+        PandA(rank_parts=4, mixing_directions=4).fit(source)
+    with pytest.raises(PandaError, match="mixing_directions=4 applies to a fit with mixing"):
+        panda_factorise(source, 128, 4, mixing_directions=4)
 
 
 def _distinct(values: torch.Tensor, tol: float = 1e-5) -> int:
@@ -491,31 +496,76 @@ def test_solve_parts_with_one_matrix_per_problem_equals_separate_solves():
         assert torch.allclose(t, alone, rtol=1e-8, atol=1e-10)
 
 
-def test_small_p_steps_run_on_one_cpu_thread_and_restore_the_count(monkeypatch):
+def test_small_p_steps_run_on_one_cpu_thread_and_leave_other_threads_alone(monkeypatch):
     """A P-step of small products runs on one intra-op thread (waking others for each of its hundred small
-    operations an iteration costs more than they save), a large one on all; the caller's count comes back after
-    either, and after an error."""
+    operations an iteration costs more than they save), a large one on all. No other thread's count changes: not
+    the caller's (also after an error), and not that of a thread started while the P-step runs (with
+    torch.set_num_threads(1) around the P-step, such a thread would keep one thread for good)."""
+    import threading
+
     import panda.factorisation as fac
-    seen = []
+    seen, started = [], []
+
+    def count_in_new_thread():
+        t = threading.Thread(target=lambda: started.append(torch.get_num_threads()))
+        t.start()
+        t.join()
+
     original = fac._spg_step
-    monkeypatch.setattr(fac, "_spg_step", lambda *a: seen.append(torch.get_num_threads()) or original(*a))
+    monkeypatch.setattr(fac, "_spg_step", lambda *a: seen.append(torch.get_num_threads()) or count_in_new_thread()
+                        or original(*a))
     m, _, p0 = _two_statistics()
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        solve_parts(m, p0, max_iter=3, tol=0)
-        assert set(seen) == {1} and torch.get_num_threads() == 2
+        small, _ = solve_parts(m, p0, max_iter=3, tol=0)
+        assert set(seen) == {1} and set(started) == {2} and torch.get_num_threads() == 2
         seen.clear()
         monkeypatch.setattr(fac, "SMALL_PRODUCT", 0)
-        solve_parts(m, p0, max_iter=3, tol=0)
+        inline, _ = solve_parts(m, p0, max_iter=3, tol=0)
         assert set(seen) == {2} and torch.get_num_threads() == 2
+        assert torch.allclose(small, inline, rtol=1e-5, atol=1e-7)  # the same steps, wherever they run
         monkeypatch.setattr(fac, "SMALL_PRODUCT", 1 << 24)
         monkeypatch.setattr(fac, "_spg_step", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
-        with pytest.raises(RuntimeError):
+        with pytest.raises(RuntimeError, match="boom"):  # the worker's error reaches the caller
             solve_parts(m, p0, max_iter=3, tol=0)
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_failed_graph_capture_warns_and_leaves_the_iterate_as_it_was(monkeypatch):
+    """Where CUDA-graph capture fails the P-step runs eagerly: a warning says so (a GPU benchmark would otherwise
+    time eager steps as the graphs' speed), and the warm-up steps taken before capture are undone."""
+    import contextlib
+
+    import panda.factorisation as fac
+
+    class _Stream:
+        def __init__(self, *args):
+            pass
+
+        def wait_stream(self, other):
+            pass
+
+    def no_capture():
+        raise RuntimeError("capture is not supported here")
+
+    # the CUDA calls around the capture, as no-ops on the CPU, up to the graph itself, which fails
+    monkeypatch.setattr(torch.cuda, "Stream", _Stream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda *a: _Stream())
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", no_capture)
+    m, _, p = _two_statistics()
+    x = p[None].float()
+    m = m.float()
+    lam0 = torch.full((1, 1, 1), 0.1, dtype=torch.float64)
+    state = fac._SpgState(x, fac._times(m, x), lam0.clone())
+    before = {name: getattr(state, name).clone() for name in ("x", "y", "g", "lam")}
+    with pytest.warns(RuntimeWarning, match="CUDA-graph capture failed.*run eagerly"):
+        assert fac._graphed_steps(m, state, None, (lam0 * 1e-6, lam0 * 1e6), 4) is None
+    for name, value in before.items():
+        assert torch.equal(getattr(state, name), value), name
 
 
 def test_mixing_with_too_few_directions_keeps_the_first_w(celeba):

@@ -548,7 +548,7 @@ def solve_parts(m: torch.Tensor | PsdFactor, p: torch.Tensor, max_iter: int = 10
     mm = m if m2 is None else torch.cat([m, m2.to(m.dtype)], dim=-2)  # (.., S or 2S, S): both products in one
     args = (mm, x, lam0, bounds, mask, max_iter, tol, check_every, progress)
     if _on_one_thread(mm.shape[-2] * mm.shape[-1] * x.shape[0] * x.shape[-1], m.device):
-        x, it = _one_thread_worker().submit(_iterate, *args).result()
+        x, it = _on_worker(_iterate, *args)
     else:
         x, it = _iterate(*args)
     return (x[0] if single else x), it
@@ -564,6 +564,17 @@ def _on_one_thread(madds: int, device: torch.device) -> bool:
     OpenMP spin panda sets (panda/__init__.py): at S = 256, 0.55 ms an iteration on one thread against 0.7-0.9 ms
     on two (S = 1,024: even; S = 4,096: two threads 1.7x faster)."""
     return device.type == "cpu" and madds < SMALL_PRODUCT and torch.get_num_threads() > 1
+
+
+def _on_worker(fn: Callable, *args):
+    """fn(*args) on :func:`_one_thread_worker`, under the caller's autograd modes (no_grad, inference_mode), which
+    are per thread: its result is what the caller's thread would have made."""
+    grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+
+    def call():
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+            return fn(*args)
+    return _one_thread_worker().submit(call).result()
 
 
 _worker: tuple[int, ThreadPoolExecutor] | None = None  # (the process it was made in, the worker)

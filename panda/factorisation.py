@@ -974,9 +974,11 @@ def panda_factorise(
         _, p, w = lyapunov
     else:
         uc, om = u.cpu(), omega.cpu()
-        w = (uc[:, head.cpu()] * om[:head.numel()]) @ uc[:, head.cpu()].T
+        uh = uc[:, head.cpu()]  # the directions with eigenvalues of their own
+        w = (uh * om[:head.numel()]) @ uh.T
         if rest.numel():
-            w = w + om[-1] * uc[:, rest.cpu()] @ uc[:, rest.cpu()].T
+            ur = uc[:, rest.cpu()]
+            w = w + om[-1] * ur @ ur.T
     return FitResult(a.float(), p.float(), errors, passes, stats, times, w.float().to(a.device))
 
 

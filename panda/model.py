@@ -22,8 +22,7 @@ from safetensors.torch import save
 
 from .errors import PandaError
 from .factorisation import (appearance_shares, check_params, check_ranks, check_statistics_memory, coefficient_moments,
-                            mixing_matrices,
-                            panda_factorise, reconstruct as reconstruct_maps, relative_error)
+                            mixing_matrices, panda_factorise, reconstruct as reconstruct_maps, relative_error)
 from .features import FeatureSource
 from .fileio import atomic_write
 from .generators import GeneratorAdapter

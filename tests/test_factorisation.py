@@ -530,7 +530,6 @@ def test_small_p_steps_run_on_one_cpu_thread_and_leave_other_threads_alone(monke
             assert not solve_parts(m.clone().requires_grad_(), p0, max_iter=3, tol=0)[0].requires_grad
         with torch.inference_mode():
             assert solve_parts(m, p0, max_iter=3, tol=0)[0].is_inference()
-        monkeypatch.setattr(fac, "SMALL_PRODUCT", 1 << 24)
         monkeypatch.setattr(fac, "_spg_step", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
         with pytest.raises(RuntimeError, match="boom"):  # the worker's error reaches the caller
             solve_parts(m, p0, max_iter=3, tol=0)

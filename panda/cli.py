@@ -39,6 +39,12 @@ from .removal import candidate_fills, parse_background, rasterise_mask, region_f
 from .serve import serve as run_server
 from .tables import markdown, setup_cost_markdown, write_outputs
 
+def _bars(quiet: bool) -> bool:
+    """Progress bars for a command: off with -q, and off when stderr is not a terminal (a log file or a pipe
+    would collect every redraw of every bar), as the library's own default (``progress=None``) decides."""
+    return not quiet and sys.stderr.isatty()
+
+
 #: The most seeds one command draws (a typo like 0-4294967295 must not exhaust memory).
 MAX_SEEDS = 100_000
 
@@ -322,7 +328,7 @@ def fit(layer, rank_appearance, rank_parts, n_samples, seed, max_iter, tol, batc
                + ("kept in memory" if need <= budget else f"over the {budget / 2**30:.1f} GiB budget: re-generated each pass"),
                err=True)
     model = fit_factors(generator, layer, rank_appearance, rank_parts, n_samples, seed, max_iter, tol, batch, budget,
-                        background_samples=background_samples, progress=not quiet, mixing=mixing,
+                        background_samples=background_samples, progress=_bars(quiet), mixing=mixing,
                         mixing_directions=mixing_directions)
     path = model.save(out)
     click.echo(f"{model}\n  features {model.extract_time_:.2f} s, fit {model.fit_time_:.2f} s, {model.n_iter_} iteration(s), "
@@ -543,7 +549,7 @@ def project_cmd(photo, space, steps, lr, out, device, quiet, **gen):
         raise PandaError("say which generator to project into: --generator NAME_OR_PATH.")
     generator = _generator(device, **gen)
     target = load_image(photo, generator.image_size)
-    result = project(generator, target, space, steps, lr, progress=not quiet)
+    result = project(generator, target, space, steps, lr, progress=_bars(quiet))
     path = save_latent(result, generator, out)
     sheet = grid([[to_pil(result.image, scale_for(result.image[None])), to_pil(result.reconstruction, scale_for(result.image[None]))]],
                  None, ["photo", f"reconstruction\n{result.psnr:.1f} dB"], title=f"projection into {space}, {steps} steps")
@@ -587,7 +593,7 @@ def demo(layer, rank_parts, n_samples, seed, out, device, quiet, **gen):
     \b
     Example:  panda demo --out out/demo   (then open out/demo/index.html)
     """
-    index = run_demo(_generator(device, **gen), layer, rank_parts, n_samples, seed, out, device, progress=not quiet)
+    index = run_demo(_generator(device, **gen), layer, rank_parts, n_samples, seed, out, device, progress=_bars(quiet))
     click.echo(f"open {index}")
 
 
@@ -658,7 +664,7 @@ def bench_roir(n, n_calib, budget, target, n_train, rank_parts, ganspace_samples
         raise PandaError(f"--dilations {dilations!r}: give whole numbers of pixels separated by commas, e.g. 2,4.") from None
     boxes = regions == "boxes"
     result = run_roir(_generator(device, **gen), n, n_calib, budget, target, n_train, n_jacobian, ganspace_samples, rank_parts, seed=seed,
-                      progress=not quiet, masker=BoxMasker() if boxes else None, cross_check=not boxes, dilations=dil,
+                      progress=_bars(quiet), masker=BoxMasker() if boxes else None, cross_check=not boxes, dilations=dil,
                       n_parts=n_parts)
     paths = write_outputs(result, Path(out))
     click.echo(markdown(result))
@@ -686,7 +692,7 @@ def bench_setup_cost(resolution, layer, n_train, rank_parts, tangents, out, devi
     if out is not None:
         check_output_file(out, overwrite=True)
     g = random_stylegan2(int(resolution)).to(resolve_device(device))
-    cost = time_setup(g, layer or g.default_layer, n_train, rank_parts, tangents, progress=not quiet)
+    cost = time_setup(g, layer or g.default_layer, n_train, rank_parts, tangents, progress=_bars(quiet))
     text = setup_cost_markdown([cost])
     if out is not None:
         atomic_write(out, text + "\n")

@@ -169,6 +169,16 @@ def test_empty_mask_refused(factor_file, tmp_path):
     assert r.exit_code == 2 and "empty" in r.output
 
 
+def test_fit_into_a_log_draws_no_bars(tmp_path):
+    """Without -q bars show only on a terminal: a log or a pipe (here the runner's capture) would collect
+    every redraw of every bar."""
+    r = run("fit", "-n", 64, "-rs", 4, "-rc", 16, "--layer", "relu2", "--background-samples", 0,
+            "--out", tmp_path / "f.safetensors")
+    assert r.exit_code == 0, r.output
+    assert "held-out" in r.output
+    assert "extracting features" not in r.output and "it/s" not in r.output
+
+
 def test_fit_with_mixing_writes_it_and_edits_still_run(tmp_path):
     f = tmp_path / "m.safetensors"
     r = run("fit", "-n", 64, "-rs", 4, "-rc", 16, "--layer", "relu2", "--mixing", "--background-samples", 0,

@@ -11,9 +11,16 @@ own module matches its keys): 5 points (eyes, nose, mouth corners) for the whole
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
+import re
+import sys
+import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -38,6 +45,45 @@ MEDIAPIPE_HINT = ('pip install --no-deps mediapipe==0.10.21 && pip install absl-
                   '"protobuf>=4.25.3,<5" opencv-python-headless matplotlib')
 ONET_HINT = "pip install --no-deps facenet-pytorch==2.6.0"
 ONET_SHA256 = "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d"
+#: What MediaPipe's C++ graph writes when it starts: TensorFlow Lite's delegate notice, absl's note that logging is
+#: not initialised, and glog-style info and warning lines (I/W + date) about features panda does not use.
+_MEDIAPIPE_CHATTER = re.compile(r"^(INFO: Created TensorFlow Lite |WARNING: All log messages before absl::|[IW]\d{4} )")
+_STDERR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _without_mediapipe_chatter() -> Iterator[None]:
+    """Catch file descriptor 2 while MediaPipe runs and pass on all but its start-up chatter.
+
+    Its C++ code writes straight to the descriptor, and no environment variable quiets it (GLOG_minloglevel,
+    TF_CPP_MIN_LOG_LEVEL: tried). Errors (E/F lines) and everything else written meanwhile are passed on after
+    the call, so nothing is lost; the lock keeps two threads from swapping the descriptor at once.
+    """
+    with _STDERR_LOCK, tempfile.TemporaryFile() as caught:
+        try:
+            saved = os.dup(2)
+        except OSError:  # no descriptor 2 (a daemon's closed stderr): nothing to quiet
+            yield
+            return
+        _flush(sys.stderr)
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            _flush(sys.stderr)
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            kept = [line for line in caught.read().decode(errors="replace").splitlines(keepends=True)
+                    if not _MEDIAPIPE_CHATTER.match(line)]
+            if kept and sys.stderr is not None:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
+def _flush(stream) -> None:
+    if stream is not None:  # None under pythonw
+        stream.flush()
 
 
 @dataclass
@@ -94,7 +140,10 @@ class FaceMeshMasker:
         import mediapipe as mp
 
         self.dilate, self.detect_size = dilate, detect_size
-        self.mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True, max_num_faces=1)
+        with _without_mediapipe_chatter():
+            self.mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True, max_num_faces=1)
+            # the graph starts on threads of its own and logs when they get to it: a first image waits for them
+            self.mesh.process(np.zeros((detect_size, detect_size, 3), np.uint8))
         self.indices = _region_indices()
 
     def landmarks(self, images: torch.Tensor) -> list[np.ndarray | None]:
@@ -104,8 +153,9 @@ class FaceMeshMasker:
         up = F.interpolate(images.float().cpu(), size=self.detect_size, mode="bilinear", align_corners=False)
         arr = (up.clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
         out = []
-        for a in arr:
-            res = self.mesh.process(a)
+        with _without_mediapipe_chatter():
+            results = [self.mesh.process(a) for a in arr]
+        for res in results:
             if res.multi_face_landmarks is None:
                 out.append(None)
                 continue

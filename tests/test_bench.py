@@ -1,6 +1,8 @@
 """The ROIR benchmark: landmark masks, baselines and the protocol end to end (small)."""
 
 import math
+import os
+import sys
 
 import pytest
 import torch
@@ -31,6 +33,20 @@ def test_facemesh_masks_sit_on_small_regions(faces):
     rows = {r: (rm.masks[r][rm.found].float() * torch.arange(64.0)[:, None]).sum((1, 2)) / rm.masks[r][rm.found].float().sum((1, 2))
             for r in ("eyes", "nose", "mouth")}
     assert (rows["eyes"] < rows["nose"]).all() and (rows["nose"] < rows["mouth"]).all()
+
+
+def test_mediapipe_start_up_chatter_is_dropped_and_the_rest_passed_on(capfd):
+    from panda.landmarks import _without_mediapipe_chatter
+    with _without_mediapipe_chatter():
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
+                    b"W0000 00:00:1795752836.945981    9203 inference_feedback_manager.cc:114] Feedback manager\n"
+                    b"E0000 00:00:1795752836.945981    9203 graph.cc:1] a real error\n")
+        sys.stderr.write("python's own line\n")
+    err = capfd.readouterr().err
+    assert "a real error" in err and "python's own line" in err
+    assert "XNNPACK" not in err and "Feedback manager" not in err
+    os.write(2, b"after\n")  # the descriptor is back where it was
+    assert capfd.readouterr().err == "after\n"
 
 
 def test_forehead_sits_above_the_eyes(faces):

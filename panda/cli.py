@@ -39,6 +39,7 @@ from .removal import candidate_fills, parse_background, rasterise_mask, region_f
 from .serve import serve as run_server
 from .tables import markdown, setup_cost_markdown, write_outputs
 
+
 def _bars(quiet: bool) -> bool:
     """Progress bars for a command: off with -q, and off when stderr is not a terminal (a log file or a pipe
     would collect every redraw of every bar), as the library's own default (``progress=None``) decides."""

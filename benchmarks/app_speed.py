@@ -1,10 +1,12 @@
 """Per-image cost of panda's applications against one generator forward pass, in one run.
 
-Fits a model (R_C = C, R_S = 12, 2,000 samples) on each face generator, then times, per image:
+Fits a model (R_C = C, R_S = 12, 2,000 samples) on each face generator at its default layer, and on dcgan-celeba
+at a 32 x 32 and a 64 x 64 layer (where refinement solves on each image's factor), then times, per image:
 a full generator forward pass, feature capture, an edit (single image and batches of 64),
 refinement (the default: the best of 25 translations of the parts, then up to 100 steps), localisation and removal.
 
     python benchmarks/app_speed.py          # prints a Markdown table, writes benchmarks/app_speed.md
+    python benchmarks/app_speed.py --rows dcgan-celeba,dcgan-celeba:relu4 --no-write
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from panda.refinement import refine_parts
 from panda.removal import region_for, remove
 
 BATCH = 64
+ROWS = "dcgan-celeba,dcgan-digiface,dcgan-celeba:relu4,dcgan-celeba:convTr5"
 
 
 def per_image(fn, n_images: int, repeat: int = 5) -> float:
@@ -39,10 +42,10 @@ def per_image(fn, n_images: int, repeat: int = 5) -> float:
     return 1000 * statistics.median(times) / n_images
 
 
-def measure(name: str) -> dict:
+def measure(name: str, layer: str | None = None) -> dict:
     torch.manual_seed(0)
     g = panda.load_generator(name)
-    model = PandA(rank_parts=12).fit(FeatureSource(g, g.default_layer, range(2000)))
+    model = PandA(rank_parts=12).fit(FeatureSource(g, layer or g.default_layer, range(2000)))
     model.set_background(0, 1.0)  # removal's cost does not depend on which appearance
     one, many = g.sample([7]), g.sample(range(100, 100 + BATCH))
     z_one, z_many = capture(g, one, model.layer_), capture(g, many, model.layer_)
@@ -65,9 +68,11 @@ def measure(name: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", default=ROWS, help="generators, each with :LAYER for another than its default layer "
+                                                 f"(default: {ROWS})")
     ap.add_argument("--no-write", action="store_true", help="print the table only, keep the .md file as it is")
     args = ap.parse_args()
-    rows = [measure(n) for n in ("dcgan-celeba", "dcgan-digiface")]
+    rows = [measure(*row.split(":", 1)) for row in args.rows.split(",")]
     lines = ["| generator (layer) | forward, 1 image | forward, batch of 64 | capture features | edit, 1 image | edit, batch of 64 "
              "| refine (search 2, 100 steps), 1 image | refine, batch of 64 | localise (from features) | remove, batch of 64 |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -87,7 +92,8 @@ def main() -> None:
               f"runs); in brackets, the ratio to the matching generator forward pass measured in the same run (single "
               f"image against a single-image forward pass; batched against one image's share of a batched one). "
               f"Batched figures are a call for {BATCH} images divided by {BATCH}. Refinement solves a batch's "
-              f"S x S problems together (one batched product per iteration; its translation search is per image).\n\n")
+              f"S x S problems together (one batched product per iteration; its translation search is per image), "
+              f"each on its factor (A^T Z_i)^T (S x R_C) where R_C <= S / 4: the 32 x 32 and 64 x 64 rows.\n\n")
     if not args.no_write:
         out = Path(__file__).with_name("app_speed.md")
         out.write_text(header + table + "\n")

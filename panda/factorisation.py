@@ -339,34 +339,51 @@ def _largest_eigenvalues(m: torch.Tensor, n_iter: int = 30) -> torch.Tensor:
 
 
 class PsdFactor:
-    """M = L L^T for L (S, r), r well below S: the P-step's statistic when few samples make it low rank.
+    """M = L L^T for L (S, r), r well below S: the P-step's statistic where it is of low rank.
 
-    M = sum_i Z_i^T A A^T Z_i / total has rank at most N R_C. Every P-step iteration multiplies M by the parts
-    (:func:`_times`), which at S = 4096 reads all of M (64 MB in float32, memory-bound on a CPU); L (L^T X) reads
-    2 r S numbers instead. Stands in for the (S, S) tensor wherever the P-step only multiplies by it."""
+    M = sum_i Z_i^T A A^T Z_i / total has rank at most N R_C: low for few samples, and for one sample (refinement's
+    M_i, rank R_C) whenever R_C is well below S. Every P-step iteration multiplies M by the parts (:func:`_times`),
+    which at S = 4096 reads all of M (64 MB in float32, memory-bound on a CPU); L (L^T X) reads 2 r S numbers
+    instead. Stands in for the (S, S) tensor wherever the P-step only multiplies by it.
 
-    def __init__(self, l: torch.Tensor) -> None:
-        self.l = l
-        self.shape = torch.Size((l.shape[0], l.shape[0]))
+    ``l`` may carry leading batch dimensions, (K, S, r): K problems' statistics (one per image), as an (K, S, S)
+    tensor would. With ``l2``, the stacked [M; M2] (.., 2S, S) of a fit with an appearance mixing (M2 = L2 L2^T),
+    as :func:`solve_parts` stacks two dense statistics."""
+
+    def __init__(self, l: torch.Tensor, l2: torch.Tensor | None = None) -> None:
+        self.l, self.l2 = l, l2
+        s = l.shape[-2]
+        self.shape = torch.Size((*l.shape[:-2], s if l2 is None else 2 * s, s))
         self.dtype, self.device, self.is_cuda = l.dtype, l.device, l.is_cuda
 
     def dim(self) -> int:
-        return 2
+        return self.l.dim()
 
     def float(self) -> "PsdFactor":
-        return PsdFactor(self.l.float())
+        return PsdFactor(self.l.float(), None if self.l2 is None else self.l2.float())
 
     def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.l @ (self.l.transpose(-2, -1) @ x)
+        y = self.l @ (self.l.transpose(-2, -1) @ x)
+        return y if self.l2 is None else torch.cat([y, self.l2 @ (self.l2.transpose(-2, -1) @ x)], dim=-2)
+
+    def stacked(self, m2: "PsdFactor") -> "PsdFactor":
+        """[M; M2] for M2 given as a factor of its own (its rank may differ)."""
+        return PsdFactor(self.l, m2.l.to(self.l))
 
     def dense(self) -> torch.Tensor:
-        return self.l @ self.l.T
+        m = self.l @ self.l.transpose(-2, -1)
+        return m if self.l2 is None else torch.cat([m, self.l2 @ self.l2.transpose(-2, -1)], dim=-2)
+
+    def madds(self) -> int:
+        """Multiply-adds of a product with one column (a dense matrix's numel()): 2 r S for each factor and problem."""
+        ranks = self.l.shape[-1] + (0 if self.l2 is None else self.l2.shape[-1])
+        return 2 * ranks * self.l.shape[-2] * math.prod(self.l.shape[:-2])
 
     def worth_it(self) -> bool:
-        return _factor_pays(self.l.shape[1], self.l.shape[0])
+        return factor_pays(self.l.shape[-1], self.l.shape[-2])
 
 
-def _factor_pays(rank: int, s: int) -> bool:
+def factor_pays(rank: int, s: int) -> bool:
     """A rank-r factor is cheaper than the dense (S, S) matrix: 2 r S against S^2 numbers read per product, with a
     margin (r <= S / 4)."""
     return 4 * rank <= s
@@ -383,7 +400,7 @@ def low_rank_statistic(m: torch.Tensor, rank: int, random_state: int = 0) -> tor
     against about 6 ms saved on each of up to 1,000 iterations."""
     s = m.shape[0]
     k = rank + 8
-    if not _factor_pays(k, s):
+    if not factor_pays(k, s):
         return m
     gen = torch.Generator().manual_seed(random_state)
     g = torch.randn(s, k, generator=gen, dtype=torch.float64).to(m)
@@ -512,7 +529,8 @@ def solve_parts(m: torch.Tensor | PsdFactor, p: torch.Tensor, max_iter: int = 10
         (S, S) symmetric positive semi-definite statistic; its dtype is the products' (float32 halves their cost;
         the line search's R x R sums are float64 either way). Or (K, S, S), one for each of K problems solved at
         once (refinement's images: one batched product per iteration instead of K small ones). Or a
-        :class:`PsdFactor` L of an (S, S) one (few samples: each product costs 2 r S instead of S^2).
+        :class:`PsdFactor` L of an (S, S) one (few samples: each product costs 2 r S instead of S^2), or of K of them
+        (L (K, S, r): refinement's images where R_C <= S / 4).
     p : torch.Tensor
         (S, R_S), or (K, S, R_S) for K starts (or K problems), non-negative.
     max_iter : int
@@ -527,9 +545,9 @@ def solve_parts(m: torch.Tensor | PsdFactor, p: torch.Tensor, max_iter: int = 10
         Iterations between convergence checks (each check synchronises a GPU with the host).
     progress : bool or None
         A progress bar over the iterations (None: when stderr is a terminal).
-    m2 : torch.Tensor, optional
-        The quartic term's statistic, shaped as ``m``, where it differs from it (a fit with an appearance mixing
-        W); both are multiplied in one product.
+    m2 : torch.Tensor or PsdFactor, optional
+        The quartic term's statistic, shaped as ``m`` (a factor where ``m`` is one), where it differs from it (a fit
+        with an appearance mixing W); both are multiplied in one product.
 
     Returns
     -------
@@ -545,25 +563,38 @@ def solve_parts(m: torch.Tensor | PsdFactor, p: torch.Tensor, max_iter: int = 10
     # the first trial step, per problem: (K, 1, 1) for K matrices, else one for all starts
     lam0 = (1.0 / (4.0 * lam_max.double() + 1e-30)).reshape(-1, 1, 1).expand(x.shape[0], 1, 1)
     bounds = (lam0 * 1e-6, lam0 * 1e6)  # the Barzilai-Borwein step is kept in this range
-    mm = m if m2 is None else torch.cat([m, m2.to(m.dtype)], dim=-2)  # (.., S or 2S, S): both products in one
+    mm = m if m2 is None else _stack(m, m2)  # (.., S or 2S, S): both products in one
+    madds = mm.madds() if isinstance(mm, PsdFactor) else mm.numel()  # a product with one column, every problem's
     args = (mm, x, lam0, bounds, mask, max_iter, tol, check_every, progress)
-    if _on_one_thread(mm.shape[-2] * mm.shape[-1] * x.shape[0] * x.shape[-1], m.device):
+    if _on_one_thread(madds * x.shape[-1] * (1 if mm.dim() == 3 else x.shape[0]), x.numel(), m.device):
         x, it = _on_worker(_iterate, *args)
     else:
         x, it = _iterate(*args)
     return (x[0] if single else x), it
 
 
-SMALL_PRODUCT = 1 << 24  # multiply-adds per P-step iteration below which a CPU runs it on one thread
+def _stack(m: torch.Tensor | PsdFactor, m2: torch.Tensor | PsdFactor) -> torch.Tensor | PsdFactor:
+    """[M; M2] (.., 2S, S), both statistics dense or both factors."""
+    if isinstance(m, PsdFactor) != isinstance(m2, PsdFactor):
+        raise TypeError("M and M2 must both be dense or both be factors")
+    return m.stacked(m2) if isinstance(m, PsdFactor) else torch.cat([m, m2.to(m.dtype)], dim=-2)
 
 
-def _on_one_thread(madds: int, device: torch.device) -> bool:
-    """Whether a P-step of ``madds`` multiply-adds an iteration runs on :func:`_one_thread_worker`: on a CPU, where
-    the products are small and the caller has more than one thread. Each iteration is then a hundred operations of
-    microseconds, and waking the other threads for each costs more than they save, the more so with the short
-    OpenMP spin panda sets (panda/__init__.py): at S = 256, 0.55 ms an iteration on one thread against 0.7-0.9 ms
-    on two (S = 1,024: even; S = 4,096: two threads 1.7x faster)."""
-    return device.type == "cpu" and madds < SMALL_PRODUCT and torch.get_num_threads() > 1
+SMALL_PRODUCT = 1 << 24  # multiply-adds per P-step iteration below which a CPU runs it on one thread ...
+SMALL_ITERATE = 1 << 15  # ... if its parts (every start or problem) have fewer entries than this
+
+
+def _on_one_thread(madds: int, entries: int, device: torch.device) -> bool:
+    """Whether a P-step of ``madds`` multiply-adds an iteration, on parts of ``entries`` numbers in all, runs on
+    :func:`_one_thread_worker`: on a CPU, where both are small and the caller has more than one thread. Each
+    iteration is then a hundred operations of microseconds, and waking the other threads for each costs more than
+    they save, the more so with the short OpenMP spin panda sets (panda/__init__.py): at S = 256, 0.55 ms an
+    iteration on one thread against 0.7-0.9 ms on two (S = 1,024: even; S = 4,096: two threads 1.7x faster). The
+    hundred operations run over the parts, so many parts make them worth two threads even where the product is
+    small: 64 images' refinement at 8 x 8 (49,152 entries in float64) takes 1.1 ms an iteration on two threads
+    against 2.0 on one, 10 images' at 64 x 64 on their factors 9.5 against 13.7."""
+    return (device.type == "cpu" and madds < SMALL_PRODUCT and entries < SMALL_ITERATE
+            and torch.get_num_threads() > 1)
 
 
 def _on_worker(fn: Callable, *args):
@@ -660,7 +691,7 @@ def _times(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     k, s, r = x.shape
     q = m.shape[-2] // s
     if m.dim() == 3:
-        y = torch.bmm(m, x)  # (K, q S, R)
+        y = m @ x  # (K, q S, R): one batched product
         return y if q == 1 else y.reshape(k, q, s, r).permute(0, 2, 1, 3).reshape(k, s, q * r)
     y = m @ x.transpose(0, 1).reshape(s, k * r)  # (q S, K R)
     return y.reshape(q, s, k, r).permute(2, 1, 0, 3).reshape(k, s, q * r)

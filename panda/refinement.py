@@ -2,7 +2,7 @@
 
 For one sample, with A fixed, the PandA objective ``||Z_i - A A^T Z_i P_i P_i^T||^2`` is the
 global P-step restricted to that sample: the same projected-gradient solver on the S x S matrix
-``M_i = Z_i^T A A^T Z_i / ||Z_i||^2``, started from the global P.
+``M_i = Z_i^T A A^T Z_i / ||Z_i||^2`` (on its factor ``(A^T Z_i)^T`` where R_C <= S / 4), started from the global P.
 
 Two things make the refined parts follow the image instead of merely reconstructing it better:
 
@@ -32,7 +32,7 @@ import torch
 
 from .editing import Edit, edit_delta, part_profile, synthesize_offset
 from .errors import PandaError
-from .factorisation import parts_objective, psd_sqrt, reconstruct, solve_parts
+from .factorisation import PsdFactor, factor_pays, parts_objective, psd_sqrt, reconstruct, solve_parts
 from .features import capture
 from .generators import GeneratorAdapter, Latents
 from .maps import dilate, normalise, upsample
@@ -80,16 +80,23 @@ def check_refine_args(grid: tuple[int, int], steps: int = 100, radius: int | Non
                          f"(the layer's grid is {h}x{w}).")
 
 
-def _sample_matrices(a: torch.Tensor, zi: torch.Tensor,
-                     mixing: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _sample_matrices(a: torch.Tensor, zi: torch.Tensor, mixing: tuple[torch.Tensor, torch.Tensor] | None
+                     ) -> tuple[torch.Tensor | PsdFactor, torch.Tensor | PsdFactor | None]:
     """M_i = Z_i^T A A^T Z_i / ||Z_i||^2 (S, S) in float64 for one sample's features zi (C, S), and None; with a
-    mixing, given as (W^(1/2), W), M_i = Z_i^T A W A^T Z_i and M2_i = Z_i^T A W^2 A^T Z_i, each / ||Z_i||^2."""
-    x = a.T @ zi  # (R_C, S)
-    norm = (zi.double() ** 2).sum().clamp_min(1e-30)
-    if mixing is None:
-        return (x.T @ x).double() / norm, None
-    x1, x2 = mixing[0] @ x, mixing[1] @ x
-    return (x1.T @ x1).double() / norm, (x2.T @ x2).double() / norm
+    mixing, given as (W^(1/2), W), M_i = Z_i^T A W A^T Z_i and M2_i = Z_i^T A W^2 A^T Z_i, each / ||Z_i||^2.
+
+    M_i has rank at most R_C: where R_C is well below S (a 32 x 32 or 64 x 64 layer) it is kept as its factor
+    (A^T Z_i)^T / ||Z_i|| (S, R_C), exact and free, and every product of the solve costs 2 R_C S instead of S^2."""
+    x = (a.T @ zi).double()  # (R_C, S)
+    scale = (zi.double() ** 2).sum().clamp_min(1e-30).rsqrt()
+    factors = [x.T * scale] if mixing is None else [(mixing[0].double() @ x).T * scale, (mixing[1].double() @ x).T * scale]
+    out = [PsdFactor(f) if factor_pays(*x.shape) else f @ f.T for f in factors]
+    return out[0], (out[1] if mixing is not None else None)
+
+
+def _stacked(ms: list[torch.Tensor | PsdFactor]) -> torch.Tensor | PsdFactor:
+    """K samples' statistics as one (K, S, S) tensor, or one factor (K, S, r)."""
+    return PsdFactor(torch.stack([m.l for m in ms])) if isinstance(ms[0], PsdFactor) else torch.stack(ms)
 
 
 def best_translation(m: torch.Tensor, parts: torch.Tensor, grid: tuple[int, int],
@@ -118,8 +125,9 @@ def refine_parts(model: PandA, z: torch.Tensor, steps: int = 100, radius: int | 
     z : torch.Tensor
         (N, C, H, W) feature maps at the model's layer.
     steps : int
-        At most this many projected-gradient iterations (each is an S x S product per sample; the samples are solved
-        together, so each runs until all have converged or ``steps`` is reached).
+        At most this many projected-gradient iterations (each is an S x S product per sample, or two S x R_C ones on
+        M_i's factor; the samples are solved together, so each runs until all have converged or ``steps`` is
+        reached).
     radius : int or None
         How many positions a part may move beyond its start's support (None: anywhere).
     search : int
@@ -141,8 +149,12 @@ def refine_parts(model: PandA, z: torch.Tensor, steps: int = 100, radius: int | 
     start = model.parts_.to(z.device, torch.float64)
     s = grid[0] * grid[1]
     # images are solved together, one batched product per iteration (at 8 x 8 one image's iteration is a few dozen
-    # tiny operations, so 64 images cost little more than one), in chunks of about 256 MiB of S x S matrices
-    chunk = max(1, (256 << 20) // (8 * s * s * (1 if mixing is None else 2)))
+    # tiny operations, so 64 images cost little more than one), in chunks of at most 256 MiB of statistics and 4 MiB
+    # of parts: each iteration makes a few dozen passes over the parts, which past the caches cost more than the
+    # operations batching saves (64 x 64 layer, 64 images: 145 ms an image in chunks of 10, 190-200 ms in one)
+    width = a.shape[1] if factor_pays(a.shape[1], s) else s  # M_i's columns: R_C for its factor, else S
+    chunk = max(1, min((256 << 20) // (8 * s * width * (1 if mixing is None else 2)),
+                       (4 << 20) // (8 * s * model.parts_.shape[1])))
     parts, shifts = [], []
     for i0 in range(0, z.shape[0], chunk):
         ms, m2s, starts = [], [], []
@@ -156,7 +168,7 @@ def refine_parts(model: PandA, z: torch.Tensor, steps: int = 100, radius: int | 
         p = torch.stack(starts)
         if steps > 0:
             support = None if radius is None else torch.stack([part_neighbourhood(q, grid, radius) for q in starts])
-            p, _ = solve_parts(torch.stack(ms), p, max_iter=steps, tol=tol, m2=None if mixing is None else torch.stack(m2s),
+            p, _ = solve_parts(_stacked(ms), p, max_iter=steps, tol=tol, m2=None if mixing is None else _stacked(m2s),
                                support=None if support is None else support.to(p.device))
         parts.append(p.float())
     return Refined(torch.cat(parts), torch.tensor(shifts, dtype=torch.long).view(-1, 2))

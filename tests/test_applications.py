@@ -44,6 +44,27 @@ def test_refining_images_together_equals_refining_them_one_by_one(model, celeba)
         assert torch.allclose(alone.parts[0], together.parts[i], atol=1e-5)
 
 
+@pytest.mark.parametrize("mixing", [False, True])
+def test_refinement_on_the_factor_of_each_image_matrix(celeba, monkeypatch, mixing):
+    """With R_C <= S / 4 each image's M_i (rank R_C) is solved on its factor: the same shifts and parts as its dense
+    matrix, which it never forms."""
+    import panda.refinement as ref
+    from panda.model import PandA
+    from panda.features import FeatureSource
+    small = PandA(rank_appearance=16, rank_parts=6, mixing=mixing).fit(FeatureSource(celeba, "relu2", range(64)))
+    z = capture(celeba, celeba.sample(range(70, 73)), "relu2")
+    seen = []
+    solve = ref.solve_parts
+    monkeypatch.setattr(ref, "solve_parts", lambda m, *a, **k: seen.append(type(m).__name__) or solve(m, *a, **k))
+    factored = refine_parts(small, z, steps=30, tol=0)
+    monkeypatch.setattr(ref, "factor_pays", lambda rank, s: False)
+    dense = refine_parts(small, z, steps=30, tol=0)
+    assert seen == ["PsdFactor", "Tensor"]
+    assert torch.equal(factored.shifts, dense.shifts)
+    assert torch.allclose(factored.parts, dense.parts, atol=1e-5)
+    assert (sample_errors(small, z, factored.parts) < sample_errors(small, z)).all()
+
+
 def test_zero_steps_and_no_search_keep_the_global_parts(model, celeba):
     z = capture(celeba, celeba.sample([1]), model.layer_)
     parts, shifts = refine_parts(model, z, steps=0, radius=None, search=0)

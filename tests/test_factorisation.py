@@ -90,6 +90,28 @@ def test_few_samples_make_the_statistic_a_factor_that_multiplies_and_restricts_l
     assert torch.allclose(dense, factored, atol=1e-8)
 
 
+def test_batched_and_stacked_factors_solve_as_their_dense_matrices():
+    """K problems' factors (K, S, r), with a mixing's second statistic as a factor of another rank: the P-step's
+    iterates are those of the dense (K, S, S) matrices, and the stacked factor multiplies as [M; M2]."""
+    from panda.factorisation import PsdFactor
+    g = torch.Generator().manual_seed(3)
+    l, l2 = torch.rand(3, 64, 6, generator=g, dtype=torch.float64), torch.rand(3, 64, 5, generator=g, dtype=torch.float64)
+    m, m2 = l @ l.transpose(1, 2), l2 @ l2.transpose(1, 2)
+    f, f2 = PsdFactor(l), PsdFactor(l2)
+    assert f.shape == m.shape and f.dim() == 3
+    stacked = f.stacked(f2)
+    assert stacked.shape == (3, 128, 64) and torch.allclose(stacked.dense(), torch.cat([m, m2], 1))
+    v = torch.rand(3, 64, 4, generator=g, dtype=torch.float64)
+    assert torch.allclose(stacked @ v, torch.cat([m @ v, m2 @ v], 1))
+    start = torch.rand(3, 64, 4, generator=g, dtype=torch.float64)
+    for second in (None, (m2, f2)):
+        dense, _ = solve_parts(m, start, max_iter=40, tol=0, m2=None if second is None else second[0])
+        factored, _ = solve_parts(f, start, max_iter=40, tol=0, m2=None if second is None else second[1])
+        assert torch.allclose(dense, factored, atol=1e-8)
+    with pytest.raises(TypeError):
+        solve_parts(f, start, m2=m2)
+
+
 def test_a_fit_on_few_samples_at_a_large_grid_runs_on_the_factor(monkeypatch):
     """64 x 64 positions, 6 samples of 2 channels: M has rank 12, and the fit's P-steps (both grid levels) multiply
     by its factor; the error it reports is still the data's."""
@@ -526,6 +548,11 @@ def test_small_p_steps_run_on_one_cpu_thread_and_leave_other_threads_alone(monke
         assert set(seen) == {2} and torch.get_num_threads() == 2
         assert torch.allclose(small, inline, rtol=1e-5, atol=1e-7)  # the same steps, wherever they run
         monkeypatch.setattr(fac, "SMALL_PRODUCT", 1 << 24)
+        seen.clear()
+        many = torch.rand(128, m.shape[0], 12, dtype=m.dtype)  # 128 problems' parts: past SMALL_ITERATE entries
+        assert many.numel() >= fac.SMALL_ITERATE
+        solve_parts(m.expand(128, -1, -1).contiguous(), many, max_iter=3, tol=0)
+        assert set(seen) == {2}  # a small product, but parts large enough for the caller's threads
         with torch.no_grad():  # the caller's autograd modes hold on the worker too
             assert not solve_parts(m.clone().requires_grad_(), p0, max_iter=3, tol=0)[0].requires_grad
         with torch.inference_mode():

@@ -87,10 +87,13 @@ def _sample_matrices(a: torch.Tensor, zi: torch.Tensor, mixing: tuple[torch.Tens
 
     M_i has rank at most R_C: where R_C is well below S (a 32 x 32 or 64 x 64 layer) it is kept as its factor
     (A^T Z_i)^T / ||Z_i|| (S, R_C), exact and free, and every product of the solve costs 2 R_C S instead of S^2."""
-    x = (a.T @ zi).double()  # (R_C, S)
-    scale = (zi.double() ** 2).sum().clamp_min(1e-30).rsqrt()
-    factors = [x.T * scale] if mixing is None else [(mixing[0].double() @ x).T * scale, (mixing[1].double() @ x).T * scale]
-    out = [PsdFactor(f) if factor_pays(*x.shape) else f @ f.T for f in factors]
+    x = a.T @ zi  # (R_C, S)
+    norm = (zi.double() ** 2).sum().clamp_min(1e-30)
+    rows = [x] if mixing is None else [mixing[0] @ x, mixing[1] @ x]
+    if factor_pays(*x.shape):
+        out = [PsdFactor(r.T.double() * norm.rsqrt()) for r in rows]
+    else:  # the S x S product in the features' precision (float32: half the cost of float64), then float64
+        out = [(r.T @ r).double() / norm for r in rows]
     return out[0], (out[1] if mixing is not None else None)
 
 

@@ -183,8 +183,8 @@ def write(out: str, args, lrs: list[float], md: str, done: bool) -> None:
               f"timed from scratch, statistics included, refitting all of W's eigenvalues, then only {args.mixing_directions} "
               "(`mixing_directions`: those of the directions of most energy, the rest sharing one) where C is larger. "
               f"panda's fit times are the median of {args.repeat} runs. Speed-up = the best official run's time / the "
-              "time of panda's "
-              "fastest fit (plain or with mixing) whose held-out error is at least as low; otherwise the excess error.\n\n")
+              "time of panda's fastest fit (plain or with mixing) whose held-out error is at least as low; otherwise "
+              "the excess error.\n\n")
     Path(out).write_text(header + md + "\n" + ("" if done else "\n(unfinished: the run stopped before its last rows)\n"))
 
 if __name__ == "__main__":

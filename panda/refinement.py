@@ -80,17 +80,18 @@ def check_refine_args(grid: tuple[int, int], steps: int = 100, radius: int | Non
                          f"(the layer's grid is {h}x{w}).")
 
 
-def _sample_matrices(a: torch.Tensor, zi: torch.Tensor, mixing: tuple[torch.Tensor, torch.Tensor] | None
-                     ) -> tuple[torch.Tensor | PsdFactor, torch.Tensor | PsdFactor | None]:
+def _sample_matrices(a: torch.Tensor, zi: torch.Tensor, mixing: tuple[torch.Tensor, torch.Tensor] | None,
+                     factored: bool) -> tuple[torch.Tensor | PsdFactor, torch.Tensor | PsdFactor | None]:
     """M_i = Z_i^T A A^T Z_i / ||Z_i||^2 (S, S) in float64 for one sample's features zi (C, S), and None; with a
     mixing, given as (W^(1/2), W), M_i = Z_i^T A W A^T Z_i and M2_i = Z_i^T A W^2 A^T Z_i, each / ||Z_i||^2.
 
-    M_i has rank at most R_C: where R_C is well below S (a 32 x 32 or 64 x 64 layer) it is kept as its factor
-    (A^T Z_i)^T / ||Z_i|| (S, R_C), exact and free, and every product of the solve costs 2 R_C S instead of S^2."""
+    M_i has rank at most R_C: where R_C is well below S (``factored``: :func:`factor_pays`, a 32 x 32 or 64 x 64
+    layer) it is kept as its factor (A^T Z_i)^T / ||Z_i|| (S, R_C), exact and free, and every product of the solve
+    costs 2 R_C S instead of S^2."""
     x = a.T @ zi  # (R_C, S)
     norm = (zi.double() ** 2).sum().clamp_min(1e-30)
     rows = [x] if mixing is None else [mixing[0] @ x, mixing[1] @ x]
-    if factor_pays(*x.shape):
+    if factored:
         out = [PsdFactor(r.T.double() * norm.rsqrt()) for r in rows]
     else:  # the S x S product in the features' precision (float32: half the cost of float64), then float64
         out = [(r.T @ r).double() / norm for r in rows]
@@ -155,14 +156,15 @@ def refine_parts(model: PandA, z: torch.Tensor, steps: int = 100, radius: int | 
     # tiny operations, so 64 images cost little more than one), in chunks of at most 256 MiB of statistics and 4 MiB
     # of parts: each iteration makes a few dozen passes over the parts, which past the caches cost more than the
     # operations batching saves (64 x 64 layer, 64 images: 145 ms an image in chunks of 10, 190-200 ms in one)
-    width = a.shape[1] if factor_pays(a.shape[1], s) else s  # M_i's columns: R_C for its factor, else S
+    factored = factor_pays(a.shape[1], s)  # each image's M_i kept as its (S, R_C) factor
+    width = a.shape[1] if factored else s  # M_i's columns
     chunk = max(1, min((256 << 20) // (8 * s * width * (1 if mixing is None else 2)),
                        (4 << 20) // (8 * s * model.parts_.shape[1])))
     parts, shifts = [], []
     for i0 in range(0, z.shape[0], chunk):
         ms, m2s, starts = [], [], []
         for zi in z[i0:i0 + chunk]:
-            m, m2 = _sample_matrices(a, zi, mixing)
+            m, m2 = _sample_matrices(a, zi, mixing, factored)
             p, t = best_translation(m, start, grid, search, m2)
             ms.append(m)
             m2s.append(m2)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -33,6 +34,7 @@ from .landmarks import REMOVAL_REGIONS, BoxMasker, FaceMeshMasker
 from .localisation import localisation
 from .model import PandA
 from .naming import CALIB_SEED_START, name_model_parts
+from .progress import log_stages
 from .projection import load_latent, load_image, project, save_latent
 from .refinement import check_refine_args, compare_refinement
 from .removal import candidate_fills, parse_background, rasterise_mask, region_for, removal
@@ -41,9 +43,14 @@ from .tables import markdown, setup_cost_markdown, write_outputs
 
 
 def _bars(quiet: bool) -> bool:
-    """Progress bars for a command: off with -q, and off when stderr is not a terminal (a log file or a pipe
-    would collect every redraw of every bar), as the library's own default (``progress=None``) decides."""
-    return not quiet and sys.stderr.isatty()
+    """Progress for a command: nothing with -q; bars on a terminal; elsewhere (a log file or a pipe, which would
+    collect every redraw of every bar, as the library's own default ``progress=None`` decides) one timestamped
+    line per stage of the computation (:func:`panda.progress.log_stages`). True where bars show."""
+    if quiet or sys.stderr.isatty():
+        log_stages(None)
+        return not quiet
+    log_stages(lambda line: click.echo(line, err=True))
+    return False
 
 
 #: The most seeds one command draws (a typo like 0-4294967295 must not exhaust memory).
@@ -328,12 +335,18 @@ def fit(layer, rank_appearance, rank_parts, n_samples, seed, max_iter, tol, batc
     click.echo(f"generator batch {batch}; features {need / 2**30:.2f} GiB, "
                + ("kept in memory" if need <= budget else f"over the {budget / 2**30:.1f} GiB budget: re-generated each pass"),
                err=True)
+    start = time.perf_counter()
     model = fit_factors(generator, layer, rank_appearance, rank_parts, n_samples, seed, max_iter, tol, batch, budget,
                         background_samples=background_samples, progress=_bars(quiet), mixing=mixing,
                         mixing_directions=mixing_directions)
+    rest = time.perf_counter() - start - model.extract_time_ - model.fit_time_
     path = model.save(out)
+    background = ("held-out score" if model.background_ is None else
+                  f"background appearance {'+' if model.background_sign_ > 0 else '-'}{model.background_} "
+                  f"({100 * model.background_gain_:.0f}% of the way); held-out score and background search")
     click.echo(f"{model}\n  features {model.extract_time_:.2f} s, fit {model.fit_time_:.2f} s, {model.n_iter_} iteration(s), "
                f"{model.n_passes_} pass(es); train error {model.train_error_:.4f}, held-out {model.heldout_error_:.4f}\n"
+               f"  {background} {rest:.1f} s\n"
                f"  written to {path}")
 
 

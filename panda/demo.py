@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import math
 from pathlib import Path
 
 from markupsafe import Markup, escape
-from tqdm.auto import tqdm
 
 from . import figures
 from .drawing import save_png
@@ -20,8 +20,11 @@ from .localisation import localisation
 from .model import PandA
 from .naming import name_model_parts
 from .pages import Section, write_index
+from .progress import progress_bar
 from .refinement import compare_refinement, refine
 from .removal import candidate_fills, region_for, removal
+
+log = logging.getLogger(__name__)
 
 
 def _name_parts(model: PandA, generator) -> str:
@@ -40,16 +43,18 @@ def _name_parts(model: PandA, generator) -> str:
 
 def run_demo(generator: GeneratorAdapter | str = DEFAULT_GENERATOR, layer: str | None = None, rank_parts: int | None = None,
              n_samples: int = 5000, seed: int = 0, out: str | Path = "out/demo", device: str = "cpu",
-             progress: bool = True, n_show: int = 6, n_top: int = 6) -> Path:
+             progress: bool | None = None, n_show: int = 6, n_top: int = 6) -> Path:
     """Fit PandA (R_C = C) and write factors, parts, per-part edits, refinement, removal,
     localisation and an index.html into ``out``.
 
     The samples shown are seeds n_samples + seed ..., which the fit never saw. Everything is written to a hidden
     folder beside ``out`` that replaces it only when complete: an interrupted demo leaves the previous one whole.
+    ``progress``: bars (None: where stderr is a terminal, :mod:`panda.progress`).
     """
     gen = load_generator(generator, device) if isinstance(generator, str) else generator
     folder = staging_folder(out)
     model = fit_factors(gen, layer, None, rank_parts, n_samples, seed, progress=progress)
+    log.info("naming the parts")
     naming = _name_parts(model, gen)
     model.save(folder / "factors.safetensors")
     shown = list(range(seed + n_samples, seed + n_samples + n_show))
@@ -58,7 +63,8 @@ def run_demo(generator: GeneratorAdapter | str = DEFAULT_GENERATOR, layer: str |
 
     save_png(figures.parts_figure(model, gen.render(latents), shown), folder / "parts.png")
     overview, per_part = [], []
-    for k in tqdm(range(model.n_parts), desc="edits per part", disable=not progress, leave=False):
+    log.info("edits: the top %d appearances of each of %d parts", n_top, model.n_parts)
+    for k in progress_bar(range(model.n_parts), desc="edits per part", progress=progress):
         top = model.top_appearances(k, n_top, by="specific")  # what is particular to the part, not the mean direction
         result = measured_sweep(model, gen, latents, k, top[0], alphas)
         save_png(figures.sweep_figure(model, result, shown), folder / f"edit_part{k}.png")
@@ -69,25 +75,26 @@ def run_demo(generator: GeneratorAdapter | str = DEFAULT_GENERATOR, layer: str |
     save_png(figures.overview_figure(model, overview, alphas, shown[0]), folder / "overview.png")
 
     # -- the paper's other applications
+    log.info("refinement on shifted samples")
     once = refine(model, gen, latents, shift=(0, 2))  # the same refined parts serve every part's comparison
     refined = [compare_refinement(model, gen, latents, k, model.top_appearances(k, 1)[0], 2.0, shift=(0, 2), refined=once)
-               for k in tqdm(range(model.n_parts), desc="refinement per part", disable=not progress, leave=False)]
+               for k in progress_bar(range(model.n_parts), desc="refinement per part", progress=progress)]
     improved = [r for r in refined if r.roir_refined < r.roir_global]
     # the part refinement helped most; an infinite global ROIR (a part that wrapped round to the other side)
     # would win that comparison but makes a confusing picture
     finite = [r for r in refined if math.isfinite(r.roir_global)] or refined
     best = max(finite, key=lambda r: r.roir_global / max(r.roir_refined, 1e-12))
     save_png(figures.refine_figure(model, best, shown, 100), folder / "refine.png")
+    log.info("removal: a fill searched for each part")
     removals = [(k, removal(model, gen, latents[:3], region_for(model, part=k), 1.0))
-                for k in tqdm(range(model.n_parts), desc="removal per part", disable=not progress, leave=False)]
+                for k in progress_bar(range(model.n_parts), desc="removal per part", progress=progress)]
     removals.sort(key=lambda item: item[1].distance_after / max(item[1].distance_before, 1e-12))
     for rank, (k, result) in enumerate(removals[:3]):
         save_png(figures.remove_figure(result, shown[:3], model.part_label(k)), folder / f"remove_{rank}.png")
     best_k, best_removal = removals[0]
     fills = candidate_fills(model, gen, latents[:3], best_removal.regions, best_removal.search, 1.0)
     save_png(figures.candidates_figure(best_removal, fills, shown[:3], model.part_label(best_k)), folder / "remove_candidates.png")
-    if progress:
-        tqdm.write("localisation maps ...")
+    log.info("localisation maps")
     save_png(figures.localize_top_figure(model, localisation(model, gen, latents[:1]), 6, shown[0]), folder / "localize_top.png")
     save_png(figures.localize_figure(model, localisation(model, gen, latents), model.background_, shown),
              folder / "localize_background.png")

@@ -23,6 +23,7 @@ The result is data (:class:`BenchResult`); :mod:`panda.tables` and :mod:`panda.f
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ from .metrics import METRICS, Cells, cell_rms, inside_change, roir
 from .model import PandA
 from .naming import CALIB_SEED_START, PartRegions, part_regions
 from .progress import progress_bar
+
+log = logging.getLogger(__name__)
 
 TEST_SEED_START = 10_000_000
 
@@ -244,8 +247,10 @@ def run_roir(generator: GeneratorAdapter, n: int = 1000, n_calib: int = 64, budg
                        min(n_jacobian, len(calib.seeds)), n_parts, tuple(resefa_taus), progress)
     available = {name: m for name, m in METHODS.items() if m.unavailable(generator) is None}
     states, setup, per_image = {}, {}, {}
+    log.info("%d calibration and %d test faces; setting up %s", len(calib.seeds), len(test.seeds), ", ".join(available))
     for name, method in available.items():
         states[name], setup[name] = method.setup(ctx)
+        log.info("%s set up in %.1f s", name, setup[name])
     if ctx.model is not None:  # PandA proposes the parts that sit most on each region
         ctx.regions = part_regions(ctx.model, calib)
         ctx.model.part_names_ = ctx.regions.names()  # shown in its pictures
@@ -254,6 +259,7 @@ def run_roir(generator: GeneratorAdapter, n: int = 1000, n_calib: int = 64, budg
     rows, edits = [], {}
     for region in progress_bar(REGIONS, progress=progress, desc="regions"):
         edits[region] = {}
+        log.info("region %s", region)
         for name, method in METHODS.items():
             if name not in available:
                 rows.append(BenchRow(name, region, False, f"n/a ({method.unavailable(generator)})"))

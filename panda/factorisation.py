@@ -19,6 +19,7 @@ Each decomposition is a plain function (TensorLy style); :class:`panda.model.Pan
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -32,6 +33,8 @@ import torch
 
 from .errors import PandaError
 from .progress import progress_bar
+
+log = logging.getLogger(__name__)
 
 Batches = Iterable[torch.Tensor]  # re-iterable; each item (B, C, S)
 
@@ -921,6 +924,7 @@ def panda_factorise(
         stats = data_stats(batches, grid)
         passes += 1
     c, s = stats.channel.shape[0], stats.position.shape[0]
+    log.info("statistics of %d samples (C = %d, S = %d) in %.1f s", stats.n, c, s, time.perf_counter() - start)
     check_ranks(rank_appearance, rank_parts, c, s)
     if stats.total <= 0:
         raise PandaError("the feature maps are all zero at this layer: pick another layer.")
@@ -945,6 +949,7 @@ def panda_factorise(
         times.append(time.perf_counter() - start)
         bar.update(1)
         bar.set_postfix(error=f"{err:.4f}")
+        log.info("iteration %d: error %.4f (%.1f s)", it + 1, err, times[-1])
         if callback is not None:
             callback(it, err)
         # With R_C = C the P-step's M does not depend on A: one iteration is the solution.
@@ -979,6 +984,8 @@ def panda_factorise(
         h = direction_grams(batches, dirs[:, head], dirs[:, rest] if rest.numel() else None)
     h.div_(stats.total)  # (R, S, S): one per direction refitted, then the rest's sum
     passes += 1
+    log.info("mixing: W's error %.4f; its eigenvalues and the parts alternate on %d directions' statistics (%.1f s)",
+             errors[-1], len(h), time.perf_counter() - start)
     lyapunov = (errors[-1], p, w)
     # the head's eigenvalues are the first solution's own (it is their optimum); with a shared one for the rest the
     # error starts above the first W's, so the alternation follows its own error and is compared with W's at the end
@@ -993,6 +1000,7 @@ def panda_factorise(
         p, omega, gain, last = p_new, omega_new, last - err, err
         bar.update(1)
         bar.set_postfix(error=f"{err:.4f}")
+        log.info("mixing iteration %d: error %.4f", it + 1, err)
         if err < errors[-1]:  # the error history only falls
             errors.append(err)
             times.append(time.perf_counter() - start)

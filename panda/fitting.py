@@ -3,17 +3,22 @@ background appearance for object removal, each step a call into its own module."
 
 from __future__ import annotations
 
+import logging
+import time
+
 from .errors import PandaError
 from .features import FeatureSource
 from .generators import GeneratorAdapter
 from .model import PandA
 from .removal import search_background
 
+log = logging.getLogger(__name__)
+
 
 def fit_factors(generator: GeneratorAdapter, layer: str | None = None, rank_appearance: int | None = None,
                 rank_parts: int | None = None, n_samples: int = 5000, seed: int = 0, max_iter: int = 30, tol: float = 1e-4,
                 batch_size: int | None = None, memory_budget: int | None = None, n_heldout: int = 256,
-                background_samples: int = 8, progress: bool = False, mixing: bool = False,
+                background_samples: int = 8, progress: bool | None = False, mixing: bool = False,
                 mixing_directions: int | None = None) -> PandA:
     """Fit PandA on seeds ``seed .. seed + n_samples - 1`` at ``layer`` (default: the generator's), measure the
     held-out error on ``n_heldout`` other seeds and search the background appearance on ``background_samples``
@@ -40,9 +45,18 @@ def fit_factors(generator: GeneratorAdapter, layer: str | None = None, rank_appe
     model = PandA(rank_appearance, rank_parts, max_iter=max_iter, tol=tol, random_state=seed, verbose=progress,
                   mixing=mixing, mixing_directions=mixing_directions)
     model.validate(source.shape)
+    log.info("fitting R_C = %s, R_S = %d at %s's layer %s on %d samples", rank_appearance or "C", rank_parts,
+             generator.name, layer, n_samples)
     model.fit(source)
+    log.info("fitted: training error %.4f; features %.1f s, fit %.1f s", model.train_error_, model.extract_time_,
+             model.fit_time_)
     if n_heldout > 0:
         model.score(FeatureSource.heldout(generator, layer, n_heldout, batch_size=batch_size, memory_budget=0))
+        log.info("held-out error %.4f on %d samples", model.heldout_error_, n_heldout)
     if background_samples > 0:
-        search_background(model, generator, background_samples, progress=progress)
+        t = time.perf_counter()
+        found = search_background(model, generator, background_samples, progress=progress)
+        log.info("background appearance %s%d (%.0f%% of the way), searched on %d samples in %.1f s",
+                 "+" if found.sign > 0 else "-", found.appearance, 100 * found.gain, background_samples,
+                 time.perf_counter() - t)
     return model

@@ -9,6 +9,7 @@ overall layout, as a perceptual loss would), and reports PSNR.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +20,13 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save
-from tqdm.auto import tqdm
 
 from .errors import PandaError
 from .fileio import atomic_write
 from .generators import GeneratorAdapter, Latents
+from .progress import progress_bar
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -90,7 +93,7 @@ def _loss(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def project(generator: GeneratorAdapter, target: torch.Tensor, space: str = "w+", steps: int = 300, lr: float = 0.1,
             noise_ramp: float = 0.75, initial_noise: float = 0.05, n_avg: int = 2000, seed: int = 0,
-            progress: bool = False) -> Projection:
+            progress: bool | None = False) -> Projection:
     """Find the latent whose image is closest to ``target``.
 
     Parameters
@@ -134,7 +137,8 @@ def project(generator: GeneratorAdapter, target: torch.Tensor, space: str = "w+"
     lo, hi = generator.output_range
     goal = lo + (goal + 1) / 2 * (hi - lo)
     losses = []
-    for step in tqdm(range(steps), desc="projecting", disable=not progress, leave=False):
+    log.info("projecting into %s: %d steps", space, steps)
+    for step in progress_bar(range(steps), desc="projecting", progress=progress):
         t = step / steps
         scale = min(1.0, t / 0.05) * (0.5 - 0.5 * math.cos(math.pi * min(1.0, (1 - t) / 0.25)))
         for group in opt.param_groups:
@@ -147,6 +151,8 @@ def project(generator: GeneratorAdapter, target: torch.Tensor, space: str = "w+"
         loss.backward()
         opt.step()
         losses.append(loss.item())
+        if (step + 1) % max(1, steps // 10) == 0:
+            log.info("step %d of %d: loss %.4f", step + 1, steps, losses[-1])
     with torch.no_grad():
         ws = (w[:, None].repeat(1, num_ws, 1) if space == "w" else w).detach()
         rec = generator.render(Latents.from_w(ws, latent_dim=generator.latent_dim))[0]

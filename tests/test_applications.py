@@ -13,8 +13,8 @@ from panda.figures import localize_figure, refine_figure, remove_figure
 from panda.localisation import localisation, localize, strongest
 from panda.maps import upsample
 from panda.refinement import compare_refinement, part_neighbourhood, refine, refine_parts, sample_errors, shift_maps
-from panda.removal import (candidate_fills, choose_fill, find_background, rasterise_mask, region_for, remove, removal,
-                           towards_background)
+from panda.removal import (RACE_KEEP, RACE_MIN_SAMPLES, RACE_SCREEN, candidate_fills, choose_fill, find_background,
+                           rasterise_mask, region_for, remove, removal, towards_background)
 
 
 # ----------------------------------------------------------------------------- refinement
@@ -209,6 +209,11 @@ def test_per_sample_regions_and_chosen_fill(model, celeba):
     assert torch.allclose(together[1:2], alone, atol=1e-6)
     found = choose_fill(model, celeba, lat, regions, masks, candidates=3)
     assert len(found.table) == 6 and found.gain == max(found.table.values())
+    # the search runs every fill and image in shared batches; each gain is what removing with that fill does
+    for (j, s), gain in found.table.items():
+        removed = celeba.to_unit(remove(model, celeba, lat, regions, alpha=1.0, background=j, sign=s)).cpu()
+        before, after = towards_background(celeba.render(lat), removed, masks)
+        assert gain == pytest.approx(1 - float(after.sum() / before.sum()), abs=1e-5)
 
 
 def test_background_search_picks_its_best_candidate(model, celeba):
@@ -219,6 +224,26 @@ def test_background_search_picks_its_best_candidate(model, celeba):
     assert ranked[0] == (found.appearance, found.sign, found.gain) and len(ranked) == 3
     assert ranked[0][2] >= ranked[1][2] >= ranked[2][2]
     assert model.background_ is not None and model.background_sign_ in (1.0, -1.0)
+
+
+def test_raced_background_search_keeps_the_screened_best_and_measures_them_on_every_sample(model, celeba):
+    """Racing: all 16 fills on the first RACE_SCREEN samples, the best RACE_KEEP of them on all 6; their gains are the
+    exhaustive search's, the others' those of a search on the screening samples alone."""
+    seeds = range(RACE_MIN_SAMPLES)
+    raced = find_background(model, celeba, seeds, candidates=8)
+    full = find_background(model, celeba, seeds, candidates=8, race=False)
+    screen = find_background(model, celeba, seeds[:RACE_SCREEN], candidates=8, race=False)
+    assert len(full.table) == 16 and not full.screened
+    assert len(raced.table) == RACE_KEEP and set(raced.screened) == set(full.table) - set(raced.table)
+    kept = sorted(screen.table, key=lambda t: -screen.table[t])[:RACE_KEEP]
+    assert set(raced.table) == set(kept)
+    for fill, gain in raced.table.items():
+        assert gain == pytest.approx(full.table[fill], abs=1e-5)
+    for fill, gain in raced.screened.items():
+        assert gain == pytest.approx(screen.table[fill], abs=1e-5)
+    assert raced.gain == max(raced.table.values())
+    few = find_background(model, celeba, seeds[:RACE_MIN_SAMPLES - 1], candidates=8)  # too few samples to race
+    assert len(few.table) == 16 and not few.screened
 
 
 # ----------------------------------------------------------------------------- localisation

@@ -177,6 +177,12 @@ def test_fit_into_a_log_draws_no_bars(tmp_path):
     assert r.exit_code == 0, r.output
     assert "held-out" in r.output
     assert "extracting features" not in r.output and "it/s" not in r.output
+    # instead, a timestamped line per stage: a log of a long fit shows how far it got
+    assert re.search(r"^\d\d:\d\d:\d\d statistics of 64 samples \(C = 256, S = 64\)", r.output, re.M), r.output
+    assert re.search(r"^\d\d:\d\d:\d\d iteration 2: error 0\.\d{4}", r.output, re.M), r.output
+    r = run("fit", "-n", 64, "-rs", 4, "-rc", 16, "--layer", "relu2", "--background-samples", 0,
+            "--out", tmp_path / "f.safetensors", "--overwrite", "-q")
+    assert r.exit_code == 0 and "held-out" in r.output and "iteration 1:" not in r.output, r.output
 
 
 def test_fit_with_mixing_writes_it_and_edits_still_run(tmp_path):

@@ -109,7 +109,7 @@ def region_grams(jacs: list[torch.Tensor], masks: torch.Tensor, average: bool = 
 
 
 def per_image_grams(generator: GeneratorAdapter, latents: Latents, masks: dict[str, torch.Tensor], chunk: int = 8,
-                    progress: bool = False) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+                    progress: bool | None = False) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """:func:`region_grams` per sample for several regions at once, from Jacobians computed ``chunk`` samples at a
     time and dropped (a 64 x 64 image's Jacobian is 26 MB; its Gram matrices 80 KB each).
 

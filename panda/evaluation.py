@@ -205,7 +205,7 @@ def _scores(original: torch.Tensor, edited: torch.Tensor, cells: Cells) -> dict[
 
 def run_roir(generator: GeneratorAdapter, n: int = 1000, n_calib: int = 64, budget: int = 100, target: float = 0.05,
              n_train: int = 5000, n_jacobian: int = 16, ganspace_samples: int = 10_000, rank_parts: int | None = None,
-             seed: int = 0, progress: bool = True, model: PandA | None = None, masker=None,
+             seed: int = 0, progress: bool | None = None, model: PandA | None = None, masker=None,
              cross_check: bool = True, dilations: tuple[int, ...] = (2, 4), n_parts: int = 3,
              resefa_taus: tuple[float, ...] = (0.0, 1e-3)) -> BenchResult:
     """Run the protocol (module docstring) for every registered method.

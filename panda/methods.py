@@ -82,7 +82,8 @@ class BenchContext:
         PandA's parts tried per region.
     resefa_taus : tuple of float
         ReSeFa's trace regulariser weights to choose from.
-    progress : bool
+    progress : bool or None
+        Progress bars (None: where stderr is a terminal).
     """
 
     generator: GeneratorAdapter
@@ -97,7 +98,7 @@ class BenchContext:
     n_jacobian: int = 16
     n_parts: int = 3
     resefa_taus: tuple[float, ...] = (0.0, 1e-3)
-    progress: bool = False
+    progress: bool | None = False
 
 
 @dataclass(frozen=True)

@@ -104,7 +104,7 @@ def _spd(d: int, seed: int) -> torch.Tensor:
 
 
 def time_setup(generator: GeneratorAdapter, layer: str, n_train: int = 1000, rank_parts: int = 12, tangents: int = 32,
-               chunk: int = 8, rpca_steps: int = 1000, progress: bool = False) -> SetupCost:
+               chunk: int = 8, rpca_steps: int = 1000, progress: bool | None = False) -> SetupCost:
     """Time PandA's, ReSeFa's and LowRankGAN's setup for one region on ``generator`` (see the module docstring).
 
     Returns

@@ -271,15 +271,21 @@ def find_background(model: PandA, generator: GeneratorAdapter, seeds: Sequence[i
     """
     latents = generator.latents(seeds)
     original = generator.render(latents)
-    masks = region_masks(model, original.shape[-1])
+    regions, marks = removable_parts(model, len(latents), original.shape[-1])
+    return _search(model, generator, latents, original, regions, marks, alpha, candidates, race, progress)
+
+
+def removable_parts(model: PandA, n: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The parts whose region (:func:`region_masks`) is neither empty nor the whole image, for n images of
+    ``size`` pixels: (regions (G, n, H, W) on the layer's grid, masks (G, n, size, size) bool), as
+    :func:`fill_distances` takes them."""
+    masks = region_masks(model, size)
     keep = [k for k, m in enumerate(masks) if m.any() and not m.all()]
     if not keep:
         raise PandaError("no part has a region to remove (every part's map covers the whole image or nothing): "
                          "fit more parts (--rank-parts), or name the background appearance yourself.")
-    n = len(latents)
     regions = torch.stack([part_profile(model, k) for k in keep])[:, None].expand(-1, n, -1, -1)
-    marks = torch.stack([masks[k] for k in keep])[:, None].expand(-1, n, -1, -1)
-    return _search(model, generator, latents, original, regions, marks, alpha, candidates, race, progress)
+    return regions, torch.stack([masks[k] for k in keep])[:, None].expand(-1, n, -1, -1)
 
 
 def towards_background(original: torch.Tensor, edited: torch.Tensor, region: torch.Tensor,

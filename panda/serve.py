@@ -185,16 +185,24 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
         return overlay(image, upsample(normalise(maps[None]), image.shape[-1])[0] ** 2)
 
     def removed(request):
+        """``fill=auto`` (default): the fill that brings this part's colour closest to its surroundings in this image,
+        among the 16 strongest appearances and both signs (32 generator passes, batched). ``fill=global``: the fit's
+        background appearance, one pass; a fill chosen on other images moves new images' parts' colour much less
+        towards their surroundings (3-21% of the way against 63-76%: ``benchmarks/background_search.md``)."""
         lat = sample_of(request)
         (part,) = ints(request, "part")
         alpha = alpha_of(request, 1.0)
-        if model.background_ is None:  # fitted without the background search: choose the fill for this part and image
+        fill = request.query_params.get("fill", "auto")
+        if fill not in ("auto", "global"):
+            raise PandaError(f"fill={fill!r}: give fill=auto (the best for this image) or fill=global (the fit's).")
+        if fill == "auto" or model.background_ is None:  # a file fitted without the search has no global fill
             return removal(model, generator, lat, part_profile(model, part), alpha, "auto").removed[0]
         return generator.to_unit(remove(model, generator, lat, part_profile(model, part), alpha)).cpu()[0]
 
     def describe() -> dict:
         return {"generator": generator.name, "layer": model.layer_, "shape": list(model.layer_shape_),
                 "n_parts": model.n_parts, "n_appearances": model.n_appearances, "background": model.background_,
+                "background_sign": model.background_sign_,
                 "top": [model.top_appearances(k, 8, by="specific") for k in range(model.n_parts)],
                 "labels": [model.part_label(k) for k in range(model.n_parts)], "grid": [h, w],
                 "strongest": strongest, "latent": latents is not None, "max_edits": MAX_EDITS}

@@ -105,6 +105,21 @@ def test_api_stacks_edits_downloads_full_size_and_reads_alpha_zero(server, celeb
     assert status == 400 and b"alpha" in body
 
 
+def test_api_removes_with_this_images_fill_or_the_global_one(server, model, celeba):
+    """fill=auto (the default) uses the fill chosen for this part on this image; fill=global the fit's."""
+    from panda.editing import part_profile
+    from panda.removal import removal
+
+    base, _ = server
+    auto, chosen = get(f"{base}/api/remove.png?seed=3&part=1&fill=auto")[2], get(f"{base}/api/remove.png?seed=3&part=1")[2]
+    glob = get(f"{base}/api/remove.png?seed=3&part=1&fill=global")[2]
+    assert auto == chosen
+    pick = removal(model, celeba, [3], part_profile(model, 1), 1.0, "auto")
+    assert (auto == glob) == ((pick.appearance, pick.sign) == (model.background_, model.background_sign_))
+    status, _, body = get(f"{base}/api/remove.png?seed=3&part=1&fill=mean")
+    assert status == 400 and b"fill=auto" in body
+
+
 def test_explorer_refuses_foreign_hosts_long_queries_and_sheds_load(model, celeba):
     port = free_port()
     app = create_app(model, celeba, seed=3, hosts=allowed_hosts("127.0.0.1", port), max_waiting=0)
@@ -188,7 +203,7 @@ def test_explorer_in_a_real_browser(server, model):
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     base, _ = server
     strongest = model.part_maps().argmax(0)
@@ -243,6 +258,12 @@ def test_explorer_in_a_real_browser(server, model):
         status, headers, body = get(href)
         assert status == 200 and "attachment" in headers["content-disposition"] and body[:4] == b"\x89PNG"
         wait.until(lambda d: loaded(removed))
+        # the removal's fill: this image's own by default, the fit's global one on request
+        assert "fill=auto" in removed.get_attribute("src") and "closest to its surroundings" in by_id("removed-cap").text
+        Select(by_id("fill")).select_by_value("global")
+        wait.until(lambda d: "fill=global" in removed.get_attribute("src") and loaded(removed))
+        wait.until(lambda d: f"background appearance {'+' if model.background_sign_ > 0 else '-'}{model.background_}"
+                   in by_id("removed-cap").text)
         assert by_id("error").text == ""
     finally:
         driver.quit()

@@ -54,6 +54,9 @@ def fit_factors(generator: GeneratorAdapter, layer: str | None = None, rank_appe
         model.score(FeatureSource.heldout(generator, layer, n_heldout, batch_size=batch_size, memory_budget=0))
         log.info("held-out error %.4f on %d samples", model.heldout_error_, n_heldout)
     if background_samples > 0:
+        log.info("searching the background appearance for object removal on %d parts and %d samples "
+                 "(background_samples=0, --background-samples 0 on the command line, skips it)", model.n_parts,
+                 background_samples)
         t = time.perf_counter()
         found = search_background(model, generator, background_samples, progress=progress)
         log.info("background appearance %s%d (%.0f%% of the way), searched on %d samples in %.1f s",

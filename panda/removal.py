@@ -219,6 +219,8 @@ def _search(model: PandA, generator: GeneratorAdapter, latents: Latents, origina
     """Try the ``candidates`` strongest appearances with both signs on the regions (G, N, H, W) and masks
     (G, N, H', W') of :func:`fill_distances`, racing (``RACE_SCREEN``, ``RACE_KEEP``) where ``race`` and
     N >= ``RACE_MIN_SAMPLES``."""
+    if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
+        raise PandaError(f"candidates={candidates!r}: try at least 1 appearance as a fill.")
     order = torch.argsort(model.appearance_energy_, descending=True)[:candidates]
     trials = [(j, s) for j in order.tolist() for s in (1.0, -1.0)]
     g, n = regions.shape[:2]

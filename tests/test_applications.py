@@ -244,6 +244,8 @@ def test_raced_background_search_keeps_the_screened_best_and_measures_them_on_ev
     assert raced.gain == max(raced.table.values())
     few = find_background(model, celeba, seeds[:RACE_MIN_SAMPLES - 1], candidates=8)  # too few samples to race
     assert len(few.table) == 16 and not few.screened
+    with pytest.raises(PandaError, match="candidates=0"):
+        find_background(model, celeba, seeds, candidates=0)
 
 
 # ----------------------------------------------------------------------------- localisation

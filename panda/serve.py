@@ -12,6 +12,7 @@ import errno
 import socket
 import sys
 import threading
+from collections import OrderedDict
 from typing import Sequence
 
 import torch
@@ -28,7 +29,7 @@ from .localisation import localize, signed
 from .maps import normalise, upsample
 from .model import PandA
 from .pages import render_explorer
-from .removal import remove, removal
+from .removal import choose_fill, remove, removal_regions
 
 MAX_SEED = 2**32 - 1
 
@@ -50,6 +51,8 @@ MAX_QUERY = 4096
 #: Requests allowed to wait for the generator at once; beyond them the server answers 503 at once, so clients that
 #: gave up do not leave minutes of queued work behind them.
 MAX_WAITING = 8
+#: Auto removal fills remembered (one per sample, part and alpha): the page asks for a removal, then for its fill.
+MAX_REMEMBERED = 256
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -138,26 +141,42 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
             stack.append(Edit(part, appearance, alpha_of(request, 1.0)))
         return check_edits(model, stack) if stack else []
 
+    def guarded(fn, request):
+        """fn(request) under the generator's lock -> (result, None), or (None, the response refusing it): 503 when
+        ``max_waiting`` requests already wait, 400 for bad input."""
+        if not slots.acquire(blocking=False):
+            return None, PlainTextResponse("the explorer is busy: try again in a moment", status_code=503,
+                                           headers={"Retry-After": "1"})
+        try:
+            with lock, torch.no_grad():
+                return fn(request), None
+        except PandaError as exc:
+            return None, PlainTextResponse(str(exc), status_code=400)
+        finally:
+            slots.release()
+
     def picture(fn, name: str):
         """Wrap an endpoint that returns an (H, W, 3) or (3, H, W) image in [0, 1] into a PNG response
         (``full=1``: at the generator's resolution, as a download)."""
 
         def endpoint(request):
-            if not slots.acquire(blocking=False):
-                return PlainTextResponse("the explorer is busy: try again in a moment", status_code=503,
-                                         headers={"Retry-After": "1"})
-            try:
-                with lock, torch.no_grad():
-                    image = fn(request)
-            except PandaError as exc:
-                return PlainTextResponse(str(exc), status_code=400)
-            finally:
-                slots.release()
+            image, refused = guarded(fn, request)
+            if refused is not None:
+                return refused
             full = request.query_params.get("full") == "1"
             headers = {"Cache-Control": "no-store"}
             if full:
                 headers["Content-Disposition"] = f'attachment; filename="panda-{name}.png"'
             return Response(png_bytes(to_pil(image, 1 if full else scale)), media_type="image/png", headers=headers)
+
+        return endpoint
+
+    def data(fn):
+        """Wrap an endpoint that returns a dict into a JSON response."""
+
+        def endpoint(request):
+            value, refused = guarded(fn, request)
+            return refused if refused is not None else JSONResponse(value, headers={"Cache-Control": "no-store"})
 
         return endpoint
 
@@ -184,20 +203,40 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
         maps = signed(model, appearance, localize(model, generator, lat)[0, appearance])
         return overlay(image, upsample(normalise(maps[None]), image.shape[-1])[0] ** 2)
 
-    def removed(request):
-        """``fill=auto`` (default): the fill that brings this part's colour closest to its surroundings in this image,
-        among the 16 strongest appearances and both signs (32 generator passes, batched). ``fill=global``: the fit's
-        background appearance, one pass; a fill chosen on other images moves new images' parts' colour much less
-        towards their surroundings (3-21% of the way against 63-76%: ``benchmarks/background_search.md``)."""
+    searches: OrderedDict[tuple, tuple[int, float, float]] = OrderedDict()  # (sample, part, alpha) -> auto fill
+
+    def fill_of(request) -> tuple[Latents, torch.Tensor, float, dict]:
+        """A removal request's sample, region (H, W), alpha and fill {"fill", "appearance", "sign", "gain"}.
+
+        ``fill=auto`` (default): the fill that brings this part's colour closest to its surroundings in this image,
+        among the 16 strongest appearances and both signs (32 generator passes, batched); "gain" is how far it gets
+        there (1: all the way). It is searched once per sample, part and alpha and remembered: the page asks for the
+        picture, then for the fill it used. ``fill=global``: the fit's background appearance ("gain" None); a fill
+        chosen on other images moves new images' parts' colour much less towards their surroundings (3-21% of the
+        way against 63-76%: ``benchmarks/background_search.md``). A file fitted without the search has only auto.
+        """
         lat = sample_of(request)
         (part,) = ints(request, "part")
-        alpha = alpha_of(request, 1.0)
+        region, alpha = part_profile(model, part), alpha_of(request, 1.0)
         fill = request.query_params.get("fill", "auto")
         if fill not in ("auto", "global"):
             raise PandaError(f"fill={fill!r}: give fill=auto (the best for this image) or fill=global (the fit's).")
-        if fill == "auto" or model.background_ is None:  # a file fitted without the search has no global fill
-            return removal(model, generator, lat, part_profile(model, part), alpha, "auto").removed[0]
-        return generator.to_unit(remove(model, generator, lat, part_profile(model, part), alpha)).cpu()[0]
+        if fill == "global" and model.background_ is not None:
+            return lat, region, alpha, {"fill": "global", "appearance": model.background_,
+                                        "sign": model.background_sign_, "gain": None}
+        key = ("latent" if latents is not None else int(request.query_params["seed"]), part, alpha)
+        if key not in searches:
+            regions, _, masks = removal_regions(region, None, 1, generator.image_size)
+            found = choose_fill(model, generator, lat, regions, masks, alpha)
+            searches[key] = (found.appearance, found.sign, found.gain)
+            if len(searches) > MAX_REMEMBERED:
+                searches.popitem(last=False)
+        j, sign, gain = searches[key]
+        return lat, region, alpha, {"fill": "auto", "appearance": j, "sign": sign, "gain": gain}
+
+    def removed(request):
+        lat, region, alpha, fill = fill_of(request)
+        return generator.to_unit(remove(model, generator, lat, region, alpha, fill["appearance"], fill["sign"])).cpu()[0]
 
     def describe() -> dict:
         return {"generator": generator.name, "layer": model.layer_, "shape": list(model.layer_shape_),
@@ -217,7 +256,7 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
         Route("/", page), Route("/api/info", info),
         Route("/api/original.png", picture(original, "original")), Route("/api/edit.png", picture(edited, "edit")),
         Route("/api/part.png", picture(part_map, "part")), Route("/api/localize.png", picture(localisation, "localize")),
-        Route("/api/remove.png", picture(removed, "remove")),
+        Route("/api/remove.png", picture(removed, "remove")), Route("/api/remove.json", data(lambda r: fill_of(r)[3])),
     ])
     return _Guard(app, hosts)
 

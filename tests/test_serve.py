@@ -1,5 +1,6 @@
 """The browser explorer, driven in a real (headless) Chromium."""
 
+import json
 import os
 import shutil
 import socket
@@ -11,6 +12,7 @@ import urllib.request
 import pytest
 
 from panda import PandaError
+from panda.drawing import png_bytes, to_pil
 from panda.serve import allowed_hosts, create_app, port_free, server_config
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -116,8 +118,16 @@ def test_api_removes_with_this_images_fill_or_the_global_one(server, model, cele
     assert auto == chosen
     pick = removal(model, celeba, [3], part_profile(model, 1), 1.0, "auto")
     assert (auto == glob) == ((pick.appearance, pick.sign) == (model.background_, model.background_sign_))
+    assert auto == png_bytes(to_pil(pick.removed[0], max(1, 256 // celeba.image_size)))
     status, _, body = get(f"{base}/api/remove.png?seed=3&part=1&fill=mean")
     assert status == 400 and b"fill=auto" in body
+    # which fill each used, for the page's caption (and the command line's --background)
+    said = json.loads(get(f"{base}/api/remove.json?seed=3&part=1")[2])
+    assert said == {"fill": "auto", "appearance": pick.appearance, "sign": pick.sign,
+                    "gain": pytest.approx(pick.search.gain, abs=1e-6)}
+    said = json.loads(get(f"{base}/api/remove.json?seed=3&part=1&fill=global")[2])
+    assert (said["fill"], said["appearance"], said["sign"]) == ("global", model.background_, model.background_sign_)
+    assert get(f"{base}/api/remove.json?seed=3&part=99")[0] == 400
 
 
 def test_explorer_refuses_foreign_hosts_long_queries_and_sheds_load(model, celeba):
@@ -258,12 +268,14 @@ def test_explorer_in_a_real_browser(server, model):
         status, headers, body = get(href)
         assert status == 200 and "attachment" in headers["content-disposition"] and body[:4] == b"\x89PNG"
         wait.until(lambda d: loaded(removed))
-        # the removal's fill: this image's own by default, the fit's global one on request
-        assert "fill=auto" in removed.get_attribute("src") and "closest to its surroundings" in by_id("removed-cap").text
+        # the removal's fill: this image's own by default, the fit's global one on request; the caption names it
+        assert "fill=auto" in removed.get_attribute("src")
+        wait.until(lambda d: "this image's best fill" in by_id("removed-cap").text
+                   and "(--background=" in by_id("removed-cap").text)
         Select(by_id("fill")).select_by_value("global")
         wait.until(lambda d: "fill=global" in removed.get_attribute("src") and loaded(removed))
-        wait.until(lambda d: f"background appearance {'+' if model.background_sign_ > 0 else '-'}{model.background_}"
-                   in by_id("removed-cap").text)
+        fill = f"{'+' if model.background_sign_ > 0 else '-'}{model.background_}"
+        wait.until(lambda d: f"background appearance (--background={fill})" in by_id("removed-cap").text)
         assert by_id("error").text == ""
     finally:
         driver.quit()

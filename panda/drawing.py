@@ -139,15 +139,20 @@ def grid(
     return canvas
 
 
+#: zlib level of every PNG panda writes. Pillow's default (6) spends 3x the time of level 3 for files 12% smaller:
+#: a demo contact sheet (1429 x 858) takes 127 ms against 43 ms, and the demo's 80 sheets 5.5 s against about 2.
+PNG_COMPRESS_LEVEL = 3
+
+
 def save_png(image: Image.Image, path: str | os.PathLike) -> Path:
     """Write ``image`` as PNG atomically (see :func:`panda.fileio.atomic_write`)."""
-    return atomic_write(path, lambda fh: image.save(fh, format="PNG"))
+    return atomic_write(path, lambda fh: image.save(fh, format="PNG", compress_level=PNG_COMPRESS_LEVEL))
 
 
 def png_bytes(image: Image.Image) -> bytes:
     """The PNG encoding of ``image`` (for a web response)."""
     buf = io.BytesIO()
-    image.save(buf, format="PNG")
+    image.save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buf.getvalue()
 
 

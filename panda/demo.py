@@ -68,7 +68,7 @@ def run_demo(generator: GeneratorAdapter | str = DEFAULT_GENERATOR, layer: str |
         top = model.top_appearances(k, n_top, by="specific")  # what is particular to the part, not the mean direction
         result = measured_sweep(model, gen, latents, k, top[0], alphas)
         save_png(figures.sweep_figure(model, result, shown), folder / f"edit_part{k}.png")
-        sheets = [(j, gen.to_unit(sweep(model, gen, latents[:2], k, j, alphas)).cpu()) for j in top]
+        sheets = list(zip(top, gen.to_unit(sweep(model, gen, latents[:2], k, top, alphas)).cpu()))
         save_png(figures.contact_sheet(model, k, sheets, alphas, shown[:2], "(most specific to it first)"), folder / f"part{k}_appearances.png")
         per_part.append((k, top, result.share))
         overview.append((k, top[0], result.images[0]))

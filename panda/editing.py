@@ -172,20 +172,27 @@ def edit(
 
 
 def sweep(
-    model: PandA, generator: GeneratorAdapter, latents: Latents | Sequence[int], part: int, appearance: int,
-    alphas: Sequence[float], batch_size: int = 64,
+    model: PandA, generator: GeneratorAdapter, latents: Latents | Sequence[int], part: int,
+    appearance: int | list[int] | tuple[int, ...], alphas: Sequence[float], batch_size: int = 64,
 ) -> torch.Tensor:
-    """One edit at several strengths, for latents (or seeds): images (N, len(alphas), 3, H', W')."""
+    """One edit at several strengths, for latents (or seeds): images (N, len(alphas), 3, H', W'). With a list of
+    appearances, each one's sweep, all through the generator together: (len(appearance), N, len(alphas), 3, H', W')."""
     model.check_compatible(generator)
     latents = generator.latents(latents)
-    unit = edit_delta(model, [Edit(part, appearance, 1.0)])
-    for a in alphas:
-        check_edits(model, [Edit(part, appearance, a)])
+    several = isinstance(appearance, (list, tuple))
+    appearances = list(appearance) if several else [appearance]
+    units = []
+    for j in appearances:
+        units.append(edit_delta(model, [Edit(part, j, 1.0)]))
+        for a in alphas:
+            check_edits(model, [Edit(part, j, a)])
     n, m = len(latents), len(alphas)
-    rep = latents[torch.arange(n).repeat_interleave(m)]
-    deltas = torch.tensor(list(alphas), dtype=unit.dtype).repeat(n)[:, None, None, None] * unit[None]
+    rep = latents[torch.arange(n).repeat_interleave(m).repeat(len(units))]
+    strengths = torch.tensor(list(alphas), dtype=units[0].dtype).repeat(n)[:, None, None, None]
+    deltas = torch.cat([strengths * unit[None] for unit in units])
     images = synthesize_offset(generator, model.layer_, rep, deltas, batch_size)
-    return images.view(n, m, *images.shape[1:])
+    images = images.view(len(units), n, m, *images.shape[1:])
+    return images if several else images[0]
 
 
 @dataclass

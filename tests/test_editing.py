@@ -56,6 +56,10 @@ def test_sweep_matches_single_edits(model, celeba):
     assert s.shape == (2, 3, 3, 64, 64)
     assert torch.allclose(s[:, 2], edit(model, celeba, lat, [Edit(3, 2, 2.0)]), atol=1e-6)
     assert torch.equal(s[:, 1], celeba.synthesize(lat))
+    both = sweep(model, celeba, lat, 3, [2, 5], [-1.0, 0.0, 2.0])  # several appearances in one pass
+    assert both.shape == (2, 2, 3, 3, 64, 64)
+    assert torch.allclose(both[0], s, atol=1e-6)
+    assert torch.allclose(both[1], sweep(model, celeba, lat, 3, 5, [-1.0, 0.0, 2.0]), atol=1e-6)
 
 
 def test_top_appearances_sorted_by_energy(model):

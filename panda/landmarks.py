@@ -144,6 +144,9 @@ class FaceMeshMasker:
             self.mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True, max_num_faces=1)
             # the graph starts on threads of its own and logs when they get to it: a first image waits for them
             self.mesh.process(np.zeros((detect_size, detect_size, 3), np.uint8))
+        # the first image with a face logs one more warning (landmark projection): descriptor 2 is caught until
+        # then, and not after, so that other threads' output is held only while the graph settles
+        self.settled = False
         self.indices = _region_indices()
 
     def landmarks(self, images: torch.Tensor) -> list[np.ndarray | None]:
@@ -153,8 +156,9 @@ class FaceMeshMasker:
         up = F.interpolate(images.float().cpu(), size=self.detect_size, mode="bilinear", align_corners=False)
         arr = (up.clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
         out = []
-        with _without_mediapipe_chatter():
+        with contextlib.nullcontext() if self.settled else _without_mediapipe_chatter():
             results = [self.mesh.process(a) for a in arr]
+        self.settled = self.settled or any(res.multi_face_landmarks is not None for res in results)
         for res in results:
             if res.multi_face_landmarks is None:
                 out.append(None)

@@ -49,6 +49,16 @@ def test_mediapipe_start_up_chatter_is_dropped_and_the_rest_passed_on(capfd):
     assert capfd.readouterr().err == "after\n"
 
 
+def test_facemesh_prints_nothing_and_stops_catching_stderr_once_it_has_seen_a_face(celeba, capfd):
+    masker = FaceMeshMasker()
+    assert not masker.settled
+    first = masker.landmarks(celeba.render(range(4)))
+    assert masker.settled == any(p is not None for p in first) and masker.settled  # these four have faces
+    masker.landmarks(celeba.render(range(4, 8)))  # uncaught now: MediaPipe's one-off warning came with the first
+    err = capfd.readouterr().err
+    assert "W0000" not in err and "XNNPACK" not in err and "landmark_projection" not in err, err
+
+
 def test_forehead_sits_above_the_eyes(faces):
     _, rm = faces
     fore, eyes = rm.masks["forehead"][rm.found].float(), rm.masks["eyes"][rm.found].float()

@@ -949,7 +949,7 @@ def panda_factorise(
         times.append(time.perf_counter() - start)
         bar.update(1)
         bar.set_postfix(error=f"{err:.4f}")
-        log.info("iteration %d: error %.4f (%.1f s)", it + 1, err, times[-1])
+        log.info("iteration %d: error %.4f (%.1f s into the fit)", it + 1, err, times[-1])
         if callback is not None:
             callback(it, err)
         # With R_C = C the P-step's M does not depend on A: one iteration is the solution.
@@ -984,7 +984,8 @@ def panda_factorise(
         h = direction_grams(batches, dirs[:, head], dirs[:, rest] if rest.numel() else None)
     h.div_(stats.total)  # (R, S, S): one per direction refitted, then the rest's sum
     passes += 1
-    log.info("mixing: W's error %.4f; its eigenvalues and the parts alternate on %d directions' statistics (%.1f s)",
+    log.info("mixing: W's error %.4f; its eigenvalues and the parts alternate on %d directions' statistics "
+             "(%.1f s into the fit)",
              errors[-1], len(h), time.perf_counter() - start)
     lyapunov = (errors[-1], p, w)
     # the head's eigenvalues are the first solution's own (it is their optimum); with a shared one for the rest the

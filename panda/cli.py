@@ -499,6 +499,11 @@ def remove(factors, part, mask, region, dilate, alpha, background, save_images, 
         _export(folder, result.removed, seed_list, "removed")
     click.echo(f"wrote {path}\n  background appearance {result.appearance} ({result.sign:+g}); colour distance from "
                f"the region to its surroundings: {result.distance_before:.4f} before, {result.distance_after:.4f} after")
+    if result.distance_after >= result.distance_before:  # by its own measure this did not remove anything
+        why = (f"none of the {len(result.search.table)} fills tried brings it closer" if result.search is not None
+               else f"appearance {'+' if result.sign > 0 else '-'}{result.appearance} moves it away")
+        click.echo(f"  note: {why} at alpha {alpha:g}: the region may already look like its surroundings, or want another "
+                   f"--alpha; look at the pictures", err=True)
     if result.search is not None:  # auto: show the runners-up, the pick is a colour criterion and may not look best
         fills = candidate_fills(model, gen, samples[:4], result.regions[:4], result.search, alpha)
         sheet_path = save_png(candidates_figure(result, fills, seed_list[:4], label), folder / f"{name}_candidates.png")

@@ -105,6 +105,13 @@ def test_unwritable_output_directory(factor_file, tmp_path):
     assert r.exit_code == 2 and "cannot write to the output folder" in r.output
 
 
+def said_whether_it_removed(output: str) -> bool:
+    """A remove command's output notes a removal that moved the region's colour away from its surroundings, and only
+    then: checked on every remove run below."""
+    before, after = map(float, re.search(r"surroundings: ([\d.]+) before, ([\d.]+) after", output).groups())
+    return ("note: " in output) == (after >= before)
+
+
 def test_refine_remove_localize_commands(factor_file, tmp_path):
     r = run("refine", factor_file, "--part", 1, "--shift", "0,2", "--seeds", "0-1", "--steps", 20, "--out", tmp_path / "r")
     assert r.exit_code == 0, r.output
@@ -112,13 +119,16 @@ def test_refine_remove_localize_commands(factor_file, tmp_path):
     r = run("remove", factor_file, "--part", 2, "--seeds", "0-1", "--out", tmp_path / "rm")
     assert r.exit_code == 0, r.output
     assert "before" in r.output and (tmp_path / "rm" / "remove_part2.png").is_file()
+    assert said_whether_it_removed(r.output), r.output
     assert "runners-up" in r.output and (tmp_path / "rm" / "remove_part2_candidates.png").is_file()  # auto shows them
     r = run("remove", factor_file, "--part", 2, "--background", "-3", "--seeds", "0", "--out", tmp_path / "neg")
     assert r.exit_code == 0, r.output
     assert "appearance 3 (-1)" in r.output and not (tmp_path / "neg" / "remove_part2_candidates.png").exists()
+    assert said_whether_it_removed(r.output), r.output
     r = run("remove", factor_file, "--region", "eyes", "--background", "global", "--seeds", "0-1", "--out", tmp_path / "rm")
     assert r.exit_code == 0, r.output
     assert (tmp_path / "rm" / "remove_eyes.png").is_file()
+    assert said_whether_it_removed(r.output), r.output
     mask = tmp_path / "mask.png"
     img = Image.new("L", (64, 64), 0)
     img.paste(255, (20, 20, 44, 44))
@@ -126,6 +136,7 @@ def test_refine_remove_localize_commands(factor_file, tmp_path):
     r = run("remove", factor_file, "--mask", mask, "--background", 3, "--seeds", "0", "--out", tmp_path / "rm")
     assert r.exit_code == 0, r.output
     assert (tmp_path / "rm" / "remove_mask.png").is_file()
+    assert said_whether_it_removed(r.output), r.output
     r = run("localize", factor_file, "--appearance", 3, "--seeds", "0-2", "--out", tmp_path / "l")
     assert r.exit_code == 0 and (tmp_path / "l" / "localize_app3.png").is_file()
     r = run("localize", factor_file, "--top", 4, "--seed", 7, "--out", tmp_path / "l")

@@ -14,7 +14,6 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont
 
 from .fileio import atomic_write, check_writable
@@ -37,6 +36,8 @@ def font(size: int) -> ImageFont.ImageFont:
 
 def hot(x: np.ndarray) -> np.ndarray:
     """matplotlib's 'hot' colour map: values (...) in [0, 1] -> (..., 3) RGB in [0, 1]."""
+    from matplotlib import colormaps  # here, not above: importing matplotlib costs every command 0.5 s
+
     return colormaps["hot"](np.clip(x, 0.0, 1.0))[..., :3]
 
 

@@ -10,8 +10,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
 from .drawing import PALETTE, grid, heat_tile, hot, outline, overlay, scale_for, segmentation, to_pil
@@ -195,6 +193,10 @@ def bench_bar_plot(res: BenchResult, metric: str = "ROIR") -> Image.Image:
     """Grouped bars (regions x methods) of a metric's mean with std whiskers; unavailable methods are named as n/a."""
     methods = [m for m in METHODS if res.row(m, REGIONS[0]).available]
     missing = [f"{m}: {res.row(m, REGIONS[0]).label}" for m in METHODS if m not in methods]
+    # here, not at the top: importing matplotlib costs every command 0.5 s, and only this plot needs it
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(10, 4.2), dpi=100)
     ax = fig.add_subplot()
     width = 0.8 / max(len(methods), 1)

@@ -2,7 +2,8 @@
 
 Every file panda writes goes through :func:`atomic_write`: a temporary file in the same folder,
 flushed to disk, then renamed over the target. An interrupted run leaves either the old file or the
-new one, never half of one, and never a temporary file (it is removed on any exception).
+new one, never half of one, and no temporary file (it is removed on any exception; on Linux a kill -9
+can leave one only in the instant between naming and renaming it, and the next write of that file removes it).
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO
     -----
     The file gets the permissions a plain ``open(path, "w")`` would give (``0o666`` less the umask),
     not ``mkstemp``'s ``0o600``, so a web server or a colleague can read it. On Linux the data go to an
-    unnamed file (``O_TMPFILE``) that gets a name only once complete, so even a ``kill -9`` while writing
-    leaves nothing behind; elsewhere a named temporary file is removed on any exception.
+    unnamed file (``O_TMPFILE``) that gets a name only once complete, and is renamed over the target at once
+    (no system call can link it there directly): a ``kill -9`` while writing leaves nothing behind, except in
+    the instant between those two calls, and the next write of the same file removes what that left
+    (:func:`_remove_stale_names`). Elsewhere a named temporary file is removed on any exception.
     """
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
@@ -52,15 +55,16 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO
             fd = None
     if fd is not None:
         try:
+            _remove_stale_names(parent, path.name)
             with os.fdopen(fd, "wb") as fh:
                 _fill(fh, data)
                 tmp = parent / f".{path.name}.{os.getpid()}.{id(fh):x}.tmp"
                 _link_unnamed(fh.fileno(), tmp)
-            try:
-                os.replace(tmp, path)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+                try:  # before closing the file: the name exists for as short a time as can be
+                    os.replace(tmp, path)
+                except BaseException:
+                    tmp.unlink(missing_ok=True)
+                    raise
         except OSError as exc:
             raise PandaError(f"cannot write '{path}' ({exc.strerror}): choose another location.") from exc
         return path
@@ -77,6 +81,35 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _remove_stale_names(parent: Path, name: str) -> None:
+    """Remove the names ``.NAME.PID.ID.tmp`` (see :func:`atomic_write`) whose writer no longer runs: a writer killed
+    between naming its unnamed file and renaming it over NAME. A running writer holds such a name for the time of
+    one system call, and its process is alive."""
+    prefix = f".{name}."
+    try:
+        names = [n for n in os.listdir(parent) if n.startswith(prefix) and n.endswith(".tmp")]
+    except OSError:
+        return
+    for n in names:
+        fields = n[len(prefix):-len(".tmp")].split(".")
+        if len(fields) != 2 or not fields[0].isdigit() or _running(int(fields[0])):
+            continue
+        try:
+            os.unlink(parent / n)
+        except OSError:  # gone already, or not ours to remove
+            pass
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _link_unnamed(fd: int, target: Path) -> None:

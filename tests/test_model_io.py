@@ -1,5 +1,6 @@
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -201,7 +202,9 @@ def test_publish_folder_replaces_a_folder_whole(tmp_path):
 
 
 def test_kill_9_while_saving_leaves_no_temporary_file(tmp_path):
-    """A writer killed at random moments of a large write: the target is old or new, whole, and nothing else is left."""
+    """A writer killed at random moments of a large write: the target is old or new, whole, and nothing else is left
+    but, if the kill came in the instant between naming the file and renaming it, that one name, which the next write
+    of the file removes."""
     import signal
     import subprocess
     import sys
@@ -216,9 +219,28 @@ def test_kill_9_while_saving_leaves_no_temporary_file(tmp_path):
         time.sleep(2.5 + 0.17 * trial)  # importing panda takes about 2 s; then a write every few tens of ms
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["big.bin"]
+        left = sorted(p.name for p in tmp_path.iterdir() if p.name != "big.bin")
+        assert target.is_file() and (not left or re.fullmatch(rf"\.big\.bin\.{proc.pid}\.[0-9a-f]+\.tmp", left[0])), left
+        assert len(left) <= 1
         data = target.read_bytes()
         assert len(data) == 8 << 20 and data == data[:1] * len(data)
+        atomic_write(target, data)  # the next write removes what the killed one may have left
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["big.bin"]
+
+
+def test_a_name_left_by_a_killed_writer_is_removed_by_the_next_write(tmp_path):
+    """The instant between naming the unnamed file and renaming it, made to last: a kill there leaves the name; a
+    running writer's name is kept."""
+    import subprocess
+    import sys
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".f.bin.{int(dead.stdout)}.7f00.tmp"
+    live = tmp_path / f".f.bin.{os.getpid()}.7f01.tmp"
+    other = tmp_path / ".g.bin.1.7f02.tmp"  # another file's: not this write's business
+    for p in (stale, live, other):
+        p.write_bytes(b"x")
+    atomic_write(tmp_path / "f.bin", b"new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["f.bin", live.name, other.name])
 
 
 def test_a_mixing_round_trips_and_older_files_keep_their_version(tmp_path, model, mixed_model, celeba):

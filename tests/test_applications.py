@@ -246,6 +246,8 @@ def test_raced_background_search_keeps_the_screened_best_and_measures_them_on_ev
     assert len(few.table) == 16 and not few.screened
     with pytest.raises(PandaError, match="candidates=0"):
         find_background(model, celeba, seeds, candidates=0)
+    with pytest.raises(PandaError, match="no images asked for"):  # not a perfect score on nothing
+        find_background(model, celeba, [], candidates=8)
 
 
 # ----------------------------------------------------------------------------- localisation

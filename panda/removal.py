@@ -331,7 +331,8 @@ def towards_background(original: torch.Tensor, edited: torch.Tensor, region: tor
 
 @torch.no_grad()
 def choose_fill(model: PandA, generator: GeneratorAdapter, latents: Latents, regions: torch.Tensor,
-                masks: torch.Tensor, alpha: float = 1.0, candidates: int = 16) -> BackgroundSearch:
+                masks: torch.Tensor, alpha: float = 1.0, candidates: int = 16,
+                original: torch.Tensor | None = None) -> BackgroundSearch:
     """The background appearance for *this* region on *these* images: among the ``candidates`` strongest
     appearances and both signs, the one whose fill brings the regions' mean colour closest to the band
     around them (:func:`towards_background`). What fills a region depends on what surrounds it: skin for
@@ -343,13 +344,15 @@ def choose_fill(model: PandA, generator: GeneratorAdapter, latents: Latents, reg
         (N, H, W) on the layer's grid.
     masks : torch.Tensor
         (N, H', W') bool at image resolution.
+    original : torch.Tensor, optional
+        The images G(latents) (N, 3, H', W') in [0, 1], where the caller has them already; rendered otherwise.
 
     Returns
     -------
     BackgroundSearch
     """
     latents = generator.latents(latents)
-    original = generator.render(latents)
+    original = generator.render(latents) if original is None else original
     return _search(model, generator, latents, original, regions[None], masks[None], alpha, candidates, race=False)
 
 
@@ -421,7 +424,7 @@ def removal(model: PandA, generator: GeneratorAdapter, latents: Latents | Sequen
     regions, shown, masks = removal_regions(region, masks, len(latents), original.shape[-1])
     search = None
     if background == "auto":
-        search = choose_fill(model, generator, latents, regions, masks, alpha)
+        search = choose_fill(model, generator, latents, regions, masks, alpha, original=original)
         background, sign = search.appearance, search.sign
     elif background in (None, "global"):
         background = None

@@ -985,8 +985,7 @@ def panda_factorise(
     h.div_(stats.total)  # (R, S, S): one per direction refitted, then the rest's sum
     passes += 1
     log.info("mixing: W's error %.4f; its eigenvalues and the parts alternate on %d directions' statistics "
-             "(%.1f s into the fit)",
-             errors[-1], len(h), time.perf_counter() - start)
+             "(%.1f s into the fit)", errors[-1], len(h), time.perf_counter() - start)
     lyapunov = (errors[-1], p, w)
     # the head's eigenvalues are the first solution's own (it is their optimum); with a shared one for the rest the
     # error starts above the first W's, so the alternation follows its own error and is compared with W's at the end

@@ -31,11 +31,12 @@ from .fitting import fit_factors
 from .checkpoints import FORMATS, NOISE_MODES, load_generator, random_stylegan2
 from .generators import DEFAULT_GENERATOR, GENERATORS, resolve_device
 from .landmarks import REMOVAL_REGIONS, BoxMasker, FaceMeshMasker
+from .latents import load_latents
 from .localisation import localisation
 from .model import PandA
 from .naming import CALIB_SEED_START, name_model_parts
 from .progress import log_stages
-from .projection import load_latent, load_image, project, save_latent
+from .projection import load_image, project, save_latent
 from .refinement import check_refine_args, compare_refinement
 from .removal import candidate_fills, parse_background, rasterise_mask, region_for, removal
 from .serve import serve as run_server
@@ -200,10 +201,13 @@ def _load(factors: str, device: str, generator_name: str | None = None, truncati
 
 
 def _samples(gen, seeds: list[int] | None, seed: int, n: int, latent: str | None) -> tuple[object, list]:
-    """What a command draws, and the labels its pictures give them: seeds, or a projected latent (``--latent``)."""
+    """What a command draws, and the labels its pictures give them: seeds, or the latents of a file (``--latent``:
+    your own, or one `panda project` wrote), labelled 'latent i'."""
     if latent is not None:
-        latents = load_latent(latent, gen)
-        return latents, ["projected"] * len(latents)
+        latents = load_latents(latent, gen)
+        if len(latents) > MAX_SEEDS:
+            raise PandaError(f"'{latent}' holds {len(latents)} latents: give at most {MAX_SEEDS} at a time.")
+        return latents, [f"latent {i}" for i in range(len(latents))]
     seed_list = seeds if seeds else list(range(seed, seed + n))
     return seed_list, seed_list
 
@@ -213,8 +217,8 @@ SAVE_IMAGES = click.option("--save-images", is_flag=True,
 
 
 def _export(folder, images: torch.Tensor, labels: list, what: str) -> None:
-    """--save-images: one PNG per image, named by its seed (or 'projected')."""
-    names = [f"{what}_{label}" if label != "projected" else f"{what}_projected{i}" for i, label in enumerate(labels)]
+    """--save-images: one PNG per image, named by its seed (or 'latent i': ``latenti``)."""
+    names = [f"{what}_{str(label).replace(' ', '')}" for label in labels]
     paths = save_images(images, folder / "images", names)  # the folder is created there
     click.echo(f"wrote {len(paths)} image(s) to {paths[0].parent}")
 
@@ -228,7 +232,8 @@ def sample_options(n_images: int, out: str):
             click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, help="First sample's seed."),
             click.option("--n-images", type=click.IntRange(1, MAX_SEEDS), default=n_images, help="How many samples."),
             click.option("--latent", type=click.Path(dir_okay=False), default=None,
-                         help="A latent written by `panda project` (your own photo) instead of seeds."),
+                         help="Latents instead of seeds: .npy of z (N, latent_dim), .npz/.safetensors with z or ws (W, W+) "
+                              "and labels, or the file `panda project` wrote (your own photo)."),
             click.option("--out", "-o", default=out, help="Output folder."),
             generator_options(None),
             device_option,
@@ -581,9 +586,11 @@ def project_cmd(photo, space, steps, lr, out, device, quiet, **gen):
 @click.option("--host", default="127.0.0.1", help="Address to listen on (127.0.0.1: this machine only).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, help="Port to listen on.")
 @generator_options(None)
-@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, help="The sample the page opens on.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0,
+              help="The sample the page opens on (with --latent: an index into the file's latents).")
 @click.option("--latent", type=click.Path(dir_okay=False), default=None,
-              help="Explore a latent written by `panda project` (your own photo) instead of seeds.")
+              help="Explore the latents of a file instead of seeds: your own (.npy of z, .npz/.safetensors with z "
+                   "or ws and labels) or the one `panda project` wrote (your own photo).")
 @device_option
 def serve(factors, host, port, seed, latent, device, **gen):
     """Explore FACTORS in the browser: sliders for part, appearance and alpha; live edits, maps, removal.
@@ -592,7 +599,7 @@ def serve(factors, host, port, seed, latent, device, **gen):
     Example:  panda serve out/demo/factors.safetensors --port 8000   (then open http://127.0.0.1:8000/)
     """
     model, generator = _load(factors, device, **gen)
-    run_server(model, generator, host, port, seed, load_latent(latent, generator) if latent else None)
+    run_server(model, generator, host, port, seed, load_latents(latent, generator) if latent else None)
 
 
 @main.command()

@@ -18,12 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from safetensors import safe_open
-from safetensors.torch import save
 
 from .errors import PandaError
-from .fileio import atomic_write
 from .generators import GeneratorAdapter, Latents
+from .latents import save_latents
 from .progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -160,27 +158,7 @@ def project(generator: GeneratorAdapter, target: torch.Tensor, space: str = "w+"
 
 
 def save_latent(projection: Projection, generator: GeneratorAdapter, path: str | Path) -> Path:
-    """Write the projected W+ latent (safetensors) with the generator it belongs to (file, hash, psi, noise mode)."""
-    meta = {"generator": generator.name, "generator_sha256": generator.weight_hash, "space": projection.space,
-            "psnr": f"{projection.psnr:.3f}"} | {k: str(v) for k, v in generator.source.items()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, save({"ws": projection.ws.contiguous()}, metadata=meta))
-
-
-def load_latent(path: str | Path, generator: GeneratorAdapter) -> Latents:
-    """A latent written by :func:`save_latent`, checked to belong to ``generator``."""
-    path = Path(path)
-    if not path.is_file():
-        raise PandaError(f"latent file '{path}' does not exist: give the file `panda project` wrote.")
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta, ws = fh.metadata() or {}, fh.get_tensor("ws")
-    except Exception as exc:
-        raise PandaError(f"'{path}' is not a latent file written by panda ({exc}): project the image again.") from exc
-    if meta.get("generator_sha256") != generator.weight_hash:
-        raise PandaError(f"'{path}' was projected with generator '{meta.get('generator')}', not '{generator.name}': "
-                         f"use that generator, or project the image again.")
-    if ws.dim() != 3 or not torch.isfinite(ws).all():
-        raise PandaError(f"'{path}': the latent is damaged (shape {tuple(ws.shape)}): project the image again.")
-    return Latents.from_w(ws, latent_dim=generator.latent_dim)
+    """Write the projected W+ latent (safetensors) with the generator it belongs to (file, hash, psi, noise mode);
+    ``--latent`` and :func:`panda.latents.load_latents` read it back."""
+    meta = {"space": projection.space, "psnr": f"{projection.psnr:.3f}"} | {k: str(v) for k, v in generator.source.items()}
+    return save_latents(projection.latents(), generator, path, meta)

@@ -96,11 +96,14 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
                hosts: Sequence[str] | None = None, max_waiting: int = MAX_WAITING):
     """The Starlette app for ``model`` on ``generator`` (checked to match); the page opens on ``seed``.
 
-    latents: a projected latent (``panda project``) to explore instead of seeds: every picture shows it and the
-    page's seed controls are disabled. hosts: the Host headers to accept (:func:`allowed_hosts`; None: any, for
+    latents: latents to explore instead of seeds (``--latent``: a file of the user's own, or the one ``panda
+    project`` wrote): the page's sample number is then an index into them, and ``seed`` the one it opens on.
+    hosts: the Host headers to accept (:func:`allowed_hosts`; None: any, for
     tests). max_waiting: requests that may wait for the generator before the rest are answered 503.
     """
     model.check_compatible(generator)
+    if latents is not None and not 0 <= seed < len(latents):
+        raise PandaError(f"--seed {seed} is no index into the {len(latents)} latents: give 0..{len(latents) - 1}.")
     lock = threading.Lock()  # hooks are registered on the shared module: one generation at a time
     slots = threading.BoundedSemaphore(max_waiting + 1)  # the one generating and those waiting
     scale = max(1, 256 // generator.image_size)
@@ -125,10 +128,12 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
         return check_alpha(value)
 
     def sample_of(request) -> Latents:
-        """The request's sample: the projected latent, or its seed's latent."""
-        if latents is not None:
-            return latents[:1]
+        """The request's sample: its seed's latent, or with ``latents`` the one the seed indexes."""
         (seed,) = ints(request, "seed")
+        if latents is not None:
+            if not 0 <= seed < len(latents):
+                raise PandaError(f"seed must be an index into the {len(latents)} latents: 0..{len(latents) - 1}.")
+            return latents[seed:seed + 1]
         if not 0 <= seed <= MAX_SEED:
             raise PandaError(f"seed must be in 0..{MAX_SEED}.")
         return generator.sample([seed])
@@ -224,7 +229,7 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
         if fill == "global" and model.background_ is not None:
             return lat, region, alpha, {"fill": "global", "appearance": model.background_,
                                         "sign": model.background_sign_, "gain": None}
-        key = ("latent" if latents is not None else int(request.query_params["seed"]), part, alpha)
+        key = (int(request.query_params["seed"]), part, alpha)
         if key not in searches:
             regions, _, masks = removal_regions(region, None, 1, generator.image_size)
             found = choose_fill(model, generator, lat, regions, masks, alpha)
@@ -244,7 +249,7 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
                 "background_sign": model.background_sign_,
                 "top": [model.top_appearances(k, 8, by="specific") for k in range(model.n_parts)],
                 "labels": [model.part_label(k) for k in range(model.n_parts)], "grid": [h, w],
-                "strongest": strongest, "latent": latents is not None, "max_edits": MAX_EDITS}
+                "strongest": strongest, "latents": 0 if latents is None else len(latents), "max_edits": MAX_EDITS}
 
     def info(_request):
         return JSONResponse(describe())
@@ -263,7 +268,7 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
 
 def serve(model: PandA, generator: GeneratorAdapter, host: str = "127.0.0.1", port: int = 8000, seed: int = 0,
           latents: Latents | None = None) -> None:
-    """Serve the explorer for ``model`` on ``generator`` (or one projected latent) until interrupted."""
+    """Serve the explorer for ``model`` on ``generator`` (on seeds, or on ``latents``) until interrupted."""
     port_free(host, port)
     wildcard = host in ("0.0.0.0", "::", "")  # every interface: the Host a browser sends cannot be known here
     app = create_app(model, generator, seed, latents, hosts=None if wildcard else allowed_hosts(host, port))

@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "panda"
 #: Bottom to top; a module may import modules of its own layer or of a lower one (never a higher one).
 LAYERS = [
     ("foundations", {"errors", "version", "registry", "fileio", "maps", "metrics", "progress"}),
-    ("generators", {"generators", "stylegan2", "stylegan3", "biggan", "genforce", "checkpoints"}),
+    ("generators", {"generators", "stylegan2", "stylegan3", "biggan", "genforce", "checkpoints", "latents"}),
     ("features", {"features"}),
     ("factorisation", {"factorisation"}),
     ("model", {"model"}),

@@ -10,7 +10,8 @@ import panda
 from panda import PandaError
 from panda.cli import main
 from panda.drawing import to_pil
-from panda.projection import load_latent, project, psnr, save_latent
+from panda.latents import load_latents
+from panda.projection import project, psnr, save_latent
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -37,11 +38,11 @@ def test_w_space_shares_one_latent(sg3):
 def test_latent_file_round_trip_and_refusal(sg3, tmp_path):
     result = project(sg3, sg3.render([7])[0], steps=5)
     path = save_latent(result, sg3, tmp_path / "me.safetensors")
-    assert torch.equal(load_latent(path, sg3).ws, result.ws)
-    with pytest.raises(PandaError, match="was projected with generator 'stylegan3_nvlabs.pkl'"):
-        load_latent(path, panda.load_generator(FIXTURES / "stylegan2_nvlabs.pkl"))
+    assert torch.equal(load_latents(path, sg3).ws, result.ws)
+    with pytest.raises(PandaError, match="was made with generator 'stylegan3_nvlabs.pkl'"):
+        load_latents(path, panda.load_generator(FIXTURES / "stylegan2_nvlabs.pkl"))
     with pytest.raises(PandaError, match="does not exist"):
-        load_latent(tmp_path / "none.safetensors", sg3)
+        load_latents(tmp_path / "none.safetensors", sg3)
 
 
 @pytest.mark.parametrize("kwargs,match", [({"space": "z"}, "'w' or 'w\\+'"), ({"steps": 0}, "steps=0"),
@@ -76,27 +77,41 @@ def test_project_a_photo_then_edit_it_on_the_cli(sg3, tmp_path):
     assert r.exit_code == 2 and "does not exist" in r.output
 
 
-def test_the_explorer_shows_a_projected_latent(sg3, tmp_path):
-    """serve --latent: every picture is of the projected latent, whatever seed the page sends."""
+def test_the_explorer_shows_the_latents_of_a_file(sg3, tmp_path):
+    """serve --latent: the page's sample number indexes the file's latents; beyond them, 400."""
+    import io
+    import urllib.error
     import urllib.request
 
+    import numpy as np
+    from PIL import Image
     from test_serve import serving
 
+    from panda.drawing import to_pil
     from panda.features import FeatureSource
+    from panda.generators import Latents
     from panda.model import PandA
     from panda.serve import create_app
     result = project(sg3, sg3.render([7])[0], steps=5)
+    latents = Latents.from_w(torch.cat([result.ws, sg3.to_w([3])]), latent_dim=sg3.latent_dim)
     model = PandA(rank_parts=3).fit(FeatureSource(sg3, sg3.default_layer, range(32)))
-    for base, _ in serving(create_app(model, sg3, latents=result.latents())):
+    with pytest.raises(PandaError, match="no index into the 2 latents"):
+        create_app(model, sg3, seed=2, latents=latents)
+    for base, _ in serving(create_app(model, sg3, latents=latents)):
         pngs = []
-        for seed in (0, 5):
-            with urllib.request.urlopen(f"{base}/api/original.png?seed={seed}") as r:
-                pngs.append(r.read())
-        assert pngs[0] == pngs[1]  # the latent, not the seed
-        with urllib.request.urlopen(f"{base}/api/edit.png?seed=0&part=1&appearance=0&alpha=1") as r:
+        for seed in (0, 1):
+            with urllib.request.urlopen(f"{base}/api/original.png?seed={seed}&full=1") as r:
+                pngs.append(np.asarray(Image.open(io.BytesIO(r.read())).convert("RGB")))
+        for seed, png in enumerate(pngs):  # the file's latents, in order
+            assert np.array_equal(png, np.asarray(to_pil(sg3.render(latents[seed:seed + 1])[0])))
+        assert not np.array_equal(pngs[0], pngs[1])
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"{base}/api/original.png?seed=2")
+        assert err.value.code == 400
+        with urllib.request.urlopen(f"{base}/api/edit.png?seed=1&part=1&appearance=0&alpha=1") as r:
             assert r.status == 200
         with urllib.request.urlopen(f"{base}/") as r:
-            assert b"&#34;latent&#34;: true" in r.read()
+            assert b"&#34;latents&#34;: 2" in r.read()
 
 
 def test_fit_without_background_search_and_batch_from_image_size(tmp_path):

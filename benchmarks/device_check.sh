@@ -5,8 +5,13 @@
 #   run(command="bash benchmarks/device_check.sh fit", carry=[".whl"], timeout_s=560)
 #   run(command="bash benchmarks/device_check.sh scale", timeout_s=300)               # same warm machine
 #
-# "fit": benchmarks/fit_speed.py on the GPU, N = 50,000, the authors' scheme at lr 1e-8 (their code's) and 1e-4 (the
-# best on the DCGANs' 8x8 layers), all eight rows (about 6-7 minutes on an H100; panda's fits are the median of 3,
+# A session has 15 minutes of device time, the machine's start included: "fit" is capped at 500 s of steps and
+# "scale" at 280 s, so call "scale" at once (the machine stays warm only 30 s) and only if `status` still shows
+# budget_left_s >= 300; the rows each step finished are in its table even when its cap cuts it short.
+#
+# "fit": benchmarks/fit_speed.py on the GPU, N = 50,000, the authors' scheme at lr 1e-8 (their code's) and at each
+# row's best learning rate in the CPU table (`--lrs cpu-best`: the CPU table sweeps 1e-8..1e-3), all eight rows
+# (about 6-7 minutes on an H100; panda's fits are the median of 3,
 # which also keeps the first fit's CUDA set-up out of the figure), each also fitted with mixing=True, with all and
 # with 32 directions (the first GPU run of the mixing's CUDA paths: the stacked (2S, S) statistic in the P-step's
 # CUDA graph, the line search's constants made before capture; the first four rows are the issue's), after a
@@ -34,7 +39,7 @@ step() {  # name, time limit in seconds, command...
 case ${1:-fit} in
     fit)
         step small_n "${T_SMALL:-60}" python3 benchmarks/small_n_check.py --device cuda
-        step fit_speed "${T_FIT:-440}" python3 benchmarks/fit_speed.py --device cuda --ns 50000 --lrs 1e-8,1e-4 \
+        step fit_speed "${T_FIT:-440}" python3 benchmarks/fit_speed.py --device cuda --ns 50000 --lrs cpu-best \
             --out "$OUT/fit_speed_cuda.md" ;;
     scale)
         step stylegan_scale "${T_SCALE:-200}" python3 benchmarks/stylegan_scale.py --resolution 1024 --device cuda \

@@ -11,6 +11,12 @@ learning rate of ``--lrs`` (the paper code's is 1e-8), in the same process.
     python benchmarks/fit_speed.py --device cuda --ns 50000 --out benchmarks/fit_speed_cuda.md
     python benchmarks/fit_speed.py --generator my.pkl --layer synthesis.b64.conv1 --ns 1000
     python benchmarks/fit_speed.py --quick                            # one small configuration
+    python benchmarks/fit_speed.py --device cuda --ns 50000 --lrs cpu-best   # 1e-8 and each row's best on the CPU
+
+``--lrs cpu-best`` runs the authors' scheme at 1e-8 and at the learning rate that was best for the same generator
+and layer in the CPU table (``benchmarks/fit_speed.md``, swept over 1e-8..1e-3): where the optimum lies depends on
+the features' scale, not on the device, and the full sweep (six runs of 10,000 steps a row) does not fit in a GPU
+session's time. Rows the CPU table lacks get the full sweep.
 """
 
 from __future__ import annotations
@@ -29,6 +35,31 @@ CONFIGS = [("dcgan-celeba", "relu2"), ("dcgan-celeba", "relu3"), ("dcgan-digifac
            ("dcgan-celeba", "relu4"), ("dcgan-celeba", "convTr5"), ("dcgan-digiface", "main.11"), ("dcgan-digiface", "main.12")]
 HELDOUT = 512
 LRS = "1e-8,1e-7,1e-6,1e-5,1e-4,1e-3"
+PAPER_LR = 1e-8
+BEST_COLUMN = "official, best lr: s, error"
+
+
+def cpu_best_lrs(path: Path = Path(__file__).with_name("fit_speed.md")) -> dict[tuple[str, str], float]:
+    """(generator, layer) -> the authors' best learning rate in the CPU table at ``path`` (its "official, best lr"
+    column, e.g. "1e-05: 24.2, 0.4020")."""
+    best, column = {}, None
+    for line in path.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if BEST_COLUMN in cells:
+            column = cells.index(BEST_COLUMN)
+        elif column is not None and len(cells) > column and not set(cells[0]) <= set("-"):
+            best[(cells[0], cells[1].split(" ")[0])] = float(cells[column].split(":")[0])
+    if not best:
+        raise SystemExit(f"{path} holds no table with a '{BEST_COLUMN}' column: run the CPU table first, or give --lrs.")
+    return best
+
+
+def lrs_for(spec: str, generator: str, layer: str) -> list[float]:
+    """The learning rates of ``--lrs`` for one row: a comma-separated list, or ``cpu-best``."""
+    if spec != "cpu-best":
+        return [float(v) for v in spec.split(",")]
+    best = cpu_best_lrs().get((generator, layer))
+    return [float(v) for v in LRS.split(",")] if best is None else sorted({PAPER_LR, best})
 
 
 def one(generator: str, layer: str, n: int, rank_parts: int, official_iters: int, lrs: list[float], device: str,
@@ -128,7 +159,8 @@ def main() -> None:
     ap.add_argument("--ns", default="5000", help="sample counts, comma-separated")
     ap.add_argument("--rank-parts", type=int, default=12)
     ap.add_argument("--official-iters", type=int, default=10_000, help="iterations of the authors' scheme (their code runs 10,000)")
-    ap.add_argument("--lrs", default=LRS, help="learning rates of the authors' scheme; the table gives 1e-8 and the best")
+    ap.add_argument("--lrs", default=LRS, help="learning rates of the authors' scheme, or cpu-best (1e-8 and each row's "
+                    "best in the CPU table); the table gives 1e-8 and the best")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeat", type=int, default=3, help="panda's fits are timed this many times; the median is given")
     ap.add_argument("--generator", help="a registered name or a checkpoint path (with --layer) instead of the DCGAN table")
@@ -139,9 +171,9 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="markdown file (default benchmarks/fit_speed.md on CPU, none otherwise)")
     ap.add_argument("--one", nargs=3, metavar=("GENERATOR", "LAYER", "N"), help=argparse.SUPPRESS)
     args = ap.parse_args()
-    lrs = [float(v) for v in args.lrs.split(",")]
     if args.one:
         gen, layer, n = args.one
+        lrs = lrs_for(args.lrs, gen, layer)
         print(json.dumps(one(gen, layer, int(n), args.rank_parts, args.official_iters, lrs, args.device, args.repeat,
                              args.mixing_directions)))
         return
@@ -154,30 +186,37 @@ def main() -> None:
         pairs = [(args.generator, layer)]
     configs = [(g, l, n) for g, l in pairs for n in map(int, args.ns.split(","))]
     if args.quick:
-        configs, args.official_iters, lrs = [("dcgan-digiface", "main.5", 500)], 300, [1e-8, 1e-4]
+        configs, args.official_iters, args.lrs = [("dcgan-digiface", "main.5", 500)], 300, "1e-8,1e-4"
     out = args.out or (None if args.quick or args.generator or args.device != "cpu" else str(Path(__file__).with_name("fit_speed.md")))
     rows = []
     for gen, layer, n in configs:
         print(f"{gen} {layer} N={n} ...", file=sys.stderr, flush=True)
         cmd = [sys.executable, __file__, "--one", gen, layer, str(n), "--rank-parts", str(args.rank_parts),
-               "--official-iters", str(args.official_iters), "--lrs", ",".join(map(str, lrs)), "--device", args.device,
+               "--official-iters", str(args.official_iters), "--lrs", args.lrs, "--device", args.device,
                "--repeat", str(args.repeat), "--mixing-directions", str(args.mixing_directions)]
         # the child's stderr passes through: its warnings (a failed CUDA-graph capture) and errors reach the log
         rows.append(json.loads(subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout))
         if out:  # after every row, so a run cut short (a device's time limit) keeps the rows it finished
-            write(out, args, lrs, table(rows), done=len(rows) == len(configs))
+            write(out, args, table(rows), done=len(rows) == len(configs))
     print(table(rows))
     if out:
         print(f"\nwritten to {out}", file=sys.stderr)
 
 
-def write(out: str, args, lrs: list[float], md: str, done: bool) -> None:
+def lr_text(spec: str) -> str:
+    if spec == "cpu-best":
+        return (f"{PAPER_LR:g} and the row's best in the CPU table (`benchmarks/fit_speed.md`, swept over "
+                f"{LRS.replace(',', ', ')}; the full sweep where it has no such row)")
+    return ", ".join(f"{float(v):g}" for v in spec.split(","))
+
+
+def write(out: str, args, md: str, done: bool) -> None:
     import torch
     from common import device_label
     header = (f"# Fit speed\n\nMade by `python {' '.join(['benchmarks/fit_speed.py'] + sys.argv[1:])}` on "
               f"{device_label(args.device)}, torch {torch.__version__}. R_C = C, R_S = {args.rank_parts}; held-out error "
               f"on {HELDOUT} samples never used for fitting; the authors' scheme runs {args.official_iters} iterations "
-              f"of batch 8 drawn from the same N kept feature maps, at each learning rate of {', '.join(f'{v:g}' for v in lrs)} "
+              f"of batch 8 drawn from the same N kept feature maps, at each learning rate of {lr_text(args.lrs)} "
               "(the table gives the paper code's 1e-8 and the best). \"With mixing\": the same fit with `mixing=True` "
               "(reconstruction A W A^T Z P P^T, the model class of the authors' code, whose A is not kept orthonormal), "
               f"timed from scratch, statistics included, refitting all of W's eigenvalues, then only {args.mixing_directions} "

@@ -190,6 +190,10 @@ def _load(factors: str, device: str, generator_name: str | None = None, truncati
     """The factor file and the generator it was fitted on (checked); truncation and noise default to the file's."""
     model = PandA.load(factors)
     src = model.generator_source_
+    if not model.has_generator:
+        raise PandaError(f"'{factors}' was fitted on {model.generator_label()}, not on a generator: the command line "
+                         f"draws images, so it needs factors fitted on one; use the Python API (coefficients, localize) "
+                         f"on such maps.")
     if generator_name is None:
         if src.get("format") != "registered" or model.generator_name_ not in GENERATORS:
             raise PandaError(f"this factor file was fitted on {model.generator_label()}: give it with --generator PATH.")

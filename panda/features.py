@@ -12,6 +12,7 @@ import os
 import time
 from typing import Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 
 from .errors import PandaError
@@ -169,6 +170,11 @@ class FeatureSource:
     def __len__(self) -> int:
         return len(self.seeds)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the feature maps are computed: the generator's device."""
+        return self.generator.device
+
     def _generate(self, desc: str) -> Iterator[torch.Tensor]:
         it = iter_features(self.generator, self.layer, self.seeds, self.batch_size, self.progress, desc)
         while True:
@@ -193,3 +199,74 @@ class FeatureSource:
             kept.append(z)
             yield z
         self._cache = kept  # only a complete pass is kept
+
+
+class FeatureArray:
+    """Feature maps you already have, (N, C, H, W): saved from a generator panda does not wrap, or from any other
+    network. :meth:`panda.model.PandA.fit` and :meth:`~panda.model.PandA.score` take them like a
+    :class:`FeatureSource`; a model fitted on them has no generator, so it cannot edit, but its ``coefficients``,
+    ``localize`` and ``reconstruct`` work on such maps.
+
+    Parameters
+    ----------
+    maps : torch.Tensor or numpy.ndarray
+        (N, C, H, W) floating-point. A NumPy array is converted a batch at a time, so a memory-mapped one
+        (``np.load(path, mmap_mode="r")``) is read from disk on every pass instead of held in memory.
+    layer : str
+        A name for where the maps come from, recorded in the factor file.
+    batch_size : int
+        Samples per batch.
+    device : torch device, optional
+        Where the batches go (the statistics are computed there); default: the tensor's own, the CPU for NumPy.
+
+    Iterating yields (B, C, S) float32 tensors, S = H * W. Non-finite values stop a pass with the samples' indices.
+    """
+
+    generator = None  # no generator: what a model fitted on these maps records
+    seeds = None
+    streamed = False
+    extract_time = 0.0  # nothing is generated
+    format = "features"  # the factor file's generator_source format for such a model
+
+    def __init__(self, maps, layer: str = "features", batch_size: int = 256,
+                 device: str | torch.device | None = None) -> None:
+        kind = getattr(getattr(maps, "dtype", None), "kind", None)  # NumPy's: 'f' for floating-point
+        if not (isinstance(maps, torch.Tensor) and maps.is_floating_point()) and kind != "f":
+            raise PandaError(f"feature maps must be a floating-point torch.Tensor or numpy.ndarray (N, C, H, W), got "
+                             f"{type(maps).__name__}{'' if kind is None else f' of {maps.dtype}'}.")
+        if maps.ndim != 4 or maps.shape[0] == 0 or 0 in maps.shape[1:]:
+            raise PandaError(f"feature maps must be (N, C, H, W) with N >= 1, got shape {tuple(maps.shape)}.")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise PandaError(f"batch_size={batch_size!r}: give a whole number >= 1.")
+        if not isinstance(layer, str) or not layer:
+            raise PandaError(f"layer={layer!r}: name where the maps come from (a non-empty string).")
+        self.maps, self.layer, self.batch_size = maps, layer, batch_size
+        default = maps.device if isinstance(maps, torch.Tensor) else "cpu"
+        self.device = torch.device(default if device is None else device)
+        self.shape = tuple(int(d) for d in maps.shape[1:])
+        self.nbytes = int(maps.shape[0]) * self.shape[0] * self.shape[1] * self.shape[2] * 4
+
+    def __len__(self) -> int:
+        return int(self.maps.shape[0])
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for start in range(0, len(self), self.batch_size):
+            chunk = self.maps[start:start + self.batch_size]
+            if not isinstance(chunk, torch.Tensor):  # NumPy (any byte order or float width): read this batch now
+                chunk = torch.from_numpy(np.array(chunk, dtype=np.float32))  # a copy: memory maps are read-only
+            z = chunk.to(self.device, torch.float32)
+            if not torch.isfinite(z).all():
+                bad = start + int((~torch.isfinite(z)).flatten(1).any(1).nonzero()[0])
+                raise PandaError(f"feature maps of sample {bad} hold NaN or infinity: remove or repair it.")
+            yield z.flatten(2)
+
+
+def as_features(data) -> "FeatureSource | FeatureArray":
+    """What :meth:`panda.model.PandA.fit` and ``score`` take: a :class:`FeatureSource` or :class:`FeatureArray` as it
+    is, a tensor or NumPy array (N, C, H, W) wrapped in a :class:`FeatureArray`."""
+    if isinstance(data, (FeatureSource, FeatureArray)):
+        return data
+    if isinstance(data, torch.Tensor) or hasattr(data, "__array_interface__"):
+        return FeatureArray(data)
+    raise PandaError(f"give a FeatureSource (generator, layer, seeds) or feature maps (N, C, H, W) as a tensor or "
+                     f"NumPy array, not {type(data).__name__}.")

@@ -1,7 +1,8 @@
 """The :class:`PandA` estimator: fit, inspect, save and load parts and appearances.
 
 A thin wrapper in the TensorLy manner: :meth:`PandA.fit` takes the data (a
-:class:`panda.features.FeatureSource`: generator, layer and seeds belong to the data), hands the work
+:class:`panda.features.FeatureSource`: generator, layer and seeds belong to the data; or feature maps
+you already have, :class:`panda.features.FeatureArray`), hands the work
 to :func:`panda.factorisation.panda_factorise` and stores its result. Held-out scoring is
 :meth:`PandA.score`; the background appearance for object removal is searched by
 :func:`panda.removal.find_background` and stored with :meth:`PandA.set_background`.
@@ -16,6 +17,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save
@@ -23,7 +25,7 @@ from safetensors.torch import save
 from .errors import PandaError
 from .factorisation import (appearance_shares, check_params, check_ranks, check_statistics_memory, coefficient_moments,
                             mixing_matrices, panda_factorise, reconstruct as reconstruct_maps, relative_error)
-from .features import FeatureSource
+from .features import FeatureArray, FeatureSource, as_features
 from .fileio import atomic_write
 from .generators import GeneratorAdapter
 from .version import __version__
@@ -134,24 +136,25 @@ class PandA:
         check_params(self.max_iter, self.tol, self.n_init, self.random_state, self.mixing, self.mixing_directions)
         return rank_c
 
-    def fit(self, source: FeatureSource) -> "PandA":
+    def fit(self, source: "FeatureSource | FeatureArray | torch.Tensor | np.ndarray") -> "PandA":
         """Learn A and P from the feature maps of ``source``.
 
         Parameters
         ----------
-        source : FeatureSource
-            The training data; its generator, layer and seeds are recorded as the factors' provenance.
+        source : FeatureSource, FeatureArray, torch.Tensor or numpy.ndarray
+            The training data: a generator's samples (its generator, layer and seeds are recorded as the factors'
+            provenance), or feature maps you already have, (N, C, H, W) (:class:`panda.features.FeatureArray`: a
+            model fitted on them has no generator to edit with).
 
         Returns
         -------
         PandA
             self.
         """
-        if not isinstance(source, FeatureSource):
-            raise PandaError(f"fit takes a FeatureSource (generator, layer, seeds), got {type(source).__name__}.")
+        source = as_features(source)
         c, h, w = source.shape
         rank_c = self.validate(source.shape)  # before any sample is generated
-        check_statistics_memory((h, w), source.generator.device, f"layer {source.layer!r}",
+        check_statistics_memory((h, w), source.device, f"layer {source.layer!r}",
                                 mixing_matrices(rank_c, self.mixing_directions) if self.mixing else None)
         t0, extract0 = time.perf_counter(), source.extract_time
         result = panda_factorise(source, rank_c, self.rank_parts, self.max_iter, self.tol, self.random_state,
@@ -172,24 +175,33 @@ class PandA:
         self.extract_time_ = source.extract_time - extract0
         self.fit_time_ = time.perf_counter() - t0 - self.extract_time_
         g = source.generator
-        self.generator_name_, self.generator_hash_, self.generator_source_ = g.name, g.weight_hash, dict(g.source)
-        self.layer_, self.n_samples_, self.seed_ = source.layer, len(source), int(source.seeds[0])
+        if g is None:  # maps given as an array: nothing to name but where they came from (the layer)
+            self.generator_name_, self.generator_hash_, self.generator_source_ = "", "", {"format": FeatureArray.format}
+        else:
+            self.generator_name_, self.generator_hash_, self.generator_source_ = g.name, g.weight_hash, dict(g.source)
+        self.layer_, self.n_samples_ = source.layer, len(source)
+        self.seed_ = 0 if source.seeds is None else int(source.seeds[0])
         self.heldout_error_, self.n_heldout_ = float("nan"), 0
         self.background_, self.background_sign_, self.background_gain_ = None, 1.0, float("nan")
         self.part_names_: dict[int, str] = {}
         return self
 
-    def score(self, source: FeatureSource) -> float:
+    def score(self, source: "FeatureSource | FeatureArray | torch.Tensor | np.ndarray") -> float:
         """Relative reconstruction error sum_i ||Z_i - A W A^T Z_i P P^T||^2 / sum_i ||Z_i||^2 on ``source``
         (lower is better); recorded as ``heldout_error_`` and ``n_heldout_`` for the factor file.
 
         Parameters
         ----------
-        source : FeatureSource
+        source : FeatureSource, FeatureArray, torch.Tensor or numpy.ndarray
             Samples of the same generator and layer, ideally never used for fitting
-            (:meth:`panda.features.FeatureSource.heldout`).
+            (:meth:`panda.features.FeatureSource.heldout`), or feature maps (N, C, H, W) of the layer's shape.
         """
-        self.check_compatible(source.generator, source.layer)
+        source = as_features(source)
+        if source.generator is not None:
+            self.check_compatible(source.generator, source.layer)
+        elif tuple(source.shape) != tuple(self.layer_shape_):
+            raise PandaError(f"feature maps of shape (N, {', '.join(map(str, source.shape))}) do not match this model's "
+                             f"layer {self.layer_} ({'x'.join(map(str, self.layer_shape_))}).")
         self.heldout_error_ = relative_error(source, self.appearances_, self.parts_, self.mixing_)
         self.n_heldout_ = len(source)
         return self.heldout_error_
@@ -218,8 +230,10 @@ class PandA:
         return self.appearances_.shape[1]
 
     def _flat(self, z: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) or (N, C, S) -> (N, C, S), checked against the fitted layer."""
+        """(N, C, H, W) or (N, C, S), a tensor or NumPy array -> (N, C, S) tensor, checked against the fitted layer."""
         self._check_fitted()
+        if not isinstance(z, torch.Tensor):
+            z = torch.from_numpy(np.array(z, dtype=np.float32))
         c, h, w = self.layer_shape_
         if z.dim() == 4:
             z = z.flatten(2)
@@ -292,9 +306,19 @@ class PandA:
             raise PandaError(f"appearance {appearance} is out of range: this model has appearances 0..{self.n_appearances - 1}.")
         return appearance
 
+    @property
+    def has_generator(self) -> bool:
+        """False for a model fitted on feature maps given as an array (:class:`panda.features.FeatureArray`)."""
+        self._check_fitted()
+        return self.generator_source_.get("format") != FeatureArray.format
+
     def check_compatible(self, generator: GeneratorAdapter, layer: str | None = None) -> None:
         """Refuse a generator (or layer) other than the one this model was fitted on."""
         self._check_fitted()
+        if not self.has_generator:
+            raise PandaError(f"these factors were fitted on {self.generator_label()}, not on a generator, so nothing "
+                             f"can be drawn or edited with them: fit on the generator that made the maps (a "
+                             f"FeatureSource) to edit; coefficients(), localize() and reconstruct() take such maps.")
         # The weights decide (a renamed checkpoint is the same generator); a module without a hash must match by name.
         same = generator.weight_hash == self.generator_hash_ and (bool(self.generator_hash_) or generator.name == self.generator_name_)
         if not same:
@@ -318,6 +342,8 @@ class PandA:
         """The generator this model was fitted on, as a person would name it."""
         self._check_fitted()
         src = self.generator_source_
+        if not self.has_generator:
+            return f"feature maps given as an array ('{self.layer_}')"
         if src.get("format") in (None, "registered", "module"):
             return f"generator '{self.generator_name_}' (weights {self.generator_hash_[:12] or 'unhashed'})"
         return f"checkpoint '{src.get('file')}' ({src['format']}, sha256 {self.generator_hash_[:12]})"

@@ -24,7 +24,7 @@ from .evaluation import run_roir
 from .setup_cost import time_setup
 from .figures import (candidates_figure, edits_figure, localize_figure, localize_top_figure, parts_figure,
                       refine_figure, remove_figure, sweep_figure)
-from .fileio import atomic_write, backup, check_output_file, check_writable
+from .fileio import as_arrays, atomic_write, backup, check_output_file, check_writable, save_arrays
 from .features import default_memory_budget
 from .factorisation import check_ranks, check_statistics_memory, mixing_matrices
 from .fitting import fit_factors
@@ -227,8 +227,16 @@ def _export(folder, images: torch.Tensor, labels: list, what: str) -> None:
     click.echo(f"wrote {len(paths)} image(s) to {paths[0].parent}")
 
 
+def _arrays(png: Path, data, labels: list) -> None:
+    """--save-arrays: the data behind the picture ``png``, beside it as .npz (``np.load`` reads it, no pickle), with
+    the samples' labels (seeds, or 'latent i')."""
+    path = save_arrays(png.with_suffix(".npz"), {**as_arrays(data), "labels": [str(label) for label in labels]})
+    click.echo(f"wrote {path} (numpy.load)")
+
+
 def sample_options(n_images: int, out: str):
-    """--seeds / --seed / --n-images (which samples to draw), --out, --generator and --device."""
+    """--seeds / --seed / --n-images (which samples to draw), --latent, --save-arrays, --out, --generator and
+    --device."""
 
     def apply(fn):
         for option in reversed([
@@ -238,6 +246,9 @@ def sample_options(n_images: int, out: str):
             click.option("--latent", type=click.Path(dir_okay=False), default=None,
                          help="Latents instead of seeds: .npy of z (N, latent_dim), .npz/.safetensors with z or ws (W, W+) "
                               "and labels, or the file `panda project` wrote (your own photo)."),
+            click.option("--save-arrays", is_flag=True,
+                         help="Also write the data behind each picture beside it, NAME.npz (numpy.load, no pickle): "
+                              "images in [0, 1], maps, masks, the samples' labels."),
             click.option("--out", "-o", default=out, help="Output folder."),
             generator_options(None),
             device_option,
@@ -362,7 +373,7 @@ def fit(layer, rank_appearance, rank_parts, n_samples, seed, max_iter, tol, batc
 @main.command()
 @click.argument("factors", type=click.Path(dir_okay=False))
 @sample_options(n_images=8, out="out/parts")
-def parts(factors, seeds, seed, n_images, latent, out, device, **gen):
+def parts(factors, seeds, seed, n_images, latent, save_arrays, out, device, **gen):
     """Draw the parts of FACTORS as heat maps over sample images (parts.png).
 
     \b
@@ -371,8 +382,11 @@ def parts(factors, seeds, seed, n_images, latent, out, device, **gen):
     model, gen = _load(factors, device, **gen)
     samples, seed_list = _samples(gen, seeds, seed, n_images, latent)
     folder = check_writable(out)
-    path = save_png(parts_figure(model, gen.render(samples), seed_list), folder / "parts.png")
+    images = gen.render(samples)
+    path = save_png(parts_figure(model, images, seed_list), folder / "parts.png")
     click.echo(f"wrote {path}")
+    if save_arrays:
+        _arrays(path, {"images": images, "parts": model.part_maps()}, seed_list)
 
 
 @main.command()
@@ -384,7 +398,8 @@ def parts(factors, seeds, seed, n_images, latent, out, device, **gen):
 @click.option("--sweep/--no-sweep", default=True, help="With one edit: columns -2x, -1x, 0, +1x, +2x alpha.")
 @SAVE_IMAGES
 @sample_options(n_images=6, out="out/edit")
-def edit(factors, part, appearance, alpha, edits, sweep, save_images, seeds, seed, n_images, latent, out, device, **gen):
+def edit(factors, part, appearance, alpha, edits, sweep, save_images, seeds, seed, n_images, latent, save_arrays, out,
+         device, **gen):
     """Edit samples locally: add appearance j to part k (edit grid PNG).
 
     \b
@@ -412,12 +427,18 @@ def edit(factors, part, appearance, alpha, edits, sweep, save_images, seeds, see
         click.echo(f"wrote {path} ({100 * result.share:.0f}% of the pixel change inside the part)")
         if save_images:  # the column at the edit's own strength
             _export(folder, result.images[:, list(DEFAULT_ALPHAS).index(1.0)], seed_list, "edited")
+        if save_arrays:
+            _arrays(path, result, seed_list)
     else:
         edited = gen.to_unit(edit_images(model, gen, samples, edit_list)).cpu()
-        path = save_png(edits_figure(model, gen.render(samples), edited, edit_list, seed_list), folder / "edit.png")
+        original = gen.render(samples)
+        path = save_png(edits_figure(model, original, edited, edit_list, seed_list), folder / "edit.png")
         click.echo(f"wrote {path}")
         if save_images:
             _export(folder, edited, seed_list, "edited")
+        if save_arrays:  # edits: (E, 3) rows of part, appearance, alpha
+            _arrays(path, {"original": original, "edited": edited,
+                           "edits": [[e.part, e.appearance, e.alpha] for e in edit_list]}, seed_list)
 
 
 @main.command()
@@ -433,7 +454,8 @@ def edit(factors, part, appearance, alpha, edits, sweep, save_images, seeds, see
               help="Translate the features by DY,DX layer positions first (periodically), to try refinement on misaligned data.")
 @SAVE_IMAGES
 @sample_options(n_images=6, out="out/refine")
-def refine(factors, part, appearance, alpha, steps, radius, search, shift, save_images, seeds, seed, n_images, latent, out,
+def refine(factors, part, appearance, alpha, steps, radius, search, shift, save_images, seeds, seed, n_images, latent,
+           save_arrays, out,
            device, **gen):
     """Fit sample-specific parts for each image and compare them and their edits with the global parts.
 
@@ -456,6 +478,8 @@ def refine(factors, part, appearance, alpha, steps, radius, search, shift, save_
     if save_images:
         _export(folder, cmp.with_global, seed_list, "global")
         _export(folder, cmp.with_refined, seed_list, "refined")
+    if save_arrays:
+        _arrays(path, cmp, seed_list)
 
 
 @main.command()
@@ -472,7 +496,8 @@ def refine(factors, part, appearance, alpha, steps, radius, search, shift, save_
                    "appearance index, '-J' for its opposite sign.")
 @SAVE_IMAGES
 @sample_options(n_images=6, out="out/remove")
-def remove(factors, part, mask, region, dilate, alpha, background, save_images, seeds, seed, n_images, latent, out, device,
+def remove(factors, part, mask, region, dilate, alpha, background, save_images, seeds, seed, n_images, latent, save_arrays,
+           out, device,
            **gen):
     """Context-aware object removal: fill a part, a mask or a face region with a background appearance.
 
@@ -506,6 +531,8 @@ def remove(factors, part, mask, region, dilate, alpha, background, save_images, 
     path = save_png(remove_figure(result, seed_list, label), folder / f"{name}.png")
     if save_images:
         _export(folder, result.removed, seed_list, "removed")
+    if save_arrays:
+        _arrays(path, result, seed_list)
     click.echo(f"wrote {path}\n  background appearance {result.appearance} ({result.sign:+g}); colour distance from "
                f"the region to its surroundings: {result.distance_before:.4f} before, {result.distance_after:.4f} after")
     if result.distance_after >= result.distance_before:  # by its own measure this did not remove anything
@@ -526,7 +553,7 @@ def remove(factors, part, mask, region, dilate, alpha, background, save_images, 
 @click.option("--appearance", "-j", type=int, default=None, help="Show where appearance j is, across samples.")
 @click.option("--top", type=int, default=None, help="Or: the K strongest concepts of one image (the first seed).")
 @sample_options(n_images=8, out="out/localize")
-def localize(factors, appearance, top, seeds, seed, n_images, latent, out, device, **gen):
+def localize(factors, appearance, top, seeds, seed, n_images, latent, save_arrays, out, device, **gen):
     """Concept localisation: where each appearance is (A^T Z), as heat maps over the images.
 
     \b
@@ -541,15 +568,18 @@ def localize(factors, appearance, top, seeds, seed, n_images, latent, out, devic
     if appearance is not None:
         model.check_appearance(appearance)
         folder = check_writable(out)
-        image = localize_figure(model, localisation(model, gen, samples), appearance, seed_list)
-        path = save_png(image, folder / f"localize_app{appearance}.png")
+        found = localisation(model, gen, samples)
+        path = save_png(localize_figure(model, found, appearance, seed_list), folder / f"localize_app{appearance}.png")
     else:
         if not 1 <= top <= model.n_appearances:
             raise PandaError(f"--top {top} must be in 1..{model.n_appearances}.")
         folder = check_writable(out)
-        image = localize_top_figure(model, localisation(model, gen, samples[:1]), top, seed_list[0])
-        path = save_png(image, folder / f"localize_top_seed{seed_list[0]}.png")
+        found = localisation(model, gen, samples[:1])
+        path = save_png(localize_top_figure(model, found, top, seed_list[0]), folder / f"localize_top_seed{str(seed_list[0]).replace(' ', '')}.png")
+        seed_list = seed_list[:1]
     click.echo(f"wrote {path}")
+    if save_arrays:  # maps: (N, R_C, H, W), every appearance on the layer's grid (A^T Z)
+        _arrays(path, found, seed_list)
 
 
 @main.command("project")

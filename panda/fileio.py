@@ -1,4 +1,4 @@
-"""Files: atomic writes, output folders and content hashes (the bottom layer; no panda imports but errors).
+"""Files: atomic writes, output folders, content hashes and arrays (.npz) (the bottom layer; no panda imports but errors).
 
 Every file panda writes goes through :func:`atomic_write`: a temporary file in the same folder,
 flushed to disk, then renamed over the target. An interrupted run leaves either the old file or the
@@ -8,12 +8,16 @@ can leave one only in the instant between naming and renaming it, and the next w
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import Any, BinaryIO, Callable
+
+import numpy as np
+import torch
 
 from .errors import PandaError
 
@@ -223,3 +227,42 @@ def publish_folder(staging: str | os.PathLike, final: str | os.PathLike) -> Path
     os.replace(staging, final)
     shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def as_arrays(data: Any, prefix: str = "") -> dict[str, np.ndarray]:
+    """The arrays in ``data`` by name: a dict's, a dataclass's or a named tuple's entries that are tensors, NumPy
+    arrays, numbers, strings or lists of them; nested ones give ``outer_inner`` names, and a table keyed by other
+    than names (``{(appearance, sign): gain}``) gives ``outer_keys`` and ``outer_values``. Anything else (None,
+    objects) is left out: this is the data behind a picture, not a way to store Python objects."""
+    if dataclasses.is_dataclass(data):
+        items = {f.name: getattr(data, f.name) for f in dataclasses.fields(data)}
+    elif hasattr(data, "_asdict"):  # a named tuple
+        items = data._asdict()
+    elif all(isinstance(k, str) for k in data):
+        items = data
+    else:
+        items = {"keys": list(data.keys()), "values": list(data.values())}
+    out: dict[str, np.ndarray] = {}
+    for name, value in items.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict) or dataclasses.is_dataclass(value) or hasattr(value, "_asdict"):
+            out.update(as_arrays(value, key + "_"))
+            continue
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu().numpy()
+        if value is None:
+            continue
+        try:
+            array = np.asarray(value)
+        except (ValueError, TypeError):  # ragged lists
+            continue
+        if array.dtype.kind in "biufUS":  # numbers and text; objects would need a pickle to read back
+            out[key] = array
+    return out
+
+
+def save_arrays(path: str | os.PathLike, data: Any) -> Path:
+    """Write :func:`as_arrays` of ``data`` as one compressed ``.npz``, atomically: ``np.load(path)`` reads it, no
+    pickle involved."""
+    arrays = as_arrays(data)
+    return atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))

@@ -274,3 +274,29 @@ def test_name_parts_names_and_keeps_a_backup(tmp_path):
     names = PandA.load(f).part_names_
     assert names and set(names.values()) <= set(REGIONS)
     assert PandA.load(f).n_parts == 24  # the generator's own R_S at its default layer
+
+
+def test_save_arrays_writes_the_data_behind_each_picture(factor_file, model, tmp_path):
+    import numpy as np
+    cases = [("parts", [], "parts", {"images": (2, 3, 64, 64), "parts": (8, 8, 8)}),
+             ("edit", ["--part", 1], "edit_part1_app*", {"images": (2, 5, 3, 64, 64), "alphas": (5,)}),
+             ("edit", ["--edit", "1,2,1", "--edit", "3,0,-1"], "edit", {"edited": (2, 3, 64, 64), "edits": (2, 3)}),
+             ("refine", ["--part", 1, "--steps", 5], "refine_part1", {"refined_parts": (2, 64, 8), "refined_shifts": (2, 2)}),
+             ("remove", ["--part", 2], "remove_part2", {"removed": (2, 3, 64, 64), "masks": (2, 64, 64),
+                                                        "search_table_keys": (32, 2), "search_table_values": (32,)}),
+             ("localize", ["--appearance", 3], "localize_app3", {"maps": (2, 256, 8, 8), "images": (2, 3, 64, 64)})]
+    for cmd, args, stem, shapes in cases:
+        out = tmp_path / f"{cmd}{len(args)}"
+        extra = ["--save-images"] if cmd == "edit" else []
+        r = run(cmd, factor_file, *args, *extra, "--seeds", "4,9", "--save-arrays", "--out", out)
+        assert r.exit_code == 0, r.output
+        (png,) = out.glob(stem + ".png")
+        with np.load(png.with_suffix(".npz")) as z:  # no pickle needed
+            assert z["labels"].tolist() == ["4", "9"], cmd
+            for key, shape in shapes.items():
+                assert z[key].shape == shape, (cmd, key)
+            if cmd == "parts":
+                assert np.array_equal(z["parts"], model.part_maps().numpy())
+            if cmd == "edit" and len(args) == 2:  # the column at alpha 1 is the image --save-images wrote
+                saved = np.asarray(Image.open(out / "images" / "edited_4.png"), dtype=np.float32) / 255
+                assert np.abs(z["images"][0, 3].transpose(1, 2, 0) - saved).max() <= 1 / 255 + 1e-6

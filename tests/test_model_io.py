@@ -284,3 +284,31 @@ def test_a_damaged_mixing_is_refused(tmp_path, mixed_model):
                                                                     tensor_sha256=tensor_digest(tensors)))})
     with pytest.raises(PandaError, match=r"lacks the tensors \['mixing'\]"):
         PandA.load(path)
+
+
+def test_as_arrays_keeps_data_and_leaves_objects_out():
+    import dataclasses
+    from typing import NamedTuple
+
+    import numpy as np
+
+    from panda.fileio import as_arrays
+
+    class Pair(NamedTuple):
+        parts: torch.Tensor
+        shifts: torch.Tensor
+
+    @dataclasses.dataclass
+    class Result:
+        images: torch.Tensor
+        gain: float
+        pair: Pair
+        table: dict
+        note: object = None
+        anything: object = dataclasses.field(default_factory=object)
+
+    got = as_arrays(Result(torch.ones(2, 3), 0.5, Pair(torch.zeros(2, 4), torch.zeros(2, 2, dtype=torch.long)),
+                           {(3, 1.0): 0.25, (4, -1.0): 0.5}))
+    assert set(got) == {"images", "gain", "pair_parts", "pair_shifts", "table_keys", "table_values"}
+    assert got["table_keys"].tolist() == [[3, 1.0], [4, -1.0]] and got["table_values"].tolist() == [0.25, 0.5]
+    assert got["pair_shifts"].dtype == np.int64 and got["images"].shape == (2, 3)

@@ -7,6 +7,7 @@ edits, finite floats, counts as ``click.IntRange``); generator choices come from
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import sys
@@ -368,6 +369,58 @@ def fit(layer, rank_appearance, rank_parts, n_samples, seed, max_iter, tol, batc
                f"{model.n_passes_} pass(es); train error {model.train_error_:.4f}, held-out {model.heldout_error_:.4f}\n"
                f"  {background} {rest:.1f} s\n"
                f"  written to {path}")
+
+
+@main.command()
+@click.argument("factors", type=click.Path(dir_okay=False))
+@click.option("--parts", "show_parts", is_flag=True,
+              help="Also a line per part: its name, its area (share of positions above half its peak) and its top "
+                   "appearances (ranked as the explorer ranks them).")
+@click.option("--json", "as_json", is_flag=True, help="The file's whole metadata as JSON, for scripts.")
+def info(factors, show_parts, as_json):
+    """What a factor file holds: generator, layer, ranks, data, errors, timings, background fill, part names.
+
+    \b
+    Examples:
+      panda info factors.safetensors
+      panda info factors.safetensors --parts
+      panda info factors.safetensors --json | jq .heldout_error
+    """
+    model = PandA.load(factors)
+    meta = model.metadata()
+    if as_json:
+        click.echo(json.dumps({"file": str(factors)} | meta, indent=2))
+        return
+    src = model.generator_source_
+    extra = ", ".join(f"{what} {src[key]}" for key, what in (("truncation_psi", "truncation psi"),
+                                                             ("noise_mode", "noise mode")) if key in src)
+    c, h, w = model.layer_shape_
+    heldout = ("not scored" if math.isnan(model.heldout_error_)
+               else f"held-out {model.heldout_error_:.4f} ({model.n_heldout_} samples)")
+    background = ("none searched (fit with --background-samples > 0 to store one)" if model.background_ is None else
+                  f"appearance {'+' if model.background_sign_ > 0 else '-'}{model.background_}"
+                  + ("" if math.isnan(model.background_gain_) else
+                     f", {100 * model.background_gain_:.0f}% of the way to the surroundings' colour when searched"))
+    names = ", ".join(f"{k} {v}" for k, v in sorted(model.part_names_.items())) or "none (`panda name-parts` names them)"
+    rows = [("fitted on", model.generator_label() + (f", {extra}" if extra else "")),
+            ("layer", f"{model.layer_} ({c} x {h} x {w})"),
+            ("ranks", f"R_C = {model.n_appearances} appearances, R_S = {model.n_parts} parts; appearance mixing W: "
+                      + ("fitted" if model.mixing_ is not None else "none")),
+            ("data", f"{model.n_samples_} samples" + (f" from seed {model.seed_}" if model.has_generator else "")
+                     + f"; {model.n_passes_} passes, {model.n_iter_} iteration(s)"),
+            ("error", f"training {model.train_error_:.4f}, {heldout}"),
+            ("time", f"features {model.extract_time_:.2f} s, fit {model.fit_time_:.2f} s"),
+            ("background", background), ("part names", names)]
+    click.echo(f"{factors}: panda factors (panda {meta['panda_version']}, file format {meta['format_version']})")
+    for key, text in rows:
+        click.echo(f"  {key:<11} {text}")
+    if show_parts:
+        maps = model.part_maps()
+        peak = maps.flatten(1).amax(1).clamp_min(1e-30)
+        area = (maps > 0.5 * peak[:, None, None]).flatten(1).float().mean(1)
+        for k in range(model.n_parts):
+            top = " ".join(map(str, model.top_appearances(k, 5, by="specific")))
+            click.echo(f"  {model.part_label(k):<18} area {100 * float(area[k]):3.0f}%   top appearances {top}")
 
 
 @main.command()

@@ -300,3 +300,22 @@ def test_save_arrays_writes_the_data_behind_each_picture(factor_file, model, tmp
             if cmd == "edit" and len(args) == 2:  # the column at alpha 1 is the image --save-images wrote
                 saved = np.asarray(Image.open(out / "images" / "edited_4.png"), dtype=np.float32) / 255
                 assert np.abs(z["images"][0, 3].transpose(1, 2, 0) - saved).max() <= 1 / 255 + 1e-6
+
+
+def test_info_says_what_a_factor_file_holds(factor_file, model, tmp_path):
+    import json
+    r = run("info", factor_file)
+    assert r.exit_code == 0, r.output
+    assert "generator 'dcgan-celeba'" in r.output and "relu2 (256 x 8 x 8)" in r.output
+    assert f"R_S = {model.n_parts} parts" in r.output and f"held-out {model.heldout_error_:.4f}" in r.output
+    assert f"appearance {'+' if model.background_sign_ > 0 else '-'}{model.background_}" in r.output
+    r = run("info", factor_file, "--parts")
+    part_lines = [line for line in r.output.splitlines() if line.lstrip().startswith("part ") and "area" in line]
+    assert len(part_lines) == model.n_parts
+    assert part_lines[2].split()[-5:] == [str(j) for j in model.top_appearances(2, 5, by="specific")]
+    meta = json.loads(run("info", factor_file, "--json").output)
+    assert meta["rank_parts"] == model.n_parts and meta["layer_shape"] == [256, 8, 8]
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a factor file")
+    r = run("info", broken)
+    assert r.exit_code == 2 and "not a readable panda factor file" in r.output and "Traceback" not in r.output

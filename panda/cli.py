@@ -19,7 +19,8 @@ import torch
 
 from .demo import run_demo
 from .drawing import grid, save_images, save_png, scale_for, to_pil
-from .editing import DEFAULT_ALPHAS, Edit, check_alpha, check_edits, edit as edit_images, measured_sweep
+from .editing import (DEFAULT_ALPHAS, Edit, check_alpha, check_edits, edit as edit_images, measured_region_sweep,
+                      measured_sweep)
 from .errors import PandaError
 from .evaluation import run_roir
 from .setup_cost import time_setup
@@ -33,7 +34,7 @@ from .checkpoints import FORMATS, NOISE_MODES, load_generator, random_stylegan2
 from .generators import DEFAULT_GENERATOR, GENERATORS, resolve_device
 from .landmarks import REMOVAL_REGIONS, BoxMasker, FaceMeshMasker
 from .latents import load_latents
-from .localisation import localisation
+from .localisation import localisation, region_appearances
 from .model import PandA
 from .naming import CALIB_SEED_START, name_model_parts
 from .progress import log_stages
@@ -233,6 +234,20 @@ def _arrays(png: Path, data, labels: list) -> None:
     the samples' labels (seeds, or 'latent i')."""
     path = save_arrays(png.with_suffix(".npz"), {**as_arrays(data), "labels": [str(label) for label in labels]})
     click.echo(f"wrote {path} (numpy.load)")
+
+
+def _region(model: PandA, gen, samples, seed_list: list, part: int | None, mask: str | None, region: str | None,
+            dilate: int) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+    """What --part, --mask or --region marks: (the region on the layer's grid, (H, W) or (N, H, W) for a face region
+    found in each image; the face region's masks at image resolution (N, H', W') or None; a label for pictures)."""
+    if region is None:
+        return region_for(model, part, mask), None, model.part_label(part) if part is not None else "mask"
+    found = FaceMeshMasker(dilate=dilate)(gen.render(samples), regions=(region,))
+    missing = [s for s, ok in zip(seed_list, found.found.tolist()) if not ok]
+    if missing:
+        raise PandaError(f"FaceMesh found no face in seeds {missing}: leave them out of --seeds.")
+    masks = found.masks[region]
+    return torch.stack([rasterise_mask(m.float().numpy(), model.layer_shape_[1:]) for m in masks]), masks, region
 
 
 def sample_options(n_images: int, out: str):
@@ -445,23 +460,36 @@ def parts(factors, seeds, seed, n_images, latent, save_arrays, out, device, **ge
 @main.command()
 @click.argument("factors", type=click.Path(dir_okay=False))
 @click.option("--part", "-k", type=int, default=None, help="Part k to edit.")
-@click.option("--appearance", "-j", type=int, default=None, help="Appearance j to add; default: the part's top appearance by energy.")
+@click.option("--mask", type=click.Path(dir_okay=False), default=None,
+              help="Or edit your own region: a PNG whose white pixels mark it.")
+@click.option("--region", type=click.Choice(REMOVAL_REGIONS), default=None,
+              help="Or a face region found in each image by MediaPipe FaceMesh.")
+@click.option("--dilate", type=click.IntRange(min=0), default=5, help="With --region: grow the region by this many pixels.")
+@click.option("--appearance", "-j", type=int, default=None,
+              help="Appearance j to add; default: the part's top appearance by energy (with --mask or --region: the "
+                   "appearance most particular to the region, on 32 calibration samples).")
 @click.option("--alpha", "-a", type=FINITE, default=1.0, help="Strength, in units of the layer's typical activation norm.")
 @click.option("--edit", "edits", type=EDIT, multiple=True, help="PART,APPEARANCE,ALPHA; repeat to combine edits (no sweep then).")
 @click.option("--sweep/--no-sweep", default=True, help="With one edit: columns -2x, -1x, 0, +1x, +2x alpha.")
 @SAVE_IMAGES
 @sample_options(n_images=6, out="out/edit")
-def edit(factors, part, appearance, alpha, edits, sweep, save_images, seeds, seed, n_images, latent, save_arrays, out,
-         device, **gen):
-    """Edit samples locally: add appearance j to part k (edit grid PNG).
+def edit(factors, part, mask, region, dilate, appearance, alpha, edits, sweep, save_images, seeds, seed, n_images, latent,
+         save_arrays, out, device, **gen):
+    """Edit samples locally: add appearance j to part k, or to your own region (edit grid PNG).
 
     \b
     Examples:
       panda edit factors.safetensors --part 6 --appearance 5 --alpha 1.5
       panda edit factors.safetensors --edit 6,5,1.5 --edit 9,1,-1 --seeds 0-3
+      panda edit factors.safetensors --mask hat.png --appearance 3     (any region you draw)
+      panda edit factors.safetensors --region mouth --seeds 0-5        (found in each image)
     """
     model, gen = _load(factors, device, **gen)
     samples, seed_list = _samples(gen, seeds, seed, n_images, latent)
+    if mask is not None or region is not None:
+        _edit_region(model, gen, samples, seed_list, part, mask, region, dilate, appearance, alpha, edits, sweep,
+                     save_images, save_arrays, out)
+        return
     if edits:
         if part is not None or appearance is not None:
             raise PandaError("give either --edit PART,APPEARANCE,ALPHA (repeatable) or --part/--appearance/--alpha, not both.")
@@ -492,6 +520,53 @@ def edit(factors, part, appearance, alpha, edits, sweep, save_images, seeds, see
         if save_arrays:  # edits: (E, 3) rows of part, appearance, alpha
             _arrays(path, {"original": original, "edited": edited,
                            "edits": [[e.part, e.appearance, e.alpha] for e in edit_list]}, seed_list)
+
+
+#: Samples the default appearance of a region edit is ranked on (a few images alone rank noise first: low-energy
+#: appearances whose lift happens to be high there).
+RANKING_SAMPLES = 32
+
+
+def _region_appearance(model, gen, mask: str | None, region: str | None, dilate: int) -> tuple[int, int]:
+    """(the appearance most particular to --mask or --region, how many samples it was ranked on): on
+    ``RANKING_SAMPLES`` calibration seeds, the face region found in each that has a face."""
+    calib = gen.sample(range(CALIB_SEED_START, CALIB_SEED_START + RANKING_SAMPLES))
+    if region is None:
+        return region_appearances(model, gen, calib, region_for(model, None, mask), 1)[0], len(calib)
+    found = FaceMeshMasker(dilate=dilate)(gen.render(calib), regions=(region,))
+    keep = found.found.nonzero().flatten()
+    if len(keep) == 0:
+        raise PandaError(f"FaceMesh found no face in {len(calib)} calibration samples to rank appearances for the "
+                         f"{region}: name one with --appearance J.")
+    grid_regions = torch.stack([rasterise_mask(m.float().numpy(), model.layer_shape_[1:])
+                                for m in found.masks[region][keep]])
+    return region_appearances(model, gen, calib[keep], grid_regions, 1)[0], len(keep)
+
+
+def _edit_region(model, gen, samples, seed_list, part, mask, region, dilate, appearance, alpha, edits, sweep, save_images,
+                 save_arrays, out) -> None:
+    """`panda edit --mask/--region`: one appearance added to a region of the user's, drawn as a sweep."""
+    if part is not None or edits or (mask is not None and region is not None):
+        raise PandaError("say what to edit with one of --part K, --edit PART,APPEARANCE,ALPHA, --mask FILE.PNG or "
+                         f"--region {'|'.join(REMOVAL_REGIONS)}.")
+    if not sweep:
+        raise PandaError("an edit of a mask or face region is drawn as a sweep: leave out --no-sweep.")
+    check_alpha(alpha)
+    grid_regions, masks, label = _region(model, gen, samples, seed_list, None, mask, region, dilate)
+    if appearance is None:
+        j, ranked_on = _region_appearance(model, gen, mask, region, dilate)
+        click.echo(f"appearance {j}: the most particular to the region on {ranked_on} calibration samples", err=True)
+    else:
+        j = model.check_appearance(appearance)
+    folder = check_writable(out)
+    result = measured_region_sweep(model, gen, samples, grid_regions, j, [f * alpha for f in DEFAULT_ALPHAS], masks,
+                                   label)
+    path = save_png(sweep_figure(model, result, seed_list), folder / f"edit_{region or 'mask'}_app{j}.png")
+    click.echo(f"wrote {path} (appearance {j}; {100 * result.share:.0f}% of the pixel change inside the region)")
+    if save_images:  # the column at the edit's own strength
+        _export(folder, result.images[:, list(DEFAULT_ALPHAS).index(1.0)], seed_list, "edited")
+    if save_arrays:
+        _arrays(path, result, seed_list)
 
 
 @main.command()
@@ -566,18 +641,7 @@ def remove(factors, part, mask, region, dilate, alpha, background, save_images, 
     check_alpha(alpha)
     background, sign = parse_background(model, background)
     samples, seed_list = _samples(gen, seeds, seed, n_images, latent)
-    masks = None
-    if region is not None:
-        found = FaceMeshMasker(dilate=dilate)(gen.render(samples), regions=(region,))
-        missing = [s for s, ok in zip(seed_list, found.found.tolist()) if not ok]
-        if missing:
-            raise PandaError(f"FaceMesh found no face in seeds {missing}: leave them out of --seeds.")
-        masks = found.masks[region]
-        grid_regions = torch.stack([rasterise_mask(m.float().numpy(), model.layer_shape_[1:]) for m in masks])
-        label = region
-    else:
-        grid_regions = region_for(model, part, mask)
-        label = model.part_label(part) if part is not None else "mask"
+    grid_regions, masks, label = _region(model, gen, samples, seed_list, part, mask, region, dilate)
     folder = check_writable(out)
     result = removal(model, gen, samples, grid_regions, alpha, background, masks, sign)
     name = f"remove_part{part}" if part is not None else (f"remove_{region}" if region else "remove_mask")

@@ -195,6 +195,32 @@ def sweep(
     return images if several else images[0]
 
 
+def region_sweep(
+    model: PandA, generator: GeneratorAdapter, latents: Latents | Sequence[int], region: torch.Tensor, appearance: int,
+    alphas: Sequence[float], batch_size: int = 64,
+) -> torch.Tensor:
+    """Appearance j added to any region, not only a part, at several strengths: images (N, len(alphas), 3, H', W').
+
+    region: (H, W), or one per sample (N, H, W), on the layer's grid with values in [0, 1]: a mask rasterised with
+    :func:`panda.removal.rasterise_mask` (your own drawing, or a face region found in each image).
+    """
+    model.check_compatible(generator)
+    latents = generator.latents(latents)
+    n, m = len(latents), len(alphas)
+    regions = region[None].expand(n, *region.shape) if region.dim() == 2 else region
+    if tuple(regions.shape) != (n, *model.layer_shape_[1:]) or not torch.isfinite(regions).all():
+        raise PandaError(f"the region must be finite, (H, W) or (N, H, W) = ({n}, {model.layer_shape_[1]}, "
+                         f"{model.layer_shape_[2]}) on the layer's grid, got shape {tuple(region.shape)}.")
+    for a in alphas:
+        check_alpha(a)
+    units = torch.stack([region_delta(model, appearance, r, 1.0) for r in regions])  # (N, C, H, W)
+    strengths = torch.tensor(list(alphas), dtype=units.dtype).repeat(n)[:, None, None, None]
+    deltas = units.repeat_interleave(m, 0) * strengths  # sample-major, as the latents below
+    images = synthesize_offset(generator, model.layer_, latents[torch.arange(n).repeat_interleave(m)], deltas,
+                               batch_size)
+    return images.view(n, m, *images.shape[1:])
+
+
 @dataclass
 class SweepResult:
     """One edit at several strengths, measured.
@@ -202,7 +228,7 @@ class SweepResult:
     Attributes
     ----------
     part, appearance : int
-        The edit.
+        The edit (``part`` None for an edit of another region: a mask, a face region).
     alphas : list of float
         The strengths, one column each.
     original : torch.Tensor
@@ -210,18 +236,22 @@ class SweepResult:
     images : torch.Tensor
         (N, len(alphas), 3, H, W) edited images in [0, 1].
     region : torch.Tensor
-        (H, W) the part's rescaled map at image resolution, in [0, 1].
+        (H, W), or (N, H, W) for a region of each image, at image resolution in [0, 1]: the part's rescaled map
+        or the mask.
     share : float
         Mean share of the squared pixel change at the largest |alpha| that falls where ``region`` > 0.5.
+    label : str
+        What was edited, for pictures ("part 4 (eyes)", "mask", "eyes").
     """
 
-    part: int
+    part: int | None
     appearance: int
     alphas: list[float]
     original: torch.Tensor
     images: torch.Tensor
     region: torch.Tensor
     share: float
+    label: str = ""
 
     @property
     def strongest(self) -> int:
@@ -241,9 +271,29 @@ def measured_sweep(
     """
     latents = generator.latents(latents)
     out = generator.to_unit(sweep(model, generator, latents, part, appearance, alphas)).cpu()
-    original = generator.render(latents)
     region = upsample(part_profile(model, part)[None], out.shape[-1])[0]
-    result = SweepResult(part, appearance, list(alphas), original, out, region, 0.0)
+    return _measured(part, appearance, alphas, generator.render(latents), out, region, model.part_label(part))
+
+
+def measured_region_sweep(
+    model: PandA, generator: GeneratorAdapter, latents: Latents | Sequence[int], region: torch.Tensor, appearance: int,
+    alphas: Sequence[float], masks: torch.Tensor | None = None, label: str = "region",
+) -> SweepResult:
+    """:func:`region_sweep` with the unedited images and how much of the change falls inside the region.
+
+    region: (H, W) or (N, H, W) on the layer's grid; masks: (N, H', W') at image resolution, what is measured and
+    drawn (default: the region upsampled).
+    """
+    latents = generator.latents(latents)
+    out = generator.to_unit(region_sweep(model, generator, latents, region, appearance, alphas)).cpu()
+    shown = upsample(region.float()[None] if region.dim() == 2 else region.float(), out.shape[-1]).clamp(0, 1)
+    shown = (shown[0] if region.dim() == 2 else shown) if masks is None else masks.float()
+    return _measured(None, appearance, alphas, generator.render(latents), out, shown, label)
+
+
+def _measured(part: int | None, appearance: int, alphas: Sequence[float], original: torch.Tensor, out: torch.Tensor,
+              region: torch.Tensor, label: str) -> SweepResult:
+    result = SweepResult(part, appearance, list(alphas), original, out, region, 0.0, label)
     big = out[:, result.strongest]
     result.share = float(change_inside_fraction(original, big, (region > 0.5).float()).mean())
     return result

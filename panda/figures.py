@@ -59,12 +59,14 @@ def sweep_figure(model: PandA, sweep: SweepResult, seeds: Sequence[int]) -> Imag
     for i in range(out.shape[0]):
         row = [to_pil(out[i, t], scale) for t in range(len(sweep.alphas))]
         row.append(heat_tile(change[i], top, scale))
-        row.append(to_pil(overlay(sweep.original[i], sweep.region), scale))
+        row.append(to_pil(overlay(sweep.original[i], sweep.region if sweep.region.dim() == 2 else sweep.region[i]),
+                          scale))
         rows.append(row)
-    label = model.part_label(sweep.part)
+    label = sweep.label or model.part_label(sweep.part)
+    where = "the part (map > 0.5" if sweep.part is not None else "the region (its mask"
     cols = [f"alpha {a:+g}" for a in sweep.alphas] + [f"change at {sweep.alphas[big]:+g}", label]
-    title = (f"{label}, appearance {sweep.appearance}: {100 * sweep.share:.0f}% of the pixel change falls in the part "
-             f"(map > 0.5, {100 * float((sweep.region > 0.5).float().mean()):.0f}% of the image)")
+    title = (f"{label}, appearance {sweep.appearance}: {100 * sweep.share:.0f}% of the pixel change falls in {where}, "
+             f"{100 * float((sweep.region > 0.5).float().mean()):.0f}% of the image)")
     return grid(rows, seed_labels(seeds), cols, title=title)
 
 

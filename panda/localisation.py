@@ -61,3 +61,20 @@ def signed(model: PandA, appearance: int, maps: torch.Tensor) -> torch.Tensor:
     """Maps of one appearance oriented so that "more of it" is positive: the background appearance's
     maps are multiplied by its border sign; others are kept as they are."""
     return maps * (model.background_sign_ if appearance == model.background_ else 1.0)
+
+
+def region_appearances(model: PandA, generator: GeneratorAdapter, latents: Latents | Sequence[int],
+                       region: torch.Tensor, k: int = 5) -> list[int]:
+    """The ``k`` appearances most particular to a region of these images, the first to try as edits of it: the
+    energy of A^T Z_i inside the region times how much more of the appearance's energy falls there than the region's
+    share of all energy would give it, as :meth:`PandA.top_appearances` ranks them for a part (``by="specific"``).
+
+    region: (H, W), or one per sample (N, H, W), on the layer's grid in [0, 1].
+    """
+    energy = localize(model, generator, latents).double() ** 2  # (N, R_C, H, W)
+    weight = region.double()[None, None] if region.dim() == 2 else region.double()[:, None]
+    inside, total = (energy * weight).sum((0, 2, 3)), energy.sum((0, 2, 3))  # (R_C,) each
+    share = inside / total.clamp_min(1e-30)
+    baseline = inside.sum() / total.sum().clamp_min(1e-30)
+    score = inside * (share / baseline.clamp_min(1e-30) - 1).clamp_min(0)
+    return [int(j) for j in torch.argsort(score, descending=True)[:min(k, model.n_appearances)]]

@@ -319,3 +319,21 @@ def test_info_says_what_a_factor_file_holds(factor_file, model, tmp_path):
     broken.write_bytes(b"not a factor file")
     r = run("info", broken)
     assert r.exit_code == 2 and "not a readable panda factor file" in r.output and "Traceback" not in r.output
+
+
+def test_edit_a_mask_of_your_own(factor_file, tmp_path):
+    import numpy as np
+    mask = tmp_path / "box.png"
+    box = np.zeros((64, 64), dtype=np.uint8)
+    box[36:52, 20:44] = 255
+    Image.fromarray(box).save(mask)
+    r = run("edit", factor_file, "--mask", mask, "--appearance", 3, "--seeds", "1,2", "--save-arrays", "--out", tmp_path / "e")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "e" / "edit_mask_app3.png").is_file()
+    with np.load(tmp_path / "e" / "edit_mask_app3.npz") as z:
+        assert z["images"].shape == (2, 5, 3, 64, 64) and z["region"].shape == (64, 64) and z["appearance"] == 3
+    r = run("edit", factor_file, "--mask", mask, "--seeds", "1", "--out", tmp_path / "d")  # default: ranked for the mask
+    assert r.exit_code == 0 and "calibration samples" in r.output, r.output
+    for bad, match in ((["--part", 1], "one of --part"), (["--no-sweep"], "drawn as a sweep")):
+        r = run("edit", factor_file, "--mask", mask, *bad, "--out", tmp_path / "x")
+        assert r.exit_code == 2 and match in r.output and not (tmp_path / "x").exists()

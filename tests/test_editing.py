@@ -116,3 +116,40 @@ def test_dilate_matches_a_square_max_pool_at_any_radius():
     one = torch.zeros(9, 9, dtype=torch.bool)
     one[4, 4] = True
     assert int(dilate(one, 2).sum()) == 25  # a 5 x 5 square, clipped nowhere
+
+
+def test_a_region_sweep_of_a_parts_own_map_is_that_parts_sweep(model, celeba):
+    from panda.editing import region_sweep
+    alphas = [-1.0, 2.0]
+    by_part = sweep(model, celeba, [3, 4], 2, 5, alphas)
+    by_region = region_sweep(model, celeba, [3, 4], part_profile(model, 2), 5, alphas)
+    assert by_region.shape == (2, 2, 3, 64, 64) and torch.allclose(by_region, by_part, atol=1e-6)
+
+
+def test_a_region_per_image_edits_only_where_given(model, celeba):
+    from panda.editing import measured_region_sweep
+    from panda.removal import rasterise_mask
+    box = torch.zeros(64, 64)
+    box[8:24, 36:60] = 1
+    region = torch.stack([rasterise_mask(box, (8, 8)), torch.zeros(8, 8)])  # the second image: nothing to edit
+    result = measured_region_sweep(model, celeba, [3, 4], region, 7, [1.0, 3.0], label="box")
+    assert torch.equal(result.images[1, 1], result.original[1])
+    assert not torch.equal(result.images[0, 1], result.original[0])
+    assert result.region.shape == (2, 64, 64) and result.part is None and result.label == "box"
+    change = (result.images[0, 1] - result.original[0]).abs().sum(0)
+    inside = (upsample(region[:1], 64)[0] > 0.5)
+    assert change[inside].mean() > 3 * change[~inside].mean()  # mostly where the box is
+    with pytest.raises(PandaError, match="on the layer's grid"):
+        measured_region_sweep(model, celeba, [3, 4], torch.zeros(3, 8, 8), 7, [1.0])
+
+
+def test_region_appearances_are_particular_to_the_region(model, celeba):
+    from panda.localisation import localize, region_appearances
+    region = part_profile(model, 1)
+    seeds = list(range(40, 56))
+    top = region_appearances(model, celeba, seeds, region, 3)
+    assert len(set(top)) == 3 and all(0 <= j < model.n_appearances for j in top)
+    energy = localize(model, celeba, seeds).double() ** 2
+    inside, total = (energy * region.double()).sum((0, 2, 3)), energy.sum((0, 2, 3))
+    baseline = inside.sum() / total.sum()
+    assert inside[top[0]] / total[top[0]] > baseline  # more of it inside than the region's share of all energy

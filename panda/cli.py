@@ -34,7 +34,7 @@ from .checkpoints import FORMATS, NOISE_MODES, load_generator, random_stylegan2
 from .generators import DEFAULT_GENERATOR, GENERATORS, resolve_device
 from .landmarks import REMOVAL_REGIONS, BoxMasker, FaceMeshMasker
 from .latents import load_latents
-from .localisation import localisation, region_appearances
+from .localisation import RANKING_SEEDS, localisation, region_appearances
 from .model import PandA
 from .naming import CALIB_SEED_START, name_model_parts
 from .progress import log_stages
@@ -522,15 +522,10 @@ def edit(factors, part, mask, region, dilate, appearance, alpha, edits, sweep, s
                            "edits": [[e.part, e.appearance, e.alpha] for e in edit_list]}, seed_list)
 
 
-#: Samples the default appearance of a region edit is ranked on (a few images alone rank noise first: low-energy
-#: appearances whose lift happens to be high there).
-RANKING_SAMPLES = 32
-
-
 def _region_appearance(model, gen, mask: str | None, region: str | None, dilate: int) -> tuple[int, int]:
     """(the appearance most particular to --mask or --region, how many samples it was ranked on): on
-    ``RANKING_SAMPLES`` calibration seeds, the face region found in each that has a face."""
-    calib = gen.sample(range(CALIB_SEED_START, CALIB_SEED_START + RANKING_SAMPLES))
+    ``RANKING_SEEDS``, the face region found in each that has a face."""
+    calib = gen.sample(RANKING_SEEDS)
     if region is None:
         return region_appearances(model, gen, calib, region_for(model, None, mask), 1)[0], len(calib)
     found = FaceMeshMasker(dilate=dilate)(gen.render(calib), regions=(region,))

@@ -63,18 +63,40 @@ def signed(model: PandA, appearance: int, maps: torch.Tensor) -> torch.Tensor:
     return maps * (model.background_sign_ if appearance == model.background_ else 1.0)
 
 
+#: The samples a region's appearances are ranked on where no images of its own are given: a few images alone rank
+#: noise first (low-energy appearances whose share happens to be high there).
+RANKING_SEEDS = range(20_000_000, 20_000_032)
+
+
 def region_appearances(model: PandA, generator: GeneratorAdapter, latents: Latents | Sequence[int],
                        region: torch.Tensor, k: int = 5) -> list[int]:
-    """The ``k`` appearances most particular to a region of these images, the first to try as edits of it: the
-    energy of A^T Z_i inside the region times how much more of the appearance's energy falls there than the region's
-    share of all energy would give it, as :meth:`PandA.top_appearances` ranks them for a part (``by="specific"``).
+    """The ``k`` appearances most particular to a region of these images, the first to try as edits of it
+    (:func:`rank_for_region` on their localisation maps).
 
     region: (H, W), or one per sample (N, H, W), on the layer's grid in [0, 1].
     """
     energy = localize(model, generator, latents).double() ** 2  # (N, R_C, H, W)
-    weight = region.double()[None, None] if region.dim() == 2 else region.double()[:, None]
-    inside, total = (energy * weight).sum((0, 2, 3)), energy.sum((0, 2, 3))  # (R_C,) each
+    return rank_for_region(energy if region.dim() == 3 else energy.sum(0), region, k)
+
+
+def energy_maps(model: PandA, generator: GeneratorAdapter, latents: Latents | Sequence[int]) -> torch.Tensor:
+    """sum_i (A^T Z_i)^2 over the samples: how much of each appearance is at each position, (R_C, H, W) float64.
+    Any region's ranking (:func:`rank_for_region`) follows from it without the generator."""
+    return (localize(model, generator, latents).double() ** 2).sum(0)
+
+
+def rank_for_region(energy: torch.Tensor, region: torch.Tensor, k: int = 5) -> list[int]:
+    """Appearances ranked for a region as :meth:`PandA.top_appearances` ranks them for a part (``by="specific"``):
+    their energy inside the region times how much more of their energy falls there than the region's share of all
+    energy would give them (the lift above 1).
+
+    energy: (R_C, H, W) summed over samples (:func:`energy_maps`) with a region (H, W), or (N, R_C, H, W) with one
+    region per sample (N, H, W); regions in [0, 1].
+    """
+    weight = region.double()[None] if energy.dim() == 3 else region.double()[:, None]
+    dims = tuple(range(energy.dim() - 3)) + (-2, -1)  # the samples (if any) and the positions
+    inside, total = (energy * weight).sum(dims), energy.sum(dims)  # (R_C,) each
     share = inside / total.clamp_min(1e-30)
     baseline = inside.sum() / total.sum().clamp_min(1e-30)
     score = inside * (share / baseline.clamp_min(1e-30) - 1).clamp_min(0)
-    return [int(j) for j in torch.argsort(score, descending=True)[:min(k, model.n_appearances)]]
+    return [int(j) for j in torch.argsort(score, descending=True)[:min(k, len(score))]]

@@ -1,8 +1,8 @@
 """``panda serve``: a local web app to explore a fitted factor file.
 
-A small Starlette app (served by uvicorn) with a plain page: pick a sample (seed or random), a part,
-an appearance and alpha with sliders and see the edit live, the part's map, where the appearance
-is (localisation), and the part removed. Every picture is a PNG made on request.
+A small Starlette app (served by uvicorn) with a plain page: pick a sample (seed or random), a part
+(or paint a region of your own), an appearance and alpha with sliders and see the edit live, the part's
+map, where the appearance is (localisation), and the part removed. Every picture is a PNG made on request.
 Bound to 127.0.0.1 unless told otherwise.
 """
 
@@ -22,10 +22,10 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from .drawing import overlay, png_bytes, to_pil
-from .editing import Edit, check_alpha, check_edits, edit, part_profile
+from .editing import Edit, check_alpha, edit_delta, part_profile, region_delta, synthesize_offset
 from .errors import PandaError
 from .generators import GeneratorAdapter, Latents
-from .localisation import localize, signed
+from .localisation import RANKING_SEEDS, energy_maps, localize, rank_for_region, signed
 from .maps import normalise, upsample
 from .model import PandA
 from .pages import render_explorer
@@ -56,12 +56,36 @@ MAX_REMEMBERED = 256
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def parse_edits(text: str, limit: int = MAX_EDITS) -> list[Edit]:
-    """'k,j,a;k,j,a' -> edits (at most ``limit``); the explorer's stack of edits."""
+def parse_mask(text: str, grid: tuple[int, int]) -> torch.Tensor:
+    """A region painted on the page: H*W cells of the layer's grid, row by row, as hex digits of four cells each
+    (first cell in the highest bit) -> (H, W) of 0 and 1. Refused when empty, malformed or of another size."""
+    h, w = grid
+    digits = -(-h * w // 4)
+    if len(text) != digits or any(c not in "0123456789abcdefABCDEF" for c in text):
+        raise PandaError(f"mask must be {digits} hex digits (the {h}x{w} grid's cells, four per digit).")
+    bits = torch.tensor([int(c, 16) >> (3 - b) & 1 for c in text for b in range(4)][:h * w], dtype=torch.float32)
+    if not bits.any():
+        raise PandaError("the painted region is empty: paint at least one cell.")
+    return bits.view(h, w)
+
+
+def parse_edits(text: str, grid: tuple[int, int], limit: int = MAX_EDITS) -> list[Edit | tuple[torch.Tensor, int, float]]:
+    """'k,j,a;mHEX,j,a' -> the explorer's stack of edits (at most ``limit``): a part's (``Edit``), or a painted
+    region's (mask (H, W), appearance, alpha) where the first field is ``m`` and the mask's hex digits."""
     pieces = [p for p in text.split(";") if p.strip()]
     if len(pieces) > limit:
         raise PandaError(f"{len(pieces)} stacked edits: at most {limit}.")
-    return [Edit.parse(p) for p in pieces]
+    out: list[Edit | tuple[torch.Tensor, int, float]] = []
+    for p in pieces:
+        if p.strip().startswith("m"):
+            fields = p.strip()[1:].split(",")
+            if len(fields) != 3:
+                raise PandaError(f"cannot read the painted edit '{p}': write it as mHEX,APPEARANCE,ALPHA.")
+            rest = Edit.parse(f"0,{fields[1]},{fields[2]}")  # the appearance and alpha read as a part's are
+            out.append((parse_mask(fields[0], grid), rest.appearance, rest.alpha))
+        else:
+            out.append(Edit.parse(p))
+    return out
 
 
 class _Guard:
@@ -138,13 +162,41 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
             raise PandaError(f"seed must be in 0..{MAX_SEED}.")
         return generator.sample([seed])
 
-    def edits_of(request) -> list[Edit]:
-        """The stacked edits (``edits=k,j,a;...``) plus the current one (part, appearance, alpha), if given."""
-        stack = parse_edits(request.query_params.get("edits", ""))
-        if "part" in request.query_params:
+    def mask_of(request) -> torch.Tensor | None:
+        """The painted region (``mask=HEX``, :func:`parse_mask`), (H, W), or None."""
+        text = request.query_params.get("mask")
+        return None if text is None else parse_mask(text, (h, w))
+
+    def offset_of(request) -> torch.Tensor | None:
+        """The stacked edits (``edits=k,j,a;mHEX,j,a;...``) plus the current one (``part`` or ``mask``, with
+        ``appearance`` and ``alpha``), summed into one offset (C, H, W); None when there is none."""
+        stack = parse_edits(request.query_params.get("edits", ""), (h, w))
+        mask = mask_of(request)
+        if mask is not None:
+            (appearance,) = ints(request, "appearance")
+            stack.append((mask, appearance, alpha_of(request, 1.0)))
+        elif "part" in request.query_params:
             part, appearance = ints(request, "part", "appearance")
             stack.append(Edit(part, appearance, alpha_of(request, 1.0)))
-        return check_edits(model, stack) if stack else []
+        if not stack:
+            return None
+        parts = [e for e in stack if isinstance(e, Edit)]
+        delta = edit_delta(model, parts) if parts else torch.zeros(model.layer_shape_)
+        for m, j, a in (e for e in stack if not isinstance(e, Edit)):
+            delta += region_delta(model, j, m, check_alpha(a))
+        return delta
+
+    energy: list[torch.Tensor] = []  # RANKING_SEEDS' energy maps, computed for the first painted region
+
+    def region_top(request) -> dict:
+        """The painted region's top appearances, ranked on ``RANKING_SEEDS`` as a part's are (one image alone would
+        rank noise first)."""
+        mask = mask_of(request)
+        if mask is None:
+            raise PandaError("give the painted region: mask=HEX.")
+        if not energy:
+            energy.append(energy_maps(model, generator, RANKING_SEEDS))
+        return {"top": rank_for_region(energy[0], mask, 8)}
 
     def guarded(fn, request):
         """fn(request) under the generator's lock -> (result, None), or (None, the response refusing it): 503 when
@@ -189,16 +241,19 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
         return generator.render(sample_of(request))[0]
 
     def edited(request):
-        lat, stack = sample_of(request), edits_of(request)
-        if not stack:
+        lat, delta = sample_of(request), offset_of(request)
+        if delta is None:
             return generator.render(lat)[0]
-        return generator.to_unit(edit(model, generator, lat, stack)).cpu()[0]
+        return generator.to_unit(synthesize_offset(generator, model.layer_, lat, delta[None])).cpu()[0]
 
     def part_map(request):
-        lat = sample_of(request)
-        (part,) = ints(request, "part")
+        """The part's map over the image, or the painted region's (``mask``)."""
+        lat, mask = sample_of(request), mask_of(request)
+        if mask is None:
+            (part,) = ints(request, "part")
+            mask = part_profile(model, part)
         image = generator.render(lat)[0]
-        return overlay(image, upsample(part_profile(model, part)[None], image.shape[-1])[0])
+        return overlay(image, upsample(mask[None], image.shape[-1])[0])
 
     def localisation(request):
         lat = sample_of(request)
@@ -220,16 +275,17 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
         chosen on other images moves new images' parts' colour much less towards their surroundings (3-21% of the
         way against 63-76%: ``benchmarks/background_search.md``). A file fitted without the search has only auto.
         """
-        lat = sample_of(request)
-        (part,) = ints(request, "part")
-        region, alpha = part_profile(model, part), alpha_of(request, 1.0)
+        lat, mask = sample_of(request), mask_of(request)
+        if mask is None:
+            (part,) = ints(request, "part")
+        region, alpha = part_profile(model, part) if mask is None else mask, alpha_of(request, 1.0)
         fill = request.query_params.get("fill", "auto")
         if fill not in ("auto", "global"):
             raise PandaError(f"fill={fill!r}: give fill=auto (the best for this image) or fill=global (the fit's).")
         if fill == "global" and model.background_ is not None:
             return lat, region, alpha, {"fill": "global", "appearance": model.background_,
                                         "sign": model.background_sign_, "gain": None}
-        key = (int(request.query_params["seed"]), part, alpha)
+        key = (int(request.query_params["seed"]), part if mask is None else request.query_params["mask"].lower(), alpha)
         if key not in searches:
             regions, _, masks = removal_regions(region, None, 1, generator.image_size)
             found = choose_fill(model, generator, lat, regions, masks, alpha)
@@ -262,6 +318,7 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
         Route("/api/original.png", picture(original, "original")), Route("/api/edit.png", picture(edited, "edit")),
         Route("/api/part.png", picture(part_map, "part")), Route("/api/localize.png", picture(localisation, "localize")),
         Route("/api/remove.png", picture(removed, "remove")), Route("/api/remove.json", data(lambda r: fill_of(r)[3])),
+        Route("/api/region.json", data(region_top)),
     ])
     return _Guard(app, hosts)
 

@@ -107,6 +107,64 @@ def test_api_stacks_edits_downloads_full_size_and_reads_alpha_zero(server, celeb
     assert status == 400 and b"alpha" in body
 
 
+def _hex(mask) -> str:
+    """The page's encoding of a painted region: cells row by row, four to a hex digit, first in the highest bit."""
+    bits = [int(b) for b in mask.flatten().tolist()]
+    bits += [0] * (-len(bits) % 4)
+    return "".join(f"{8 * a + 4 * b + 2 * c + d:x}" for a, b, c, d in zip(*[iter(bits)] * 4))
+
+
+def test_painted_regions_parse_exactly_and_refuse_bad_input():
+    import torch
+
+    from panda.serve import parse_mask
+    mask = torch.zeros(5, 7)
+    mask[1:3, 2:6] = 1
+    mask[4, 6] = 1  # the last cell, in the padded last digit
+    assert torch.equal(parse_mask(_hex(mask), (5, 7)), mask)
+    for bad, match in (("0" * 8, "must be 9 hex digits"), ("z" * 9, "must be 9 hex digits"), ("0" * 9, "empty")):
+        with pytest.raises(PandaError, match=match):
+            parse_mask(bad, (5, 7))
+
+
+def test_api_edits_ranks_draws_and_removes_a_painted_region(server, model, celeba):
+    import io
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from panda.editing import region_sweep
+    from panda.localisation import RANKING_SEEDS, energy_maps, rank_for_region
+    base, _ = server
+    mask = torch.zeros(8, 8)
+    mask[2:4, 1:7] = 1
+    hexed = _hex(mask)
+    top = get(f"{base}/api/region.json?seed=3&mask={hexed}")
+    assert top[0] == 200
+    ranked = json.loads(top[2])["top"]
+    assert ranked == rank_for_region(energy_maps(model, celeba, RANKING_SEEDS), mask, 8) and len(set(ranked)) == 8
+    j = ranked[0]
+    status, _, body = get(f"{base}/api/edit.png?seed=3&mask={hexed}&appearance={j}&alpha=1.5&full=1")
+    assert status == 200
+    expected = to_pil(celeba.to_unit(region_sweep(model, celeba, [3], mask, j, [1.5]))[0, 0])
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(body)).convert("RGB")), np.asarray(expected))
+    # the same edit from the stack, and stacked with a part's edit
+    assert get(f"{base}/api/edit.png?seed=3&edits=m{hexed},{j},1.5&full=1")[2] == body
+    both = get(f"{base}/api/edit.png?seed=3&edits=m{hexed},{j},1.5;1,2,1&full=1")
+    assert both[0] == 200 and both[2] != body
+    original = get(f"{base}/api/original.png?seed=3")[2]
+    assert get(f"{base}/api/part.png?seed=3&mask={hexed}")[0] == 200
+    removed = get(f"{base}/api/remove.png?seed=3&mask={hexed}")
+    assert removed[0] == 200 and removed[2] != original
+    fill = json.loads(get(f"{base}/api/remove.json?seed=3&mask={hexed}")[2])
+    assert fill["fill"] == "auto" and 0 <= fill["appearance"] < model.n_appearances
+    for query, match in ((f"mask={'0' * 16}&appearance=1", b"empty"), ("mask=abc&appearance=1", b"16 hex digits"),
+                         (f"edits=m{hexed},1", b"mHEX,APPEARANCE,ALPHA")):
+        status, _, text = get(f"{base}/api/edit.png?seed=3&{query}")
+        assert status == 400 and match in text, text
+
+
 def test_api_removes_with_this_images_fill_or_the_global_one(server, model, celeba):
     """fill=auto (the default) uses the fill chosen for this part on this image; fill=global the fit's."""
     from panda.editing import part_profile
@@ -180,7 +238,8 @@ def _chromium():
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"):
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1400,1000"):  # a desktop's window: the headless default (780 x 437) scrolls the page
         options.add_argument(flag)
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
@@ -247,6 +306,8 @@ def test_explorer_in_a_real_browser(server, model):
         assert edited.screenshot_as_png != shot_before
         # click on the picture: the part strongest under the pointer is chosen (here the bottom-right cell)
         original = by_id("original")
+        # pointer offsets count from the centre of the element's visible part: have all of it in view
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", original)
         ActionChains(driver).move_to_element_with_offset(original, 120, 120).click().perform()
         wait.until(lambda d: by_id("part").get_attribute("value") == str(named))
         wait.until(lambda d: by_id("part-v").text == f"part {named} (mouth)")  # its name shown
@@ -277,6 +338,25 @@ def test_explorer_in_a_real_browser(server, model):
         fill = f"{'+' if model.background_sign_ > 0 else '-'}{model.background_}"
         wait.until(lambda d: f"background appearance (--background={fill})" in by_id("removed-cap").text)
         assert by_id("error").text == ""
+        # paint a region on the original: the edit, its thumbnails, the map and the removal follow it
+        driver.find_element(By.CSS_SELECTOR, "input[name=target][value=paint]").click()
+        canvas = by_id("paint")
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
+        ActionChains(driver).move_to_element_with_offset(canvas, -60, -60).click_and_hold().move_by_offset(60, 0) \
+            .move_by_offset(0, 30).release().perform()
+        wait.until(lambda d: "mask=" in edited.get_attribute("src") and loaded(edited))
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#thumbs img")) == 6
+                   and all("mask=" in t.get_attribute("src") and loaded(t) for t in d.find_elements(By.CSS_SELECTOR, "#thumbs img")))
+        wait.until(lambda d: "mask=" in by_id("partmap").get_attribute("src") and "mask=" in removed.get_attribute("src")
+                   and loaded(removed))
+        assert "your region" in by_id("edited-cap").text and by_id("error").text == ""
+        shown = driver.execute_script("const c = arguments[0], d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+                                      "let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n;", canvas)
+        assert shown >= 3 * 32 * 32  # at least three cells of the 8x8 grid drawn over the picture
+        by_id("push").click()
+        wait.until(lambda d: "edits=" in edited.get_attribute("src")
+                   and "m" in edited.get_attribute("src").split("edits=")[1].split("&")[0] and loaded(edited))
+        assert "a painted region" in by_id("stack").text
     finally:
         driver.quit()
         model.part_names_ = saved_names

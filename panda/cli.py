@@ -242,12 +242,19 @@ def _region(model: PandA, gen, samples, seed_list: list, part: int | None, mask:
     found in each image; the face region's masks at image resolution (N, H', W') or None; a label for pictures)."""
     if region is None:
         return region_for(model, part, mask), None, model.part_label(part) if part is not None else "mask"
-    found = FaceMeshMasker(dilate=dilate)(gen.render(samples), regions=(region,))
-    missing = [s for s, ok in zip(seed_list, found.found.tolist()) if not ok]
+    grid_regions, masks, found = _face_regions(model, gen, samples, region, dilate)
+    missing = [s for s, ok in zip(seed_list, found.tolist()) if not ok]
     if missing:
         raise PandaError(f"FaceMesh found no face in seeds {missing}: leave them out of --seeds.")
+    return grid_regions, masks, region
+
+
+def _face_regions(model: PandA, gen, samples, region: str, dilate: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A face region found by FaceMesh in each image: (on the layer's grid (N, H, W), at image resolution
+    (N, H', W') bool, whether a face was found (N,) bool: the others' regions are empty)."""
+    found = FaceMeshMasker(dilate=dilate)(gen.render(samples), regions=(region,))
     masks = found.masks[region]
-    return torch.stack([rasterise_mask(m.float().numpy(), model.layer_shape_[1:]) for m in masks]), masks, region
+    return torch.stack([rasterise_mask(m.float().numpy(), model.layer_shape_[1:]) for m in masks]), masks, found.found
 
 
 def sample_options(n_images: int, out: str):
@@ -504,12 +511,8 @@ def edit(factors, part, mask, region, dilate, appearance, alpha, edits, sweep, s
     if len(edit_list) == 1 and sweep:
         e = edit_list[0]
         result = measured_sweep(model, gen, samples, e.part, e.appearance, [f * e.alpha for f in DEFAULT_ALPHAS])
-        path = save_png(sweep_figure(model, result, seed_list), folder / f"edit_part{e.part}_app{e.appearance}.png")
-        click.echo(f"wrote {path} ({100 * result.share:.0f}% of the pixel change inside the part)")
-        if save_images:  # the column at the edit's own strength
-            _export(folder, result.images[:, list(DEFAULT_ALPHAS).index(1.0)], seed_list, "edited")
-        if save_arrays:
-            _arrays(path, result, seed_list)
+        _write_sweep(model, result, seed_list, folder / f"edit_part{e.part}_app{e.appearance}.png", save_images,
+                     save_arrays, "the part")
     else:
         edited = gen.to_unit(edit_images(model, gen, samples, edit_list)).cpu()
         original = gen.render(samples)
@@ -528,14 +531,12 @@ def _region_appearance(model, gen, mask: str | None, region: str | None, dilate:
     calib = gen.sample(RANKING_SEEDS)
     if region is None:
         return region_appearances(model, gen, calib, region_for(model, None, mask), 1)[0], len(calib)
-    found = FaceMeshMasker(dilate=dilate)(gen.render(calib), regions=(region,))
-    keep = found.found.nonzero().flatten()
+    grid_regions, _, found = _face_regions(model, gen, calib, region, dilate)
+    keep = found.nonzero().flatten()
     if len(keep) == 0:
         raise PandaError(f"FaceMesh found no face in {len(calib)} calibration samples to rank appearances for the "
                          f"{region}: name one with --appearance J.")
-    grid_regions = torch.stack([rasterise_mask(m.float().numpy(), model.layer_shape_[1:])
-                                for m in found.masks[region][keep]])
-    return region_appearances(model, gen, calib[keep], grid_regions, 1)[0], len(keep)
+    return region_appearances(model, gen, calib[keep], grid_regions[keep], 1)[0], len(keep)
 
 
 def _edit_region(model, gen, samples, seed_list, part, mask, region, dilate, appearance, alpha, edits, sweep, save_images,
@@ -556,10 +557,18 @@ def _edit_region(model, gen, samples, seed_list, part, mask, region, dilate, app
     folder = check_writable(out)
     result = measured_region_sweep(model, gen, samples, grid_regions, j, [f * alpha for f in DEFAULT_ALPHAS], masks,
                                    label)
-    path = save_png(sweep_figure(model, result, seed_list), folder / f"edit_{region or 'mask'}_app{j}.png")
-    click.echo(f"wrote {path} (appearance {j}; {100 * result.share:.0f}% of the pixel change inside the region)")
+    _write_sweep(model, result, seed_list, folder / f"edit_{region or 'mask'}_app{j}.png", save_images, save_arrays,
+                 "the region")
+
+
+def _write_sweep(model, result, seed_list: list, png: Path, save_images: bool, save_arrays: bool, where: str) -> None:
+    """An edit's sweep figure, and with --save-images / --save-arrays the images at the edit's own strength and
+    the data."""
+    path = save_png(sweep_figure(model, result, seed_list), png)
+    click.echo(f"wrote {path} (appearance {result.appearance}; {100 * result.share:.0f}% of the pixel change inside "
+               f"{where})")
     if save_images:  # the column at the edit's own strength
-        _export(folder, result.images[:, list(DEFAULT_ALPHAS).index(1.0)], seed_list, "edited")
+        _export(png.parent, result.images[:, list(DEFAULT_ALPHAS).index(1.0)], seed_list, "edited")
     if save_arrays:
         _arrays(path, result, seed_list)
 

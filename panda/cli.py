@@ -253,8 +253,9 @@ def _face_regions(model: PandA, gen, samples, region: str, dilate: int) -> tuple
     """A face region found by FaceMesh in each image: (on the layer's grid (N, H, W), at image resolution
     (N, H', W') bool, whether a face was found (N,) bool: the others' regions are empty)."""
     found = FaceMeshMasker(dilate=dilate)(gen.render(samples), regions=(region,))
-    masks = found.masks[region]
-    return torch.stack([rasterise_mask(m.float().numpy(), model.layer_shape_[1:]) for m in masks]), masks, found.found
+    masks, grid = found.masks[region], model.layer_shape_[1:]
+    return (torch.stack([rasterise_mask(m.float().numpy(), grid) if ok else torch.zeros(grid)
+                         for m, ok in zip(masks, found.found.tolist())]), masks, found.found)
 
 
 def sample_options(n_images: int, out: str):

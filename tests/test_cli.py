@@ -337,3 +337,11 @@ def test_edit_a_mask_of_your_own(factor_file, tmp_path):
     for bad, match in ((["--part", 1], "one of --part"), (["--no-sweep"], "drawn as a sweep")):
         r = run("edit", factor_file, "--mask", mask, *bad, "--out", tmp_path / "x")
         assert r.exit_code == 2 and match in r.output and not (tmp_path / "x").exists()
+
+
+def test_edit_a_face_region_found_in_each_image(factor_file, tmp_path):
+    """--region: FaceMesh's mouth in each image; the default appearance is ranked on the calibration faces FaceMesh
+    finds (one of them has none: its region is left out, not refused)."""
+    r = run("edit", factor_file, "--region", "mouth", "--seeds", "1,2", "--out", tmp_path / "e")
+    assert r.exit_code == 0, r.output
+    assert "calibration samples" in r.output and len(list((tmp_path / "e").glob("edit_mouth_app*.png"))) == 1

@@ -25,7 +25,8 @@ from panda.editing import Edit, edit
 from panda.features import FeatureSource, capture
 from panda.model import PandA
 from panda.refinement import refine_parts
-from panda.removal import region_for, remove
+from panda.regions import region_for
+from panda.removal import remove
 
 BATCH = 64
 ROWS = "dcgan-celeba,dcgan-digiface,dcgan-celeba:relu4,dcgan-celeba:convTr5"

@@ -32,15 +32,16 @@ from .factorisation import check_ranks, check_statistics_memory, mixing_matrices
 from .fitting import fit_factors
 from .checkpoints import FORMATS, NOISE_MODES, load_generator, random_stylegan2
 from .generators import DEFAULT_GENERATOR, GENERATORS, resolve_device
-from .landmarks import REMOVAL_REGIONS, BoxMasker, FaceMeshMasker
+from .landmarks import REMOVAL_REGIONS, BoxMasker
 from .latents import load_latents
-from .localisation import RANKING_SEEDS, localisation, region_appearances
+from .localisation import localisation
 from .model import PandA
 from .naming import CALIB_SEED_START, name_model_parts
 from .progress import log_stages
 from .projection import load_image, project, save_latent
 from .refinement import check_refine_args, compare_refinement
-from .removal import candidate_fills, parse_background, rasterise_mask, region_for, removal
+from .regions import calibrated_appearance, face_regions, region_for
+from .removal import candidate_fills, parse_background, removal
 from .serve import serve as run_server
 from .tables import markdown, setup_cost_markdown, write_outputs
 
@@ -242,20 +243,11 @@ def _region(model: PandA, gen, samples, seed_list: list, part: int | None, mask:
     found in each image; the face region's masks at image resolution (N, H', W') or None; a label for pictures)."""
     if region is None:
         return region_for(model, part, mask), None, model.part_label(part) if part is not None else "mask"
-    grid_regions, masks, found = _face_regions(model, gen, samples, region, dilate)
-    missing = [s for s, ok in zip(seed_list, found.tolist()) if not ok]
+    faces = face_regions(model, gen, gen.latents(samples), region, dilate)
+    missing = [s for s, ok in zip(seed_list, faces.found.tolist()) if not ok]
     if missing:
         raise PandaError(f"FaceMesh found no face in seeds {missing}: leave them out of --seeds.")
-    return grid_regions, masks, region
-
-
-def _face_regions(model: PandA, gen, samples, region: str, dilate: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A face region found by FaceMesh in each image: (on the layer's grid (N, H, W), at image resolution
-    (N, H', W') bool, whether a face was found (N,) bool: the others' regions are empty)."""
-    found = FaceMeshMasker(dilate=dilate)(gen.render(samples), regions=(region,))
-    masks, grid = found.masks[region], model.layer_shape_[1:]
-    return (torch.stack([rasterise_mask(m.float().numpy(), grid) if ok else torch.zeros(grid)
-                         for m, ok in zip(masks, found.found.tolist())]), masks, found.found)
+    return faces.grid, faces.masks, region
 
 
 def sample_options(n_images: int, out: str):
@@ -526,20 +518,6 @@ def edit(factors, part, mask, region, dilate, appearance, alpha, edits, sweep, s
                            "edits": [[e.part, e.appearance, e.alpha] for e in edit_list]}, seed_list)
 
 
-def _region_appearance(model, gen, mask: str | None, region: str | None, dilate: int) -> tuple[int, int]:
-    """(the appearance most particular to --mask or --region, how many samples it was ranked on): on
-    ``RANKING_SEEDS``, the face region found in each that has a face."""
-    calib = gen.sample(RANKING_SEEDS)
-    if region is None:
-        return region_appearances(model, gen, calib, region_for(model, None, mask), 1)[0], len(calib)
-    grid_regions, _, found = _face_regions(model, gen, calib, region, dilate)
-    keep = found.nonzero().flatten()
-    if len(keep) == 0:
-        raise PandaError(f"FaceMesh found no face in {len(calib)} calibration samples to rank appearances for the "
-                         f"{region}: name one with --appearance J.")
-    return region_appearances(model, gen, calib[keep], grid_regions[keep], 1)[0], len(keep)
-
-
 def _edit_region(model, gen, samples, seed_list, part, mask, region, dilate, appearance, alpha, edits, sweep, save_images,
                  save_arrays, out) -> None:
     """`panda edit --mask/--region`: one appearance added to a region of the user's, drawn as a sweep."""
@@ -551,7 +529,7 @@ def _edit_region(model, gen, samples, seed_list, part, mask, region, dilate, app
     check_alpha(alpha)
     grid_regions, masks, label = _region(model, gen, samples, seed_list, None, mask, region, dilate)
     if appearance is None:
-        j, ranked_on = _region_appearance(model, gen, mask, region, dilate)
+        j, ranked_on = calibrated_appearance(model, gen, mask, region, dilate)
         click.echo(f"appearance {j}: the most particular to the region on {ranked_on} calibration samples", err=True)
     else:
         j = model.check_appearance(appearance)

@@ -11,7 +11,7 @@ from markupsafe import Markup, escape
 
 from . import figures
 from .drawing import save_png
-from .editing import DEFAULT_ALPHAS, measured_sweep, sweep
+from .editing import DEFAULT_ALPHAS, measured_region_sweep, measured_sweep, sweep
 from .fileio import publish_folder, staging_folder
 from .fitting import fit_factors
 from .checkpoints import load_generator
@@ -22,7 +22,8 @@ from .naming import name_model_parts
 from .pages import Section, write_index
 from .progress import progress_bar
 from .refinement import compare_refinement, refine
-from .removal import candidate_fills, region_for, removal
+from .regions import calibrated_appearance, face_regions, region_for
+from .removal import candidate_fills, removal
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,32 @@ def _name_parts(model: PandA, generator) -> str:
             "to the region's area, of eyes, nose, mouth, the rest of the face and the background: "
             + ("; ".join(f"part {k}: {v}" for k, v in sorted(names.items())) if names else "none sits most on a region")
             + ".")
+
+
+def _region_edit(model: PandA, gen, latents, shown: list[int], alphas: list[float], folder: Path) -> Section:
+    """Edits are not bound to the parts: the mouth FaceMesh finds in each image, with the appearance most particular
+    to it on the calibration faces (``panda edit --region mouth``); said plainly when FaceMesh is not there."""
+    title = "Your own regions"
+    if importlib.util.find_spec("mediapipe") is None:
+        return Section(title, "Not drawn: MediaPipe is not installed (the Makefile installs it).")
+    try:
+        faces = face_regions(model, gen, latents, "mouth", dilate=2)
+        keep = faces.found.nonzero().flatten()
+        if len(keep) == 0:
+            return Section(title, "Not drawn: FaceMesh found no face in the samples shown.")
+        j, ranked_on = calibrated_appearance(model, gen, region="mouth", dilate=2)
+    except Exception as exc:  # like the naming, a nicety: the demo goes on without it
+        return Section(title, f"Not drawn ({exc}).")
+    seeds = [shown[i] for i in keep.tolist()]
+    result = measured_region_sweep(model, gen, latents[keep], faces.grid[keep], j, alphas, faces.masks[keep], "mouth")
+    save_png(figures.sweep_figure(model, result, seeds), folder / "edit_region.png")
+    return Section(title, Markup(
+        "Any region takes an appearance the way a part does, <code>alpha a_j r^T</code> for a map r on the layer's "
+        "grid: a mask you draw (<code>panda edit --mask FILE.png</code>, or paint it in <code>panda serve</code>) or a "
+        f"face region found in each image. Here the mouth, as FaceMesh finds it in each image, with appearance {j}, the "
+        f"most particular to it on {ranked_on} calibration faces (<code>panda edit --region mouth</code>)."),
+        [("edit_region.png", f"The mouth + appearance {j}: {100 * result.share:.0f}% of the pixel change at |alpha| = 2 "
+                             f"falls in it.")])
 
 
 def run_demo(generator: GeneratorAdapter | str = DEFAULT_GENERATOR, layer: str | None = None, rank_parts: int | None = None,
@@ -94,6 +121,8 @@ def run_demo(generator: GeneratorAdapter | str = DEFAULT_GENERATOR, layer: str |
     best_k, best_removal = removals[0]
     fills = candidate_fills(model, gen, latents[:3], best_removal.regions, best_removal.search, 1.0)
     save_png(figures.candidates_figure(best_removal, fills, shown[:3], model.part_label(best_k)), folder / "remove_candidates.png")
+    log.info("an edit of a face region")
+    region_section = _region_edit(model, gen, latents, shown, alphas, folder)
     log.info("localisation maps")
     save_png(figures.localize_top_figure(model, localisation(model, gen, latents[:1]), 6, shown[0]), folder / "localize_top.png")
     save_png(figures.localize_figure(model, localisation(model, gen, latents), model.background_, shown),
@@ -144,6 +173,7 @@ def run_demo(generator: GeneratorAdapter | str = DEFAULT_GENERATOR, layer: str |
          for rank, (k, r) in enumerate(removals[:3])]
         + [("remove_candidates.png", f"The six best-scoring fills for {model.part_label(best_k)}: the criterion is colour only, "
                                      f"so look, and pass another with --background J (or -J) if it removes better.")]))
+    sections.append(region_section)
     sections.append(Section("Concept localisation", "A^T Z: how much of each appearance is at each position (each map "
                             "rescaled to [0, 1]).", [("localize_top.png", f"Seed {shown[0]}: its six strongest concepts."),
                                                      ("localize_background.png", f"Where the background appearance {model.background_} is.")]))

@@ -11,13 +11,9 @@ colour of a ring of background around it (:func:`towards_background`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 
 from .editing import check_alpha, part_profile, region_delta, synthesize_offset
 from .errors import PandaError
@@ -25,39 +21,6 @@ from .generators import GeneratorAdapter, Latents
 from .maps import dilate, upsample
 from .model import PandA
 from .progress import progress_bar
-
-
-def rasterise_mask(mask: torch.Tensor | np.ndarray | str | Path, grid: tuple[int, int]) -> torch.Tensor:
-    """A mask at any resolution (array (H', W'), or a PNG whose non-black pixels are the region)
-    -> (H, W) on the layer's grid, each cell the mask's coverage in [0, 1] (area average)."""
-    if isinstance(mask, (str, Path)):
-        path = Path(mask)
-        if not path.is_file():
-            raise PandaError(f"mask file '{path}' does not exist: give a PNG whose white pixels mark the region.")
-        try:
-            with Image.open(path) as im:
-                mask = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
-        except (OSError, Image.DecompressionBombError) as exc:  # the latter: a mask of hundreds of megapixels
-            raise PandaError(f"cannot read mask '{path}' ({exc}): give a PNG whose white pixels mark the region "
-                             f"(at most the image's own size is needed).") from exc
-    m = torch.as_tensor(np.asarray(mask, dtype=np.float32))
-    if m.dim() != 2:
-        raise PandaError(f"a mask must be 2-D (H, W), got shape {tuple(m.shape)}.")
-    if not torch.isfinite(m).all() or m.min() < 0 or m.max() > 1:
-        raise PandaError("mask values must be finite and in [0, 1] (0 = keep, 1 = remove).")
-    cells = F.adaptive_avg_pool2d(m[None, None], grid)[0, 0]
-    if float(cells.max()) <= 0:
-        raise PandaError("the mask is empty (all zero): mark the region to remove in white.")
-    return cells
-
-
-def region_for(model: PandA, part: int | None = None, mask=None) -> torch.Tensor:
-    """The (H, W) region to fill: a part (rescaled to [0, 1]) or a rasterised user mask; exactly one."""
-    if (part is None) == (mask is None):
-        raise PandaError("say what to remove: either a part or a mask (not both).")
-    if part is not None:
-        return part_profile(model, part)
-    return rasterise_mask(mask, model.layer_shape_[1:])
 
 
 def fill_for(model: PandA, background: int | None = None, sign: float | None = None) -> tuple[int, float]:

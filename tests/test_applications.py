@@ -13,8 +13,9 @@ from panda.figures import localize_figure, refine_figure, remove_figure
 from panda.localisation import localisation, localize, strongest
 from panda.maps import upsample
 from panda.refinement import compare_refinement, part_neighbourhood, refine, refine_parts, sample_errors, shift_maps
+from panda.regions import rasterise_mask, region_for
 from panda.removal import (RACE_KEEP, RACE_MIN_SAMPLES, RACE_SCREEN, candidate_fills, choose_fill, find_background,
-                           rasterise_mask, region_for, remove, removal, towards_background)
+                           remove, removal, towards_background)
 
 
 # ----------------------------------------------------------------------------- refinement

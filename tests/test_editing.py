@@ -128,7 +128,7 @@ def test_a_region_sweep_of_a_parts_own_map_is_that_parts_sweep(model, celeba):
 
 def test_a_region_per_image_edits_only_where_given(model, celeba):
     from panda.editing import measured_region_sweep
-    from panda.removal import rasterise_mask
+    from panda.regions import rasterise_mask
     box = torch.zeros(64, 64)
     box[8:24, 36:60] = 1
     region = torch.stack([rasterise_mask(box, (8, 8)), torch.zeros(8, 8)])  # the second image: nothing to edit

@@ -186,6 +186,14 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
             delta += region_delta(model, j, m, check_alpha(a))
         return delta
 
+    def mask_image(request):
+        """The painted region at the generator's resolution, white on black: a file for ``--mask``."""
+        mask = mask_of(request)
+        if mask is None:
+            raise PandaError("give the painted region: mask=HEX.")
+        size = generator.image_size
+        return torch.nn.functional.interpolate(mask[None, None], size=(size, size), mode="nearest")[0].expand(3, -1, -1)
+
     energy: list[torch.Tensor] = []  # RANKING_SEEDS' energy maps, computed for the first painted region
 
     def region_top(request) -> dict:
@@ -318,7 +326,7 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
         Route("/api/original.png", picture(original, "original")), Route("/api/edit.png", picture(edited, "edit")),
         Route("/api/part.png", picture(part_map, "part")), Route("/api/localize.png", picture(localisation, "localize")),
         Route("/api/remove.png", picture(removed, "remove")), Route("/api/remove.json", data(lambda r: fill_of(r)[3])),
-        Route("/api/region.json", data(region_top)),
+        Route("/api/region.json", data(region_top)), Route("/api/mask.png", picture(mask_image, "mask")),
     ])
     return _Guard(app, hosts)
 

@@ -155,6 +155,12 @@ def test_api_edits_ranks_draws_and_removes_a_painted_region(server, model, celeb
     assert both[0] == 200 and both[2] != body
     original = get(f"{base}/api/original.png?seed=3")[2]
     assert get(f"{base}/api/part.png?seed=3&mask={hexed}")[0] == 200
+    # the painted region as a file for --mask: rasterised back, it is the region
+    from panda.regions import rasterise_mask
+    status, headers, png = get(f"{base}/api/mask.png?seed=3&mask={hexed}&full=1")
+    assert status == 200 and "panda-mask.png" in headers["content-disposition"]
+    drawn = np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=np.float32) / 255
+    assert drawn.shape == (64, 64) and torch.equal(rasterise_mask(drawn, (8, 8)), mask)
     removed = get(f"{base}/api/remove.png?seed=3&mask={hexed}")
     assert removed[0] == 200 and removed[2] != original
     fill = json.loads(get(f"{base}/api/remove.json?seed=3&mask={hexed}")[2])
@@ -350,6 +356,7 @@ def test_explorer_in_a_real_browser(server, model):
         wait.until(lambda d: "mask=" in by_id("partmap").get_attribute("src") and "mask=" in removed.get_attribute("src")
                    and loaded(removed))
         assert "your region" in by_id("edited-cap").text and by_id("error").text == ""
+        assert by_id("mask-download").is_displayed() and "/api/mask.png?" in by_id("mask-download").get_attribute("href")
         shown = driver.execute_script("const c = arguments[0], d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
                                       "let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n;", canvas)
         assert shown >= 3 * 32 * 32  # at least three cells of the 8x8 grid drawn over the picture

@@ -45,9 +45,10 @@ def port_free(host: str, port: int) -> None:
             raise PandaError(f"cannot listen on {host}:{port} ({exc.strerror}): choose another --host or --port.") from exc
 
 
-#: Most edits one request may stack, and most characters in a query (a 1 MB query is answered 414, not read).
+#: Most edits one request may stack, and most characters in a query (a 1 MB query is answered 414, not read): enough
+#: for a full stack of painted regions on a 64x64 layer (1,024 hex digits each).
 MAX_EDITS = 16
-MAX_QUERY = 4096
+MAX_QUERY = 20_000
 #: Requests allowed to wait for the generator at once; beyond them the server answers 503 at once, so clients that
 #: gave up do not leave minutes of queued work behind them.
 MAX_WAITING = 8

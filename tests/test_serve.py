@@ -212,6 +212,7 @@ def test_explorer_refuses_foreign_hosts_long_queries_and_sheds_load(model, celeb
         status, _, body = get(f"{base}/api/original.png?seed=3", {"Host": "attacker.example:80"})  # DNS rebinding
         assert status == 400 and b"Host" in body
         assert get(f"{base}/api/original.png?seed=3&pad=" + "x" * (1 << 20))[0] == 414  # answered, not reset
+        assert get(f"{base}/api/original.png?seed=3&pad=" + "x" * 19_000)[0] == 200  # a stack of painted regions
         # one generation at a time and none waiting: simultaneous requests beyond it are refused at once
         barrier, codes = threading.Barrier(8), []
 

@@ -18,14 +18,14 @@ import click
 import torch
 
 from .demo import run_demo
-from .drawing import grid, save_images, save_png, scale_for, to_pil
+from .drawing import grid, save_gif, save_images, save_png, scale_for, to_pil
 from .editing import (DEFAULT_ALPHAS, Edit, check_alpha, check_edits, edit as edit_images, measured_region_sweep,
                       measured_sweep)
 from .errors import PandaError
 from .evaluation import run_roir
 from .setup_cost import time_setup
 from .figures import (candidates_figure, edits_figure, localize_figure, localize_top_figure, parts_figure,
-                      refine_figure, remove_figure, sweep_figure)
+                      refine_figure, remove_figure, sweep_animation, sweep_figure)
 from .fileio import as_arrays, atomic_write, backup, check_output_file, check_writable, save_arrays
 from .features import default_memory_budget
 from .factorisation import check_ranks, check_statistics_memory, mixing_matrices
@@ -218,6 +218,9 @@ def _samples(gen, seeds: list[int] | None, seed: int, n: int, latent: str | None
     seed_list = seeds if seeds else list(range(seed, seed + n))
     return seed_list, seed_list
 
+
+#: Strengths in an edit's animation (--gif): -2x to +2x alpha.
+GIF_STEPS = 17
 
 SAVE_IMAGES = click.option("--save-images", is_flag=True,
                            help="Also write each result image alone, at the generator's resolution (images/*.png).")
@@ -471,10 +474,13 @@ def parts(factors, seeds, seed, n_images, latent, save_arrays, out, device, **ge
 @click.option("--alpha", "-a", type=FINITE, default=1.0, help="Strength, in units of the layer's typical activation norm.")
 @click.option("--edit", "edits", type=EDIT, multiple=True, help="PART,APPEARANCE,ALPHA; repeat to combine edits (no sweep then).")
 @click.option("--sweep/--no-sweep", default=True, help="With one edit: columns -2x, -1x, 0, +1x, +2x alpha.")
+@click.option("--gif", is_flag=True,
+              help=f"With one edit: also an animated GIF of it growing from -2x to +2x alpha and back ({GIF_STEPS} "
+                   f"strengths), the samples side by side.")
 @SAVE_IMAGES
 @sample_options(n_images=6, out="out/edit")
-def edit(factors, part, mask, region, dilate, appearance, alpha, edits, sweep, save_images, seeds, seed, n_images, latent,
-         save_arrays, out, device, **gen):
+def edit(factors, part, mask, region, dilate, appearance, alpha, edits, sweep, gif, save_images, seeds, seed, n_images,
+         latent, save_arrays, out, device, **gen):
     """Edit samples locally: add appearance j to part k, or to your own region (edit grid PNG).
 
     \b
@@ -488,8 +494,10 @@ def edit(factors, part, mask, region, dilate, appearance, alpha, edits, sweep, s
     samples, seed_list = _samples(gen, seeds, seed, n_images, latent)
     if mask is not None or region is not None:
         _edit_region(model, gen, samples, seed_list, part, mask, region, dilate, appearance, alpha, edits, sweep,
-                     save_images, save_arrays, out)
+                     gif, save_images, save_arrays, out)
         return
+    if gif and (len(edits) > 1 or not sweep):
+        raise PandaError("--gif animates one edit's sweep: give one --part (or one --edit), without --no-sweep.")
     if edits:
         if part is not None or appearance is not None:
             raise PandaError("give either --edit PART,APPEARANCE,ALPHA (repeatable) or --part/--appearance/--alpha, not both.")
@@ -503,9 +511,9 @@ def edit(factors, part, mask, region, dilate, appearance, alpha, edits, sweep, s
     folder = check_writable(out)
     if len(edit_list) == 1 and sweep:
         e = edit_list[0]
-        result = measured_sweep(model, gen, samples, e.part, e.appearance, [f * e.alpha for f in DEFAULT_ALPHAS])
-        _write_sweep(model, result, seed_list, folder / f"edit_part{e.part}_app{e.appearance}.png", save_images,
-                     save_arrays, "the part")
+        _write_sweep(model, lambda alphas: measured_sweep(model, gen, samples, e.part, e.appearance, alphas), e.alpha,
+                     seed_list, folder / f"edit_part{e.part}_app{e.appearance}.png", gif, save_images, save_arrays,
+                     "the part")
     else:
         edited = gen.to_unit(edit_images(model, gen, samples, edit_list)).cpu()
         original = gen.render(samples)
@@ -518,8 +526,8 @@ def edit(factors, part, mask, region, dilate, appearance, alpha, edits, sweep, s
                            "edits": [[e.part, e.appearance, e.alpha] for e in edit_list]}, seed_list)
 
 
-def _edit_region(model, gen, samples, seed_list, part, mask, region, dilate, appearance, alpha, edits, sweep, save_images,
-                 save_arrays, out) -> None:
+def _edit_region(model, gen, samples, seed_list, part, mask, region, dilate, appearance, alpha, edits, sweep, gif,
+                 save_images, save_arrays, out) -> None:
     """`panda edit --mask/--region`: one appearance added to a region of the user's, drawn as a sweep."""
     if part is not None or edits or (mask is not None and region is not None):
         raise PandaError("say what to edit with one of --part K, --edit PART,APPEARANCE,ALPHA, --mask FILE.PNG or "
@@ -534,16 +542,20 @@ def _edit_region(model, gen, samples, seed_list, part, mask, region, dilate, app
     else:
         j = model.check_appearance(appearance)
     folder = check_writable(out)
-    result = measured_region_sweep(model, gen, samples, grid_regions, j, [f * alpha for f in DEFAULT_ALPHAS], masks,
-                                   label)
-    _write_sweep(model, result, seed_list, folder / f"edit_{region or 'mask'}_app{j}.png", save_images, save_arrays,
+    _write_sweep(model, lambda alphas: measured_region_sweep(model, gen, samples, grid_regions, j, alphas, masks, label),
+                 alpha, seed_list, folder / f"edit_{region or 'mask'}_app{j}.png", gif, save_images, save_arrays,
                  "the region")
 
 
-def _write_sweep(model, result, seed_list: list, png: Path, save_images: bool, save_arrays: bool, where: str) -> None:
-    """An edit's sweep figure, and with --save-images / --save-arrays the images at the edit's own strength and
-    the data."""
+def _write_sweep(model, measure, alpha: float, seed_list: list, png: Path, gif: bool, save_images: bool,
+                 save_arrays: bool, where: str) -> None:
+    """An edit's sweep figure (``measure(alphas) -> SweepResult``), and with --gif its animation, with --save-images /
+    --save-arrays the images at the edit's own strength and the data."""
+    result = measure([f * alpha for f in DEFAULT_ALPHAS])
     path = save_png(sweep_figure(model, result, seed_list), png)
+    if gif:
+        strengths = torch.linspace(-2 * alpha, 2 * alpha, GIF_STEPS).tolist()
+        click.echo(f"wrote {save_gif(sweep_animation(model, measure(strengths), seed_list), png.with_suffix('.gif'))}")
     click.echo(f"wrote {path} (appearance {result.appearance}; {100 * result.share:.0f}% of the pixel change inside "
                f"{where})")
     if save_images:  # the column at the edit's own strength

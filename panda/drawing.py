@@ -150,6 +150,14 @@ def save_png(image: Image.Image, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda fh: image.save(fh, format="PNG", compress_level=PNG_COMPRESS_LEVEL))
 
 
+def save_gif(frames: Sequence[Image.Image], path: str | os.PathLike, frame_ms: int = 90) -> Path:
+    """Write ``frames`` as a looping animated GIF, atomically; each frame gets its own 256-colour palette."""
+    if not frames:
+        raise ValueError("an animation needs at least one frame")
+    return atomic_write(path, lambda fh: frames[0].save(fh, format="GIF", save_all=True, append_images=list(frames[1:]),
+                                                        duration=frame_ms, loop=0))
+
+
 def png_bytes(image: Image.Image) -> bytes:
     """The PNG encoding of ``image`` (for a web response)."""
     buf = io.BytesIO()

@@ -70,6 +70,17 @@ def sweep_figure(model: PandA, sweep: SweepResult, seeds: Sequence[int]) -> Imag
     return grid(rows, seed_labels(seeds), cols, title=title)
 
 
+def sweep_animation(model: PandA, sweep: SweepResult, seeds: Sequence[int]) -> list[Image.Image]:
+    """Frames of an edit growing and shrinking: the samples side by side, one frame per alpha of ``sweep`` (there and
+    back, so that it loops smoothly), the alpha in the title."""
+    label = sweep.label or model.part_label(sweep.part)
+    scale = scale_for(sweep.images[:, 0])
+    frames = [grid([[to_pil(sweep.images[i, t], scale) for i in range(sweep.images.shape[0])]], None, seed_labels(seeds),
+                   title=f"{label} + appearance {sweep.appearance}, alpha {a:+.2f}")
+              for t, a in enumerate(sweep.alphas)]
+    return frames + frames[-2:0:-1]
+
+
 def contact_sheet(model: PandA, part: int, sweeps: Sequence[tuple[int, torch.Tensor]], alphas: Sequence[float],
                   seeds: Sequence[int], ranking: str = "by coefficient energy") -> Image.Image:
     """Rows: appearances (with their energy in the part). Columns: each sample at each alpha.

@@ -345,3 +345,21 @@ def test_edit_a_face_region_found_in_each_image(factor_file, tmp_path):
     r = run("edit", factor_file, "--region", "mouth", "--seeds", "1,2", "--out", tmp_path / "e")
     assert r.exit_code == 0, r.output
     assert "calibration samples" in r.output and len(list((tmp_path / "e").glob("edit_mouth_app*.png"))) == 1
+
+
+def test_gif_animates_one_edit_there_and_back(factor_file, tmp_path):
+    import numpy as np
+    from panda.cli import GIF_STEPS
+    r = run("edit", factor_file, "--part", 2, "--appearance", 1, "--alpha", 2, "--seeds", "3,4", "--gif",
+            "--out", tmp_path / "g")
+    assert r.exit_code == 0, r.output
+    with Image.open(tmp_path / "g" / "edit_part2_app1.gif") as gif:
+        assert gif.n_frames == 2 * GIF_STEPS - 2 and gif.info["loop"] == 0
+        frames = []
+        for t in (0, GIF_STEPS // 2, GIF_STEPS - 1, 2 * GIF_STEPS - 3):  # -2x, 0, +2x, and back next to -2x
+            gif.seek(t)
+            frames.append(np.asarray(gif.convert("RGB"), dtype=np.int16))
+    assert np.abs(frames[0] - frames[1]).mean() > 1 and np.abs(frames[2] - frames[1]).mean() > 1  # the edit shows
+    assert np.abs(frames[3] - frames[0]).mean() < np.abs(frames[2] - frames[0]).mean()  # on its way back
+    r = run("edit", factor_file, "--edit", "1,2,1", "--edit", "3,0,1", "--gif", "--out", tmp_path / "x")
+    assert r.exit_code == 2 and "--gif animates one edit" in r.output and not (tmp_path / "x").exists()

@@ -329,6 +329,9 @@ def layers(generator: str, device: str, seed: int, trust_pickle: bool, show_all:
                    "see benchmarks/semantic_parts.md), else 12.")
 @click.option("--n-samples", "-n", type=click.IntRange(1, 10_000_000), default=5000, help="Training samples (seeds SEED .. SEED+N-1).")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, help="First training seed; also seeds the random start of the parts.")
+@click.option("--latent", type=click.Path(dir_okay=False), default=None,
+              help="Fit on your own latents instead of seeds (all of them; formats as for `panda edit --latent`). "
+                   "The held-out error is still measured on the generator's own samples.")
 @click.option("--max-iter", type=COUNT, default=30, help="At most this many alternating iterations.")
 @click.option("--tol", type=FINITE, default=1e-4, help="Stop when the error falls by less than this (relative).")
 @click.option("--batch-size", type=COUNT, default=None, help="Generator batch size; default: from the image size (256 at 64 px, 16 at 256 px).")
@@ -346,8 +349,8 @@ def layers(generator: str, device: str, seed: int, trust_pickle: bool, show_all:
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists (otherwise an existing file stops the command).")
 @device_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def fit(layer, rank_appearance, rank_parts, n_samples, seed, max_iter, tol, batch_size, memory_gb, background_samples,
-        mixing, mixing_directions, out, overwrite, device, quiet, **gen):
+def fit(layer, rank_appearance, rank_parts, n_samples, seed, latent, max_iter, tol, batch_size, memory_gb,
+        background_samples, mixing, mixing_directions, out, overwrite, device, quiet, **gen):
     """Learn parts and appearances at a layer and write them to a factor file.
 
     \b
@@ -357,6 +360,12 @@ def fit(layer, rank_appearance, rank_parts, n_samples, seed, max_iter, tol, batc
         raise PandaError(f"--memory-gb must be >= 0, got {memory_gb}.")
     check_output_file(out, overwrite)  # before minutes of fitting, not after
     generator = _generator(device, **gen)
+    latents = None
+    if latent is not None:
+        if click.get_current_context().get_parameter_source("n_samples") != click.core.ParameterSource.DEFAULT:
+            raise PandaError("give either --n-samples (seeds) or --latent FILE (all its latents), not both.")
+        latents = load_latents(latent, generator)
+        n_samples = len(latents)
     batch = batch_size or generator.default_batch
     budget = default_memory_budget(generator.device) if memory_gb is None else int(memory_gb * (1 << 30))
     layer = layer or generator.default_layer
@@ -377,7 +386,7 @@ def fit(layer, rank_appearance, rank_parts, n_samples, seed, max_iter, tol, batc
     start = time.perf_counter()
     model = fit_factors(generator, layer, rank_appearance, rank_parts, n_samples, seed, max_iter, tol, batch, budget,
                         background_samples=background_samples, progress=_bars(quiet), mixing=mixing,
-                        mixing_directions=mixing_directions)
+                        mixing_directions=mixing_directions, latents=latents)
     rest = time.perf_counter() - start - model.extract_time_ - model.fit_time_
     path = model.save(out)
     background = ("held-out score" if model.background_ is None else
@@ -424,7 +433,8 @@ def info(factors, show_parts, as_json):
             ("layer", f"{model.layer_} ({c} x {h} x {w})"),
             ("ranks", f"R_C = {model.n_appearances} appearances, R_S = {model.n_parts} parts; appearance mixing W: "
                       + ("fitted" if model.mixing_ is not None else "none")),
-            ("data", f"{model.n_samples_} samples" + (f" from seed {model.seed_}" if model.has_generator else "")
+            ("data", f"{model.n_samples_} " + {"seeds": f"samples from seed {model.seed_}", "latents": "given latents",
+                                                "features": "feature maps"}[model.data_]
                      + f"; {model.n_passes_} passes, {model.n_iter_} iteration(s)"),
             ("error", f"training {model.train_error_:.4f}, {heldout}"),
             ("time", f"features {model.extract_time_:.2f} s, fit {model.fit_time_:.2f} s"),

@@ -58,7 +58,7 @@ def modified(generator: GeneratorAdapter, layer: str, fn: Callable[[torch.Tensor
         handle.remove()
 
 
-def batches(items: Sequence[int], batch_size: int) -> Iterator[Sequence[int]]:
+def batches(items: Sequence[int] | Latents, batch_size: int) -> Iterator[Sequence[int] | Latents]:
     for start in range(0, len(items), batch_size):
         yield items[start:start + batch_size]
 
@@ -66,17 +66,17 @@ def batches(items: Sequence[int], batch_size: int) -> Iterator[Sequence[int]]:
 def iter_features(
     generator: GeneratorAdapter,
     layer: str,
-    seeds: Sequence[int],
+    seeds: Sequence[int] | Latents,
     batch_size: int = 256,
     progress: bool | None = False,
     desc: str = "features",
 ) -> Iterator[torch.Tensor]:
-    """Stream feature maps for ``seeds``, batch by batch, flattened to (B, C, S), S = H*W."""
+    """Stream feature maps for ``seeds`` (or latents), batch by batch, flattened to (B, C, S), S = H*W."""
     if batch_size < 1:
         raise PandaError(f"batch size must be >= 1, got {batch_size}.")
     with progress_bar(total=len(seeds), desc=desc, unit="img", progress=progress) as bar:
         for chunk in batches(seeds, batch_size):
-            z = capture(generator, generator.sample(chunk), layer)
+            z = capture(generator, generator.latents(chunk), layer)
             bar.update(len(chunk))
             yield z.flatten(2)
 
@@ -101,7 +101,8 @@ HELDOUT_SEED_START = 1_000_000_000
 
 
 class FeatureSource:
-    """The feature maps of a fixed list of seeds at one layer: the data a :class:`panda.model.PandA` is fitted on.
+    """The feature maps of a fixed list of seeds (or of given latents) at one layer: the data a
+    :class:`panda.model.PandA` is fitted on.
 
     Nothing is generated until the first pass. The first pass keeps the maps in memory when they fit
     ``memory_budget`` bytes; otherwise every pass re-generates them batch by batch (bounded memory).
@@ -112,8 +113,9 @@ class FeatureSource:
         The generator.
     layer : str
         The layer's name (``generator.layer_shapes()`` lists them).
-    seeds : sequence of int
-        The samples; every pass sees them in this order.
+    seeds : sequence of int, or Latents
+        The samples; every pass sees them in this order. Latents (your own, :func:`panda.latents.load_latents`)
+        instead of seeds: ``seeds`` is then None and ``latents`` holds them.
     batch_size : int, optional
         Generator batch size; default ``generator.default_batch`` (from the image size).
     memory_budget : int, optional
@@ -139,15 +141,17 @@ class FeatureSource:
         self,
         generator: GeneratorAdapter,
         layer: str,
-        seeds: Sequence[int],
+        seeds: Sequence[int] | Latents,
         batch_size: int | None = None,
         memory_budget: int | None = None,
         progress: bool | None = None,
     ) -> None:
-        self.seeds = check_seeds(seeds)  # now, not minutes later when a pass reaches a bad one
+        self.latents = seeds if isinstance(seeds, Latents) else None
+        # seeds checked now, not minutes later when a pass reaches a bad one
+        self.seeds = None if self.latents is not None else check_seeds(seeds)
         batch_size = generator.default_batch if batch_size is None else batch_size
         memory_budget = default_memory_budget(generator.device) if memory_budget is None else memory_budget
-        if len(self.seeds) == 0:
+        if len(self) == 0:
             raise PandaError("no samples: give at least one seed.")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise PandaError(f"batch_size={batch_size!r}: give a whole number >= 1.")
@@ -157,7 +161,7 @@ class FeatureSource:
         self.batch_size, self.memory_budget, self.progress = batch_size, memory_budget, progress
         generator.layer_module(layer)  # validates the name, listing the valid ones
         c, h, w = self.shape = generator.layer_shapes()[layer]
-        self.nbytes = len(self.seeds) * c * h * w * 4
+        self.nbytes = len(self) * c * h * w * 4
         self.streamed = self.nbytes > memory_budget
         self.extract_time = 0.0
         self._cache: list[torch.Tensor] | None = None
@@ -168,7 +172,7 @@ class FeatureSource:
         return cls(generator, layer, range(HELDOUT_SEED_START, HELDOUT_SEED_START + n_samples), **kwargs)
 
     def __len__(self) -> int:
-        return len(self.seeds)
+        return len(self.seeds if self.latents is None else self.latents)
 
     @property
     def device(self) -> torch.device:
@@ -176,7 +180,8 @@ class FeatureSource:
         return self.generator.device
 
     def _generate(self, desc: str) -> Iterator[torch.Tensor]:
-        it = iter_features(self.generator, self.layer, self.seeds, self.batch_size, self.progress, desc)
+        it = iter_features(self.generator, self.layer, self.seeds if self.latents is None else self.latents,
+                           self.batch_size, self.progress, desc)
         while True:
             t = time.perf_counter()
             z = next(it, None)

@@ -8,7 +8,7 @@ import time
 
 from .errors import PandaError
 from .features import FeatureSource
-from .generators import GeneratorAdapter
+from .generators import GeneratorAdapter, Latents
 from .model import PandA
 from .removal import search_background
 
@@ -19,8 +19,9 @@ def fit_factors(generator: GeneratorAdapter, layer: str | None = None, rank_appe
                 rank_parts: int | None = None, n_samples: int = 5000, seed: int = 0, max_iter: int = 30, tol: float = 1e-4,
                 batch_size: int | None = None, memory_budget: int | None = None, n_heldout: int = 256,
                 background_samples: int = 8, progress: bool | None = False, mixing: bool = False,
-                mixing_directions: int | None = None) -> PandA:
-    """Fit PandA on seeds ``seed .. seed + n_samples - 1`` at ``layer`` (default: the generator's), measure the
+                mixing_directions: int | None = None, latents: Latents | None = None) -> PandA:
+    """Fit PandA on seeds ``seed .. seed + n_samples - 1`` (or on given ``latents``, your own: ``n_samples`` is then
+    theirs) at ``layer`` (default: the generator's), measure the
     held-out error on ``n_heldout`` other seeds and search the background appearance on ``background_samples``
     (0 skips either); ``mixing`` fits an appearance mixing too, refitting ``mixing_directions`` of its eigenvalues
     on their own (:class:`PandA`). ``rank_parts`` defaults to the generator's choice for the layer
@@ -39,9 +40,12 @@ def fit_factors(generator: GeneratorAdapter, layer: str | None = None, rank_appe
     for name, value in (("n_samples", n_samples), ("n_heldout", n_heldout), ("background_samples", background_samples)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise PandaError(f"{name}={value!r}: give a whole number >= 0.")
+    if latents is not None:
+        n_samples = len(latents)
     if n_samples < 1:
         raise PandaError("n_samples=0: fit needs at least 1 sample.")
-    source = FeatureSource(generator, layer, range(seed, seed + n_samples), batch_size, memory_budget, progress)
+    data = range(seed, seed + n_samples) if latents is None else latents
+    source = FeatureSource(generator, layer, data, batch_size, memory_budget, progress)
     model = PandA(rank_appearance, rank_parts, max_iter=max_iter, tol=tol, random_state=seed, verbose=progress,
                   mixing=mixing, mixing_directions=mixing_directions)
     model.validate(source.shape)

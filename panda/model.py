@@ -96,6 +96,9 @@ class PandA:
     n_iter_, n_passes_, fit_time_, extract_time_ : int, int, float, float
         Iterations, passes over the data, seconds in the fit and in the generator.
     generator_name_, generator_hash_, layer_, n_samples_, seed_ : provenance
+    data_ : str
+        What the samples were: "seeds" (from ``seed_`` on), "latents" (given ones: ``seed_`` is 0) or "features"
+        (maps given as an array, no generator).
     generator_source_ : dict
         Where the generator came from (``GeneratorAdapter.source``): format, and for checkpoints the file name,
         truncation psi and noise mode the features were taken with.
@@ -181,6 +184,7 @@ class PandA:
             self.generator_name_, self.generator_hash_, self.generator_source_ = g.name, g.weight_hash, dict(g.source)
         self.layer_, self.n_samples_ = source.layer, len(source)
         self.seed_ = 0 if source.seeds is None else int(source.seeds[0])
+        self.data_ = "seeds" if source.seeds is not None else "features" if g is None else "latents"
         self.heldout_error_, self.n_heldout_ = float("nan"), 0
         self.background_, self.background_sign_, self.background_gain_ = None, 1.0, float("nan")
         self.part_names_: dict[int, str] = {}
@@ -357,7 +361,7 @@ class PandA:
             "generator": self.generator_name_, "generator_sha256": self.generator_hash_,
             "generator_source": self.generator_source_, "layer": self.layer_,
             "layer_shape": list(self.layer_shape_), "rank_appearance": self.n_appearances, "rank_parts": self.n_parts,
-            "n_samples": self.n_samples_, "seed": self.seed_, "random_state": self.random_state,
+            "n_samples": self.n_samples_, "seed": self.seed_, "data": self.data_, "random_state": self.random_state,
             "train_error": self.train_error_, "heldout_error": _json_float(self.heldout_error_),
             "n_heldout": self.n_heldout_, "error_history": self.error_history_, "n_iter": self.n_iter_,
             "n_passes": self.n_passes_, "fit_time_s": self.fit_time_, "extract_time_s": self.extract_time_,
@@ -462,6 +466,7 @@ class PandA:
             raise PandaError(f"'{path}': the generator's source is not readable: {refit}.")
         model.generator_source_ = source
         model.layer_, model.n_samples_, model.seed_ = meta["layer"], meta["n_samples"], meta["seed"]
+        model.data_ = meta.get("data", "seeds")  # files before latents and arrays: seeds
         model.train_error_, model.heldout_error_ = meta["train_error"], _from_json_float(meta["heldout_error"])
         model.error_history_, model.n_iter_, model.n_passes_ = meta["error_history"], meta["n_iter"], meta["n_passes"]
         model.fit_time_, model.extract_time_ = meta["fit_time_s"], meta["extract_time_s"]
@@ -534,6 +539,7 @@ _META_RULES = {
     "rank_parts": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
     "n_samples": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
     "seed": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
+    "data": (lambda v: v in ("seeds", "latents", "features"), "'seeds', 'latents' or 'features'"),
     "random_state": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
     "train_error": (_finite_number, "a finite number"),
     "heldout_error": (lambda v: v is None or _finite_number(v), "a finite number or null"),

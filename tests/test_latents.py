@@ -133,3 +133,20 @@ def test_the_cli_edits_your_own_latents(celeba, factor_file, tmp_path):
     r = CliRunner().invoke(main, ["parts", str(factor_file), "--latent", str(tmp_path / "none.npy"),
                                   "--out", str(tmp_path / "p")])
     assert r.exit_code == 2 and "does not exist" in r.output and not (tmp_path / "p").exists()
+
+
+def test_fit_on_your_own_latents_is_the_fit_on_the_same_seeds(celeba, tmp_path):
+    from panda.model import PandA
+    np.save(tmp_path / "z.npy", celeba.sample(range(64)).z.numpy())
+    common = ["fit", "--layer", "relu2", "-rs", "4", "--max-iter", "3", "--background-samples", "0", "-q"]
+    r = CliRunner().invoke(main, [*common, "--latent", str(tmp_path / "z.npy"), "--out", str(tmp_path / "mine.safetensors")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, [*common, "-n", "64", "--out", str(tmp_path / "seeds.safetensors")])
+    assert r.exit_code == 0, r.output
+    mine, seeds = PandA.load(tmp_path / "mine.safetensors"), PandA.load(tmp_path / "seeds.safetensors")
+    assert mine.data_ == "latents" and seeds.data_ == "seeds" and mine.n_samples_ == 64
+    assert torch.allclose(mine.parts_, seeds.parts_, atol=1e-5)
+    assert mine.heldout_error_ == pytest.approx(seeds.heldout_error_, rel=1e-4)
+    assert "64 given latents" in CliRunner().invoke(main, ["info", str(tmp_path / "mine.safetensors")]).output
+    r = CliRunner().invoke(main, [*common, "-n", "10", "--latent", str(tmp_path / "z.npy"), "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "not both" in r.output

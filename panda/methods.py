@@ -9,6 +9,9 @@ How each is run (the choices the benchmark's table records):
 
 - PandA: the ``n_parts`` parts with the highest lift in the region (:class:`panda.naming.PartRegions`), each with
   its most specific appearances, interleaved, up to the budget.
+- PandA + mask: the same fit's appearances added to each face's own region mask on the layer's grid (what a user
+  does by drawing the region), ranked for the region on the calibration faces' masks
+  (:func:`panda.localisation.region_appearances`).
 - GANSpace, SeFa: all their directions (80 principal components; one eigenvector per latent dimension), up to the
   budget.
 - ReSeFa: per image, as its code runs: every face's own Jacobian and mask give its own directions (signs aligned with
@@ -30,12 +33,14 @@ from typing import Any, Callable
 import torch
 
 from . import baselines
-from .editing import Edit, edit
+from .editing import Edit, edit, region_delta, synthesize_offset
 from .features import FeatureSource
 from .generators import GeneratorAdapter, Latents
 from .landmarks import REGIONS, FaceSet
+from .localisation import region_appearances
 from .model import PandA
 from .naming import PartRegions
+from .regions import rasterise_mask
 from .registry import Registry
 
 
@@ -174,6 +179,31 @@ def _panda_propose(model: PandA, ctx: BenchContext, region: str, faces: FaceSet)
 
 
 register_method(Method("PandA", _always, _panda_setup, _panda_propose))
+
+
+def _mask_cells(model: PandA, faces: FaceSet, region: str) -> torch.Tensor:
+    """Each face's own region mask on the layer's grid, (N, H, W) coverage in [0, 1]."""
+    grid = model.layer_shape_[1:]
+    return torch.stack([rasterise_mask(m.float().numpy(), grid) if m.any() else torch.zeros(grid)
+                        for m in faces.masks[region]])
+
+
+def _panda_mask_propose(model: PandA, ctx: BenchContext, region: str, faces: FaceSet) -> list[Candidate]:
+    cells = _mask_cells(model, faces, region)
+    ranked = region_appearances(model, ctx.generator, ctx.calib.latents, _mask_cells(model, ctx.calib, region),
+                                ctx.budget)
+
+    def apply(lat: Latents, a: float, rows: slice, j: int) -> torch.Tensor:
+        deltas = torch.stack([region_delta(model, j, r, a) for r in cells[rows]])
+        return synthesize_offset(ctx.generator, model.layer_, lat, deltas)
+
+    return [Candidate(f"appearance {j} on the face's mask", lambda lat, a, rows, j=j: apply(lat, a, rows, j))
+            for j in ranked]
+
+
+# PandA's appearances added to each face's own region mask (what `panda edit --region` and a painted region do):
+# the parts are not used, the same fit is (its setup is PandA's); like ReSeFa, it uses each face's mask.
+register_method(Method("PandA + mask", _always, _panda_setup, _panda_mask_propose, per_image=True))
 
 
 # ------------------------------------------------------------------------------------ GANSpace, SeFa

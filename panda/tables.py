@@ -6,6 +6,7 @@ Tables list every registered method (:data:`panda.methods.METHODS`) and every re
 
 from __future__ import annotations
 
+import re
 import csv
 import io
 import math
@@ -149,7 +150,8 @@ def write_outputs(res: BenchResult, out: str | Path) -> list[Path]:
     for region in REGIONS:
         written.append(save_png(region_grid(res, region), out / f"roir_{region}.png"))
         for method in res.edits[region]:  # one grid per cell that has an edit: original, edited, difference
-            written.append(save_png(cell_grid(res, method, region), out / "cells" / f"{region}_{method}.png"))
+            slug = re.sub(r"[^A-Za-z0-9_-]+", "_", method)  # 'PandA + mask' -> PandA_mask
+            written.append(save_png(cell_grid(res, method, region), out / "cells" / f"{region}_{slug}.png"))
     written.append(save_png(masks_figure(res.faces), out / "masks.png"))
     if res.model is not None:
         seeds = res.faces.seeds[:6]

@@ -29,8 +29,8 @@ NOTES = Path(HERE / "roir_notes.md")
 
 
 def summary(results) -> list[str]:
-    """Who has the lowest ROIR (first dilation) in each cell, and how often PandA does."""
-    lines, wins, cells = [], 0, 0
+    """Who has the lowest ROIR (first dilation) in each cell, and how often each method does."""
+    lines, wins, cells = [], {}, 0
     for res in results:
         for region in ("eyes", "nose", "mouth"):
             scored = [(r.score("ROIR")[0], r.method) for r in res.rows if r.region == region and r.available and r.chosen]
@@ -38,9 +38,10 @@ def summary(results) -> list[str]:
                 continue
             best = min(scored)
             cells += 1
-            wins += best[1] == "PandA"
+            wins[best[1]] = wins.get(best[1], 0) + 1
             lines.append(f"{res.generator} {region}: {best[1]} ({best[0]:.2f})")
-    return [f"Lowest ROIR per cell (masks +2 px): PandA in {wins} of {cells}; " + "; ".join(lines) + "."]
+    counts = ", ".join(f"{m} in {k}" for m, k in sorted(wins.items(), key=lambda mk: -mk[1]))
+    return [f"Lowest ROIR per cell (masks +2 px), of {cells}: {counts}; " + "; ".join(lines) + "."]
 
 
 def main() -> None:

@@ -202,7 +202,7 @@ def region_sweep(
     """Appearance j added to any region, not only a part, at several strengths: images (N, len(alphas), 3, H', W').
 
     region: (H, W), or one per sample (N, H, W), on the layer's grid with values in [0, 1]: a mask rasterised with
-    :func:`panda.removal.rasterise_mask` (your own drawing, or a face region found in each image).
+    :func:`panda.regions.rasterise_mask` (your own drawing, or a face region found in each image).
     """
     model.check_compatible(generator)
     latents = generator.latents(latents)

@@ -64,7 +64,8 @@ def signed(model: PandA, appearance: int, maps: torch.Tensor) -> torch.Tensor:
 
 
 #: The samples a region's appearances are ranked on where no images of its own are given: a few images alone rank
-#: noise first (low-energy appearances whose share happens to be high there).
+#: noise first (low-energy appearances whose share happens to be high there). The first 32 of the calibration faces
+#: that name the parts (``panda.naming.CALIB_SEED_START``), far from training seeds.
 RANKING_SEEDS = range(20_000_000, 20_000_032)
 
 

@@ -40,7 +40,7 @@ def rasterise_mask(mask: torch.Tensor | np.ndarray | str | Path, grid: tuple[int
     if m.dim() != 2:
         raise PandaError(f"a mask must be 2-D (H, W), got shape {tuple(m.shape)}.")
     if not torch.isfinite(m).all() or m.min() < 0 or m.max() > 1:
-        raise PandaError("mask values must be finite and in [0, 1] (0 = keep, 1 = remove).")
+        raise PandaError("mask values must be finite and in [0, 1] (0 = outside the region, 1 = inside).")
     cells = F.adaptive_avg_pool2d(m[None, None], grid)[0, 0]
     if float(cells.max()) <= 0:
         raise PandaError("the mask is empty (all zero): mark the region in white.")

@@ -123,8 +123,8 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
 
     latents: latents to explore instead of seeds (``--latent``: a file of the user's own, or the one ``panda
     project`` wrote): the page's sample number is then an index into them, and ``seed`` the one it opens on.
-    hosts: the Host headers to accept (:func:`allowed_hosts`; None: any, for
-    tests). max_waiting: requests that may wait for the generator before the rest are answered 503.
+    hosts: the Host headers to accept (:func:`allowed_hosts`; None: any, for tests). max_waiting: requests that may
+    wait for the generator before the rest are answered 503.
     """
     model.check_compatible(generator)
     if latents is not None and not 0 <= seed < len(latents):

@@ -287,6 +287,7 @@ def main() -> None:
     Quick start:
       panda layers dcgan-celeba
       panda fit --generator dcgan-celeba --layer relu2 --out factors.safetensors
+      panda info factors.safetensors --parts
       panda parts factors.safetensors --out out/parts
       panda edit factors.safetensors --part 6 --appearance 5 --out out/edit
       panda demo

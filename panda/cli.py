@@ -226,9 +226,14 @@ SAVE_IMAGES = click.option("--save-images", is_flag=True,
                            help="Also write each result image alone, at the generator's resolution (images/*.png).")
 
 
+def _file_label(label) -> str:
+    """A sample's label as file names carry it: its seed, or 'latent i' as ``latenti``."""
+    return str(label).replace(" ", "")
+
+
 def _export(folder, images: torch.Tensor, labels: list, what: str) -> None:
-    """--save-images: one PNG per image, named by its seed (or 'latent i': ``latenti``)."""
-    names = [f"{what}_{str(label).replace(' ', '')}" for label in labels]
+    """--save-images: one PNG per image, named by its label (:func:`_file_label`)."""
+    names = [f"{what}_{_file_label(label)}" for label in labels]
     paths = save_images(images, folder / "images", names)  # the folder is created there
     click.echo(f"wrote {len(paths)} image(s) to {paths[0].parent}")
 
@@ -589,8 +594,7 @@ def _write_sweep(model, measure, alpha: float, seed_list: list, png: Path, gif: 
 @SAVE_IMAGES
 @sample_options(n_images=6, out="out/refine")
 def refine(factors, part, appearance, alpha, steps, radius, search, shift, save_images, seeds, seed, n_images, latent,
-           save_arrays, out,
-           device, **gen):
+           save_arrays, out, device, **gen):
     """Fit sample-specific parts for each image and compare them and their edits with the global parts.
 
     \b
@@ -631,8 +635,7 @@ def refine(factors, part, appearance, alpha, steps, radius, search, shift, save_
 @SAVE_IMAGES
 @sample_options(n_images=6, out="out/remove")
 def remove(factors, part, mask, region, dilate, alpha, background, save_images, seeds, seed, n_images, latent, save_arrays,
-           out, device,
-           **gen):
+           out, device, **gen):
     """Context-aware object removal: fill a part, a mask or a face region with a background appearance.
 
     \b
@@ -698,7 +701,8 @@ def localize(factors, appearance, top, seeds, seed, n_images, latent, save_array
             raise PandaError(f"--top {top} must be in 1..{model.n_appearances}.")
         folder = check_writable(out)
         found = localisation(model, gen, samples[:1])
-        path = save_png(localize_top_figure(model, found, top, seed_list[0]), folder / f"localize_top_seed{str(seed_list[0]).replace(' ', '')}.png")
+        path = save_png(localize_top_figure(model, found, top, seed_list[0]),
+                        folder / f"localize_top_seed{_file_label(seed_list[0])}.png")
         seed_list = seed_list[:1]
     click.echo(f"wrote {path}")
     if save_arrays:  # maps: (N, R_C, H, W), every appearance on the layer's grid (A^T Z)

@@ -40,7 +40,7 @@ from .landmarks import REGIONS, FaceSet
 from .localisation import region_appearances
 from .model import PandA
 from .naming import PartRegions
-from .regions import rasterise_mask
+from .regions import rasterise_masks
 from .registry import Registry
 
 
@@ -181,16 +181,10 @@ def _panda_propose(model: PandA, ctx: BenchContext, region: str, faces: FaceSet)
 register_method(Method("PandA", _always, _panda_setup, _panda_propose))
 
 
-def _mask_cells(model: PandA, faces: FaceSet, region: str) -> torch.Tensor:
-    """Each face's own region mask on the layer's grid, (N, H, W) coverage in [0, 1]."""
-    grid = model.layer_shape_[1:]
-    return torch.stack([rasterise_mask(m.float().numpy(), grid) if m.any() else torch.zeros(grid)
-                        for m in faces.masks[region]])
-
-
 def _panda_mask_propose(model: PandA, ctx: BenchContext, region: str, faces: FaceSet) -> list[Candidate]:
-    cells = _mask_cells(model, faces, region)
-    ranked = region_appearances(model, ctx.generator, ctx.calib.latents, _mask_cells(model, ctx.calib, region),
+    grid = model.layer_shape_[1:]
+    cells = rasterise_masks(faces.masks[region], grid)  # each face's own mask on the layer's grid
+    ranked = region_appearances(model, ctx.generator, ctx.calib.latents, rasterise_masks(ctx.calib.masks[region], grid),
                                 ctx.budget)
 
     def apply(lat: Latents, a: float, rows: slice, j: int) -> torch.Tensor:

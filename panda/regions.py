@@ -47,6 +47,15 @@ def rasterise_mask(mask: torch.Tensor | np.ndarray | str | Path, grid: tuple[int
     return cells
 
 
+def rasterise_masks(masks: torch.Tensor, grid: tuple[int, int], present: torch.Tensor | None = None) -> torch.Tensor:
+    """One mask per image (N, H', W') -> (N, H, W) on the layer's grid (:func:`rasterise_mask`). Where ``present``
+    (N,) bool is False (default: where the mask is empty, e.g. no face was found) the region is empty instead of
+    refused."""
+    present = masks.flatten(1).any(1) if present is None else present
+    return torch.stack([rasterise_mask(m.float().numpy(), grid) if ok else torch.zeros(grid)
+                        for m, ok in zip(masks, present.tolist())])
+
+
 def region_for(model: PandA, part: int | None = None, mask=None) -> torch.Tensor:
     """The (H, W) region to edit or fill: a part (rescaled to [0, 1]) or a rasterised user mask; exactly one."""
     if (part is None) == (mask is None):
@@ -78,10 +87,8 @@ class FaceRegions:
 def face_regions(model: PandA, generator: GeneratorAdapter, latents: Latents, region: str, dilate: int = 5) -> FaceRegions:
     """``region`` (eyes, nose, mouth, forehead) as FaceMesh finds it in each image, grown by ``dilate`` pixels."""
     found = FaceMeshMasker(dilate=dilate)(generator.render(latents), regions=(region,))
-    masks, grid = found.masks[region], model.layer_shape_[1:]
-    cells = [rasterise_mask(m.float().numpy(), grid) if ok else torch.zeros(grid)
-             for m, ok in zip(masks, found.found.tolist())]
-    return FaceRegions(torch.stack(cells), masks, found.found)
+    masks = found.masks[region]
+    return FaceRegions(rasterise_masks(masks, model.layer_shape_[1:], found.found), masks, found.found)
 
 
 def calibrated_appearance(model: PandA, generator: GeneratorAdapter, mask=None, region: str | None = None,

@@ -25,7 +25,7 @@ from .errors import PandaError
 from .evaluation import run_roir
 from .setup_cost import time_setup
 from .figures import (candidates_figure, edits_figure, localize_figure, localize_top_figure, parts_figure,
-                      refine_figure, remove_figure, sweep_animation, sweep_figure)
+                      refine_figure, remove_figure, sweep_animation, sweep_figure, transfer_figure)
 from .fileio import as_arrays, atomic_write, backup, check_output_file, check_writable, save_arrays
 from .features import default_memory_budget
 from .factorisation import check_ranks, check_statistics_memory, mixing_matrices
@@ -42,6 +42,7 @@ from .projection import load_image, project, save_latent
 from .refinement import check_refine_args, compare_refinement
 from .regions import calibrated_appearance, face_regions, region_for
 from .removal import candidate_fills, parse_background, removal
+from .transfer import transfer as transfer_regions
 from .serve import serve as run_server
 from .tables import markdown, setup_cost_markdown, write_outputs
 
@@ -672,6 +673,91 @@ def remove(factors, part, mask, region, dilate, alpha, background, save_images, 
         others = ", ".join(f"{'+' if s > 0 else '-'}{j} ({100 * g:.0f}%)" for j, s, g in result.search.ranked(6)[1:])
         click.echo(f"wrote {sheet_path}\n  runners-up (share of the way to the surroundings' colour): {others};\n"
                    f"  if one of them looks more like removal, pass it: --background J (or -J for the opposite sign)")
+
+
+#: The most images one transfer table holds (targets x sources): each is one generator pass, and the table a picture.
+MAX_TRANSFER_PAIRS = 400
+
+
+@main.command()
+@click.argument("factors", type=click.Path(dir_okay=False))
+@click.option("--part", "-k", "parts", multiple=True,
+              help="A part to transfer, by index or by name (`panda name-parts`: all parts so named); repeat for several.")
+@click.option("--mask", type=click.Path(dir_okay=False), default=None, help="Or a PNG whose white pixels mark the region.")
+@click.option("--region", type=click.Choice(REMOVAL_REGIONS), default=None,
+              help="Or a face region found in each image (target and source) by MediaPipe FaceMesh.")
+@click.option("--dilate", type=click.IntRange(min=0), default=5, help="With --region: grow the region by this many pixels.")
+@click.option("--sources", type=SEEDS, default="100-104", help="The images whose region is given to the others (seeds).")
+@click.option("--source-latent", type=click.Path(dir_okay=False), default=None,
+              help="Or the sources as a latent file (as --latent takes it).")
+@click.option("--alpha", "-a", type=FINITE, default=1.0,
+              help="1: the source's appearance in the region; 0: the target's own; between: a blend.")
+@click.option("--appearance", "-j", "appearances", type=int, multiple=True,
+              help="Transfer only this appearance (repeat for several); default all.")
+@SAVE_IMAGES
+@sample_options(n_images=4, out="out/transfer")
+def transfer(factors, parts, mask, region, dilate, sources, source_latent, alpha, appearances, save_images, seeds, seed,
+             n_images, latent, save_arrays, out, device, **gen):
+    """Appearance transfer: give each target what each source has in a region (its mouth, its eyes, ...), a table.
+
+    \b
+    Examples:
+      panda transfer factors.safetensors --part mouth --seeds 0-3 --sources 100-104
+      panda transfer factors.safetensors --region eyes --seeds 0-3 --sources 7,12
+      panda transfer factors.safetensors --part 4 --part 7 --alpha 0.5      (half way)
+      panda transfer factors.safetensors --mask hat.png --latent mine.npz --source-latent theirs.npz
+    """
+    model, gen = _load(factors, device, **gen)
+    if sum(v is not None for v in (parts or None, mask, region)) != 1:
+        raise PandaError(f"say what to transfer: exactly one of --part K (repeatable; an index or a name), --mask "
+                         f"FILE.PNG or --region {'|'.join(REMOVAL_REGIONS)}.")
+    check_alpha(alpha)
+    part_list = [k for p in parts for k in ([model.check_part(int(p))] if p.lstrip("-").isdigit()
+                                             else model.parts_named(p))] if parts else None
+    for j in appearances:
+        model.check_appearance(j)
+    targets, target_labels = _samples(gen, seeds, seed, n_images, latent)
+    if source_latent is not None:
+        source_samples, source_labels = _samples(gen, None, 0, 0, source_latent)
+        source_labels = [f"source {s}" for s in source_labels]
+    else:
+        source_samples, source_labels = sources, sources
+    if len(targets) * len(source_samples) > MAX_TRANSFER_PAIRS:
+        raise PandaError(f"{len(targets)} targets x {len(source_samples)} sources is more than {MAX_TRANSFER_PAIRS} "
+                         f"images: give fewer (--seeds, --sources).")
+    kwargs = {}
+    if part_list is not None:
+        kwargs["parts"], name = part_list, "parts" + "_".join(map(str, part_list))
+    elif mask is not None:
+        kwargs["region"], name = region_for(model, mask=mask), "mask"
+    else:
+        kwargs.update(_face_pair(model, gen, targets, target_labels, source_samples, source_labels, region, dilate))
+        name = region
+    folder = check_writable(out)
+    result = transfer_regions(model, gen, targets, source_samples, alpha=alpha,
+                              appearances=list(appearances) or None, **kwargs)
+    path = save_png(transfer_figure(model, result, target_labels, source_labels), folder / f"transfer_{name}.png")
+    click.echo(f"wrote {path}\n  {result.label}: {100 * result.share:.0f}% of the pixel change inside the targets' "
+               f"region; there {100 * result.closer:.0f}% closer to the source, pixel by pixel")
+    if save_images:
+        pair_labels = [f"{_file_label(t)}_from_{_file_label(s)}" for t in target_labels for s in source_labels]
+        _export(folder, result.images.flatten(0, 1), pair_labels, "transfer")
+    if save_arrays:
+        _arrays(path, result, target_labels)
+
+
+def _face_pair(model: PandA, gen, targets, target_labels: list, sources, source_labels: list, region: str,
+               dilate: int) -> dict:
+    """--region for `panda transfer`: FaceMesh's region in each target and each source, as transfer() takes them."""
+    found = {}
+    for who, samples, labels, option in (("", targets, target_labels, "--seeds"),
+                                         ("source_", sources, source_labels, "--sources")):
+        faces = face_regions(model, gen, gen.latents(samples), region, dilate)
+        missing = [s for s, ok in zip(labels, faces.found.tolist()) if not ok]
+        if missing:
+            raise PandaError(f"FaceMesh found no face in {missing}: leave them out of {option}.")
+        found[f"{who}region"], found[f"{who}masks"] = faces.grid, faces.masks
+    return {**found, "label": region}
 
 
 @main.command()

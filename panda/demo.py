@@ -24,6 +24,7 @@ from .progress import progress_bar
 from .refinement import compare_refinement, refine
 from .regions import calibrated_appearance, face_regions, region_for
 from .removal import candidate_fills, removal
+from .transfer import transfer
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,26 @@ def _region_edit(model: PandA, gen, latents, shown: list[int], alphas: list[floa
         f"most particular to it on {ranked_on} calibration faces (<code>panda edit --region mouth</code>)."),
         [("edit_region.png", f"The mouth + appearance {j}: {100 * result.share:.0f}% of the pixel change at |alpha| = 2 "
                              f"falls in it.")])
+
+
+def _transfer(model: PandA, gen, latents, shown: list[int], sources: list[int], folder: Path) -> Section:
+    """Appearance transfer of the named eyes and mouth parts (``panda transfer --part eyes``) from new faces to the
+    samples shown; said plainly when no part is named."""
+    title = "Appearance transfer"
+    intro = ("Each target (left) gets what each source (top) holds in a region, and nothing else: its coefficients "
+             "<code>A^T Z P</code> in the region's parts replace the target's (<code>panda transfer --part eyes</code>, "
+             "<code>--region mouth</code> for FaceMesh's region in each image, <code>--alpha 0.5</code> half way).")
+    regions = [name for name in ("eyes", "mouth") if name in model.part_names_.values()]
+    if not regions:
+        return Section(title, Markup(intro + " Not drawn: no part is named eyes or mouth here (naming needs MediaPipe)."))
+    items = []
+    for name in regions:
+        result = transfer(model, gen, latents[:4], gen.sample(sources), parts=model.parts_named(name), label=name)
+        save_png(figures.transfer_figure(model, result, shown[:4], sources), folder / f"transfer_{name}.png")
+        items.append((f"transfer_{name}.png", f"The {name} ({', '.join(model.part_label(k) for k in model.parts_named(name))})"
+                                              f": {100 * result.share:.0f}% of the pixel change inside them, "
+                                              f"{100 * result.closer:.0f}% closer there to the source."))
+    return Section(title, Markup(intro), items)
 
 
 def run_demo(generator: GeneratorAdapter | str = DEFAULT_GENERATOR, layer: str | None = None, rank_parts: int | None = None,
@@ -123,6 +144,8 @@ def run_demo(generator: GeneratorAdapter | str = DEFAULT_GENERATOR, layer: str |
     save_png(figures.candidates_figure(best_removal, fills, shown[:3], model.part_label(best_k)), folder / "remove_candidates.png")
     log.info("an edit of a face region")
     region_section = _region_edit(model, gen, latents, shown, alphas, folder)
+    log.info("appearance transfer")
+    transfer_section = _transfer(model, gen, latents, shown, list(range(shown[-1] + 1, shown[-1] + 6)), folder)
     log.info("localisation maps")
     save_png(figures.localize_top_figure(model, localisation(model, gen, latents[:1]), 6, shown[0]), folder / "localize_top.png")
     save_png(figures.localize_figure(model, localisation(model, gen, latents), model.background_, shown),
@@ -174,6 +197,7 @@ def run_demo(generator: GeneratorAdapter | str = DEFAULT_GENERATOR, layer: str |
         + [("remove_candidates.png", f"The six best-scoring fills for {model.part_label(best_k)}: the criterion is colour only, "
                                      f"so look, and pass another with --background J (or -J) if it removes better.")]))
     sections.append(region_section)
+    sections.append(transfer_section)
     sections.append(Section("Concept localisation", "A^T Z: how much of each appearance is at each position (each map "
                             "rescaled to [0, 1]).", [("localize_top.png", f"Seed {shown[0]}: its six strongest concepts."),
                                                      ("localize_background.png", f"Where the background appearance {model.background_} is.")]))

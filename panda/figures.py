@@ -22,6 +22,7 @@ from .methods import METHODS
 from .model import PandA
 from .refinement import RefinementComparison
 from .removal import Removal
+from .transfer import Transfer
 
 
 def seed_labels(seeds: Sequence[int | str]) -> list[str]:
@@ -174,6 +175,23 @@ def candidates_figure(result: Removal, fills: Sequence[tuple[int, float, float, 
     title = (f"the {len(fills)} best fills for {label} at alpha {result.alpha:+g} (appearance with sign: gain); "
              f"pick one by its index, or -index for the opposite sign")
     return grid(rows, seed_labels(seeds), cols, title=title)
+
+
+def transfer_figure(model: PandA, result: Transfer, targets: Sequence[int | str], sources: Sequence[int | str]) -> Image.Image:
+    """A table of transfers: the sources along the top (their region outlined), the targets down the left, each cell
+    target i with source j's region; the cells along a target's row differ only in what the region holds."""
+    scale = scale_for(result.targets)
+    blank = Image.new("RGB", to_pil(result.targets[0], scale).size, "white")
+    rows = [[blank] + [outline(s, [m > 0.5], scale) for s, m in zip(result.sources, result.source_shown)]]
+    rows += [[outline(t, [m > 0.5], scale)] + [to_pil(x, scale) for x in row]
+             for t, m, row in zip(result.targets, result.shown, result.images)]
+    some = ("all appearances" if len(result.appearances) == model.n_appearances
+            else f"appearances {', '.join(map(str, result.appearances))}")
+    title = (f"{result.label} of each source (top) given to each target (left), {some}, alpha {result.alpha:+g}: "
+             f"{100 * result.share:.0f}% of the pixel change inside the target's region, "
+             f"{100 * result.closer:.0f}% closer there to the source")
+    return grid(rows, ["source"] + [f"target {s}" for s in seed_labels(targets)],
+                ["target"] + seed_labels(sources), title=title)
 
 
 def localize_figure(model: PandA, loc: Localisation, appearance: int, seeds: Sequence[int]) -> Image.Image:

@@ -251,6 +251,14 @@ class PandA:
         name = self.part_names_.get(part)
         return f"part {part} ({name})" if name else f"part {part}"
 
+    def parts_named(self, name: str) -> list[int]:
+        """The parts named ``name`` (``panda name-parts``), e.g. every part of the eyes; refused when none is."""
+        found = [k for k, v in sorted(self.part_names_.items()) if v == name]
+        if not found:
+            names = ", ".join(sorted(set(self.part_names_.values()))) or "none: `panda name-parts FILE` names them"
+            raise PandaError(f"no part is named '{name}': give part indices, or a name among {names}.")
+        return found
+
     def part_maps(self) -> torch.Tensor:
         """The parts as maps, (R_S, H, W), non-negative."""
         self._check_fitted()

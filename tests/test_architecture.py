@@ -16,7 +16,7 @@ LAYERS = [
     ("factorisation", {"factorisation"}),
     ("model", {"model"}),
     ("applications", {"editing", "refinement", "removal", "localisation", "landmarks", "baselines", "naming", "methods",
-                      "evaluation", "setup_cost", "fitting", "projection", "regions"}),
+                      "evaluation", "setup_cost", "fitting", "projection", "regions", "transfer"}),
     ("reports", {"drawing", "figures", "tables", "pages"}),
     ("front ends", {"cli", "serve", "demo"}),
 ]

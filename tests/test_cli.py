@@ -21,7 +21,7 @@ def test_parse_seeds():
         parse_seeds("5-2")
 
 
-@pytest.mark.parametrize("cmd", ["fit", "layers", "parts", "edit", "demo", "refine", "remove", "localize"])
+@pytest.mark.parametrize("cmd", ["fit", "layers", "parts", "edit", "demo", "refine", "remove", "localize", "transfer"])
 def test_every_command_has_help_device_and_seed(cmd):
     r = run(cmd, "--help")
     assert r.exit_code == 0
@@ -363,3 +363,49 @@ def test_gif_animates_one_edit_there_and_back(factor_file, tmp_path):
     assert np.abs(frames[3] - frames[0]).mean() < np.abs(frames[2] - frames[0]).mean()  # on its way back
     r = run("edit", factor_file, "--edit", "1,2,1", "--edit", "3,0,1", "--gif", "--out", tmp_path / "x")
     assert r.exit_code == 2 and "--gif animates one edit" in r.output and not (tmp_path / "x").exists()
+
+
+def test_transfer_table_by_part_index_name_mask_and_face_region(factor_file, tmp_path):
+    """`panda transfer`: a table of targets x sources, by part index, by part name, by mask and by FaceMesh region;
+    images and arrays on request."""
+    import numpy as np
+    named = PandA.load(factor_file)
+    named.part_names_ = {1: "eyes", 5: "eyes"}
+    named_file = named.save(tmp_path / "named.safetensors")
+    r = run("transfer", factor_file, "--part", 2, "--seeds", "0-1", "--sources", "5-7", "--save-images", "--save-arrays",
+            "--out", tmp_path / "t")
+    assert r.exit_code == 0, r.output
+    assert "closer to the source" in r.output
+    table = Image.open(tmp_path / "t" / "transfer_parts2.png")
+    assert table.width > 4 * 128 and table.height > 3 * 128  # a column of targets and 3 sources; a row of sources + 2
+    assert len(list((tmp_path / "t" / "images").glob("transfer_*_from_*.png"))) == 6
+    with np.load(tmp_path / "t" / "transfer_parts2.npz") as data:
+        assert data["images"].shape == (2, 3, 3, 64, 64) and list(data["labels"]) == ["0", "1"]
+    r = run("transfer", named_file, "--part", "eyes", "--seeds", "0", "--sources", "5", "--out", tmp_path / "t")
+    assert r.exit_code == 0 and (tmp_path / "t" / "transfer_parts1_5.png").is_file(), r.output
+    mask = tmp_path / "mask.png"
+    img = Image.new("L", (64, 64), 0)
+    img.paste(255, (16, 36, 48, 52))
+    img.save(mask)
+    r = run("transfer", factor_file, "--mask", mask, "--alpha", 0.5, "-j", 0, "-j", 3, "--seeds", "0", "--sources", "5",
+            "--out", tmp_path / "t")
+    assert r.exit_code == 0 and (tmp_path / "t" / "transfer_mask.png").is_file(), r.output
+    r = run("transfer", factor_file, "--region", "mouth", "--seeds", "1,2", "--sources", "5", "--out", tmp_path / "t")
+    assert r.exit_code == 0 and (tmp_path / "t" / "transfer_mouth.png").is_file(), r.output
+
+
+@pytest.mark.parametrize("args,match", [
+    ([], "exactly one of --part"),
+    (["--part", 0, "--region", "eyes"], "exactly one of --part"),
+    (["--part", 99], "part 99 is out of range"),
+    (["--part", "nose"], "no part is named 'nose'"),
+    (["--part", 0, "-j", 999], "appearance 999 is out of range"),
+    (["--part", 0, "--alpha", "nan"], "finite"),
+    (["--part", 0, "--seeds", "0-20", "--sources", "0-20"], "more than 400 images"),
+    (["--part", 0, "--source-latent", "missing.npy"], "missing.npy"),
+])
+def test_bad_transfer_input_writes_nothing(factor_file, tmp_path, args, match):
+    out = tmp_path / "out"
+    r = run("transfer", factor_file, *args, "--out", out)
+    assert r.exit_code == 2 and match in r.output, r.output
+    assert not out.exists()

@@ -1,0 +1,132 @@
+"""How local, and how faithful, is appearance transfer? (`panda transfer`)
+
+Fits each face generator at its default layer and rank (5,000 samples, parts named by FaceMesh), then gives each of
+24 held-out target faces the eyes, nose or mouth of each of 8 source faces (192 pairs per region) in four ways:
+
+- ``parts (named)``: PandA with the parts named after the region (``panda transfer --part eyes``), global parts;
+- ``region, parts inside``: PandA on each face's own FaceMesh region, spanned by the parts inside it clipped to it
+  (``panda transfer --region eyes``, :func:`panda.transfer.region_basis`);
+- ``region, one vector``: the same region as a single map, one coefficient vector for all of it (the ablation that
+  the basis of parts replaced);
+- ``feature blend``: every channel of the source's features copied into the target's region,
+  ``Z_t + (Z_s - Z_t) r_t`` (no appearances, no parts: the naive baseline).
+
+For each pair, against the target's FaceMesh region (dilated 2 px): ROIR (change outside over change inside, lower
+is more local), and how much closer the region came to the source pixel by pixel (1 - |t' - s| / |t - s|, inside
+the region; the faces are roughly aligned, so this is what "the source's eyes" can mean on pixels). Means over
+pairs. One table of pictures per generator and region (``benchmarks/transfer/``).
+
+    python benchmarks/transfer_quality.py       # about 5 minutes on 2 CPU cores; writes benchmarks/transfer_quality.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import panda  # noqa: F401  (before torch, for its OpenMP setting: see panda/__init__.py)
+import torch
+
+from common import device_label, table
+from panda.checkpoints import load_generator
+from panda.drawing import save_png
+from panda.editing import synthesize_offset
+from panda.features import capture
+from panda.figures import transfer_figure
+from panda.fitting import fit_factors
+from panda.landmarks import FaceMeshMasker
+from panda.metrics import roir
+from panda.naming import name_model_parts
+from panda.regions import rasterise_masks
+from panda.transfer import parts_basis, region_basis, region_coefficients, transfer, transfer_delta
+
+GENERATORS = ["dcgan-celeba", "dcgan-digiface"]
+REGIONS = ["eyes", "nose", "mouth"]
+N_TARGETS, N_SOURCES, FIRST_SEED = 24, 8, 30_000_000
+HERE = Path(__file__).resolve().parent
+
+
+def faces(g, start: int, n: int, regions: list[str]):
+    """The first n seeds from ``start`` in which FaceMesh finds a face, with their region masks (dilated 2 px)."""
+    masker, seeds, masks = FaceMeshMasker(dilate=2), [], {r: [] for r in regions}
+    s = start
+    while len(seeds) < n:
+        batch = list(range(s, s + 2 * n))
+        found = masker(g.render(g.latents(batch)), regions=tuple(regions))
+        for i in found.found.nonzero().flatten().tolist()[:n - len(seeds)]:
+            seeds.append(batch[i])
+            for r in regions:
+                masks[r].append(found.masks[r][i])
+        s += 2 * n
+    return seeds, {r: torch.stack(m) for r, m in masks.items()}
+
+
+def measure(g, model, tl, deltas, t_masks, s_images, t_images) -> tuple[float, float]:
+    """(mean ROIR, mean closer) of offsets (N, M, C, H, W) for targets tl against the sources' images."""
+    n, m = deltas.shape[:2]
+    out = g.to_unit(synthesize_offset(g, model.layer_, tl[torch.arange(n).repeat_interleave(m)],
+                                      deltas.flatten(0, 1))).cpu()
+    images = out.view(n, m, *out.shape[1:])
+    masks = t_masks.float().repeat_interleave(m, 0)
+    ratios = roir(t_images.repeat_interleave(m, 0), out, masks)
+    inside = t_masks.float()[:, None, None]
+    before = ((t_images[:, None] - s_images[None]) * inside).flatten(2).norm(dim=2)
+    after = ((images - s_images[None]) * inside).flatten(2).norm(dim=2)
+    closer = 1 - after / before.clamp_min(1e-6)
+    return float(ratios[torch.isfinite(ratios)].mean()), float(closer.mean())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n-fit", type=int, default=5000)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", default=str(HERE / "transfer_quality.md"))
+    args = ap.parse_args()
+    t0 = time.time()
+    rows = []
+    pictures = HERE / "transfer"
+    for name in GENERATORS:
+        g = load_generator(name, args.device)
+        model = fit_factors(g, n_samples=args.n_fit, background_samples=0, progress=True)
+        name_model_parts(model, g)
+        t_seeds, t_masks = faces(g, FIRST_SEED, N_TARGETS, REGIONS)
+        s_seeds, s_masks = faces(g, FIRST_SEED + 10_000, N_SOURCES, REGIONS)
+        tl, sl = g.latents(t_seeds), g.latents(s_seeds)
+        tz, sz = capture(g, tl, model.layer_), capture(g, sl, model.layer_)
+        t_images, s_images = g.render(tl), g.render(sl)
+        grid = model.layer_shape_[1:]
+        for region in REGIONS:
+            t_grid = rasterise_masks(t_masks[region], grid)
+            s_grid = rasterise_masks(s_masks[region], grid)
+            bases = {}
+            if region in model.part_names_.values():
+                b = parts_basis(model, model.parts_named(region))
+                bases["parts (named)"] = (b, b)
+            bases["region, parts inside"] = (region_basis(model, t_grid), region_basis(model, s_grid))
+            bases["region, one vector"] = (t_grid.flatten(1)[..., None], s_grid.flatten(1)[..., None])
+            results = {}
+            for method, (tb, sb) in bases.items():
+                delta = transfer_delta(model, region_coefficients(model, tz, tb), region_coefficients(model, sz, sb),
+                                       tb, sb)
+                results[method] = measure(g, model, tl, delta, t_masks[region], s_images, t_images)
+            blend = (sz.cpu()[None] - tz.cpu()[:, None]) * t_grid[:, None, None]  # (N, M, C, H, W)
+            results["feature blend"] = measure(g, model, tl, blend, t_masks[region], s_images, t_images)
+            for method, (ratio, closer) in results.items():
+                rows.append([name, region, method, f"{ratio:.2f}", f"{100 * closer:.0f}%"])
+                print(f"{name} {region} {method}: ROIR {ratio:.2f}, closer {100 * closer:.0f}%", flush=True)
+            shown = transfer(model, g, tl[:4], sl[:6], region=t_grid[:4], source_region=s_grid[:6],
+                             masks=t_masks[region][:4], source_masks=s_masks[region][:6], label=region)
+            save_png(transfer_figure(model, shown, t_seeds[:4], s_seeds[:6]), pictures / f"{name}_{region}.png")
+    header = ["generator", "region", "method", "ROIR (lower: more local)", "closer to the source inside the region"]
+    lines = ["# Appearance transfer: locality and faithfulness", "",
+             f"`python benchmarks/transfer_quality.py` on {device_label(args.device)}, {time.time() - t0:.0f} s. "
+             f"{N_TARGETS} targets x {N_SOURCES} sources (held-out faces FaceMesh finds) per region; fits of "
+             f"{args.n_fit} samples at each generator's default layer and rank. Means over the pairs.", ""]
+    lines += table(header, rows) + [""]
+    Path(args.out).write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -42,7 +42,7 @@ from .projection import load_image, project, save_latent
 from .refinement import check_refine_args, compare_refinement
 from .regions import calibrated_appearance, face_regions, region_for
 from .removal import candidate_fills, parse_background, removal
-from .transfer import transfer as transfer_regions
+from .transfer import MIN_PART_SHARE, transfer as transfer_regions
 from .serve import serve as run_server
 from .tables import markdown, setup_cost_markdown, write_outputs
 
@@ -694,10 +694,13 @@ MAX_TRANSFER_PAIRS = 400
               help="1: the source's appearance in the region; 0: the target's own; between: a blend.")
 @click.option("--appearance", "-j", "appearances", type=int, multiple=True,
               help="Transfer only this appearance (repeat for several); default all.")
+@click.option("--min-share", type=click.FloatRange(0, 1), default=MIN_PART_SHARE,
+              help="With --mask or --region: the parts that span it have at least this share of their mass inside it; "
+                   "lower carries more of the source's layout, higher keeps the change closer to the region.")
 @SAVE_IMAGES
 @sample_options(n_images=4, out="out/transfer")
-def transfer(factors, parts, mask, region, dilate, sources, source_latent, alpha, appearances, save_images, seeds, seed,
-             n_images, latent, save_arrays, out, device, **gen):
+def transfer(factors, parts, mask, region, dilate, sources, source_latent, alpha, appearances, min_share, save_images,
+             seeds, seed, n_images, latent, save_arrays, out, device, **gen):
     """Appearance transfer: give each target what each source has in a region (its mouth, its eyes, ...), a table.
 
     \b
@@ -735,7 +738,7 @@ def transfer(factors, parts, mask, region, dilate, sources, source_latent, alpha
         name = region
     folder = check_writable(out)
     result = transfer_regions(model, gen, targets, source_samples, alpha=alpha,
-                              appearances=list(appearances) or None, **kwargs)
+                              appearances=list(appearances) or None, min_share=min_share, **kwargs)
     path = save_png(transfer_figure(model, result, target_labels, source_labels), folder / f"transfer_{name}.png")
     click.echo(f"wrote {path}\n  {result.label}: {100 * result.share:.0f}% of the pixel change inside the targets' "
                f"region; there {100 * result.closer:.0f}% closer to the source, pixel by pixel")

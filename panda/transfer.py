@@ -42,9 +42,11 @@ def parts_basis(model: PandA, parts: Sequence[int]) -> torch.Tensor:
     return model.parts_[:, [model.check_part(k) for k in parts]].detach().cpu().float()
 
 
-#: A part joins a region's basis when at least this share of its mass lies inside the region: below it, the part is
-#: mostly elsewhere, and its coefficient would be read from, and written to, mostly outside the region.
-MIN_PART_SHARE = 0.3
+#: A part joins a region's basis when at least this share of its mass lies inside the region. It is the dial between
+#: faithful and local: more parts carry more of the source's layout but move the generator's output around the region
+#: more. On both face generators' eyes, nose and mouth (``benchmarks/transfer_quality.md``) 0.1 gives most of the
+#: faithfulness of every touching part (0) at about the locality of 0.3.
+MIN_PART_SHARE = 0.1
 
 
 def region_basis(model: PandA, region: torch.Tensor, min_share: float = MIN_PART_SHARE) -> torch.Tensor:
@@ -56,6 +58,8 @@ def region_basis(model: PandA, region: torch.Tensor, min_share: float = MIN_PART
     all of it (a smile becomes a pale smear); the parts inside it keep its layout: the source's lips go where the
     target's lips are."""
     _, h, w = model.layer_shape_
+    if isinstance(min_share, bool) or not isinstance(min_share, (int, float)) or not 0 <= min_share <= 1:
+        raise PandaError(f"min_share={min_share!r}: give the share of a part's mass inside the region, in [0, 1].")
     if region.dim() not in (2, 3) or tuple(region.shape[-2:]) != (h, w):
         raise PandaError(f"a region must be (H, W) = ({h}, {w}) on the layer's grid, or one per image (N, {h}, {w}); "
                          f"got shape {tuple(region.shape)}.")
@@ -166,8 +170,8 @@ class Transfer:
 def transfer(model: PandA, generator: GeneratorAdapter, targets: Latents | Sequence[int],
              sources: Latents | Sequence[int], parts: Sequence[int] | None = None, region: torch.Tensor | None = None,
              source_region: torch.Tensor | None = None, alpha: float = 1.0, appearances: Sequence[int] | None = None,
-             masks: torch.Tensor | None = None, source_masks: torch.Tensor | None = None, batch_size: int = 64,
-             label: str | None = None) -> Transfer:
+             masks: torch.Tensor | None = None, source_masks: torch.Tensor | None = None,
+             min_share: float = MIN_PART_SHARE, batch_size: int = 64, label: str | None = None) -> Transfer:
     """Give each target each source's content in a region: N x M images through the generator.
 
     Parameters
@@ -183,6 +187,9 @@ def transfer(model: PandA, generator: GeneratorAdapter, targets: Latents | Seque
         1: the source's coefficients; 0: the target unchanged.
     appearances : sequence of int, optional
         Transfer only these appearances; default all.
+    min_share : float
+        With a region: the share of a part's mass that must lie inside it for the part to span it
+        (:func:`region_basis`); lower is more faithful, higher more local.
     masks, source_masks : torch.Tensor, optional
         (N, H', W') each target's region at image resolution to draw and measure, (M, H', W') each source's to draw;
         default the regions upsampled.
@@ -202,10 +209,10 @@ def transfer(model: PandA, generator: GeneratorAdapter, targets: Latents | Seque
         profile = source_profile = torch.stack([part_profile(model, k).cpu() for k in parts]).amax(0)  # any part
         label = label or ", ".join(model.part_label(k) for k in parts)
     else:
-        target_basis = region_basis(model, region)
+        target_basis = region_basis(model, region, min_share)
         if source_region is None and region.dim() == 3:
             raise PandaError("a region per target needs each source's own region too (source_region, (M, H, W)).")
-        source_basis = target_basis if source_region is None else region_basis(model, source_region)
+        source_basis = target_basis if source_region is None else region_basis(model, source_region, min_share)
         for basis, count, who in ((target_basis, n, "target"), (source_basis, m, "source")):
             if basis.dim() == 3 and basis.shape[0] != count:
                 raise PandaError(f"{basis.shape[0]} {who} regions for {count} {who}s: give one per image.")

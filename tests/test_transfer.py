@@ -8,7 +8,7 @@ from panda import PandaError
 from panda.features import capture
 from panda.fileio import as_arrays
 from panda.maps import upsample
-from panda.transfer import (parts_basis, region_basis, region_coefficients, transfer, transfer_delta)
+from panda.transfer import (MIN_PART_SHARE, parts_basis, region_basis, region_coefficients, transfer, transfer_delta)
 
 
 @pytest.fixture(scope="module")
@@ -63,16 +63,22 @@ def test_region_basis_keeps_the_parts_inside_the_region(model):
     """Columns: the parts with at least MIN_PART_SHARE of their mass in the region, clipped to it; the last column
     (the region itself) only where no part qualifies."""
     p = model.part_maps().cpu()  # (R_S, H, W)
-    region = (p[0] >= 0.5 * p[0].max()).float()  # part 0's core
-    basis = region_basis(model, region)
-    assert basis.shape == (p[0].numel(), model.n_parts + 1)
+    region = torch.zeros(p.shape[1:])
+    region[2:6, 1:7] = 1.0
     share = (region * p).flatten(1).sum(1) / p.flatten(1).sum(1)
-    kept = basis[:, :-1].abs().sum(0) > 0
-    assert torch.equal(kept, share >= 0.3) and bool(kept[0])
-    assert torch.allclose(basis[:, 0], (region * p[0]).flatten())
-    assert basis[:, -1].abs().sum() == 0
+    assert (share > 0).sum() > (share >= 0.6).sum()  # the thresholds below pick different sets
+    for t in (0.0, MIN_PART_SHARE, 0.6):
+        basis = region_basis(model, region, t)
+        assert basis.shape == (p[0].numel(), model.n_parts + 1)
+        kept = basis[:, :-1].abs().sum(0) > 0
+        assert torch.equal(kept, (share >= t) & (share > 0))
+        k = int(kept.nonzero()[0])
+        assert torch.allclose(basis[:, k], (region * p[k]).flatten())
+        assert basis[:, -1].abs().sum() == 0
     corner = torch.zeros_like(region)
-    corner[0, 0] = 1.0  # one cell: no part has 30% of its mass there
+    corner[0, 0] = 1.0
+    if (region_basis(model, corner)[:, :-1].abs().sum(0) > 0).any():  # a part with 10% of its mass in that cell
+        corner[0, 0] = 0.05  # a sliver of it
     lone = region_basis(model, torch.stack([region, corner]))
     assert lone.shape == (2, p[0].numel(), model.n_parts + 1)
     assert lone[1, :, :-1].abs().sum() == 0 and torch.equal(lone[1, :, -1], corner.flatten())
@@ -139,6 +145,7 @@ def test_face_regions_per_image(model, celeba):
     ({"region": torch.ones(3, 8, 8), "source_region": torch.ones(1, 8, 8)}, "3 target regions for 2 targets"),
     ({"parts": [0], "alpha": float("inf")}, "finite"),
     ({"parts": [0], "appearances": [10_000]}, "appearance"),
+    ({"region": torch.ones(8, 8), "min_share": 1.5}, "min_share=1.5"),
 ])
 def test_bad_transfers_are_refused(model, celeba, kwargs, match):
     with pytest.raises(PandaError, match=match):

@@ -2,7 +2,7 @@
 
 A small Starlette app (served by uvicorn) with a plain page: pick a sample (seed or random), a part
 (or paint a region of your own), an appearance and alpha with sliders and see the edit live, the part's
-map, where the appearance is (localisation), and the part removed. Every picture is a PNG made on request.
+map, where the appearance is (localisation), the part removed, and the part as another sample has it (transfer). Every picture is a PNG made on request.
 Bound to 127.0.0.1 unless told otherwise.
 """
 
@@ -30,6 +30,7 @@ from .maps import normalise, upsample
 from .model import PandA
 from .pages import render_explorer
 from .removal import choose_fill, remove, removal_regions
+from .transfer import transfer_offsets
 
 MAX_SEED = 2**32 - 1
 
@@ -152,15 +153,16 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
             raise PandaError("alpha must be a number.") from exc
         return check_alpha(value)
 
-    def sample_of(request) -> Latents:
-        """The request's sample: its seed's latent, or with ``latents`` the one the seed indexes."""
-        (seed,) = ints(request, "seed")
+    def sample_of(request, name: str = "seed") -> Latents:
+        """The request's sample (``seed``, or another such parameter): its seed's latent, or with ``latents`` the one
+        the seed indexes."""
+        (seed,) = ints(request, name)
         if latents is not None:
             if not 0 <= seed < len(latents):
-                raise PandaError(f"seed must be an index into the {len(latents)} latents: 0..{len(latents) - 1}.")
+                raise PandaError(f"{name} must be an index into the {len(latents)} latents: 0..{len(latents) - 1}.")
             return latents[seed:seed + 1]
         if not 0 <= seed <= MAX_SEED:
-            raise PandaError(f"seed must be in 0..{MAX_SEED}.")
+            raise PandaError(f"{name} must be in 0..{MAX_SEED}.")
         return generator.sample([seed])
 
     def mask_of(request) -> torch.Tensor | None:
@@ -272,6 +274,14 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
         maps = signed(model, appearance, localize(model, generator, lat)[0, appearance])
         return overlay(image, upsample(normalise(maps[None]), image.shape[-1])[0] ** 2)
 
+    def transferred(request):
+        """The sample with what another one (``source``) holds in the part or the painted region, at ``alpha``
+        (:func:`panda.transfer.transfer_offsets`; the edit stack is not applied)."""
+        lat, source, mask = sample_of(request), sample_of(request, "source"), mask_of(request)
+        region = {"region": mask} if mask is not None else {"parts": ints(request, "part")}
+        delta = transfer_offsets(model, generator, lat, source, alpha=alpha_of(request, 1.0), **region)[0]
+        return generator.to_unit(synthesize_offset(generator, model.layer_, lat, delta)).cpu()[0]
+
     searches: OrderedDict[tuple, tuple[int, float, float]] = OrderedDict()  # (sample, part, alpha) -> auto fill
 
     def fill_of(request) -> tuple[Latents, torch.Tensor, float, dict]:
@@ -328,6 +338,8 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
         Route("/api/part.png", picture(part_map, "part")), Route("/api/localize.png", picture(localisation, "localize")),
         Route("/api/remove.png", picture(removed, "remove")), Route("/api/remove.json", data(lambda r: fill_of(r)[3])),
         Route("/api/region.json", data(region_top)), Route("/api/mask.png", picture(mask_image, "mask")),
+        Route("/api/source.png", picture(lambda r: generator.render(sample_of(r, "source"))[0], "source")),
+        Route("/api/transfer.png", picture(transferred, "transfer")),
     ])
     return _Guard(app, hosts)
 

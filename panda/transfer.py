@@ -167,6 +167,32 @@ class Transfer:
     label: str = ""
 
 
+def transfer_offsets(model: PandA, generator: GeneratorAdapter, targets: Latents, sources: Latents,
+                     parts: Sequence[int] | None = None, region: torch.Tensor | None = None,
+                     source_region: torch.Tensor | None = None, alpha: float = 1.0,
+                     appearances: Sequence[int] | None = None, min_share: float = MIN_PART_SHARE) -> torch.Tensor:
+    """The layer's offsets that give each target each source's content in a region (arguments as :func:`transfer`):
+    (N, M, C, H, W), for :func:`panda.editing.synthesize_offset`."""
+    check_alpha(alpha)
+    n, m = len(targets), len(sources)
+    if (parts is None) == (region is None):
+        raise PandaError("say which region to transfer: either parts or a region map (not both).")
+    if parts is not None:
+        target_basis = source_basis = parts_basis(model, parts)
+    else:
+        target_basis = region_basis(model, region, min_share)
+        if source_region is None and region.dim() == 3:
+            raise PandaError("a region per target needs each source's own region too (source_region, (M, H, W)).")
+        source_basis = target_basis if source_region is None else region_basis(model, source_region, min_share)
+        for basis, count, who in ((target_basis, n, "target"), (source_basis, m, "source")):
+            if basis.dim() == 3 and basis.shape[0] != count:
+                raise PandaError(f"{basis.shape[0]} {who} regions for {count} {who}s: give one per image.")
+    chosen = None if appearances is None else [model.check_appearance(j) for j in appearances]
+    coef_t = region_coefficients(model, capture(generator, targets, model.layer_), target_basis, chosen)
+    coef_s = region_coefficients(model, capture(generator, sources, model.layer_), source_basis, chosen)
+    return transfer_delta(model, coef_t, coef_s, target_basis, source_basis, alpha, chosen)
+
+
 def transfer(model: PandA, generator: GeneratorAdapter, targets: Latents | Sequence[int],
              sources: Latents | Sequence[int], parts: Sequence[int] | None = None, region: torch.Tensor | None = None,
              source_region: torch.Tensor | None = None, alpha: float = 1.0, appearances: Sequence[int] | None = None,
@@ -199,30 +225,17 @@ def transfer(model: PandA, generator: GeneratorAdapter, targets: Latents | Seque
     Transfer
     """
     model.check_compatible(generator)
-    check_alpha(alpha)
     targets, sources = generator.latents(targets), generator.latents(sources)
     n, m = len(targets), len(sources)
-    if (parts is None) == (region is None):
-        raise PandaError("say which region to transfer: either parts or a region map (not both).")
+    deltas = transfer_offsets(model, generator, targets, sources, parts, region, source_region, alpha, appearances,
+                              min_share)  # (N, M, C, H, W); checks every argument
     if parts is not None:
-        target_basis = source_basis = parts_basis(model, parts)
         profile = source_profile = torch.stack([part_profile(model, k).cpu() for k in parts]).amax(0)  # any part
         label = label or ", ".join(model.part_label(k) for k in parts)
     else:
-        target_basis = region_basis(model, region, min_share)
-        if source_region is None and region.dim() == 3:
-            raise PandaError("a region per target needs each source's own region too (source_region, (M, H, W)).")
-        source_basis = target_basis if source_region is None else region_basis(model, source_region, min_share)
-        for basis, count, who in ((target_basis, n, "target"), (source_basis, m, "source")):
-            if basis.dim() == 3 and basis.shape[0] != count:
-                raise PandaError(f"{basis.shape[0]} {who} regions for {count} {who}s: give one per image.")
         profile = region.detach().cpu().float()
         source_profile = profile if source_region is None else source_region.detach().cpu().float()
         label = label or "region"
-    chosen = list(range(model.n_appearances)) if appearances is None else [model.check_appearance(j) for j in appearances]
-    coef_t = region_coefficients(model, capture(generator, targets, model.layer_), target_basis, chosen)
-    coef_s = region_coefficients(model, capture(generator, sources, model.layer_), source_basis, chosen)
-    deltas = transfer_delta(model, coef_t, coef_s, target_basis, source_basis, alpha, chosen)  # (N, M, C, H, W)
     pairs = targets[torch.arange(n).repeat_interleave(m)]
     out = generator.to_unit(synthesize_offset(generator, model.layer_, pairs, deltas.flatten(0, 1), batch_size)).cpu()
     images = out.view(n, m, *out.shape[1:])
@@ -233,6 +246,7 @@ def transfer(model: PandA, generator: GeneratorAdapter, targets: Latents | Seque
     share = change_inside_fraction(original_t.repeat_interleave(m, 0), images.flatten(0, 1),
                                    inside.repeat_interleave(m, 0))
     closer = _closer(original_t, original_s, images, inside)
+    chosen = list(range(model.n_appearances)) if appearances is None else list(appearances)
     return Transfer(original_t, original_s, images, shown, _shown(source_profile, source_masks, m, size),
                     float(share.mean()), closer, alpha, chosen, label)
 

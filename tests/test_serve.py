@@ -171,6 +171,37 @@ def test_api_edits_ranks_draws_and_removes_a_painted_region(server, model, celeb
         assert status == 400 and match in text, text
 
 
+def test_api_transfers_a_part_or_a_painted_region_from_another_sample(server, model, celeba):
+    """/api/transfer.png: the sample with another's content in the part (or the painted region), exactly what
+    panda.transfer computes; from itself, or at alpha 0, the original."""
+    import io
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from panda.transfer import transfer
+    base, _ = server
+    status, _, body = get(f"{base}/api/transfer.png?seed=3&source=9&part=1&full=1")
+    assert status == 200
+    expected = transfer(model, celeba, [3], [9], parts=[1]).images[0, 0]
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(body)).convert("RGB")), np.asarray(to_pil(expected)))
+    assert get(f"{base}/api/source.png?seed=3&source=9")[2] == get(f"{base}/api/original.png?seed=9")[2]
+    original = get(f"{base}/api/original.png?seed=3")[2]
+    assert get(f"{base}/api/transfer.png?seed=3&source=3&part=1")[2] == original
+    assert get(f"{base}/api/transfer.png?seed=3&source=9&part=1&alpha=0")[2] == original
+    mask = torch.zeros(8, 8)
+    mask[5:7, 2:6] = 1
+    status, _, body = get(f"{base}/api/transfer.png?seed=3&source=9&mask={_hex(mask)}&full=1")
+    expected = transfer(model, celeba, [3], [9], region=mask).images[0, 0]
+    assert status == 200 and np.array_equal(np.asarray(Image.open(io.BytesIO(body)).convert("RGB")),
+                                            np.asarray(to_pil(expected)))
+    for query, match in (("source=-1&part=1", b"source must be in"), ("part=1", b"source"),
+                         ("source=9&part=99", b"part 99 is out of range")):
+        status, _, text = get(f"{base}/api/transfer.png?seed=3&{query}")
+        assert status == 400 and match in text, text
+
+
 def test_api_removes_with_this_images_fill_or_the_global_one(server, model, celeba):
     """fill=auto (the default) uses the fill chosen for this part on this image; fill=global the fit's."""
     from panda.editing import part_profile
@@ -365,6 +396,14 @@ def test_explorer_in_a_real_browser(server, model):
         wait.until(lambda d: "edits=" in edited.get_attribute("src")
                    and "m" in edited.get_attribute("src").split("edits=")[1].split("&")[0] and loaded(edited))
         assert "a painted region" in by_id("stack").text
+        # take the painted region from another sample: its picture and the transfer follow the number
+        source, transferred = by_id("source"), by_id("transferred")
+        wait.until(lambda d: "mask=" in transferred.get_attribute("src") and loaded(transferred))
+        source.clear()
+        source.send_keys("12")
+        wait.until(lambda d: "source=12" in transferred.get_attribute("src") and loaded(transferred)
+                   and "source=12" in by_id("source-img").get_attribute("src") and loaded(by_id("source-img")))
+        assert "as sample 12 has it" in by_id("transfer-cap").text and by_id("error").text == ""
     finally:
         driver.quit()
         model.part_names_ = saved_names

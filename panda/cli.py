@@ -39,7 +39,7 @@ from .model import PandA
 from .naming import CALIB_SEED_START, name_model_parts
 from .progress import log_stages
 from .projection import load_image, project, save_latent
-from .refinement import check_refine_args, compare_refinement
+from .refinement import check_refine_args, compare_refinement, refine as refine_images
 from .regions import calibrated_appearance, face_regions, region_for
 from .removal import candidate_fills, parse_background, removal
 from .transfer import MIN_PART_SHARE, transfer as transfer_regions
@@ -694,13 +694,16 @@ MAX_TRANSFER_PAIRS = 400
               help="1: the source's appearance in the region; 0: the target's own; between: a blend.")
 @click.option("--appearance", "-j", "appearances", type=int, multiple=True,
               help="Transfer only this appearance (repeat for several); default all.")
+@click.option("--refine", "refine_first", is_flag=True,
+              help="With --part: refine each target's and source's parts first (as `panda refine` does), for images "
+                   "whose content is not where the global parts are.")
 @click.option("--min-share", type=click.FloatRange(0, 1), default=MIN_PART_SHARE,
               help="With --mask or --region: the parts that span it have at least this share of their mass inside it; "
                    "lower carries more of the source's layout, higher keeps the change closer to the region.")
 @SAVE_IMAGES
 @sample_options(n_images=4, out="out/transfer")
-def transfer(factors, parts, mask, region, dilate, sources, source_latent, alpha, appearances, min_share, save_images,
-             seeds, seed, n_images, latent, save_arrays, out, device, **gen):
+def transfer(factors, parts, mask, region, dilate, sources, source_latent, alpha, appearances, refine_first, min_share,
+             save_images, seeds, seed, n_images, latent, save_arrays, out, device, **gen):
     """Appearance transfer: give each target what each source has in a region (its mouth, its eyes, ...), a table.
 
     \b
@@ -728,9 +731,15 @@ def transfer(factors, parts, mask, region, dilate, sources, source_latent, alpha
     if len(targets) * len(source_samples) > MAX_TRANSFER_PAIRS:
         raise PandaError(f"{len(targets)} targets x {len(source_samples)} sources is more than {MAX_TRANSFER_PAIRS} "
                          f"images: give fewer (--seeds, --sources).")
+    if refine_first and part_list is None:
+        raise PandaError("--refine refines parts: give --part (a mask or a face region is each image's own already).")
     kwargs = {}
     if part_list is not None:
         kwargs["parts"], name = part_list, "parts" + "_".join(map(str, part_list))
+        if refine_first:
+            kwargs["target_parts"] = refine_images(model, gen, targets)[1].parts
+            kwargs["source_parts"] = refine_images(model, gen, source_samples)[1].parts
+            name += "_refined"
     elif mask is not None:
         kwargs["region"], name = region_for(model, mask=mask), "mask"
     else:

@@ -17,7 +17,7 @@ import torch
 from .errors import PandaError
 from .features import modified
 from .generators import GeneratorAdapter, Latents
-from .maps import normalise, upsample
+from .maps import normalise, region_at, upsample
 from .metrics import change_inside_fraction
 from .model import PandA
 
@@ -286,8 +286,7 @@ def measured_region_sweep(
     """
     latents = generator.latents(latents)
     out = generator.to_unit(region_sweep(model, generator, latents, region, appearance, alphas)).cpu()
-    shown = upsample(region.float()[None] if region.dim() == 2 else region.float(), out.shape[-1]).clamp(0, 1)
-    shown = (shown[0] if region.dim() == 2 else shown) if masks is None else masks.float()
+    shown = region_at(region, out.shape[-1]) if masks is None else masks.float()
     return _measured(None, appearance, alphas, generator.render(latents), out, shown, label)
 
 

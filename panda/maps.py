@@ -28,6 +28,17 @@ def upsample(maps: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(maps[:, None].float(), size=(size, size), mode="bilinear", align_corners=False)[:, 0]
 
 
+def region_at(region: torch.Tensor, size: int, n: int | None = None) -> torch.Tensor:
+    """A region on the layer's grid, (H, W) or one per image (N, H, W), at image resolution in [0, 1] (what pictures
+    draw and metrics measure above 0.5): (size, size) or (N, size, size); with ``n``, an (H, W) region is repeated
+    to (n, size, size)."""
+    one = region.dim() == 2
+    shown = upsample(region.detach().cpu().float()[None] if one else region.detach().cpu().float(), size).clamp(0, 1)
+    if not one:
+        return shown
+    return shown[0] if n is None else shown.expand(n, size, size).clone()
+
+
 def normalise(maps: torch.Tensor) -> torch.Tensor:
     """Min-max each map to [0, 1]; a constant map becomes 0.
 

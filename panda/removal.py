@@ -18,7 +18,7 @@ import torch
 from .editing import check_alpha, part_profile, region_delta, synthesize_offset
 from .errors import PandaError
 from .generators import GeneratorAdapter, Latents
-from .maps import dilate, upsample
+from .maps import dilate, region_at, upsample
 from .model import PandA
 from .progress import progress_bar
 
@@ -359,7 +359,7 @@ def removal_regions(region: torch.Tensor, masks: torch.Tensor | None, n: int,
     """(regions on the grid (N, H, W), what to draw (N, size, size) in [0, 1], what to measure (N, size, size) bool)
     for a region (H, W) or (N, H, W) and optional masks (N, size, size) bool at image resolution."""
     regions = region[None].expand(n, *region.shape) if region.dim() == 2 else region
-    shown = upsample(regions.float(), size).clamp(0, 1) if masks is None else masks.float()
+    shown = region_at(regions, size) if masks is None else masks.float()
     return regions, shown, (shown > 0.5 if masks is None else masks)
 
 

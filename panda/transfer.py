@@ -27,19 +27,26 @@ from .editing import check_alpha, part_profile, synthesize_offset
 from .errors import PandaError
 from .features import capture
 from .generators import GeneratorAdapter, Latents
-from .maps import upsample
+from .maps import region_at
 from .metrics import change_inside_fraction
 from .model import PandA
 
 
-def parts_basis(model: PandA, parts: Sequence[int]) -> torch.Tensor:
-    """The maps of ``parts`` as the columns of a basis, (S, K), on the CPU."""
+def parts_basis(model: PandA, parts: Sequence[int], maps: torch.Tensor | None = None) -> torch.Tensor:
+    """The maps of ``parts`` as the columns of a basis, (S, K), on the CPU; with sample-specific parts ``maps``
+    (N, S, R_S) (:func:`panda.refinement.refine`), each sample's, (N, S, K)."""
     parts = list(parts)
     if not parts:
         raise PandaError("say which parts to transfer: at least one part index (`panda info FILE --parts` lists them).")
     if len(set(parts)) != len(parts):
         raise PandaError(f"parts {parts} name a part twice: give each once.")
-    return model.parts_[:, [model.check_part(k) for k in parts]].detach().cpu().float()
+    columns = [model.check_part(k) for k in parts]
+    if maps is None:
+        return model.parts_[:, columns].detach().cpu().float()
+    if maps.dim() != 3 or tuple(maps.shape[1:]) != tuple(model.parts_.shape) or not torch.isfinite(maps).all():
+        raise PandaError(f"sample-specific parts must be finite, (N, S, R_S) = (N, {model.parts_.shape[0]}, "
+                         f"{model.parts_.shape[1]}) (panda.refinement.refine), got shape {tuple(maps.shape)}.")
+    return maps[:, :, columns].detach().cpu().float()
 
 
 #: A part joins a region's basis when at least this share of its mass lies inside the region. It is the dial between
@@ -170,15 +177,22 @@ class Transfer:
 def transfer_offsets(model: PandA, generator: GeneratorAdapter, targets: Latents, sources: Latents,
                      parts: Sequence[int] | None = None, region: torch.Tensor | None = None,
                      source_region: torch.Tensor | None = None, alpha: float = 1.0,
-                     appearances: Sequence[int] | None = None, min_share: float = MIN_PART_SHARE) -> torch.Tensor:
+                     appearances: Sequence[int] | None = None, min_share: float = MIN_PART_SHARE,
+                     target_parts: torch.Tensor | None = None, source_parts: torch.Tensor | None = None) -> torch.Tensor:
     """The layer's offsets that give each target each source's content in a region (arguments as :func:`transfer`):
     (N, M, C, H, W), for :func:`panda.editing.synthesize_offset`."""
     check_alpha(alpha)
     n, m = len(targets), len(sources)
     if (parts is None) == (region is None):
         raise PandaError("say which region to transfer: either parts or a region map (not both).")
+    if parts is None and (target_parts is not None or source_parts is not None):
+        raise PandaError("sample-specific parts go with parts (indices), not with a region map.")
     if parts is not None:
-        target_basis = source_basis = parts_basis(model, parts)
+        target_basis, source_basis = parts_basis(model, parts, target_parts), parts_basis(model, parts, source_parts)
+        for basis, count, who in ((target_basis, n, "target"), (source_basis, m, "source")):
+            if basis.dim() == 3 and basis.shape[0] != count:
+                raise PandaError(f"{basis.shape[0]} sets of {who} parts for {count} {who}s: refine the images you "
+                                 f"transfer.")
     else:
         target_basis = region_basis(model, region, min_share)
         if source_region is None and region.dim() == 3:
@@ -197,7 +211,8 @@ def transfer(model: PandA, generator: GeneratorAdapter, targets: Latents | Seque
              sources: Latents | Sequence[int], parts: Sequence[int] | None = None, region: torch.Tensor | None = None,
              source_region: torch.Tensor | None = None, alpha: float = 1.0, appearances: Sequence[int] | None = None,
              masks: torch.Tensor | None = None, source_masks: torch.Tensor | None = None,
-             min_share: float = MIN_PART_SHARE, batch_size: int = 64, label: str | None = None) -> Transfer:
+             min_share: float = MIN_PART_SHARE, target_parts: torch.Tensor | None = None,
+             source_parts: torch.Tensor | None = None, batch_size: int = 64, label: str | None = None) -> Transfer:
     """Give each target each source's content in a region: N x M images through the generator.
 
     Parameters
@@ -219,6 +234,9 @@ def transfer(model: PandA, generator: GeneratorAdapter, targets: Latents | Seque
     masks, source_masks : torch.Tensor, optional
         (N, H', W') each target's region at image resolution to draw and measure, (M, H', W') each source's to draw;
         default the regions upsampled.
+    target_parts, source_parts : torch.Tensor, optional
+        With ``parts``: sample-specific parts (N, S, R_S) and (M, S, R_S) in place of the global ones
+        (:func:`panda.refinement.refine`), for images whose content is not where the global parts are.
 
     Returns
     -------
@@ -228,9 +246,9 @@ def transfer(model: PandA, generator: GeneratorAdapter, targets: Latents | Seque
     targets, sources = generator.latents(targets), generator.latents(sources)
     n, m = len(targets), len(sources)
     deltas = transfer_offsets(model, generator, targets, sources, parts, region, source_region, alpha, appearances,
-                              min_share)  # (N, M, C, H, W); checks every argument
+                              min_share, target_parts, source_parts)  # (N, M, C, H, W); checks every argument
     if parts is not None:
-        profile = source_profile = torch.stack([part_profile(model, k).cpu() for k in parts]).amax(0)  # any part
+        profile, source_profile = _parts_profile(model, parts, target_parts), _parts_profile(model, parts, source_parts)
         label = label or ", ".join(model.part_label(k) for k in parts)
     else:
         profile = region.detach().cpu().float()
@@ -251,12 +269,17 @@ def transfer(model: PandA, generator: GeneratorAdapter, targets: Latents | Seque
                     float(share.mean()), closer, alpha, chosen, label)
 
 
+def _parts_profile(model: PandA, parts: Sequence[int], maps: torch.Tensor | None) -> torch.Tensor:
+    """Where any of ``parts`` is, each rescaled to [0, 1]: (H, W), or (N, H, W) for sample-specific parts."""
+    def one(p: torch.Tensor | None) -> torch.Tensor:
+        return torch.stack([part_profile(model, k, p).cpu() for k in parts]).amax(0)
+
+    return one(None) if maps is None else torch.stack([one(p) for p in maps])
+
+
 def _shown(profile: torch.Tensor, masks: torch.Tensor | None, n: int, size: int) -> torch.Tensor:
     """(n, size, size) in [0, 1]: the masks given, else the region map (H, W) or (n, H, W) upsampled."""
-    if masks is not None:
-        return masks.float().cpu()
-    shown = upsample(profile[None] if profile.dim() == 2 else profile, size).clamp(0, 1)
-    return shown.expand(n, size, size).clone() if profile.dim() == 2 else shown
+    return masks.float().cpu() if masks is not None else region_at(profile, size, n)
 
 
 def _appearances(model: PandA, appearances: Sequence[int] | None) -> torch.Tensor:

@@ -383,6 +383,8 @@ def test_transfer_table_by_part_index_name_mask_and_face_region(factor_file, tmp
         assert data["images"].shape == (2, 3, 3, 64, 64) and list(data["labels"]) == ["0", "1"]
     r = run("transfer", named_file, "--part", "eyes", "--seeds", "0", "--sources", "5", "--out", tmp_path / "t")
     assert r.exit_code == 0 and (tmp_path / "t" / "transfer_parts1_5.png").is_file(), r.output
+    r = run("transfer", factor_file, "--part", 2, "--refine", "--seeds", "0", "--sources", "5", "--out", tmp_path / "t")
+    assert r.exit_code == 0 and (tmp_path / "t" / "transfer_parts2_refined.png").is_file(), r.output
     mask = tmp_path / "mask.png"
     img = Image.new("L", (64, 64), 0)
     img.paste(255, (16, 36, 48, 52))
@@ -403,6 +405,7 @@ def test_transfer_table_by_part_index_name_mask_and_face_region(factor_file, tmp
     (["--part", 0, "--alpha", "nan"], "finite"),
     (["--part", 0, "--seeds", "0-20", "--sources", "0-20"], "more than 400 images"),
     (["--part", 0, "--source-latent", "missing.npy"], "missing.npy"),
+    (["--region", "eyes", "--refine"], "--refine refines parts"),
 ])
 def test_bad_transfer_input_writes_nothing(factor_file, tmp_path, args, match):
     out = tmp_path / "out"

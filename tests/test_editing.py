@@ -153,3 +153,19 @@ def test_region_appearances_are_particular_to_the_region(model, celeba):
     inside, total = (energy * region.double()).sum((0, 2, 3)), energy.sum((0, 2, 3))
     baseline = inside.sum() / total.sum()
     assert inside[top[0]] / total[top[0]] > baseline  # more of it inside than the region's share of all energy
+
+
+def test_region_at_image_resolution():
+    """One region or one per image, to image resolution in [0, 1]; an (H, W) region repeated n times on request."""
+    import torch
+
+    from panda.maps import region_at
+    r = torch.zeros(8, 8)
+    r[2:4, 3:6] = 1.5  # a coverage above 1 is drawn as 1
+    one = region_at(r, 64)
+    assert one.shape == (64, 64) and float(one.max()) == 1.0 and float(one.min()) == 0.0
+    assert bool(one[24, 36] == 1) and bool(one[0, 0] == 0)
+    many = region_at(r, 64, 3)
+    assert many.shape == (3, 64, 64) and torch.equal(many[2], one)
+    per_image = region_at(torch.stack([r, torch.zeros(8, 8)]), 32)
+    assert per_image.shape == (2, 32, 32) and per_image[1].abs().sum() == 0 and per_image[0].sum() > 0

@@ -166,3 +166,37 @@ def test_parts_named(model):
 def test_save_arrays_of_a_transfer(model, celeba):
     arrays = as_arrays(transfer(model, celeba, [0], [1, 2], parts=[0]))
     assert arrays["images"].shape == (1, 2, 3, 64, 64) and np.isfinite(arrays["closer"])
+
+
+def test_sample_specific_parts_read_and_write_where_each_image_has_them(model, maps):
+    """target_parts / source_parts (refined parts, N x S x R_S): the global parts given per image change nothing;
+    parts moved in one target move its change with them."""
+    zt, zs = maps
+    h, w = model.layer_shape_[1:]
+    glob = model.parts_.cpu().float()
+    same_t, same_s = glob.expand(3, *glob.shape), glob.expand(2, *glob.shape)
+    basis = parts_basis(model, [1, 3])
+    want = transfer_delta(model, region_coefficients(model, zt, basis), region_coefficients(model, zs, basis), basis)
+    tb, sb = parts_basis(model, [1, 3], same_t), parts_basis(model, [1, 3], same_s)
+    assert tb.shape == (3, h * w, 2)
+    got = transfer_delta(model, region_coefficients(model, zt, tb), region_coefficients(model, zs, sb), tb, sb)
+    assert torch.allclose(got, want, atol=1e-5)
+    moved = same_t.clone()
+    moved[0] = glob.view(h, w, -1).roll(3, dims=1).reshape(h * w, -1)  # target 0's parts 3 positions to the right
+    tb = parts_basis(model, [1, 3], moved)
+    got = transfer_delta(model, region_coefficients(model, zt, tb), region_coefficients(model, zs, sb), tb, sb)
+    support = tb[0].abs().sum(1).view(h, w) > 0
+    assert got[0][..., ~support].abs().amax() == 0 and got[0][..., support].abs().amax() > 0
+    assert torch.allclose(got[1:], want[1:], atol=1e-5)
+
+
+def test_transfer_with_refined_parts(model, celeba):
+    from panda.refinement import refine
+    (_, rt), (_, rs) = refine(model, celeba, [0, 1]), refine(model, celeba, [7])
+    result = transfer(model, celeba, [0, 1], [7], parts=[2], target_parts=rt.parts, source_parts=rs.parts)
+    assert result.images.shape == (2, 1, 3, 64, 64) and result.shown.shape == (2, 64, 64)
+    for kwargs, match in (({"parts": [2], "target_parts": rt.parts[:1]}, "1 sets of target parts for 2 targets"),
+                          ({"parts": [2], "source_parts": torch.zeros(1, 5, 5)}, "sample-specific parts must be"),
+                          ({"region": torch.ones(8, 8), "target_parts": rt.parts}, "go with parts")):
+        with pytest.raises(PandaError, match=match):
+            transfer(model, celeba, [0, 1], [7], **kwargs)

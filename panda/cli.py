@@ -37,11 +37,11 @@ from .latents import load_latents
 from .localisation import localisation
 from .model import PandA
 from .naming import CALIB_SEED_START, name_model_parts
-from .progress import log_stages
+from .progress import log_stages, progress_bar
 from .projection import load_image, project, save_latent
 from .refinement import check_refine_args, compare_refinement, refine as refine_images
 from .regions import calibrated_appearance, face_regions, region_for
-from .removal import candidate_fills, parse_background, removal
+from .removal import candidate_fills, parse_background, remove as remove_region, removal
 from .transfer import MIN_PART_SHARE, transfer as transfer_regions
 from .serve import serve as run_server
 from .tables import markdown, setup_cost_markdown, write_outputs
@@ -237,6 +237,35 @@ def _export(folder, images: torch.Tensor, labels: list, what: str) -> None:
     names = [f"{what}_{_file_label(label)}" for label in labels]
     paths = save_images(images, folder / "images", names)  # the folder is created there
     click.echo(f"wrote {len(paths)} image(s) to {paths[0].parent}")
+
+
+#: The most samples a figure of `edit` or `remove` shows, a row each; with more, the pictures and arrays hold these
+#: and --save-images writes every sample's result, computed CHUNK samples at a time (10,000 latents edited for an
+#: evaluation must not be held in memory at once, nor drawn as a picture 10,000 rows tall).
+FIGURE_ROWS = 16
+CHUNK = 64
+
+
+def _shown(samples, labels: list) -> tuple[object, list]:
+    """The samples and labels a figure shows (the first FIGURE_ROWS), saying so when there are more."""
+    if len(labels) > FIGURE_ROWS:
+        click.echo(f"the pictures and arrays show the first {FIGURE_ROWS} of {len(labels)} samples; --save-images "
+                   f"writes all of them", err=True)
+    return samples[:FIGURE_ROWS], labels[:FIGURE_ROWS]
+
+
+def _export_all(folder, samples, labels: list, what: str, produce) -> None:
+    """--save-images for every sample, CHUNK at a time: ``produce(samples, labels)`` -> images (n, 3, H, W) in
+    [0, 1], each written as :func:`_export` names it."""
+    count = 0
+    with progress_bar(total=len(labels), desc=f"{what} images", unit="img", progress=None) as bar:
+        for start in range(0, len(labels), CHUNK):
+            chunk, names = samples[start:start + CHUNK], labels[start:start + CHUNK]
+            paths = save_images(produce(chunk, names), folder / "images",
+                                [f"{what}_{_file_label(label)}" for label in names])
+            count += len(paths)
+            bar.update(len(names))
+    click.echo(f"wrote {count} image(s) to {folder / 'images'}")
 
 
 def _arrays(png: Path, data, labels: list) -> None:
@@ -528,19 +557,21 @@ def edit(factors, part, mask, region, dilate, appearance, alpha, edits, sweep, g
     folder = check_writable(out)
     if len(edit_list) == 1 and sweep:
         e = edit_list[0]
-        _write_sweep(model, lambda alphas: measured_sweep(model, gen, samples, e.part, e.appearance, alphas), e.alpha,
-                     seed_list, folder / f"edit_part{e.part}_app{e.appearance}.png", gif, save_images, save_arrays,
-                     "the part")
+        _write_sweep(model, lambda some, _labels, alphas: measured_sweep(model, gen, some, e.part, e.appearance, alphas),
+                     e.alpha, samples, seed_list, folder / f"edit_part{e.part}_app{e.appearance}.png", gif,
+                     save_images, save_arrays, "the part")
     else:
-        edited = gen.to_unit(edit_images(model, gen, samples, edit_list)).cpu()
-        original = gen.render(samples)
-        path = save_png(edits_figure(model, original, edited, edit_list, seed_list), folder / "edit.png")
+        shown, shown_labels = _shown(samples, seed_list)
+        edited = gen.to_unit(edit_images(model, gen, shown, edit_list)).cpu()
+        original = gen.render(shown)
+        path = save_png(edits_figure(model, original, edited, edit_list, shown_labels), folder / "edit.png")
         click.echo(f"wrote {path}")
         if save_images:
-            _export(folder, edited, seed_list, "edited")
+            _export_all(folder, samples, seed_list, "edited",
+                        lambda some, _labels: gen.to_unit(edit_images(model, gen, some, edit_list)).cpu())
         if save_arrays:  # edits: (E, 3) rows of part, appearance, alpha
             _arrays(path, {"original": original, "edited": edited,
-                           "edits": [[e.part, e.appearance, e.alpha] for e in edit_list]}, seed_list)
+                           "edits": [[e.part, e.appearance, e.alpha] for e in edit_list]}, shown_labels)
 
 
 def _edit_region(model, gen, samples, seed_list, part, mask, region, dilate, appearance, alpha, edits, sweep, gif,
@@ -552,33 +583,42 @@ def _edit_region(model, gen, samples, seed_list, part, mask, region, dilate, app
     if not sweep:
         raise PandaError("an edit of a mask or face region is drawn as a sweep: leave out --no-sweep.")
     check_alpha(alpha)
-    grid_regions, masks, label = _region(model, gen, samples, seed_list, None, mask, region, dilate)
+    if mask is not None:
+        rasterised = region_for(model, mask=mask)  # read once, refused before anything is drawn
     if appearance is None:
         j, ranked_on = calibrated_appearance(model, gen, mask, region, dilate)
         click.echo(f"appearance {j}: the most particular to the region on {ranked_on} calibration samples", err=True)
     else:
         j = model.check_appearance(appearance)
     folder = check_writable(out)
-    _write_sweep(model, lambda alphas: measured_region_sweep(model, gen, samples, grid_regions, j, alphas, masks, label),
-                 alpha, seed_list, folder / f"edit_{region or 'mask'}_app{j}.png", gif, save_images, save_arrays,
-                 "the region")
+
+    def measure(some, labels, alphas):  # a face region is found in each image of each chunk
+        if mask is not None:
+            return measured_region_sweep(model, gen, some, rasterised, j, alphas, None, "mask")
+        grid_regions, masks, label = _region(model, gen, some, labels, None, None, region, dilate)
+        return measured_region_sweep(model, gen, some, grid_regions, j, alphas, masks, label)
+
+    _write_sweep(model, measure, alpha, samples, seed_list, folder / f"edit_{region or 'mask'}_app{j}.png", gif,
+                 save_images, save_arrays, "the region")
 
 
-def _write_sweep(model, measure, alpha: float, seed_list: list, png: Path, gif: bool, save_images: bool,
+def _write_sweep(model, measure, alpha: float, samples, seed_list: list, png: Path, gif: bool, save_images: bool,
                  save_arrays: bool, where: str) -> None:
-    """An edit's sweep figure (``measure(alphas) -> SweepResult``), and with --gif its animation, with --save-images /
-    --save-arrays the images at the edit's own strength and the data."""
-    result = measure([f * alpha for f in DEFAULT_ALPHAS])
-    path = save_png(sweep_figure(model, result, seed_list), png)
+    """An edit's sweep figure (``measure(samples, labels, alphas) -> SweepResult``) of the samples shown
+    (:func:`_shown`), and with --gif its animation, with --save-arrays its data; with --save-images every sample at
+    the edit's own strength."""
+    shown, labels = _shown(samples, seed_list)
+    result = measure(shown, labels, [f * alpha for f in DEFAULT_ALPHAS])
+    path = save_png(sweep_figure(model, result, labels), png)
     if gif:
         strengths = torch.linspace(-2 * alpha, 2 * alpha, GIF_STEPS).tolist()
-        click.echo(f"wrote {save_gif(sweep_animation(model, measure(strengths), seed_list), png.with_suffix('.gif'))}")
+        click.echo(f"wrote {save_gif(sweep_animation(model, measure(shown, labels, strengths), labels), png.with_suffix('.gif'))}")
     click.echo(f"wrote {path} (appearance {result.appearance}; {100 * result.share:.0f}% of the pixel change inside "
                f"{where})")
-    if save_images:  # the column at the edit's own strength
-        _export(png.parent, result.images[:, list(DEFAULT_ALPHAS).index(1.0)], seed_list, "edited")
+    if save_images:  # each sample at the edit's own strength
+        _export_all(png.parent, samples, seed_list, "edited", lambda some, names: measure(some, names, [alpha]).images[:, 0])
     if save_arrays:
-        _arrays(path, result, seed_list)
+        _arrays(path, result, labels)
 
 
 @main.command()
@@ -650,14 +690,23 @@ def remove(factors, part, mask, region, dilate, alpha, background, save_images, 
         raise PandaError(f"say what to remove: exactly one of --part K, --mask FILE.PNG or --region {'|'.join(REMOVAL_REGIONS)}.")
     check_alpha(alpha)
     background, sign = parse_background(model, background)
-    samples, seed_list = _samples(gen, seeds, seed, n_images, latent)
+    all_samples, all_labels = _samples(gen, seeds, seed, n_images, latent)
+    samples, seed_list = _shown(all_samples, all_labels)
     grid_regions, masks, label = _region(model, gen, samples, seed_list, part, mask, region, dilate)
     folder = check_writable(out)
     result = removal(model, gen, samples, grid_regions, alpha, background, masks, sign)
     name = f"remove_part{part}" if part is not None else (f"remove_{region}" if region else "remove_mask")
     path = save_png(remove_figure(result, seed_list, label), folder / f"{name}.png")
     if save_images:
-        _export(folder, result.removed, seed_list, "removed")
+        if len(all_labels) > len(seed_list) and result.search is not None:
+            click.echo(f"  the fill chosen on the first {len(seed_list)} samples fills the region in all of them",
+                       err=True)
+
+        def removed(some, labels):  # a face region is found in each image of each chunk
+            regions = _region(model, gen, some, labels, part, mask, region, dilate)[0]
+            return gen.to_unit(remove_region(model, gen, some, regions, alpha, result.appearance, result.sign)).cpu()
+
+        _export_all(folder, all_samples, all_labels, "removed", removed)
     if save_arrays:
         _arrays(path, result, seed_list)
     click.echo(f"wrote {path}\n  background appearance {result.appearance} ({result.sign:+g}); colour distance from "

@@ -412,3 +412,43 @@ def test_bad_transfer_input_writes_nothing(factor_file, tmp_path, args, match):
     r = run("transfer", factor_file, *args, "--out", out)
     assert r.exit_code == 2 and match in r.output, r.output
     assert not out.exists()
+
+
+def test_many_samples_stream_their_images_and_draw_the_first_rows(factor_file, tmp_path, monkeypatch):
+    """More samples than a figure shows: the figure and arrays hold the first FIGURE_ROWS, --save-images writes
+    every sample's result, computed a chunk at a time (here chunks of 8 for 20 samples), the same as one call."""
+    import numpy as np
+    import torch
+
+    import panda
+    from panda import cli
+    from panda.editing import Edit, edit as edit_images
+    from panda.regions import region_for
+    from panda.removal import remove
+    monkeypatch.setattr(cli, "CHUNK", 8)
+    monkeypatch.setattr(cli, "FIGURE_ROWS", 6)
+    g = panda.load_generator("dcgan-celeba")
+    model = PandA.load(factor_file)
+    r = run("edit", factor_file, "--part", 2, "--appearance", 1, "--alpha", 1.5, "--seeds", "0-19", "--save-images",
+            "--save-arrays", "--out", tmp_path / "e")
+    assert r.exit_code == 0, r.output
+    assert "first 6 of 20 samples" in r.output
+    saved = sorted((tmp_path / "e" / "images").glob("edited_*.png"))
+    assert len(saved) == 20
+    with np.load(tmp_path / "e" / "edit_part2_app1.npz") as data:
+        assert data["images"].shape[0] == 6 and len(data["labels"]) == 6
+    assert Image.open(tmp_path / "e" / "edit_part2_app1.png").height < 8 * 132  # 6 rows, not 20
+    want = g.to_unit(edit_images(model, g, [17], [Edit(2, 1, 1.5)]))[0]
+    got = torch.from_numpy(np.asarray(Image.open(tmp_path / "e" / "images" / "edited_17.png"), dtype=np.float32) / 255)
+    assert (got.permute(2, 0, 1) - want).abs().max() <= 1 / 255 + 1e-6  # the 3rd chunk's, as one call gives it
+    r = run("edit", factor_file, "--edit", "2,1,1", "--edit", "3,0,-1", "--seeds", "0-9", "--save-images",
+            "--out", tmp_path / "s")
+    assert r.exit_code == 0 and len(list((tmp_path / "s" / "images").glob("edited_*.png"))) == 10, r.output
+    r = run("remove", factor_file, "--part", 2, "--seeds", "0-9", "--save-images", "--out", tmp_path / "r")
+    assert r.exit_code == 0, r.output
+    assert "fill chosen on the first 6 samples" in r.output
+    assert len(list((tmp_path / "r" / "images").glob("removed_*.png"))) == 10
+    fill = re.search(r"background appearance (\d+) \(([+-]1)\)", r.output)
+    want = g.to_unit(remove(model, g, [9], region_for(model, part=2), 1.5, int(fill.group(1)), float(fill.group(2))))[0]
+    got = torch.from_numpy(np.asarray(Image.open(tmp_path / "r" / "images" / "removed_9.png"), dtype=np.float32) / 255)
+    assert (got.permute(2, 0, 1) - want).abs().max() <= 1 / 255 + 1e-6

@@ -246,11 +246,13 @@ FIGURE_ROWS = 16
 CHUNK = 64
 
 
-def _shown(samples, labels: list) -> tuple[object, list]:
-    """The samples and labels a figure shows (the first FIGURE_ROWS), saying so when there are more."""
+def _shown(samples, labels: list, streams: bool = True) -> tuple[object, list]:
+    """The samples and labels a figure shows (the first FIGURE_ROWS), saying so when there are more; ``streams``:
+    the command writes the rest with --save-images."""
     if len(labels) > FIGURE_ROWS:
-        click.echo(f"the pictures and arrays show the first {FIGURE_ROWS} of {len(labels)} samples; --save-images "
-                   f"writes all of them", err=True)
+        rest = ("--save-images writes all of them" if streams
+                else "the others are not used (edit and remove write every sample's result with --save-images)")
+        click.echo(f"the pictures and arrays show the first {FIGURE_ROWS} of {len(labels)} samples; {rest}", err=True)
     return samples[:FIGURE_ROWS], labels[:FIGURE_ROWS]
 
 
@@ -497,7 +499,7 @@ def parts(factors, seeds, seed, n_images, latent, save_arrays, out, device, **ge
     Example:  panda parts factors.safetensors --seeds 0-7 --out out/parts
     """
     model, gen = _load(factors, device, **gen)
-    samples, seed_list = _samples(gen, seeds, seed, n_images, latent)
+    samples, seed_list = _shown(*_samples(gen, seeds, seed, n_images, latent), streams=False)
     folder = check_writable(out)
     images = gen.render(samples)
     path = save_png(parts_figure(model, images, seed_list), folder / "parts.png")
@@ -646,7 +648,7 @@ def refine(factors, part, appearance, alpha, steps, radius, search, shift, save_
     j = model.top_appearances(part, 1)[0] if appearance is None else model.check_appearance(appearance)
     check_alpha(alpha)
     check_refine_args(model.layer_shape_[1:], steps, radius, shift, search)  # all before anything is written
-    samples, seed_list = _samples(gen, seeds, seed, n_images, latent)
+    samples, seed_list = _shown(*_samples(gen, seeds, seed, n_images, latent), streams=False)
     folder = check_writable(out)
     cmp = compare_refinement(model, gen, samples, part, j, alpha, shift, steps, radius, search)
     path = save_png(refine_figure(model, cmp, seed_list, steps), folder / f"refine_part{part}.png")
@@ -840,6 +842,7 @@ def localize(factors, appearance, top, seeds, seed, n_images, latent, save_array
     samples, seed_list = _samples(gen, seeds, seed, n_images, latent)
     if appearance is not None:
         model.check_appearance(appearance)
+        samples, seed_list = _shown(samples, seed_list, streams=False)
         folder = check_writable(out)
         found = localisation(model, gen, samples)
         path = save_png(localize_figure(model, found, appearance, seed_list), folder / f"localize_app{appearance}.png")

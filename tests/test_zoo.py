@@ -130,6 +130,21 @@ def test_an_edit_on_a_stylegan_stays_in_its_part():
     assert float(change_inside_fraction(x0, x1, region).mean()) > float(region.mean())
 
 
+def test_transfer_on_a_stylegan_with_w_plus_latents():
+    """Appearance transfer through a StyleGAN2 checkpoint, on W+ latents: a source's part given to a target changes
+    the target mostly there, and a target given its own part is unchanged."""
+    g = panda.load_generator(FIXTURES / "stylegan2_nvlabs.pkl")
+    model = PandA(rank_parts=4).fit(FeatureSource(g, g.default_layer, range(64)))
+    from panda.transfer import transfer
+    k = int(model.part_maps().flatten(1).max(1).values.argmax())
+    ws = Latents.from_w(g.to_w(range(100, 103)))
+    result = transfer(model, g, ws[:2], ws[1:], parts=[k])
+    assert result.images.shape == (2, 2, 3, 32, 32)
+    assert torch.allclose(result.images[1, 0], result.targets[1], atol=1e-5)  # target 1 from itself
+    area = float((result.shown > 0.5).float().mean())
+    assert result.share > area and result.closer > 0
+
+
 # -------------------------------------------------------------------------------- bad checkpoints
 def _persistent_pickle(tmp_path, meta_for, name="bad.pkl") -> Path:
     """Write a pickle of NVlabs persistent objects without the reference code: a stand-in

@@ -129,10 +129,11 @@ def transfer_delta(model: PandA, target_coefficients: torch.Tensor, source_coeff
     present_s = source_basis.abs().sum(-2) > 0  # (K,) or (M, K)
     both = (present_t if present_t.dim() == 1 else present_t[:, None]) & present_s  # broadcasts to (N, M, K)
     diff = diff * both.to(diff).unsqueeze(-2)
-    r = target_basis.double()
+    r = target_basis.float()
     r = r[None, None] if r.dim() == 2 else r[:, None]  # (1 or N, 1, S, K)
-    delta = alpha * (a @ diff @ r.transpose(-1, -2))  # (N, M, C, S)
-    return delta.float().unflatten(-1, tuple(model.layer_shape_[1:]))
+    # the coefficients are solved in float64; the offsets, the size of N x M feature maps, need no more than float32
+    delta = alpha * (a.float() @ diff.float() @ r.transpose(-1, -2))  # (N, M, C, S)
+    return delta.unflatten(-1, tuple(model.layer_shape_[1:]))
 
 
 @dataclass
@@ -174,6 +175,35 @@ class Transfer:
     label: str = ""
 
 
+def _coefficients(model: PandA, generator: GeneratorAdapter, targets: Latents, sources: Latents,
+                  parts: Sequence[int] | None, region: torch.Tensor | None, source_region: torch.Tensor | None,
+                  appearances: Sequence[int] | None, min_share: float, target_parts: torch.Tensor | None,
+                  source_parts: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(target coefficients, source coefficients, target basis, source basis) of a transfer, every argument checked
+    (as :func:`transfer` takes them)."""
+    n, m = len(targets), len(sources)
+    if (parts is None) == (region is None):
+        raise PandaError("say which region to transfer: either parts or a region map (not both).")
+    if parts is None and (target_parts is not None or source_parts is not None):
+        raise PandaError("sample-specific parts go with parts (indices), not with a region map.")
+    if parts is not None:
+        target_basis, source_basis = parts_basis(model, parts, target_parts), parts_basis(model, parts, source_parts)
+        what = "sets of {who} parts for {count} {who}s: refine the images you transfer."
+    else:
+        target_basis = region_basis(model, region, min_share)
+        if source_region is None and region.dim() == 3:
+            raise PandaError("a region per target needs each source's own region too (source_region, (M, H, W)).")
+        source_basis = target_basis if source_region is None else region_basis(model, source_region, min_share)
+        what = "{who} regions for {count} {who}s: give one per image."
+    for basis, count, who in ((target_basis, n, "target"), (source_basis, m, "source")):
+        if basis.dim() == 3 and basis.shape[0] != count:
+            raise PandaError(f"{basis.shape[0]} " + what.format(who=who, count=count))
+    chosen = None if appearances is None else [model.check_appearance(j) for j in appearances]
+    coef_t = region_coefficients(model, capture(generator, targets, model.layer_), target_basis, chosen)
+    coef_s = region_coefficients(model, capture(generator, sources, model.layer_), source_basis, chosen)
+    return coef_t, coef_s, target_basis, source_basis
+
+
 def transfer_offsets(model: PandA, generator: GeneratorAdapter, targets: Latents, sources: Latents,
                      parts: Sequence[int] | None = None, region: torch.Tensor | None = None,
                      source_region: torch.Tensor | None = None, alpha: float = 1.0,
@@ -182,29 +212,10 @@ def transfer_offsets(model: PandA, generator: GeneratorAdapter, targets: Latents
     """The layer's offsets that give each target each source's content in a region (arguments as :func:`transfer`):
     (N, M, C, H, W), for :func:`panda.editing.synthesize_offset`."""
     check_alpha(alpha)
-    n, m = len(targets), len(sources)
-    if (parts is None) == (region is None):
-        raise PandaError("say which region to transfer: either parts or a region map (not both).")
-    if parts is None and (target_parts is not None or source_parts is not None):
-        raise PandaError("sample-specific parts go with parts (indices), not with a region map.")
-    if parts is not None:
-        target_basis, source_basis = parts_basis(model, parts, target_parts), parts_basis(model, parts, source_parts)
-        for basis, count, who in ((target_basis, n, "target"), (source_basis, m, "source")):
-            if basis.dim() == 3 and basis.shape[0] != count:
-                raise PandaError(f"{basis.shape[0]} sets of {who} parts for {count} {who}s: refine the images you "
-                                 f"transfer.")
-    else:
-        target_basis = region_basis(model, region, min_share)
-        if source_region is None and region.dim() == 3:
-            raise PandaError("a region per target needs each source's own region too (source_region, (M, H, W)).")
-        source_basis = target_basis if source_region is None else region_basis(model, source_region, min_share)
-        for basis, count, who in ((target_basis, n, "target"), (source_basis, m, "source")):
-            if basis.dim() == 3 and basis.shape[0] != count:
-                raise PandaError(f"{basis.shape[0]} {who} regions for {count} {who}s: give one per image.")
-    chosen = None if appearances is None else [model.check_appearance(j) for j in appearances]
-    coef_t = region_coefficients(model, capture(generator, targets, model.layer_), target_basis, chosen)
-    coef_s = region_coefficients(model, capture(generator, sources, model.layer_), source_basis, chosen)
-    return transfer_delta(model, coef_t, coef_s, target_basis, source_basis, alpha, chosen)
+    coef_t, coef_s, target_basis, source_basis = _coefficients(
+        model, generator, targets, sources, parts, region, source_region, appearances, min_share, target_parts,
+        source_parts)
+    return transfer_delta(model, coef_t, coef_s, target_basis, source_basis, alpha, appearances)
 
 
 def transfer(model: PandA, generator: GeneratorAdapter, targets: Latents | Sequence[int],
@@ -245,8 +256,10 @@ def transfer(model: PandA, generator: GeneratorAdapter, targets: Latents | Seque
     model.check_compatible(generator)
     targets, sources = generator.latents(targets), generator.latents(sources)
     n, m = len(targets), len(sources)
-    deltas = transfer_offsets(model, generator, targets, sources, parts, region, source_region, alpha, appearances,
-                              min_share, target_parts, source_parts)  # (N, M, C, H, W); checks every argument
+    check_alpha(alpha)
+    coef_t, coef_s, target_basis, source_basis = _coefficients(
+        model, generator, targets, sources, parts, region, source_region, appearances, min_share, target_parts,
+        source_parts)
     if parts is not None:
         profile, source_profile = _parts_profile(model, parts, target_parts), _parts_profile(model, parts, source_parts)
         label = label or ", ".join(model.part_label(k) for k in parts)
@@ -254,11 +267,15 @@ def transfer(model: PandA, generator: GeneratorAdapter, targets: Latents | Seque
         profile = region.detach().cpu().float()
         source_profile = profile if source_region is None else source_region.detach().cpu().float()
         label = label or "region"
-    pairs = targets[torch.arange(n).repeat_interleave(m)]
-    out = generator.to_unit(synthesize_offset(generator, model.layer_, pairs, deltas.flatten(0, 1), batch_size)).cpu()
-    images = out.view(n, m, *out.shape[1:])
+    rows = []
+    for i in range(n):  # one target's M offsets at a time: N x M feature maps at once can be gigabytes
+        basis = target_basis if target_basis.dim() == 2 else target_basis[i:i + 1]
+        delta = transfer_delta(model, coef_t[i:i + 1], coef_s, basis, source_basis, alpha, appearances)[0]
+        rows.append(generator.to_unit(synthesize_offset(generator, model.layer_, targets[torch.full((m,), i)], delta,
+                                                        batch_size)).cpu())
+    images = torch.stack(rows)  # (N, M, 3, H', W')
     original_t, original_s = generator.render(targets), generator.render(sources)
-    size = out.shape[-1]
+    size = images.shape[-1]
     shown = _shown(profile, masks, n, size)
     inside = (shown > 0.5).float()
     share = change_inside_fraction(original_t.repeat_interleave(m, 0), images.flatten(0, 1),

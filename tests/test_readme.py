@@ -30,3 +30,31 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
         log_stages(None)  # the example sends stage lines to print
     assert scope["t"].images.shape == (2, 3, 3, 64, 64) and scope["sweep"].images.shape == (2, 2, 3, 64, 64)
     assert (tmp_path / "celeba.safetensors").is_file() and len(list((tmp_path / "out" / "mine").glob("*.png"))) == 3
+
+
+#: Commands of the README's command-line example that this test leaves out: they need a StyleGAN checkpoint and a
+#: photo (project), serve until stopped (serve), or fit and draw everything for a minute (demo; tests/test_demo.py).
+NOT_RUN = ("panda project", "panda serve", "panda demo")
+
+
+def test_readme_commands_run(tmp_path, monkeypatch):
+    """Every command of the README's command-line example, in order, as written (in-process)."""
+    import shlex
+
+    from click.testing import CliRunner
+
+    from panda.cli import main
+    text = README.read_text().split("## Command line", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", text, re.S).group(1)
+    commands = [re.split(r"\s#", line)[0].strip() for line in block.splitlines() if line.startswith("panda ")]
+    run = [c for c in commands if not c.startswith(NOT_RUN)]
+    assert len(run) >= 15 and any("transfer" in c for c in run)
+    monkeypatch.chdir(tmp_path)
+    mask = Image.new("L", (64, 64), 0)  # the user's own files the commands read
+    mask.paste(255, (16, 16, 40, 40))
+    mask.save("box.png")
+    mask.save("region.png")
+    np.savez("mine.npz", z=np.random.default_rng(0).standard_normal((3, 100)).astype(np.float32))
+    for command in run:
+        r = CliRunner().invoke(main, shlex.split(command)[1:])
+        assert r.exit_code == 0, f"{command}\n{r.output}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import runpy
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,7 @@ from .fitting import fit_factors
 from .checkpoints import FORMATS, NOISE_MODES, load_generator, random_stylegan2
 from .generators import DEFAULT_GENERATOR, GENERATORS, resolve_device
 from .landmarks import REMOVAL_REGIONS, BoxMasker
+from .methods import METHODS
 from .latents import load_latents
 from .localisation import localisation
 from .model import PandA
@@ -981,11 +983,17 @@ def bench() -> None:
 @click.option("--regions", type=click.Choice(["facemesh", "boxes"]), default="facemesh",
               help="Region masks: MediaPipe FaceMesh on each face, cross-checked with ONet; or fixed boxes where an aligned "
                    "face has its eyes, nose and mouth (for generators that draw no faces, e.g. to test the pipeline).")
+@click.option("--method", "methods", multiple=True,
+              help="Compare only this registered method (repeat for several, e.g. --method PandA --method 'My method'); "
+                   "default all.")
+@click.option("--methods-from", "plugins", type=click.Path(dir_okay=False), multiple=True,
+              help="Run this Python file of yours first: it registers methods of its own with "
+                   "panda.methods.register_method (see examples/roir_my_method.py). Its code runs: give only your own files.")
 @click.option("--out", "-o", default="out/bench", help="Output folder (roir.md, roir.csv, roir.png, one grid per region).")
 @device_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def bench_roir(n, n_calib, budget, target, n_train, rank_parts, ganspace_samples, n_jacobian, dilations, n_parts, seed, regions, out,
-               device, quiet, **gen):
+def bench_roir(n, n_calib, budget, target, n_train, rank_parts, ganspace_samples, n_jacobian, dilations, n_parts, seed, regions,
+               methods, plugins, out, device, quiet, **gen):
     """ROIR of local edits (eyes, nose, mouth) for every registered method (PandA, GANSpace, SeFa, StyleSpace,
     LowRankGAN, ReSeFa; a method a generator cannot run is reported as n/a with the reason).
 
@@ -993,7 +1001,14 @@ def bench_roir(n, n_calib, budget, target, n_train, rank_parts, ganspace_samples
     Examples:
       panda bench roir --generator dcgan-celeba --n 1000 --out out/bench/celeba
       panda bench roir --generator ffhq.pkl --trunc 0.7 --n 1000 --out out/bench/ffhq
+      panda bench roir --methods-from mine.py --method PandA --method Mine --n 200   (your method against PandA)
     """
+    for plugin in plugins:
+        _run_plugin(plugin)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise PandaError(f"unknown method(s) {', '.join(map(repr, unknown))}: registered are {', '.join(METHODS)} "
+                         f"(a method of your own: --methods-from FILE.py registering it).")
     check_writable(out)
     try:
         dil = tuple(int(d) for d in dilations.split(","))
@@ -1002,10 +1017,31 @@ def bench_roir(n, n_calib, budget, target, n_train, rank_parts, ganspace_samples
     boxes = regions == "boxes"
     result = run_roir(_generator(device, **gen), n, n_calib, budget, target, n_train, n_jacobian, ganspace_samples, rank_parts, seed=seed,
                       progress=_bars(quiet), masker=BoxMasker() if boxes else None, cross_check=not boxes, dilations=dil,
-                      n_parts=n_parts)
+                      n_parts=n_parts, methods=list(methods) or None)
     paths = write_outputs(result, Path(out))
     click.echo(markdown(result))
     click.echo("wrote " + ", ".join(str(p) for p in paths))
+
+
+def _run_plugin(path: str) -> None:
+    """--methods-from: run the user's own Python file, which registers benchmark methods."""
+    file = Path(path)
+    if not file.is_file() or file.suffix != ".py":
+        raise PandaError(f"--methods-from '{path}': give a Python file (.py) that registers methods with "
+                         f"panda.methods.register_method.")
+    before = set(METHODS)
+    try:
+        runpy.run_path(str(file), run_name="panda_methods")
+    except ValueError as exc:
+        if "registered twice" in str(exc):
+            raise PandaError(f"'{path}': {exc}: give each method a name of its own.") from exc
+        raise PandaError(f"running '{path}' failed: {exc}") from exc
+    except Exception as exc:  # the user's code: any failure is theirs to see, in one line with its type
+        raise PandaError(f"running '{path}' failed: {type(exc).__name__}: {exc}") from exc
+    added = [m for m in METHODS if m not in before]
+    if not added:
+        raise PandaError(f"'{path}' registered no method: call panda.methods.register_method(Method(...)) in it.")
+    click.echo(f"{path}: registered {', '.join(added)}", err=True)
 
 
 @bench.command("setup-cost")

@@ -27,6 +27,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import torch
 
@@ -143,6 +144,11 @@ class BenchResult:
     def row(self, method: str, region: str) -> BenchRow:
         return next(r for r in self.rows if r.method == method and r.region == region)
 
+    @property
+    def methods(self) -> list[str]:
+        """The methods compared, in registration order (all registered ones unless the run named some)."""
+        return list(dict.fromkeys(r.method for r in self.rows))
+
 
 @dataclass
 class Calibrated:
@@ -207,7 +213,7 @@ def run_roir(generator: GeneratorAdapter, n: int = 1000, n_calib: int = 64, budg
              n_train: int = 5000, n_jacobian: int = 16, ganspace_samples: int = 10_000, rank_parts: int | None = None,
              seed: int = 0, progress: bool | None = None, model: PandA | None = None, masker=None,
              cross_check: bool = True, dilations: tuple[int, ...] = (2, 4), n_parts: int = 3,
-             resefa_taus: tuple[float, ...] = (0.0, 1e-3)) -> BenchResult:
+             resefa_taus: tuple[float, ...] = (0.0, 1e-3), methods: Sequence[str] | None = None) -> BenchResult:
     """Run the protocol (module docstring) for every registered method.
 
     Parameters
@@ -229,11 +235,19 @@ def run_roir(generator: GeneratorAdapter, n: int = 1000, n_calib: int = 64, budg
         Mask dilations (pixels) to report; the first is the masker's and selects the edits, the others grow it.
     n_parts, resefa_taus, n_jacobian
         See :class:`panda.methods.BenchContext`.
+    methods : sequence of str, optional
+        Compare only these registered methods (e.g. PandA and one of your own, registered with
+        :func:`panda.methods.register_method`); default all.
 
     Returns
     -------
     BenchResult
     """
+    chosen = list(METHODS) if methods is None else list(dict.fromkeys(methods))
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown or not chosen:
+        raise PandaError(f"unknown method(s) {', '.join(map(repr, unknown)) or 'none given'}: registered are "
+                         f"{', '.join(METHODS)} (register your own with panda.methods.register_method).")
     if not dilations or any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in dilations) \
             or list(dilations) != sorted(set(dilations)):
         raise PandaError(f"dilations={dilations!r}: give increasing whole numbers of pixels >= 0, e.g. (2, 4).")
@@ -245,7 +259,7 @@ def run_roir(generator: GeneratorAdapter, n: int = 1000, n_calib: int = 64, budg
                          f"test): try more seeds.")
     ctx = BenchContext(generator, calib, budget, None, model, n_train, rank_parts, seed, ganspace_samples,
                        min(n_jacobian, len(calib.seeds)), n_parts, tuple(resefa_taus), progress)
-    available = {name: m for name, m in METHODS.items() if m.unavailable(generator) is None}
+    available = {name: METHODS[name] for name in chosen if METHODS[name].unavailable(generator) is None}
     states, setup, per_image = {}, {}, {}
     log.info("%d calibration and %d test faces; setting up %s", len(calib.seeds), len(test.seeds), ", ".join(available))
     for name, method in available.items():
@@ -260,7 +274,7 @@ def run_roir(generator: GeneratorAdapter, n: int = 1000, n_calib: int = 64, budg
     for region in progress_bar(REGIONS, progress=progress, desc="regions"):
         edits[region] = {}
         log.info("region %s", region)
-        for name, method in METHODS.items():
+        for name, method in ((name, METHODS[name]) for name in chosen):
             if name not in available:
                 rows.append(BenchRow(name, region, False, f"n/a ({method.unavailable(generator)})"))
                 continue

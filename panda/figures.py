@@ -18,7 +18,6 @@ from .evaluation import BenchResult
 from .landmarks import REGIONS, FaceSet
 from .localisation import Localisation, signed, strongest
 from .maps import change_map, normalise, upsample
-from .methods import METHODS
 from .model import PandA
 from .refinement import RefinementComparison
 from .removal import Removal
@@ -222,8 +221,8 @@ def localize_top_figure(model: PandA, loc: Localisation, k: int, seed: int) -> I
 # ------------------------------------------------------------------------------------- the benchmark
 def bench_bar_plot(res: BenchResult, metric: str = "ROIR") -> Image.Image:
     """Grouped bars (regions x methods) of a metric's mean with std whiskers; unavailable methods are named as n/a."""
-    methods = [m for m in METHODS if res.row(m, REGIONS[0]).available]
-    missing = [f"{m}: {res.row(m, REGIONS[0]).label}" for m in METHODS if m not in methods]
+    methods = [m for m in res.methods if res.row(m, REGIONS[0]).available]
+    missing = [f"{m}: {res.row(m, REGIONS[0]).label}" for m in res.methods if m not in methods]
     # here, not at the top: importing matplotlib costs every command 0.5 s, and only this plot needs it
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -252,14 +251,14 @@ def bench_bar_plot(res: BenchResult, metric: str = "ROIR") -> Image.Image:
 def region_grid(res: BenchResult, region: str, n_show: int = 6) -> Image.Image:
     """Rows: test faces. Columns: the original and each method's chosen edit, the region outlined."""
     faces = res.faces
-    methods = [m for m in METHODS if m in res.edits[region]]
+    methods = [m for m in res.methods if m in res.edits[region]]
     scale = scale_for(faces.images)
     rows = []
     for i in range(min(n_show, len(faces.seeds))):
         mask = faces.masks[region][i]
         rows.append([outline(faces.images[i], [mask], scale)] + [outline(res.edits[region][m][i], [mask], scale) for m in methods])
     cols = ["original"] + [f"{m}\nROIR {res.row(m, region).score('ROIR')[0]:.2f}" for m in methods]
-    none = [m for m in METHODS if res.row(m, region).available and not res.row(m, region).chosen]
+    none = [m for m in res.methods if res.row(m, region).available and not res.row(m, region).chosen]
     return grid(rows, seed_labels(faces.seeds[:n_show]), cols,
                 title=f"{res.generator}, {region} (outlined): each method's edit, matched pixel change inside the region"
                       + (f"; no {region}-specific edit: {', '.join(none)}" if none else ""))

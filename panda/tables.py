@@ -1,7 +1,8 @@
 """The ROIR benchmark's report: markdown and CSV tables, and every file ``panda bench roir`` writes.
 
-Tables list every registered method (:data:`panda.methods.METHODS`) and every registered metric
-(:data:`panda.metrics.METRICS`); a method that is not available for the generator gets its reason.
+Tables list every method the run compared (every registered one, :data:`panda.methods.METHODS`, unless it named
+some) and every registered metric (:data:`panda.metrics.METRICS`); a method that is not available for the generator
+gets its reason.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from .evaluation import BenchResult
 from .figures import bench_bar_plot, cell_grid, masks_figure, parts_figure, region_grid
 from .fileio import atomic_write, check_writable
 from .landmarks import CELLS, REGIONS
-from .methods import METHODS
 from .metrics import METRICS
 from .setup_cost import SetupCost
 
@@ -44,7 +44,7 @@ def markdown(res: BenchResult) -> str:
              "Each method's edit is chosen on the calibration faces with the masks at +" f"{first} px; "
              "every row of a method reports that same edit against masks at another dilation.", ""]
     lines += _header(["method", "masks"] + regions + ["setup s", "s per test image (all regions)"])
-    for m in METHODS:
+    for m in res.methods:
         setup = f"{res.setup_s[m]:.1f}" if m in res.setup_s else "-"
         per = f"{res.per_image_s[m]:.2f}" if m in res.per_image_s else "-"
         for d in res.dilations:
@@ -55,13 +55,13 @@ def markdown(res: BenchResult) -> str:
             continue
         lines += ["", f"{name} ({metric.description}; {'lower' if metric.lower_is_better else 'higher'} is better), "
                       f"masks +{first} px:", ""] + _header(["method"] + regions)
-        for m in METHODS:
+        for m in res.methods:
             lines.append(f"| {m} | " + " | ".join(_cell(res, m, r, name) for r in regions) + " |")
     lines += ["", f"Where each chosen edit acts: RMS pixel change in each face cell on the test faces (masks +{first} px); "
                   "the target's cell first.", ""]
     lines += _header(["region", "method"] + list(CELLS))
     for r in regions:
-        for m in METHODS:
+        for m in res.methods:
             row = res.row(m, r)
             if row.available and row.chosen:
                 vals = [f"**{row.split[c]:.3f}**" if c == r else f"{row.split[c]:.3f}" for c in CELLS]
@@ -77,7 +77,7 @@ def markdown(res: BenchResult) -> str:
               f"region {res.target:g} on calibration faces; achieved on the test faces. \"tried\" counts candidates x "
               f"signs, \"specific\" those whose largest RMS change falls in the region:", ""]
     lines += _header(["method"] + [f"{r}: edit chosen, change (specific/tried)" for r in regions])
-    for m in METHODS:
+    for m in res.methods:
         rows = [res.row(m, r) for r in regions]
         if rows[0].available:
             cells = [f"{r.label} x {r.alpha:+.2f}, {r.change:.3f} ({r.eligible}/{r.tried})" if r.chosen

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from panda import baselines
+from panda import PandaError, baselines
 from panda.evaluation import run_roir
 from panda.generators import Latents
 from panda.landmarks import CELLS, REGIONS, FaceMeshMasker, RegionMasks, cross_check, face_cells, load_onet, onet_points
@@ -326,3 +326,40 @@ def test_setup_cost_times_every_method(tmp_path):
     assert cost.lowrankgan_s > cost.lowrankgan_min_s == cost.jacobian_s and cost.resefa_s > cost.jacobian_s
     text = setup_cost_markdown([cost])
     assert "4 of 512 tangent directions" in text and f"{cost.resefa_s / cost.panda_s:.1f}x" in text
+
+
+def test_your_own_method_from_a_file_against_panda_alone(tmp_path):
+    """`panda bench roir --methods-from FILE --method PandA --method NAME`: the example plugin registers a method,
+    the run compares only the two named, and the tables list those two; bad plugins and names stop in one line."""
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from panda.cli import main
+    example = Path(__file__).resolve().parent.parent / "examples" / "roir_my_method.py"
+    run = CliRunner().invoke
+    try:
+        r = run(main, ["bench", "roir", "--generator", "dcgan-digiface", "--n", 8, "--n-calib", 8, "--budget", 2,
+                       "--n-train", 200, "--methods-from", str(example), "--method", "PandA", "--method", "Random z",
+                       "--out", str(tmp_path / "b"), "-q"])
+        assert r.exit_code == 0, r.output
+        text = (tmp_path / "b" / "roir.md").read_text()
+        assert "| Random z | +2 px |" in text and "| PandA | +2 px |" in text
+        assert "| GANSpace |" not in text and "| ReSeFa |" not in text
+        r = run(main, ["bench", "roir", "--methods-from", str(example), "--out", str(tmp_path / "c")])
+        assert r.exit_code == 2 and "registered twice" in r.output  # the same file run again in one process
+    finally:
+        METHODS.pop("Random z", None)
+    bad = tmp_path / "bad.py"
+    bad.write_text("raise RuntimeError('oops')\n")
+    empty = tmp_path / "empty.py"
+    empty.write_text("x = 1\n")
+    for args, match in ((["--methods-from", str(bad)], "RuntimeError: oops"),
+                        (["--methods-from", str(empty)], "registered no method"),
+                        (["--methods-from", str(tmp_path / "nope.txt")], "give a Python file"),
+                        (["--method", "Nope"], "unknown method(s) 'Nope'")):
+        r = run(main, ["bench", "roir", *args, "--out", str(tmp_path / "x")])
+        assert r.exit_code == 2 and match in r.output, r.output
+        assert not (tmp_path / "x").exists()
+    with pytest.raises(PandaError, match="unknown method"):
+        run_roir(None, methods=["Nope"])

@@ -329,6 +329,7 @@ def main() -> None:
       panda info factors.safetensors --parts
       panda parts factors.safetensors --out out/parts
       panda edit factors.safetensors --part 6 --appearance 5 --out out/edit
+      panda transfer factors.safetensors --part 6 --sources 100-104
       panda demo
     """
 

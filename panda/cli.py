@@ -265,8 +265,11 @@ def _export_all(folder, samples, labels: list, what: str, produce) -> None:
     with progress_bar(total=len(labels), desc=f"{what} images", unit="img", progress=None) as bar:
         for start in range(0, len(labels), CHUNK):
             chunk, names = samples[start:start + CHUNK], labels[start:start + CHUNK]
-            paths = save_images(produce(chunk, names), folder / "images",
-                                [f"{what}_{_file_label(label)}" for label in names])
+            try:
+                images = produce(chunk, names)
+            except PandaError as exc:  # e.g. no face found in one of a later chunk's images
+                raise PandaError(f"{exc} ({count} image(s) were written to {folder / 'images'} before this.)") from exc
+            paths = save_images(images, folder / "images", [f"{what}_{_file_label(label)}" for label in names])
             count += len(paths)
             bar.update(len(names))
     click.echo(f"wrote {count} image(s) to {folder / 'images'}")

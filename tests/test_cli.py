@@ -456,3 +456,19 @@ def test_many_samples_stream_their_images_and_draw_the_first_rows(factor_file, t
     assert r.exit_code == 0 and "first 6 of 10 samples; the others are not used" in r.output, r.output
     with np.load(tmp_path / "l" / "localize_app3.npz") as data:
         assert data["maps"].shape[0] == 6
+
+
+def test_streamed_images_stop_with_how_many_were_written(tmp_path, monkeypatch):
+    import torch
+
+    from panda import cli
+    monkeypatch.setattr(cli, "CHUNK", 2)
+
+    def produce(samples, labels):
+        if 4 in samples:
+            raise PandaError("FaceMesh found no face in seeds [4]: leave them out of --seeds.")
+        return torch.zeros(len(samples), 3, 8, 8)
+
+    with pytest.raises(PandaError, match=r"no face in seeds \[4\].*\(4 image\(s\) were written"):
+        cli._export_all(tmp_path, [0, 1, 2, 3, 4, 5], [0, 1, 2, 3, 4, 5], "edited", produce)
+    assert len(list((tmp_path / "images").glob("edited_*.png"))) == 4

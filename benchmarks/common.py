@@ -5,12 +5,14 @@ from __future__ import annotations
 import platform
 import statistics
 import time
+from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
 import panda  # noqa: F401  (before torch, for its OpenMP setting: see panda/__init__.py)
 import torch
 
 from panda.generators import synchronize
+from panda.landmarks import face_set
 
 T = TypeVar("T")
 
@@ -38,3 +40,22 @@ def timed(fn: Callable[[], T], device: str, repeat: int = 1) -> tuple[T, float]:
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     """A markdown table's lines."""
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def first_faces(generator, start: int, n: int, masker) -> tuple[list[int], dict[str, torch.Tensor]]:
+    """The first ``n`` seeds from ``start`` in which ``masker`` (FaceMesh) finds a face with every region, and their
+    masks {region: (n, H, W) bool} (:func:`panda.landmarks.face_set`, no ONet cross-check)."""
+    tried = 2 * n
+    while True:
+        faces = face_set(generator, start, tried, masker, None)
+        if len(faces.seeds) >= n:
+            return faces.seeds[:n], {r: m[:n] for r, m in faces.masks.items()}
+        tried *= 2
+
+
+def write_report(path, title: str, intro: str, header: Sequence[str], rows: Sequence[Sequence[str]],
+                 notes: str = "") -> None:
+    """A benchmark's markdown file (title, intro, table, notes), also printed."""
+    lines = [f"# {title}", "", intro, ""] + table(header, rows) + ["", notes]
+    Path(path).write_text("\n".join(lines))
+    print("\n".join(lines))

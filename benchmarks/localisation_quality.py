@@ -30,7 +30,7 @@ from pathlib import Path
 import panda  # noqa: F401  (before torch, for its OpenMP setting: see panda/__init__.py)
 import torch
 
-from common import device_label, table
+from common import device_label, first_faces, write_report
 from panda.checkpoints import load_generator
 from panda.drawing import grid, overlay, save_png, to_pil
 from panda.features import capture
@@ -62,21 +62,6 @@ NOTES = """## Notes
   the 8 x 8 grid peaks at the centre of a cell. dcgan-celeba's mouth part sits at one corner of the mouth
   (pictures), so it points inside the mouth for only 19% of faces, although its AUROC is 0.93.
 """
-
-
-def faces(g, start: int, n: int, masker: FaceMeshMasker):
-    """The first n seeds from ``start`` in which FaceMesh finds a face, and their region masks {region: (n, H', W')}."""
-    seeds, masks = [], {r: [] for r in REGIONS}
-    s = start
-    while len(seeds) < n:
-        batch = list(range(s, s + 64))
-        found = masker(g.render(g.latents(batch)), regions=REGIONS)
-        for i in found.found.nonzero().flatten().tolist()[:n - len(seeds)]:
-            seeds.append(batch[i])
-            for r in REGIONS:
-                masks[r].append(found.masks[r][i])
-        s += 64
-    return seeds, {r: torch.stack(m) for r, m in masks.items()}
 
 
 def auroc(scores: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -112,8 +97,8 @@ def main() -> None:
     for name in GENERATORS:
         g = load_generator(name, args.device)
         model = fit_factors(g, n_samples=args.n_fit, background_samples=0, progress=True)
-        calib_seeds, calib_masks = faces(g, CALIB_SEED, N_CALIB, masker)
-        test_seeds, test_masks = faces(g, TEST_SEED, N_TEST, masker)
+        calib_seeds, calib_masks = first_faces(g, CALIB_SEED, N_CALIB, masker)
+        test_seeds, test_masks = first_faces(g, TEST_SEED, N_TEST, masker)
         zc = capture(g, g.latents(calib_seeds), model.layer_).cpu()
         zt = capture(g, g.latents(test_seeds), model.layer_).cpu()
         grid_hw = model.layer_shape_[1:]
@@ -158,14 +143,11 @@ def main() -> None:
                           title=f"{name}: where each method's direction for the {region} is, on held-out faces"),
                      pictures / f"{name}_{region}.png")
     header = ["generator", "region", "method", "direction", "AUROC", "pointing"]
-    lines = ["# Concept localisation: does A^T Z find the region in new faces?", "",
-             f"`python benchmarks/localisation_quality.py` on {device_label(args.device)}, {time.time() - t0:.0f} s. "
-             f"Directions chosen on {N_CALIB} calibration faces, scored on {N_TEST} held-out faces against each "
-             f"face's FaceMesh region (not dilated); fits of {args.n_fit} samples at each generator's default layer "
-             f"and rank.", ""]
-    lines += table(header, rows) + ["", NOTES]
-    Path(args.out).write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_report(args.out, "Concept localisation: does A^T Z find the region in new faces?",
+                 f"`python benchmarks/localisation_quality.py` on {device_label(args.device)}, {time.time() - t0:.0f} s. "
+                 f"Directions chosen on {N_CALIB} calibration faces, scored on {N_TEST} held-out faces against each "
+                 f"face's FaceMesh region (not dilated); fits of {args.n_fit} samples at each generator's default "
+                 f"layer and rank.", header, rows, NOTES)
 
 
 if __name__ == "__main__":

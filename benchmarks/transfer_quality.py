@@ -29,7 +29,7 @@ from pathlib import Path
 import panda  # noqa: F401  (before torch, for its OpenMP setting: see panda/__init__.py)
 import torch
 
-from common import device_label, table
+from common import device_label, first_faces, write_report
 from panda.checkpoints import load_generator
 from panda.drawing import save_png
 from panda.editing import synthesize_offset
@@ -65,21 +65,6 @@ NOTES = """## Notes
 """
 
 
-def faces(g, start: int, n: int, regions: list[str]):
-    """The first n seeds from ``start`` in which FaceMesh finds a face, with their region masks (dilated 2 px)."""
-    masker, seeds, masks = FaceMeshMasker(dilate=2), [], {r: [] for r in regions}
-    s = start
-    while len(seeds) < n:
-        batch = list(range(s, s + 2 * n))
-        found = masker(g.render(g.latents(batch)), regions=tuple(regions))
-        for i in found.found.nonzero().flatten().tolist()[:n - len(seeds)]:
-            seeds.append(batch[i])
-            for r in regions:
-                masks[r].append(found.masks[r][i])
-        s += 2 * n
-    return seeds, {r: torch.stack(m) for r, m in masks.items()}
-
-
 def measure(g, model, tl, deltas, t_masks, s_images, t_images) -> tuple[float, float]:
     """(mean ROIR, mean closer) of offsets (N, M, C, H, W) for targets tl against the sources' images."""
     n, m = deltas.shape[:2]
@@ -102,15 +87,15 @@ def main() -> None:
     ap.add_argument("--out", default=str(HERE / "transfer_quality.md"))
     args = ap.parse_args()
     t0 = time.time()
-    rows = []
+    rows, masker = [], FaceMeshMasker(dilate=2)
     pictures = HERE / "transfer"
     pictures.mkdir(exist_ok=True)
     for name in GENERATORS:
         g = load_generator(name, args.device)
         model = fit_factors(g, n_samples=args.n_fit, background_samples=0, progress=True)
         name_model_parts(model, g)
-        t_seeds, t_masks = faces(g, FIRST_SEED, N_TARGETS, REGIONS)
-        s_seeds, s_masks = faces(g, FIRST_SEED + 10_000, N_SOURCES, REGIONS)
+        t_seeds, t_masks = first_faces(g, FIRST_SEED, N_TARGETS, masker)
+        s_seeds, s_masks = first_faces(g, FIRST_SEED + 10_000, N_SOURCES, masker)
         tl, sl = g.latents(t_seeds), g.latents(s_seeds)
         tz, sz = capture(g, tl, model.layer_), capture(g, sl, model.layer_)
         t_images, s_images = g.render(tl), g.render(sl)
@@ -140,13 +125,11 @@ def main() -> None:
                              masks=t_masks[region][:4], source_masks=s_masks[region][:6], label=region)
             save_png(transfer_figure(model, shown, t_seeds[:4], s_seeds[:6]), pictures / f"{name}_{region}.png")
     header = ["generator", "region", "method", "ROIR (lower: more local)", "closer to the source inside the region"]
-    lines = ["# Appearance transfer: locality and faithfulness", "",
-             f"`python benchmarks/transfer_quality.py` on {device_label(args.device)}, {time.time() - t0:.0f} s. "
-             f"{N_TARGETS} targets x {N_SOURCES} sources (held-out faces FaceMesh finds) per region; fits of "
-             f"{args.n_fit} samples at each generator's default layer and rank. Means over the pairs.", ""]
-    lines += table(header, rows) + ["", NOTES]
-    Path(args.out).write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_report(args.out, "Appearance transfer: locality and faithfulness",
+                 f"`python benchmarks/transfer_quality.py` on {device_label(args.device)}, {time.time() - t0:.0f} s. "
+                 f"{N_TARGETS} targets x {N_SOURCES} sources (held-out faces FaceMesh finds) per region; fits of "
+                 f"{args.n_fit} samples at each generator's default layer and rank. Means over the pairs.",
+                 header, rows, NOTES)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import torch
 from .demo import run_demo
 from .drawing import grid, save_gif, save_images, save_png, scale_for, to_pil
 from .editing import (DEFAULT_ALPHAS, Edit, check_alpha, check_edits, edit as edit_images, measured_region_sweep,
-                      measured_sweep)
+                      measured_sweep, region_sweep)
 from .errors import PandaError
 from .evaluation import run_roir
 from .setup_cost import time_setup
@@ -566,6 +566,7 @@ def edit(factors, part, mask, region, dilate, appearance, alpha, edits, sweep, g
     if len(edit_list) == 1 and sweep:
         e = edit_list[0]
         _write_sweep(model, lambda some, _labels, alphas: measured_sweep(model, gen, some, e.part, e.appearance, alphas),
+                     lambda some, _labels: gen.to_unit(edit_images(model, gen, some, [e])).cpu(),
                      e.alpha, samples, seed_list, folder / f"edit_part{e.part}_app{e.appearance}.png", gif,
                      save_images, save_arrays, "the part")
     else:
@@ -606,15 +607,20 @@ def _edit_region(model, gen, samples, seed_list, part, mask, region, dilate, app
         grid_regions, masks, label = _region(model, gen, some, labels, None, None, region, dilate)
         return measured_region_sweep(model, gen, some, grid_regions, j, alphas, masks, label)
 
-    _write_sweep(model, measure, alpha, samples, seed_list, folder / f"edit_{region or 'mask'}_app{j}.png", gif,
+    def apply(some, labels):  # the edit alone, without the originals a measurement renders too
+        grid_regions = rasterised if mask is not None else _region(model, gen, some, labels, None, None, region,
+                                                                   dilate)[0]
+        return gen.to_unit(region_sweep(model, gen, some, grid_regions, j, [alpha]))[:, 0].cpu()
+
+    _write_sweep(model, measure, apply, alpha, samples, seed_list, folder / f"edit_{region or 'mask'}_app{j}.png", gif,
                  save_images, save_arrays, "the region")
 
 
-def _write_sweep(model, measure, alpha: float, samples, seed_list: list, png: Path, gif: bool, save_images: bool,
-                 save_arrays: bool, where: str) -> None:
+def _write_sweep(model, measure, apply, alpha: float, samples, seed_list: list, png: Path, gif: bool,
+                 save_images: bool, save_arrays: bool, where: str) -> None:
     """An edit's sweep figure (``measure(samples, labels, alphas) -> SweepResult``) of the samples shown
     (:func:`_shown`), and with --gif its animation, with --save-arrays its data; with --save-images every sample at
-    the edit's own strength."""
+    the edit's own strength (``apply(samples, labels) -> images`` in [0, 1])."""
     shown, labels = _shown(samples, seed_list)
     result = measure(shown, labels, [f * alpha for f in DEFAULT_ALPHAS])
     path = save_png(sweep_figure(model, result, labels), png)
@@ -624,7 +630,7 @@ def _write_sweep(model, measure, alpha: float, samples, seed_list: list, png: Pa
     click.echo(f"wrote {path} (appearance {result.appearance}; {100 * result.share:.0f}% of the pixel change inside "
                f"{where})")
     if save_images:  # each sample at the edit's own strength
-        _export_all(png.parent, samples, seed_list, "edited", lambda some, names: measure(some, names, [alpha]).images[:, 0])
+        _export_all(png.parent, samples, seed_list, "edited", apply)
     if save_arrays:
         _arrays(path, result, labels)
 

@@ -441,6 +441,18 @@ def test_many_samples_stream_their_images_and_draw_the_first_rows(factor_file, t
     want = g.to_unit(edit_images(model, g, [17], [Edit(2, 1, 1.5)]))[0]
     got = torch.from_numpy(np.asarray(Image.open(tmp_path / "e" / "images" / "edited_17.png"), dtype=np.float32) / 255)
     assert (got.permute(2, 0, 1) - want).abs().max() <= 1 / 255 + 1e-6  # the 3rd chunk's, as one call gives it
+    box = tmp_path / "box.png"
+    img = Image.new("L", (64, 64), 0)
+    img.paste(255, (16, 32, 48, 56))
+    img.save(box)
+    r = run("edit", factor_file, "--mask", box, "-j", 3, "--alpha", 2, "--seeds", "0-9", "--save-images",
+            "--out", tmp_path / "m")
+    assert r.exit_code == 0 and len(list((tmp_path / "m" / "images").glob("edited_*.png"))) == 10, r.output
+    from panda.editing import region_sweep
+    from panda.regions import rasterise_mask
+    want = g.to_unit(region_sweep(model, g, [9], rasterise_mask(box, (8, 8)), 3, [2.0]))[0, 0]
+    got = torch.from_numpy(np.asarray(Image.open(tmp_path / "m" / "images" / "edited_9.png"), dtype=np.float32) / 255)
+    assert (got.permute(2, 0, 1) - want).abs().max() <= 1 / 255 + 1e-6
     r = run("edit", factor_file, "--edit", "2,1,1", "--edit", "3,0,-1", "--seeds", "0-9", "--save-images",
             "--out", tmp_path / "s")
     assert r.exit_code == 0 and len(list((tmp_path / "s" / "images").glob("edited_*.png"))) == 10, r.output

@@ -404,6 +404,8 @@ def test_explorer_in_a_real_browser(server, model):
         wait.until(lambda d: "source=12" in transferred.get_attribute("src") and loaded(transferred)
                    and "source=12" in by_id("source-img").get_attribute("src") and loaded(by_id("source-img")))
         assert "as sample 12 has it" in by_id("transfer-cap").text and by_id("error").text == ""
+        status, headers, body = get(by_id("transfer-download").get_attribute("href"))
+        assert status == 200 and "panda-transfer.png" in headers["content-disposition"] and body[:4] == b"\x89PNG"
     finally:
         driver.quit()
         model.part_names_ = saved_names

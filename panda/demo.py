@@ -80,12 +80,24 @@ def _transfer(model: PandA, gen, latents, shown: list[int], sources: list[int], 
     if not regions:
         return Section(title, Markup(intro + " Not drawn: no part is named eyes or mouth here (naming needs MediaPipe)."))
     items = []
+    targets, source_latents = latents[:4], gen.sample(sources)
     for name in regions:
-        result = transfer(model, gen, latents[:4], gen.sample(sources), parts=model.parts_named(name), label=name)
+        result = transfer(model, gen, targets, source_latents, parts=model.parts_named(name), label=name)
         save_png(figures.transfer_figure(model, result, shown[:4], sources), folder / f"transfer_{name}.png")
         items.append((f"transfer_{name}.png", f"The {name} ({', '.join(model.part_label(k) for k in model.parts_named(name))})"
                                               f": {100 * result.share:.0f}% of the pixel change inside them, "
                                               f"{100 * result.closer:.0f}% closer there to the source."))
+    if importlib.util.find_spec("mediapipe") is None:
+        return Section(title, Markup(intro), items)
+    t_faces, s_faces = face_regions(model, gen, targets, "mouth"), face_regions(model, gen, source_latents, "mouth")
+    if bool(t_faces.found.all()) and bool(s_faces.found.all()):  # each face's own mouth, as FaceMesh finds it
+        result = transfer(model, gen, targets, source_latents, region=t_faces.grid, source_region=s_faces.grid,
+                          masks=t_faces.masks, source_masks=s_faces.masks, label="mouth (FaceMesh)")
+        save_png(figures.transfer_figure(model, result, shown[:4], sources), folder / "transfer_mouth_region.png")
+        items.append(("transfer_mouth_region.png", f"Each face's own mouth as FaceMesh finds it, spanned by the parts "
+                                                   f"inside it (panda transfer --region mouth): "
+                                                   f"{100 * result.share:.0f}% of the pixel change inside it, "
+                                                   f"{100 * result.closer:.0f}% closer there to the source."))
     return Section(title, Markup(intro), items)
 
 

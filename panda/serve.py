@@ -13,6 +13,7 @@ import socket
 import sys
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -71,15 +72,39 @@ def parse_mask(text: str, grid: tuple[int, int]) -> torch.Tensor:
     return bits.view(h, w)
 
 
-def parse_edits(text: str, grid: tuple[int, int], limit: int = MAX_EDITS) -> list[Edit | tuple[torch.Tensor, int, float]]:
-    """'k,j,a;mHEX,j,a' -> the explorer's stack of edits (at most ``limit``): a part's (``Edit``), or a painted
-    region's (mask (H, W), appearance, alpha) where the first field is ``m`` and the mask's hex digits."""
+@dataclass(frozen=True)
+class Taken:
+    """A stacked transfer: the part (or painted region) as sample ``source`` has it, at ``alpha``."""
+
+    source: int
+    part: int | None
+    mask: torch.Tensor | None
+    alpha: float
+
+
+def parse_edits(text: str, grid: tuple[int, int],
+                limit: int = MAX_EDITS) -> list[Edit | tuple[torch.Tensor, int, float] | Taken]:
+    """'k,j,a;mHEX,j,a;tS,k,a;tS,mHEX,a' -> the explorer's stack of edits (at most ``limit``): a part's (``Edit``), a
+    painted region's (mask (H, W), appearance, alpha) where the first field is ``m`` and the mask's hex digits, or
+    a transfer (:class:`Taken`) of a part or painted region from sample S, where the first field is ``t`` and S."""
     pieces = [p for p in text.split(";") if p.strip()]
     if len(pieces) > limit:
         raise PandaError(f"{len(pieces)} stacked edits: at most {limit}.")
-    out: list[Edit | tuple[torch.Tensor, int, float]] = []
+    out: list[Edit | tuple[torch.Tensor, int, float] | Taken] = []
     for p in pieces:
-        if p.strip().startswith("m"):
+        if p.strip().startswith("t"):
+            fields = p.strip()[1:].split(",")
+            try:
+                source, alpha = int(fields[0]), float(fields[2])
+                part = None if fields[1].startswith("m") else int(fields[1])
+            except (ValueError, IndexError) as exc:
+                raise PandaError(f"cannot read the stacked transfer '{p}': write it as tSOURCE,PART,ALPHA or "
+                                 f"tSOURCE,mHEX,ALPHA.") from exc
+            if len(fields) != 3:
+                raise PandaError(f"cannot read the stacked transfer '{p}': write it as tSOURCE,PART,ALPHA or "
+                                 f"tSOURCE,mHEX,ALPHA.")
+            out.append(Taken(source, part, None if part is not None else parse_mask(fields[1][1:], grid), alpha))
+        elif p.strip().startswith("m"):
             fields = p.strip()[1:].split(",")
             if len(fields) != 3:
                 raise PandaError(f"cannot read the painted edit '{p}': write it as mHEX,APPEARANCE,ALPHA.")
@@ -157,6 +182,9 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
         """The request's sample (``seed``, or another such parameter): its seed's latent, or with ``latents`` the one
         the seed indexes."""
         (seed,) = ints(request, name)
+        return latent_at(seed, name)
+
+    def latent_at(seed: int, name: str = "seed") -> Latents:
         if latents is not None:
             if not 0 <= seed < len(latents):
                 raise PandaError(f"{name} must be an index into the {len(latents)} latents: 0..{len(latents) - 1}.")
@@ -170,9 +198,10 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
         text = request.query_params.get("mask")
         return None if text is None else parse_mask(text, (h, w))
 
-    def offset_of(request) -> torch.Tensor | None:
-        """The stacked edits (``edits=k,j,a;mHEX,j,a;...``) plus the current one (``part`` or ``mask``, with
-        ``appearance`` and ``alpha``), summed into one offset (C, H, W); None when there is none."""
+    def offset_of(request, lat: Latents) -> torch.Tensor | None:
+        """The stacked edits (``edits=k,j,a;mHEX,j,a;tS,k,a;...``) plus the current one (``part`` or ``mask``, with
+        ``appearance`` and ``alpha``), summed into one offset (C, H, W) for the sample ``lat``; None when there is
+        none."""
         stack = parse_edits(request.query_params.get("edits", ""), (h, w))
         mask = mask_of(request)
         if mask is not None:
@@ -185,8 +214,14 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
             return None
         parts = [e for e in stack if isinstance(e, Edit)]
         delta = edit_delta(model, parts) if parts else torch.zeros(model.layer_shape_)
-        for m, j, a in (e for e in stack if not isinstance(e, Edit)):
-            delta += region_delta(model, j, m, check_alpha(a))
+        for e in stack:
+            if isinstance(e, Taken):  # what the source holds there replaces what this sample holds
+                region = {"parts": [e.part]} if e.part is not None else {"region": e.mask}
+                delta += transfer_offsets(model, generator, lat, latent_at(e.source, "a stacked transfer's source"),
+                                          alpha=e.alpha, **region)[0, 0]
+            elif not isinstance(e, Edit):
+                m, j, a = e
+                delta += region_delta(model, j, m, check_alpha(a))
         return delta
 
     def mask_image(request):
@@ -252,7 +287,8 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
         return generator.render(sample_of(request))[0]
 
     def edited(request):
-        lat, delta = sample_of(request), offset_of(request)
+        lat = sample_of(request)
+        delta = offset_of(request, lat)
         if delta is None:
             return generator.render(lat)[0]
         return generator.to_unit(synthesize_offset(generator, model.layer_, lat, delta[None])).cpu()[0]
@@ -276,7 +312,7 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
 
     def transferred(request):
         """The sample with what another one (``source``) holds in the part or the painted region, at ``alpha``
-        (:func:`panda.transfer.transfer_offsets`; the edit stack is not applied)."""
+        (:func:`panda.transfer.transfer_offsets`; the edit stack is not applied: add the transfer to it to combine)."""
         lat, source, mask = sample_of(request), sample_of(request, "source"), mask_of(request)
         region = {"region": mask} if mask is not None else {"parts": ints(request, "part")}
         delta = transfer_offsets(model, generator, lat, source, alpha=alpha_of(request, 1.0), **region)[0]

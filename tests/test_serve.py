@@ -196,6 +196,16 @@ def test_api_transfers_a_part_or_a_painted_region_from_another_sample(server, mo
     expected = transfer(model, celeba, [3], [9], region=mask).images[0, 0]
     assert status == 200 and np.array_equal(np.asarray(Image.open(io.BytesIO(body)).convert("RGB")),
                                             np.asarray(to_pil(expected)))
+    # a transfer on the edit stack (tSOURCE,PART,ALPHA or tSOURCE,mHEX,ALPHA) gives the same picture, and stacks
+    taken = get(f"{base}/api/transfer.png?seed=3&source=9&part=1&alpha=0.5&full=1")[2]
+    assert get(f"{base}/api/edit.png?seed=3&edits=t9,1,0.5&full=1")[2] == taken
+    assert get(f"{base}/api/edit.png?seed=3&edits=t9,m{_hex(mask)},1&full=1")[2] == body
+    both = get(f"{base}/api/edit.png?seed=3&edits=t9,1,0.5;2,3,1&full=1")
+    assert both[0] == 200 and both[2] != taken
+    for edits, match in (("t9,1", b"tSOURCE,PART,ALPHA"), ("tx,1,1", b"tSOURCE,PART,ALPHA"),
+                         ("t-1,1,1", b"source must be in"), ("t9,99,1", b"part 99 is out of range")):
+        status, _, text = get(f"{base}/api/edit.png?seed=3&edits={edits}")
+        assert status == 400 and match in text, text
     for query, match in (("source=-1&part=1", b"source must be in"), ("part=1", b"source"),
                          ("source=9&part=99", b"part 99 is out of range")):
         status, _, text = get(f"{base}/api/transfer.png?seed=3&{query}")
@@ -406,6 +416,9 @@ def test_explorer_in_a_real_browser(server, model):
         assert "as sample 12 has it" in by_id("transfer-cap").text and by_id("error").text == ""
         status, headers, body = get(by_id("transfer-download").get_attribute("href"))
         assert status == 200 and "panda-transfer.png" in headers["content-disposition"] and body[:4] == b"\x89PNG"
+        by_id("push-transfer").click()  # onto the stack: the edited picture carries it
+        wait.until(lambda d: "from sample 12" in by_id("stack").text
+                   and "t12%2Cm" in edited.get_attribute("src") and loaded(edited))
     finally:
         driver.quit()
         model.part_names_ = saved_names

@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -58,3 +59,21 @@ def test_readme_commands_run(tmp_path, monkeypatch):
     for command in run:
         r = CliRunner().invoke(main, shlex.split(command)[1:])
         assert r.exit_code == 0, f"{command}\n{r.output}"
+
+
+BENCHMARKS = README.parent / "benchmarks"
+
+
+@pytest.mark.parametrize("script", sorted(p.stem for p in BENCHMARKS.glob("*.py") if p.stem != "common"))
+def test_every_benchmark_script_imports_and_parses_its_options(script, monkeypatch, capsys):
+    """The benchmark scripts are run by hand, minutes to hours each, so nothing else notices when a library change
+    breaks one: each must import what it uses and answer --help."""
+    import importlib
+    import sys
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", "--help"])
+    module = importlib.import_module(script)
+    with pytest.raises(SystemExit) as done:
+        module.main()
+    assert done.value.code == 0 and "usage:" in capsys.readouterr().out

@@ -230,8 +230,9 @@ SAVE_IMAGES = click.option("--save-images", is_flag=True,
 
 
 def _file_label(label) -> str:
-    """A sample's label as file names carry it: its seed, or 'latent i' as ``latenti``."""
-    return str(label).replace(" ", "")
+    """A sample's label as file names carry it: its seed, 'latent i' as ``latenti``, '20 (blue)' as ``20blue``
+    (letters, digits, '.', '_' and '-' only: nothing a shell would need quoted)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "", str(label))
 
 
 def _export(folder, images: torch.Tensor, labels: list, what: str) -> None:
@@ -753,6 +754,9 @@ MAX_TRANSFER_PAIRS = 400
 @click.option("--sources", type=SEEDS, default="100-104", help="The images whose region is given to the others (seeds).")
 @click.option("--source-latent", type=click.Path(dir_okay=False), default=None,
               help="Or the sources as a latent file (as --latent takes it).")
+@click.option("--source-class", default=None,
+              help="A conditional generator's class for the sources (index or name; --class sets the targets'), e.g. "
+                   "blue eyes' irises given to brown ones.")
 @click.option("--alpha", "-a", type=FINITE, default=1.0,
               help="1: the source's appearance in the region; 0: the target's own; between: a blend.")
 @click.option("--appearance", "-j", "appearances", type=int, multiple=True,
@@ -765,8 +769,8 @@ MAX_TRANSFER_PAIRS = 400
                    "lower carries more of the source's layout, higher keeps the change closer to the region.")
 @SAVE_IMAGES
 @sample_options(n_images=4, out="out/transfer")
-def transfer(factors, parts, mask, region, dilate, sources, source_latent, alpha, appearances, refine_first, min_share,
-             save_images, seeds, seed, n_images, latent, save_arrays, out, device, **gen):
+def transfer(factors, parts, mask, region, dilate, sources, source_latent, source_class, alpha, appearances, refine_first,
+             min_share, save_images, seeds, seed, n_images, latent, save_arrays, out, device, **gen):
     """Appearance transfer: give each target what each source has in a region (its mouth, its eyes, ...), a table.
 
     \b
@@ -787,8 +791,14 @@ def transfer(factors, parts, mask, region, dilate, sources, source_latent, alpha
         model.check_appearance(j)
     targets, target_labels = _samples(gen, seeds, seed, n_images, latent)
     if source_latent is not None:
+        if source_class is not None:
+            raise PandaError("--source-class draws the sources from seeds: a latent file brings its own labels.")
         source_samples, source_labels = _samples(gen, None, 0, 0, source_latent)
         source_labels = [f"source {s}" for s in source_labels]
+    elif source_class is not None:
+        index = gen.class_index_of(source_class)
+        source_samples, source_labels = gen.sample(sources, class_index=index), [f"{s} ({gen.classes[index]})"
+                                                                                 for s in sources]
     else:
         source_samples, source_labels = sources, sources
     if len(targets) * len(source_samples) > MAX_TRANSFER_PAIRS:

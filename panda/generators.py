@@ -212,6 +212,11 @@ class GeneratorAdapter:
 
     def set_class(self, class_: int | str) -> int:
         """Make every seed draw class ``class_`` (an index, or a name of ``classes``); returns the index."""
+        self.class_index = self.class_index_of(class_)
+        return self.class_index
+
+    def class_index_of(self, class_: int | str) -> int:
+        """The index of class ``class_`` (an index, or a name of ``classes``), checked."""
         if self.classes is None:
             raise PandaError(f"generator '{self.name}' is unconditional: give no class.")
         if isinstance(class_, str) and not class_.lstrip("-").isdigit():
@@ -224,7 +229,6 @@ class GeneratorAdapter:
         if not 0 <= index < len(self.classes):
             raise PandaError(f"class {index} is out of range for '{self.name}': use 0..{len(self.classes) - 1} "
                              f"({', '.join(self.classes)}).")
-        self.class_index = index
         return index
 
     def latents(self, latents_or_seeds: "Latents | Sequence[int]") -> Latents:

@@ -484,3 +484,20 @@ def test_streamed_images_stop_with_how_many_were_written(tmp_path, monkeypatch):
     with pytest.raises(PandaError, match=r"no face in seeds \[4\].*\(4 image\(s\) were written"):
         cli._export_all(tmp_path, [0, 1, 2, 3, 4, 5], [0, 1, 2, 3, 4, 5], "edited", produce)
     assert len(list((tmp_path / "images").glob("edited_*.png"))) == 4
+
+
+def test_transfer_between_classes_of_a_conditional_generator(factor_file, tmp_path):
+    """--source-class: the sources drawn from another class (dcgan-eyes: blue irises given to brown eyes)."""
+    eyes = tmp_path / "eyes.safetensors"
+    r = run("fit", "--generator", "dcgan-eyes", "-n", 64, "-rs", 4, "--background-samples", 0, "--out", eyes, "-q")
+    assert r.exit_code == 0, r.output
+    r = run("transfer", eyes, "--part", 1, "--class", "brown", "--source-class", "blue", "--seeds", "0-1",
+            "--sources", "20,21", "--save-images", "--out", tmp_path / "t")
+    assert r.exit_code == 0, r.output
+    assert len(list((tmp_path / "t" / "images").glob("transfer_*_from_20blue.png"))) == 2
+    for args, match in ((["--source-class", "purple"], "unknown class 'purple'"),
+                        (["--source-class", "blue", "--source-latent", "z.npy"], "brings its own labels")):
+        r = run("transfer", eyes, "--part", 1, *args, "--out", tmp_path / "x")
+        assert r.exit_code == 2 and match in r.output, r.output
+    r = run("transfer", factor_file, "--part", 1, "--source-class", "blue", "--out", tmp_path / "x")
+    assert r.exit_code == 2 and "unconditional" in r.output, r.output

@@ -95,15 +95,15 @@ def parse_edits(text: str, grid: tuple[int, int],
         if p.strip().startswith("t"):
             fields = p.strip()[1:].split(",")
             try:
+                if len(fields) != 3:
+                    raise ValueError(p)
                 source, alpha = int(fields[0]), float(fields[2])
                 part = None if fields[1].startswith("m") else int(fields[1])
-            except (ValueError, IndexError) as exc:
+            except ValueError as exc:
                 raise PandaError(f"cannot read the stacked transfer '{p}': write it as tSOURCE,PART,ALPHA or "
                                  f"tSOURCE,mHEX,ALPHA.") from exc
-            if len(fields) != 3:
-                raise PandaError(f"cannot read the stacked transfer '{p}': write it as tSOURCE,PART,ALPHA or "
-                                 f"tSOURCE,mHEX,ALPHA.")
-            out.append(Taken(source, part, None if part is not None else parse_mask(fields[1][1:], grid), alpha))
+            out.append(Taken(source, part, None if part is not None else parse_mask(fields[1][1:], grid),
+                             check_alpha(alpha)))
         elif p.strip().startswith("m"):
             fields = p.strip()[1:].split(",")
             if len(fields) != 3:

@@ -203,7 +203,8 @@ def test_api_transfers_a_part_or_a_painted_region_from_another_sample(server, mo
     both = get(f"{base}/api/edit.png?seed=3&edits=t9,1,0.5;2,3,1&full=1")
     assert both[0] == 200 and both[2] != taken
     for edits, match in (("t9,1", b"tSOURCE,PART,ALPHA"), ("tx,1,1", b"tSOURCE,PART,ALPHA"),
-                         ("t-1,1,1", b"source must be in"), ("t9,99,1", b"part 99 is out of range")):
+                         ("t-1,1,1", b"source must be in"), ("t9,99,1", b"part 99 is out of range"),
+                         ("t9,1,nan", b"finite"), ("t9,1,1,2", b"tSOURCE,PART,ALPHA")):
         status, _, text = get(f"{base}/api/edit.png?seed=3&edits={edits}")
         assert status == 400 and match in text, text
     for query, match in (("source=-1&part=1", b"source must be in"), ("part=1", b"source"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import platform
 import statistics
 import time
@@ -40,6 +41,16 @@ def timed(fn: Callable[[], T], device: str, repeat: int = 1) -> tuple[T, float]:
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     """A markdown table's lines."""
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def fit_arguments(doc: str, out: Path) -> argparse.Namespace:
+    """The options of a benchmark that fits each generator itself: --n-fit (samples, default 5,000), --device and
+    --out (its markdown file, default ``out``); ``doc`` the script's docstring, its first line the description."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--n-fit", type=int, default=5000)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", default=str(out))
+    return ap.parse_args()
 
 
 def first_faces(generator, start: int, n: int, masker) -> tuple[list[int], dict[str, torch.Tensor]]:

@@ -23,14 +23,13 @@ Directions from four families, each chosen the same way:
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import panda  # noqa: F401  (before torch, for its OpenMP setting: see panda/__init__.py)
 import torch
 
-from common import device_label, first_faces, write_report
+from common import device_label, first_faces, fit_arguments, write_report
 from panda.checkpoints import load_generator
 from panda.drawing import grid, overlay, save_png, to_pil
 from panda.features import capture
@@ -85,11 +84,7 @@ def auroc(scores: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--n-fit", type=int, default=5000)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--out", default=str(HERE / "localisation_quality.md"))
-    args = ap.parse_args()
+    args = fit_arguments(__doc__, HERE / "localisation_quality.md")
     t0 = time.time()
     masker = FaceMeshMasker(dilate=0)
     rows, pictures = [], HERE / "localisation"

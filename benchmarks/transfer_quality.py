@@ -22,14 +22,13 @@ pairs. One table of pictures per generator and region (``benchmarks/transfer/``)
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import panda  # noqa: F401  (before torch, for its OpenMP setting: see panda/__init__.py)
 import torch
 
-from common import device_label, first_faces, write_report
+from common import device_label, first_faces, fit_arguments, write_report
 from panda.checkpoints import load_generator
 from panda.drawing import save_png
 from panda.editing import synthesize_offset
@@ -40,7 +39,8 @@ from panda.landmarks import FaceMeshMasker
 from panda.metrics import roir
 from panda.naming import name_model_parts
 from panda.regions import rasterise_masks
-from panda.transfer import parts_basis, region_basis, region_coefficients, transfer, transfer_delta
+from panda.transfer import (closer_to_source, parts_basis, region_basis, region_coefficients, transfer,
+                            transfer_delta)
 
 GENERATORS = ["dcgan-celeba", "dcgan-digiface"]
 REGIONS = ["eyes", "nose", "mouth"]
@@ -71,21 +71,13 @@ def measure(g, model, tl, deltas, t_masks, s_images, t_images) -> tuple[float, f
     out = g.to_unit(synthesize_offset(g, model.layer_, tl[torch.arange(n).repeat_interleave(m)],
                                       deltas.flatten(0, 1))).cpu()
     images = out.view(n, m, *out.shape[1:])
-    masks = t_masks.float().repeat_interleave(m, 0)
-    ratios = roir(t_images.repeat_interleave(m, 0), out, masks)
-    inside = t_masks.float()[:, None, None]
-    before = ((t_images[:, None] - s_images[None]) * inside).flatten(2).norm(dim=2)
-    after = ((images - s_images[None]) * inside).flatten(2).norm(dim=2)
-    closer = 1 - after / before.clamp_min(1e-6)
-    return float(ratios[torch.isfinite(ratios)].mean()), float(closer.mean())
+    ratios = roir(t_images.repeat_interleave(m, 0), out, t_masks.float().repeat_interleave(m, 0))
+    closer = closer_to_source(t_images, s_images, images, t_masks.float())
+    return float(ratios[torch.isfinite(ratios)].mean()), closer
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--n-fit", type=int, default=5000)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--out", default=str(HERE / "transfer_quality.md"))
-    args = ap.parse_args()
+    args = fit_arguments(__doc__, HERE / "transfer_quality.md")
     t0 = time.time()
     rows, masker = [], FaceMeshMasker(dilate=2)
     pictures = HERE / "transfer"

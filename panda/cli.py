@@ -23,7 +23,7 @@ from .drawing import grid, save_gif, save_images, save_png, scale_for, to_pil
 from .editing import (DEFAULT_ALPHAS, Edit, check_alpha, check_edits, edit as edit_images, measured_region_sweep,
                       measured_sweep, region_sweep)
 from .errors import PandaError
-from .evaluation import run_roir
+from .evaluation import check_methods, run_roir
 from .setup_cost import time_setup
 from .figures import (candidates_figure, edits_figure, localize_figure, localize_top_figure, parts_figure,
                       refine_figure, remove_figure, sweep_animation, sweep_figure, transfer_figure)
@@ -236,10 +236,8 @@ def _file_label(label) -> str:
 
 
 def _export(folder, images: torch.Tensor, labels: list, what: str) -> None:
-    """--save-images: one PNG per image, named by its label (:func:`_file_label`)."""
-    names = [f"{what}_{_file_label(label)}" for label in labels]
-    paths = save_images(images, folder / "images", names)  # the folder is created there
-    click.echo(f"wrote {len(paths)} image(s) to {paths[0].parent}")
+    """--save-images of images already made (N, 3, H, W) in [0, 1], as :func:`_export_all` writes them."""
+    _export_all(folder, images, labels, what, lambda chunk, _names: chunk)
 
 
 #: The most samples a figure of `edit` or `remove` shows, a row each; with more, the pictures and arrays hold these
@@ -261,7 +259,7 @@ def _shown(samples, labels: list, streams: bool = True) -> tuple[object, list]:
 
 def _export_all(folder, samples, labels: list, what: str, produce) -> None:
     """--save-images for every sample, CHUNK at a time: ``produce(samples, labels)`` -> images (n, 3, H, W) in
-    [0, 1], each written as :func:`_export` names it."""
+    [0, 1], each written to ``folder/images`` (created there) as WHAT_LABEL.png (:func:`_file_label`)."""
     count = 0
     with progress_bar(total=len(labels), desc=f"{what} images", unit="img", progress=None) as bar:
         for start in range(0, len(labels), CHUNK):
@@ -284,15 +282,16 @@ def _arrays(png: Path, data, labels: list) -> None:
 
 
 def _region(model: PandA, gen, samples, seed_list: list, part: int | None, mask: str | None, region: str | None,
-            dilate: int) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+            dilate: int, option: str = "--seeds") -> tuple[torch.Tensor, torch.Tensor | None, str]:
     """What --part, --mask or --region marks: (the region on the layer's grid, (H, W) or (N, H, W) for a face region
-    found in each image; the face region's masks at image resolution (N, H', W') or None; a label for pictures)."""
+    found in each image; the face region's masks at image resolution (N, H', W') or None; a label for pictures).
+    ``option`` names where the samples came from, for the message when FaceMesh finds no face in one."""
     if region is None:
         return region_for(model, part, mask), None, model.part_label(part) if part is not None else "mask"
     faces = face_regions(model, gen, gen.latents(samples), region, dilate)
     missing = [s for s, ok in zip(seed_list, faces.found.tolist()) if not ok]
     if missing:
-        raise PandaError(f"FaceMesh found no face in seeds {missing}: leave them out of --seeds.")
+        raise PandaError(f"FaceMesh found no face in seeds {missing}: leave them out of {option}.")
     return faces.grid, faces.masks, region
 
 
@@ -602,16 +601,16 @@ def _edit_region(model, gen, samples, seed_list, part, mask, region, dilate, app
         j = model.check_appearance(appearance)
     folder = check_writable(out)
 
-    def measure(some, labels, alphas):  # a face region is found in each image of each chunk
-        if mask is not None:
-            return measured_region_sweep(model, gen, some, rasterised, j, alphas, None, "mask")
-        grid_regions, masks, label = _region(model, gen, some, labels, None, None, region, dilate)
+    def regions_of(some, labels):  # the mask as read once; a face region is found in each image of each chunk
+        return (rasterised, None, "mask") if mask is not None else _region(model, gen, some, labels, None, None,
+                                                                            region, dilate)
+
+    def measure(some, labels, alphas):
+        grid_regions, masks, label = regions_of(some, labels)
         return measured_region_sweep(model, gen, some, grid_regions, j, alphas, masks, label)
 
     def apply(some, labels):  # the edit alone, without the originals a measurement renders too
-        grid_regions = rasterised if mask is not None else _region(model, gen, some, labels, None, None, region,
-                                                                   dilate)[0]
-        return gen.to_unit(region_sweep(model, gen, some, grid_regions, j, [alpha]))[:, 0].cpu()
+        return gen.to_unit(region_sweep(model, gen, some, regions_of(some, labels)[0], j, [alpha]))[:, 0].cpu()
 
     _write_sweep(model, measure, apply, alpha, samples, seed_list, folder / f"edit_{region or 'mask'}_app{j}.png", gif,
                  save_images, save_arrays, "the region")
@@ -837,11 +836,8 @@ def _face_pair(model: PandA, gen, targets, target_labels: list, sources, source_
     found = {}
     for who, samples, labels, option in (("", targets, target_labels, "--seeds"),
                                          ("source_", sources, source_labels, "--sources")):
-        faces = face_regions(model, gen, gen.latents(samples), region, dilate)
-        missing = [s for s, ok in zip(labels, faces.found.tolist()) if not ok]
-        if missing:
-            raise PandaError(f"FaceMesh found no face in {missing}: leave them out of {option}.")
-        found[f"{who}region"], found[f"{who}masks"] = faces.grid, faces.masks
+        found[f"{who}region"], found[f"{who}masks"], _ = _region(model, gen, samples, labels, None, None, region,
+                                                                 dilate, option)
     return {**found, "label": region}
 
 
@@ -1025,10 +1021,7 @@ def bench_roir(n, n_calib, budget, target, n_train, rank_parts, ganspace_samples
     """
     for plugin in plugins:
         _run_plugin(plugin)
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise PandaError(f"unknown method(s) {', '.join(map(repr, unknown))}: registered are {', '.join(METHODS)} "
-                         f"(a method of your own: --methods-from FILE.py registering it).")
+    chosen = check_methods(methods) if methods else None  # before the output folder is made
     check_writable(out)
     try:
         dil = tuple(int(d) for d in dilations.split(","))
@@ -1037,7 +1030,7 @@ def bench_roir(n, n_calib, budget, target, n_train, rank_parts, ganspace_samples
     boxes = regions == "boxes"
     result = run_roir(_generator(device, **gen), n, n_calib, budget, target, n_train, n_jacobian, ganspace_samples, rank_parts, seed=seed,
                       progress=_bars(quiet), masker=BoxMasker() if boxes else None, cross_check=not boxes, dilations=dil,
-                      n_parts=n_parts, methods=list(methods) or None)
+                      n_parts=n_parts, methods=chosen)
     paths = write_outputs(result, Path(out))
     click.echo(markdown(result))
     click.echo("wrote " + ", ".join(str(p) for p in paths))

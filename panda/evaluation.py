@@ -209,6 +209,17 @@ def _scores(original: torch.Tensor, edited: torch.Tensor, cells: Cells) -> dict[
     return out
 
 
+def check_methods(methods: Sequence[str]) -> list[str]:
+    """The registered methods named (each once, in the order given); an unknown name, or none, is refused."""
+    chosen = list(dict.fromkeys(methods))
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown or not chosen:
+        raise PandaError(f"unknown method(s) {', '.join(map(repr, unknown)) or 'none given'}: registered are "
+                         f"{', '.join(METHODS)} (register your own with panda.methods.register_method, e.g. in a file "
+                         f"`panda bench roir --methods-from FILE.py` runs).")
+    return chosen
+
+
 def run_roir(generator: GeneratorAdapter, n: int = 1000, n_calib: int = 64, budget: int = 100, target: float = 0.05,
              n_train: int = 5000, n_jacobian: int = 16, ganspace_samples: int = 10_000, rank_parts: int | None = None,
              seed: int = 0, progress: bool | None = None, model: PandA | None = None, masker=None,
@@ -243,11 +254,7 @@ def run_roir(generator: GeneratorAdapter, n: int = 1000, n_calib: int = 64, budg
     -------
     BenchResult
     """
-    chosen = list(METHODS) if methods is None else list(dict.fromkeys(methods))
-    unknown = [m for m in chosen if m not in METHODS]
-    if unknown or not chosen:
-        raise PandaError(f"unknown method(s) {', '.join(map(repr, unknown)) or 'none given'}: registered are "
-                         f"{', '.join(METHODS)} (register your own with panda.methods.register_method).")
+    chosen = list(METHODS) if methods is None else check_methods(methods)
     if not dilations or any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in dilations) \
             or list(dilations) != sorted(set(dilations)):
         raise PandaError(f"dilations={dilations!r}: give increasing whole numbers of pixels >= 0, e.g. (2, 4).")

@@ -2,8 +2,8 @@
 
 A small Starlette app (served by uvicorn) with a plain page: pick a sample (seed or random), a part
 (or paint a region of your own), an appearance and alpha with sliders and see the edit live, the part's
-map, where the appearance is (localisation), the part removed, and the part as another sample has it (transfer). Every picture is a PNG made on request.
-Bound to 127.0.0.1 unless told otherwise.
+map, where the appearance is (localisation), the part removed, and the part as another sample has it
+(transfer). Every picture is a PNG made on request. Bound to 127.0.0.1 unless told otherwise.
 """
 
 from __future__ import annotations
@@ -216,13 +216,17 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
         delta = edit_delta(model, parts) if parts else torch.zeros(model.layer_shape_)
         for e in stack:
             if isinstance(e, Taken):  # what the source holds there replaces what this sample holds
-                region = {"parts": [e.part]} if e.part is not None else {"region": e.mask}
-                delta += transfer_offsets(model, generator, lat, latent_at(e.source, "a stacked transfer's source"),
-                                          alpha=e.alpha, **region)[0, 0]
+                delta += taken_offset(lat, latent_at(e.source, "a stacked transfer's source"), e.part, e.mask, e.alpha)
             elif not isinstance(e, Edit):
                 m, j, a = e
                 delta += region_delta(model, j, m, check_alpha(a))
         return delta
+
+    def taken_offset(lat: Latents, source: Latents, part: int | None, mask: torch.Tensor | None,
+                     alpha: float) -> torch.Tensor:
+        """The offset (C, H, W) that gives ``lat`` what ``source`` holds in the part or the painted region."""
+        region = {"parts": [part]} if mask is None else {"region": mask}
+        return transfer_offsets(model, generator, lat, source, alpha=alpha, **region)[0, 0]
 
     def mask_image(request):
         """The painted region at the generator's resolution, white on black: a file for ``--mask``."""
@@ -314,9 +318,9 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
         """The sample with what another one (``source``) holds in the part or the painted region, at ``alpha``
         (:func:`panda.transfer.transfer_offsets`; the edit stack is not applied: add the transfer to it to combine)."""
         lat, source, mask = sample_of(request), sample_of(request, "source"), mask_of(request)
-        region = {"region": mask} if mask is not None else {"parts": ints(request, "part")}
-        delta = transfer_offsets(model, generator, lat, source, alpha=alpha_of(request, 1.0), **region)[0]
-        return generator.to_unit(synthesize_offset(generator, model.layer_, lat, delta)).cpu()[0]
+        part = None if mask is not None else ints(request, "part")[0]
+        delta = taken_offset(lat, source, part, mask, alpha_of(request, 1.0))
+        return generator.to_unit(synthesize_offset(generator, model.layer_, lat, delta[None])).cpu()[0]
 
     searches: OrderedDict[tuple, tuple[int, float, float]] = OrderedDict()  # (sample, part, alpha) -> auto fill
 

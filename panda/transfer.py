@@ -132,7 +132,7 @@ def transfer_delta(model: PandA, target_coefficients: torch.Tensor, source_coeff
     r = target_basis.float()
     r = r[None, None] if r.dim() == 2 else r[:, None]  # (1 or N, 1, S, K)
     # the coefficients are solved in float64; the offsets, the size of N x M feature maps, need no more than float32
-    delta = alpha * (a.float() @ diff.float() @ r.transpose(-1, -2))  # (N, M, C, S)
+    delta = alpha * (a @ diff.float() @ r.transpose(-1, -2))  # (N, M, C, S)
     return delta.unflatten(-1, tuple(model.layer_shape_[1:]))
 
 
@@ -280,7 +280,7 @@ def transfer(model: PandA, generator: GeneratorAdapter, targets: Latents | Seque
     inside = (shown > 0.5).float()
     share = change_inside_fraction(original_t.repeat_interleave(m, 0), images.flatten(0, 1),
                                    inside.repeat_interleave(m, 0))
-    closer = _closer(original_t, original_s, images, inside)
+    closer = closer_to_source(original_t, original_s, images, inside)
     chosen = list(range(model.n_appearances)) if appearances is None else list(appearances)
     return Transfer(original_t, original_s, images, shown, _shown(source_profile, source_masks, m, size),
                     float(share.mean()), closer, alpha, chosen, label)
@@ -300,14 +300,18 @@ def _shown(profile: torch.Tensor, masks: torch.Tensor | None, n: int, size: int)
 
 
 def _appearances(model: PandA, appearances: Sequence[int] | None) -> torch.Tensor:
-    """A_J (C, |J|) float64 on the CPU."""
-    a = model.appearances_.detach().cpu().double()
+    """A_J (C, |J|) float32 on the CPU."""
+    a = model.appearances_.detach().cpu().float()
     return a if appearances is None else a[:, [model.check_appearance(j) for j in appearances]]
 
 
-def _closer(targets: torch.Tensor, sources: torch.Tensor, images: torch.Tensor, inside: torch.Tensor) -> float:
-    """Mean over (target i, source j) of 1 - |(x'_ij - s_j) m_i| / |(t_i - s_j) m_i|; pairs with nothing to close
-    (the same image, an empty region) are left out."""
+def closer_to_source(targets: torch.Tensor, sources: torch.Tensor, images: torch.Tensor,
+                     inside: torch.Tensor) -> float:
+    """How much closer, pixel by pixel inside each target's region, the transfers came to their sources: the mean
+    over (target i, source j) of 1 - |(x'_ij - s_j) m_i| / |(t_i - s_j) m_i|; pairs with nothing to close (the same
+    image, an empty region) are left out.
+
+    targets (N, 3, H, W), sources (M, 3, H, W), images (N, M, 3, H, W), inside (N, H, W) in {0, 1}."""
     m = inside[:, None, None]  # (N, 1, 1, H', W')
     before = ((targets[:, None] - sources[None]) * m).flatten(2).norm(dim=2)  # (N, M)
     after = ((images - sources[None]) * m).flatten(2).norm(dim=2)

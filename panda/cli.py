@@ -25,15 +25,15 @@ from .editing import (DEFAULT_ALPHAS, Edit, check_alpha, check_edits, edit as ed
 from .errors import PandaError
 from .evaluation import check_methods, run_roir
 from .setup_cost import time_setup
-from .figures import (candidates_figure, edits_figure, localize_figure, localize_top_figure, parts_figure,
-                      refine_figure, remove_figure, sweep_animation, sweep_figure, transfer_figure)
+from .figures import (candidates_figure, edits_figure, localize_figure, localize_top_figure, parts_figure, ranks_figure,
+                      ranks_plot, refine_figure, remove_figure, sweep_animation, sweep_figure, transfer_figure)
 from .fileio import as_arrays, atomic_write, backup, check_output_file, check_writable, save_arrays
-from .features import default_memory_budget
+from .features import FeatureSource, default_memory_budget
 from .factorisation import check_ranks, check_statistics_memory, mixing_matrices
 from .fitting import fit_factors
 from .checkpoints import FORMATS, NOISE_MODES, load_generator, random_stylegan2
 from .generators import DEFAULT_GENERATOR, GENERATORS, resolve_device
-from .landmarks import REMOVAL_REGIONS, BoxMasker
+from .landmarks import REMOVAL_REGIONS, BoxMasker, FaceMeshMasker, face_set, load_onet
 from .methods import METHODS
 from .latents import load_latents
 from .localisation import localisation
@@ -43,10 +43,11 @@ from .progress import log_stages, progress_bar
 from .projection import load_image, project, save_latent
 from .refinement import check_refine_args, compare_refinement, refine as refine_images
 from .regions import calibrated_appearance, face_regions, region_for
-from .removal import candidate_fills, parse_background, remove as remove_region, removal
+from .removal import candidate_fills, parse_background, remove as remove_region, removal, search_background
 from .transfer import MIN_PART_SHARE, transfer as transfer_regions
+from .selection import DEFAULT_RANKS, MAX_RANKS, check_rank_list, default_ranks, rank_sweep
 from .serve import serve as run_server
-from .tables import markdown, setup_cost_markdown, write_outputs
+from .tables import markdown, ranks_markdown, setup_cost_markdown, write_outputs
 
 
 def _bars(quiet: bool) -> bool:
@@ -64,23 +65,33 @@ def _bars(quiet: bool) -> bool:
 MAX_SEEDS = 100_000
 
 
-def parse_seeds(text: str) -> list[int]:
-    """'0,1,4-6' -> [0, 1, 4, 5, 6] (StyleGAN3's --seeds syntax)."""
-    seeds: list[int] = []
+def _numbers(text: str, what: str, example: str, most: int, below: int | None = None) -> list[int]:
+    """'0,1,4-6' -> [0, 1, 4, 5, 6]: whole numbers and ranges, at most ``most`` of them, each below ``below``."""
+    out: list[int] = []
     for piece in text.split(","):
         piece = piece.strip()
         m = re.fullmatch(r"(\d+)(?:-(\d+))?", piece)
         if not m:
-            raise PandaError(f"cannot read seeds '{text}': write them like 0,1,4-6.")
+            raise PandaError(f"cannot read {what} '{text}': write them like {example}.")
         lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
         if hi < lo:
-            raise PandaError(f"seed range '{piece}' runs backwards: write it as {hi}-{lo}.")
-        if hi >= 2**32:
-            raise PandaError(f"seed {hi} is out of range: seeds are in [0, 2**32).")
-        if len(seeds) + hi - lo + 1 > MAX_SEEDS:
-            raise PandaError(f"'{text}' asks for more than {MAX_SEEDS} seeds: give fewer.")
-        seeds.extend(range(lo, hi + 1))
-    return seeds
+            raise PandaError(f"range '{piece}' of {what} runs backwards: write it as {hi}-{lo}.")
+        if below is not None and hi >= below:
+            raise PandaError(f"{hi} is out of range: {what} are in [0, {below}).")
+        if len(out) + hi - lo + 1 > most:
+            raise PandaError(f"'{text}' asks for more than {most} {what}: give fewer.")
+        out.extend(range(lo, hi + 1))
+    return out
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0,1,4-6' -> [0, 1, 4, 5, 6] (StyleGAN3's --seeds syntax), seeds in [0, 2**32)."""
+    return _numbers(text, "seeds", "0,1,4-6", MAX_SEEDS, 2**32)
+
+
+def parse_ranks(text: str) -> list[int]:
+    """'8,16,24' or '4-12' -> R_S values, at most :data:`panda.selection.MAX_RANKS` of them."""
+    return _numbers(text, "ranks", "8,16,24 or 4-12", MAX_RANKS)
 
 
 class _Parsed(click.ParamType):
@@ -117,6 +128,7 @@ def _finite(text: str) -> float:
 
 
 SEEDS = _Parsed("seeds", parse_seeds)
+RANKS = _Parsed("ranks", parse_ranks)
 SHIFT = _Parsed("dy,dx", _shift)
 EDIT = _Parsed("part,appearance,alpha", Edit.parse)
 FINITE = _Parsed("float", _finite)
@@ -328,6 +340,7 @@ def main() -> None:
     \b
     Quick start:
       panda layers dcgan-celeba
+      panda ranks --generator dcgan-celeba --layer relu2 --faces 64
       panda fit --generator dcgan-celeba --layer relu2 --out factors.safetensors
       panda info factors.safetensors --parts
       panda parts factors.safetensors --out out/parts
@@ -400,22 +413,10 @@ def fit(layer, rank_appearance, rank_parts, n_samples, seed, latent, max_iter, t
     \b
     Example:  panda fit --generator dcgan-digiface --layer main.5 -rs 12 -n 5000 --out digiface.safetensors
     """
-    if memory_gb is not None and memory_gb < 0:
-        raise PandaError(f"--memory-gb must be >= 0, got {memory_gb}.")
     check_output_file(out, overwrite)  # before minutes of fitting, not after
     generator = _generator(device, **gen)
-    latents = None
-    if latent is not None:
-        if click.get_current_context().get_parameter_source("n_samples") != click.core.ParameterSource.DEFAULT:
-            raise PandaError("give either --n-samples (seeds) or --latent FILE (all its latents), not both.")
-        latents = load_latents(latent, generator)
-        n_samples = len(latents)
-    batch = batch_size or generator.default_batch
-    budget = default_memory_budget(generator.device) if memory_gb is None else int(memory_gb * (1 << 30))
-    layer = layer or generator.default_layer
-    generator.layer_module(layer)  # an unknown layer stops here, listing the valid ones
-    c, h, w = generator.layer_shapes()[layer]
-    need = n_samples * c * h * w * 4
+    data = _TrainingData(generator, layer, n_samples, seed, latent, batch_size, memory_gb)
+    layer, latents, n_samples, (c, h, w) = data.layer, data.latents, data.n_samples, data.shape
     rank_parts = generator.rank_parts_for(layer) if rank_parts is None else rank_parts
     # ranks too large stop here, in one line, before anything is printed or generated
     rank_c = c if rank_appearance is None else rank_appearance
@@ -424,11 +425,10 @@ def fit(layer, rank_appearance, rank_parts, n_samples, seed, latent, max_iter, t
         raise PandaError("--mixing-directions applies to a fit with --mixing: add --mixing, or leave it out.")
     check_statistics_memory((h, w), generator.device, f"layer {layer!r}",
                             mixing_matrices(rank_c, mixing_directions) if mixing else None)
-    click.echo(f"generator batch {batch}; features {need / 2**30:.2f} GiB, "
-               + ("kept in memory" if need <= budget else f"over the {budget / 2**30:.1f} GiB budget: re-generated each pass"),
-               err=True)
+    data.announce()
     start = time.perf_counter()
-    model = fit_factors(generator, layer, rank_appearance, rank_parts, n_samples, seed, max_iter, tol, batch, budget,
+    model = fit_factors(generator, layer, rank_appearance, rank_parts, n_samples, seed, max_iter, tol, data.batch,
+                        data.budget,
                         background_samples=background_samples, progress=_bars(quiet), mixing=mixing,
                         mixing_directions=mixing_directions, latents=latents)
     rest = time.perf_counter() - start - model.extract_time_ - model.fit_time_
@@ -440,6 +440,118 @@ def fit(layer, rank_appearance, rank_parts, n_samples, seed, latent, max_iter, t
                f"{model.n_passes_} pass(es); train error {model.train_error_:.4f}, held-out {model.heldout_error_:.4f}\n"
                f"  {background} {rest:.1f} s\n"
                f"  written to {path}")
+
+
+class _TrainingData:
+    """What a fitting command trains on: the layer, seeds or latents, batch size and memory budget, all checked
+    before any sample is generated."""
+
+    def __init__(self, generator, layer: str | None, n_samples: int, seed: int, latent: str | None,
+                 batch_size: int | None, memory_gb: float | None) -> None:
+        if memory_gb is not None and memory_gb < 0:
+            raise PandaError(f"--memory-gb must be >= 0, got {memory_gb}.")
+        self.latents = None
+        if latent is not None:
+            if click.get_current_context().get_parameter_source("n_samples") != click.core.ParameterSource.DEFAULT:
+                raise PandaError("give either --n-samples (seeds) or --latent FILE (all its latents), not both.")
+            self.latents = load_latents(latent, generator)
+            n_samples = len(self.latents)
+        self.generator, self.n_samples, self.seed = generator, n_samples, seed
+        self.batch = batch_size or generator.default_batch
+        self.budget = default_memory_budget(generator.device) if memory_gb is None else int(memory_gb * (1 << 30))
+        self.layer = layer or generator.default_layer
+        generator.layer_module(self.layer)  # an unknown layer stops here, listing the valid ones
+        self.shape = generator.layer_shapes()[self.layer]
+
+    @property
+    def nbytes(self) -> int:
+        c, h, w = self.shape
+        return self.n_samples * c * h * w * 4
+
+    def announce(self) -> None:
+        """One line on stderr: the batch size, and whether the features are kept or re-generated each pass."""
+        need, budget = self.nbytes, self.budget
+        click.echo(f"generator batch {self.batch}; features {need / 2**30:.2f} GiB, "
+                   + ("kept in memory" if need <= budget else
+                      f"over the {budget / 2**30:.1f} GiB budget: re-generated each pass"), err=True)
+
+    def source(self, progress: bool) -> FeatureSource:
+        data = range(self.seed, self.seed + self.n_samples) if self.latents is None else self.latents
+        return FeatureSource(self.generator, self.layer, data, self.batch, self.budget, progress)
+
+
+@main.command()
+@generator_options(DEFAULT_GENERATOR)
+@click.option("--layer", default=None, help="Layer to factorise; default: the generator's default layer.")
+@click.option("--ranks", "-rs", "ranks", type=RANKS, default=None,
+              help="R_S values to fit, e.g. 8,16,24 or 4-12; default: "
+                   + ", ".join(map(str, DEFAULT_RANKS)) + " (those up to the layer's H*W).")
+@click.option("--rank-appearance", "-rc", type=COUNT, default=None, help="R_C appearances, the same for every fit; default: all C channels.")
+@click.option("--n-samples", "-n", type=click.IntRange(1, 10_000_000), default=2000, help="Training samples (seeds SEED .. SEED+N-1).")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, help="First training seed; also seeds the random start of the parts.")
+@click.option("--latent", type=click.Path(dir_okay=False), default=None,
+              help="Fit on the latents of this file instead of seeds (formats as for the sampling commands' --latent).")
+@click.option("--heldout", type=click.IntRange(min=0), default=256, help="Held-out samples each fit is scored on (0: none).")
+@click.option("--faces", type=click.IntRange(min=0), default=0,
+              help="Also measure each fit's parts against FaceMesh's eyes, nose and mouth on this many faces "
+                   "(face generators; 64 is plenty) and name the smallest R_S that gives each its own part.")
+@click.option("--max-iter", type=COUNT, default=30, help="At most this many alternating iterations per fit.")
+@click.option("--tol", type=FINITE, default=1e-4, help="Stop when the error falls by less than this (relative).")
+@click.option("--batch-size", type=COUNT, default=None, help="Generator batch size; default: from the image size.")
+@click.option("--memory-gb", type=FINITE, default=None,
+              help="Keep the features in memory up to this size (each fit reads them twice); default: a quarter of the device's.")
+@click.option("--n-images", type=click.IntRange(1, 16), default=4, help="Samples drawn in ranks.png.")
+@click.option("--save-factors", is_flag=True,
+              help="Also write each fit as OUT/rs{R_S}.safetensors, with its held-out score, the background search of "
+                   "`panda fit` (a few seconds each) and, with --faces, its parts named as `panda name-parts` does.")
+@click.option("--save-arrays", is_flag=True,
+              help="Also write ranks.npz: the ranks, errors, fit seconds, each fit's parts and, with --faces, purities.")
+@click.option("--out", "-o", default="out/ranks", help="Output folder.")
+@device_option
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def ranks(ranks, layer, rank_appearance, n_samples, seed, latent, heldout, faces, max_iter, tol, batch_size, memory_gb,
+          n_images, save_factors, save_arrays, out, device, quiet, **gen):
+    """How many parts? Fit a layer at several R_S on one shared pass of statistics; compare their held-out errors
+    and parts (ranks.png, errors.png, ranks.md).
+
+    \b
+    Example:  panda ranks --generator dcgan-celeba --layer relu2 -rs 8,16,24,32,40 --faces 64
+    """
+    generator = _generator(device, **gen)
+    data = _TrainingData(generator, layer, n_samples, seed, latent, batch_size, memory_gb)
+    ranks = check_rank_list(default_ranks(data.shape) if ranks is None else ranks, data.shape, rank_appearance)
+    folder = check_writable(out)
+    if save_factors:
+        for r in ranks:
+            check_output_file(folder / f"rs{r}.safetensors", True)
+    data.announce()
+    bars = _bars(quiet)
+    held = None if heldout == 0 else FeatureSource.heldout(generator, data.layer, heldout, batch_size=data.batch)
+    face_data = None
+    if faces:
+        # the faces `panda name-parts` names parts on: a saved fit's names are those it would give
+        face_data = face_set(generator, CALIB_SEED_START, faces, FaceMeshMasker(), load_onet())
+        if len(face_data.seeds) == 0:
+            raise PandaError(f"FaceMesh found no face in {faces} samples of '{generator.name}': --faces needs a face "
+                             f"generator; leave it out.")
+    sweep = rank_sweep(data.source(bars), ranks, held, face_data, rank_appearance, seed, max_iter, tol, progress=bars)
+    if data.latents is None:
+        shown = labels = list(range(data.seed, data.seed + n_images))
+    else:
+        shown, labels = data.latents[:n_images], [f"latent {i}" for i in range(min(n_images, data.n_samples))]
+    png = save_png(ranks_figure(sweep, generator.render(shown), labels), folder / "ranks.png")
+    text = ranks_markdown(sweep, generator.name, data.layer, data.n_samples, heldout)
+    click.echo(text)
+    for path in (png, save_png(ranks_plot(sweep), folder / "errors.png"), atomic_write(folder / "ranks.md", text)):
+        click.echo(f"wrote {path}")
+    if save_arrays:
+        _arrays(png, sweep.as_arrays(), labels)
+    if save_factors:
+        for i, (r, model) in enumerate(zip(sweep.ranks, sweep.models)):
+            if sweep.regions is not None:
+                model.part_names_ = sweep.regions[i].names()
+            search_background(model, generator, 8, progress=bars)
+            click.echo(f"wrote {model.save(folder / f'rs{r}.safetensors')}")
 
 
 @main.command()

@@ -12,18 +12,21 @@ from markupsafe import Markup, escape
 from . import figures
 from .drawing import save_png
 from .editing import DEFAULT_ALPHAS, measured_region_sweep, measured_sweep, sweep
+from .features import FeatureSource
 from .fileio import publish_folder, staging_folder
 from .fitting import fit_factors
 from .checkpoints import load_generator
 from .generators import DEFAULT_GENERATOR, GeneratorAdapter
 from .localisation import localisation
 from .model import PandA
-from .naming import name_model_parts
+from .landmarks import FaceMeshMasker, face_set, load_onet
+from .naming import CALIB_SEED_START, name_model_parts
 from .pages import Section, write_index
 from .progress import progress_bar
 from .refinement import compare_refinement, refine
 from .regions import calibrated_appearance, face_regions, region_for
 from .removal import candidate_fills, removal
+from .selection import SEMANTIC_PURITY, default_ranks, rank_sweep
 from .transfer import transfer
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,40 @@ def _name_parts(model: PandA, generator) -> str:
             "to the region's area, of eyes, nose, mouth, the rest of the face and the background: "
             + ("; ".join(f"part {k}: {v}" for k, v in sorted(names.items())) if names else "none sits most on a region")
             + ".")
+
+
+#: Training samples of the demo's rank sweep (at most): enough for its parts, a few seconds for eight ranks.
+RANK_SWEEP_SAMPLES = 2000
+
+
+def _ranks(model: PandA, gen, seed: int, folder: Path, progress: bool | None) -> Section:
+    """How many parts: the layer fitted at several R_S on the first training samples (``panda ranks``), its parts
+    measured on the faces that named the demo's when MediaPipe is there."""
+    ranks = sorted(set(default_ranks(model.layer_shape_)) | {model.n_parts})
+    n = min(model.n_samples_, RANK_SWEEP_SAMPLES)
+    faces = None
+    if importlib.util.find_spec("mediapipe") is not None and importlib.util.find_spec("facenet_pytorch") is not None:
+        try:
+            faces = face_set(gen, CALIB_SEED_START, 64, FaceMeshMasker(), load_onet())
+        except Exception as exc:  # a nicety, as the naming: the sweep goes on without faces
+            log.info("rank sweep without faces (%s)", exc)
+        faces = faces if faces is not None and len(faces.seeds) else None
+    result = rank_sweep(FeatureSource(gen, model.layer_, range(seed, seed + n), progress=progress), ranks,
+                        FeatureSource.heldout(gen, model.layer_, 256), faces, random_state=seed, progress=progress)
+    save_png(figures.ranks_plot(result), folder / "errors.png")
+    shown = list(range(seed, seed + 3))
+    save_png(figures.ranks_figure(result, gen.render(shown), shown), folder / "ranks.png")
+    choice = result.semantic_choice()
+    found = ("" if faces is None else
+             f" On {len(faces.seeds)} faces, the smallest R_S that gives the eyes, nose and mouth each a part of its own "
+             f"(at least {SEMANTIC_PURITY:.0%} of its mass inside the region, FaceMesh): "
+             + (f"<b>{choice}</b>." if choice is not None else "none of these."))
+    return Section("How many parts", Markup(
+        f"The layer fitted at R_S = {', '.join(map(str, ranks))} on {n:,} training samples, all on one shared pass of "
+        f"statistics (<code>panda ranks</code>); this page's fit has R_S = {model.n_parts}. The held-out error falls "
+        f"with every part added, so it cannot choose by itself; where the parts fall can.{found}"),
+        [("errors.png", "Reconstruction error and, on faces, each region's purity against R_S."),
+         ("ranks.png", "Each rank's parts (colour: the strongest part at each pixel; borders in white).")])
 
 
 def _region_edit(model: PandA, gen, latents, shown: list[int], alphas: list[float], folder: Path) -> Section:
@@ -122,6 +159,8 @@ def run_demo(generator: GeneratorAdapter | str = DEFAULT_GENERATOR, layer: str |
     alphas = list(DEFAULT_ALPHAS)
 
     save_png(figures.parts_figure(model, gen.render(latents), shown), folder / "parts.png")
+    log.info("how many parts: fits at several R_S")
+    ranks_section = _ranks(model, gen, seed, folder, progress)
     overview, per_part = [], []
     log.info("edits: the top %d appearances of each of %d parts", n_top, model.n_parts)
     for k in progress_bar(range(model.n_parts), desc="edits per part", progress=progress):
@@ -176,6 +215,7 @@ def run_demo(generator: GeneratorAdapter | str = DEFAULT_GENERATOR, layer: str |
         Section("Parts", "Each part is a non-negative map over the layer's grid, shared by all images; "
                          "'all parts' colours each pixel by its strongest part. " + naming,
                 [("parts.png", "The parts over samples.")]),
+        ranks_section,
         Section("Every part at a glance", "One sample; each row adds the appearance most specific to the part (strong "
                                           "there, and more there than elsewhere; appearance 0, the mean direction that "
                                           "is strong in every part, is one `panda edit --appearance 0` away) "

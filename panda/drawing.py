@@ -64,13 +64,20 @@ def overlay(image: torch.Tensor, heat: torch.Tensor, strength: float = 0.6) -> n
     return (1 - w) * img + w * hot(h)
 
 
-def segmentation(image: torch.Tensor, maps: torch.Tensor, strength: float = 0.55) -> np.ndarray:
-    """Colour each pixel of a (3, H, W) image by its strongest map of (K, H, W) (argmax).
-    Returns (H, W, 3) in [0, 1]."""
+def segmentation(image: torch.Tensor, maps: torch.Tensor, strength: float = 0.55, edges: bool = False) -> np.ndarray:
+    """Colour each pixel of a (3, H, W) image by its strongest map of (K, H, W) (argmax); with ``edges``, pixels
+    whose right or lower neighbour belongs to another map are white, so that two regions sharing a colour (more
+    than 16 maps) stay apart. Returns (H, W, 3) in [0, 1]."""
     img = image.detach().cpu().float().permute(1, 2, 0).numpy()
     labels = maps.argmax(0).cpu().numpy()
     colours = PALETTE[labels % len(PALETTE)]
-    return (1 - strength) * img + strength * colours
+    out = (1 - strength) * img + strength * colours
+    if edges:
+        edge = np.zeros(labels.shape, dtype=bool)
+        edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
+        edge[:-1] |= labels[:-1] != labels[1:]
+        out[edge] = 1.0
+    return out
 
 
 def heat_tile(change: torch.Tensor, top: float | None = None, scale: int = 1) -> Image.Image:

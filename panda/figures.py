@@ -21,7 +21,17 @@ from .maps import change_map, normalise, upsample
 from .model import PandA
 from .refinement import RefinementComparison
 from .removal import Removal
+from .selection import SEMANTIC_PURITY, RankSweep
 from .transfer import Transfer
+
+
+def _rendered(fig) -> Image.Image:
+    """A matplotlib Figure drawn to an RGB PIL image."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3].copy())
 
 
 def seed_labels(seeds: Sequence[int | str]) -> list[str]:
@@ -218,14 +228,68 @@ def localize_top_figure(model: PandA, loc: Localisation, k: int, seed: int) -> I
                 title=f"seed {seed}: its {k} strongest concepts (A^T Z, each map rescaled to [0, 1])")
 
 
+def ranks_figure(sweep: RankSweep, images: torch.Tensor, seeds: Sequence[int | str]) -> Image.Image:
+    """Rows: the sweep's fits (R_S), each with its errors. Columns: samples, every part by colour (argmax of the
+    parts' maps, each rescaled to [0, 1]) with the parts' borders in white.
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        (N, 3, H, W) in [0, 1].
+    """
+    size, scale = images.shape[-1], scale_for(images)
+    rows, labels = [], []
+    for rank, model in zip(sweep.ranks, sweep.models):
+        maps = upsample(normalise(model.part_maps()), size)
+        rows.append([to_pil(segmentation(img, maps, edges=True), scale) for img in images])
+        heldout = "" if model.heldout_error_ != model.heldout_error_ else f"\nheld-out {model.heldout_error_:.4f}"
+        labels.append(f"R_S = {rank}{heldout}")
+    m = sweep.models[0]
+    return grid(rows, labels, seed_labels(seeds),
+                title=f"{m.generator_name_ or 'feature maps'} layer {m.layer_}: parts by R_S (colour: the strongest part)")
+
+
+def ranks_plot(sweep: RankSweep) -> Image.Image:
+    """Training and held-out error against R_S; with faces, a second panel of each region's purity (the share of its
+    best part's mass inside it, 0 where no part is named after it) and the smallest R_S at which all pass
+    :data:`panda.selection.SEMANTIC_PURITY`."""
+    from matplotlib.figure import Figure  # here, not at the top: importing matplotlib costs every command 0.5 s
+
+    shares = sweep.purities()
+    fig = Figure(figsize=(10 if shares else 5.5, 3.8), dpi=100)
+    ax = fig.add_subplot(1, 2 if shares else 1, 1)
+    ax.plot(sweep.ranks, sweep.train_errors, "o-", color=PALETTE[0], label="training")
+    if any(e == e for e in sweep.heldout_errors):
+        ax.plot(sweep.ranks, sweep.heldout_errors, "s-", color=PALETTE[1], label="held-out")
+    ax.set_xlabel("R_S (parts)")
+    ax.set_ylabel("relative error")
+    ax.set_title("reconstruction error (lower is better)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if shares:
+        bx = fig.add_subplot(1, 2, 2)
+        for i, (region, values) in enumerate(shares.items()):
+            bx.plot(sweep.ranks, values, "o-", color=PALETTE[2 + i], label=region)
+        bx.axhline(SEMANTIC_PURITY, color="grey", ls="--", lw=1)
+        choice = sweep.semantic_choice()
+        if choice is not None:
+            bx.axvline(choice, color="black", lw=1, label=f"first with all: R_S = {choice}")
+        bx.set_xlabel("R_S (parts)")
+        bx.set_ylabel("purity of the region's part")
+        bx.set_title(f"a part of its own, on {sweep.n_faces} faces (higher is better)")
+        bx.set_ylim(0, 1)
+        bx.grid(alpha=0.3)
+        bx.legend(fontsize=9)
+    fig.tight_layout()
+    return _rendered(fig)
+
+
 # ------------------------------------------------------------------------------------- the benchmark
 def bench_bar_plot(res: BenchResult, metric: str = "ROIR") -> Image.Image:
     """Grouped bars (regions x methods) of a metric's mean with std whiskers; unavailable methods are named as n/a."""
     methods = [m for m in res.methods if res.row(m, REGIONS[0]).available]
     missing = [f"{m}: {res.row(m, REGIONS[0]).label}" for m in res.methods if m not in methods]
-    # here, not at the top: importing matplotlib costs every command 0.5 s, and only this plot needs it
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # here, not at the top: importing matplotlib costs every command 0.5 s
 
     fig = Figure(figsize=(10, 4.2), dpi=100)
     ax = fig.add_subplot()
@@ -243,9 +307,7 @@ def bench_bar_plot(res: BenchResult, metric: str = "ROIR") -> Image.Image:
                  + (" (lower is better)" if metric == "ROIR" else ""))
     ax.legend(title="; ".join(missing) if missing else None, fontsize=9, title_fontsize=8, ncols=min(len(methods), 5))
     ax.grid(axis="y", alpha=0.3)
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    return Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3].copy())
+    return _rendered(fig)
 
 
 def region_grid(res: BenchResult, region: str, n_show: int = 6) -> Image.Image:

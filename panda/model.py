@@ -23,7 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save
 
 from .errors import PandaError
-from .factorisation import (appearance_shares, check_params, check_ranks, check_statistics_memory, coefficient_moments,
+from .factorisation import (DataStats, appearance_shares, check_params, check_ranks, check_statistics_memory, coefficient_moments,
                             mixing_matrices, panda_factorise, reconstruct as reconstruct_maps, relative_error)
 from .features import FeatureArray, FeatureSource, as_features
 from .fileio import atomic_write
@@ -139,7 +139,8 @@ class PandA:
         check_params(self.max_iter, self.tol, self.n_init, self.random_state, self.mixing, self.mixing_directions)
         return rank_c
 
-    def fit(self, source: "FeatureSource | FeatureArray | torch.Tensor | np.ndarray") -> "PandA":
+    def fit(self, source: "FeatureSource | FeatureArray | torch.Tensor | np.ndarray",
+            stats: DataStats | None = None) -> "PandA":
         """Learn A and P from the feature maps of ``source``.
 
         Parameters
@@ -148,6 +149,10 @@ class PandA:
             The training data: a generator's samples (its generator, layer and seeds are recorded as the factors'
             provenance), or feature maps you already have, (N, C, H, W) (:class:`panda.features.FeatureArray`: a
             model fitted on them has no generator to edit with).
+        stats : DataStats, optional
+            This very source's first-pass statistics (:func:`panda.factorisation.data_stats` with the layer's grid),
+            to fit several ranks on one pass (:func:`panda.selection.rank_sweep`); their sample count and shapes
+            are checked against ``source``. Their pass is then not counted in ``n_passes_`` or ``fit_time_``.
 
         Returns
         -------
@@ -159,10 +164,12 @@ class PandA:
         rank_c = self.validate(source.shape)  # before any sample is generated
         check_statistics_memory((h, w), source.device, f"layer {source.layer!r}",
                                 mixing_matrices(rank_c, self.mixing_directions) if self.mixing else None)
+        if stats is not None:
+            _check_stats(stats, source)
         t0, extract0 = time.perf_counter(), source.extract_time
         result = panda_factorise(source, rank_c, self.rank_parts, self.max_iter, self.tol, self.random_state,
-                                 n_init=self.n_init, grid=(h, w), progress=self.verbose, mixing=self.mixing,
-                                 mixing_directions=self.mixing_directions)
+                                 stats=stats, n_init=self.n_init, grid=(h, w), progress=self.verbose,
+                                 mixing=self.mixing, mixing_directions=self.mixing_directions)
         self.appearances_ = result.appearances.detach().float().cpu().contiguous()
         self.parts_ = result.parts.detach().float().cpu().contiguous()
         self.mixing_ = None if result.mixing is None else result.mixing.detach().float().cpu().contiguous()
@@ -494,6 +501,17 @@ _REQUIRED_META = ("format_version", "generator", "generator_sha256", "layer", "l
                   "error_history", "n_iter", "n_passes", "fit_time_s", "extract_time_s", "feature_scale",
                   "background", "background_sign", "background_gain")
 _TENSORS = ("appearances", "parts", "coef_mean", "coef_energy", "appearance_energy", "background_scores")
+
+
+def _check_stats(stats: DataStats, source: "FeatureSource | FeatureArray") -> None:
+    """Statistics handed to :meth:`PandA.fit` must be those of its source: the same sample count and layer shape."""
+    c, h, w = source.shape
+    have = (stats.n, tuple(stats.channel.shape), tuple(stats.position.shape), stats.grid)
+    want = (len(source), (c, c), (h * w, h * w), (h, w))
+    if have != want:
+        raise PandaError(f"the statistics given to fit are of {stats.n} samples at a {stats.channel.shape[0]}-channel "
+                         f"layer of grid {stats.grid}, not of this source ({len(source)} samples, {c} x {h} x {w}): "
+                         f"compute them with data_stats(source, ({h}, {w})).")
 
 
 def _check_mixing(w: torch.Tensor | None, rank: int, path: Path, refit: str) -> torch.Tensor | None:

@@ -19,6 +19,7 @@ from .figures import bench_bar_plot, cell_grid, masks_figure, parts_figure, regi
 from .fileio import atomic_write, check_writable
 from .landmarks import CELLS, REGIONS
 from .metrics import METRICS
+from .selection import SEMANTIC_PURITY, RankSweep
 from .setup_cost import SetupCost
 
 
@@ -146,6 +147,37 @@ def setup_cost_markdown(costs: list[SetupCost]) -> str:
                   f"(its code allows 10,000 steps; on a DCGAN's 100 x 100 eyes Gram matrix it converged after 1,000-3,000). "
                   "PandA's setup serves every region and image; ReSeFa's and LowRankGAN's are per image and region."]
     return "\n".join(lines)
+
+
+def ranks_markdown(sweep: RankSweep, generator: str, layer: str, n_samples: int, n_heldout: int) -> str:
+    """A rank sweep as markdown: one row per R_S (errors, the held-out error's fall per added part, fit seconds and,
+    with faces, each region's purity), then what it suggests."""
+    shares = sweep.purities()
+    lines = [f"# How many parts: {generator} layer {layer}", "",
+             f"PandA (R_C = {sweep.models[0].n_appearances}) on {n_samples:,} samples, one shared statistics pass "
+             f"({sweep.stats_time:.1f} s; generator {sweep.extract_time:.1f} s); held-out error on "
+             + (f"{n_heldout} other samples." if n_heldout else "no samples (--heldout 0).")
+             + (f" Purity: the share of the region's best part's mass inside the region, on {sweep.n_faces} faces "
+                f"(FaceMesh), 0 where no part is named after it." if shares else ""), ""]
+    columns = ["R_S", "training error", "held-out error", "fall per added part", "fit s (with the shared pass)"]
+    lines += _header(columns + ([f"{r} purity" for r in REGIONS] if shares else []))
+    for i, row in enumerate(sweep.rows()):
+        cells = [str(row["rank_parts"]), f"{row['train_error']:.4f}", f"{row['heldout_error']:.4f}",
+                 "" if math.isnan(row["fall_per_part"]) else f"{row['fall_per_part']:.4f}", f"{row['fit_s']:.2f}"]
+        if shares:
+            cells += [f"{row[f'{r}_purity']:.2f}" for r in REGIONS]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    if shares:
+        choice = sweep.semantic_choice()
+        lines.append(f"Smallest R_S giving the eyes, nose and mouth each a part of its own (purity >= {SEMANTIC_PURITY}): "
+                     + (f"**{choice}**." if choice is not None else
+                        f"none of these; try more parts (above {sweep.ranks[-1]}) or a larger layer."))
+    else:
+        lines.append("The error falls with every part added; pick the R_S whose parts (ranks.png) split the image the "
+                     "way your edits need, where the fall per added part levels off. On a face generator, --faces "
+                     "measures which R_S gives the eyes, nose and mouth parts of their own.")
+    return "\n".join(lines) + "\n"
 
 
 def write_outputs(res: BenchResult, out: str | Path) -> list[Path]:

@@ -16,7 +16,8 @@ LAYERS = [
     ("factorisation", {"factorisation"}),
     ("model", {"model"}),
     ("applications", {"editing", "refinement", "removal", "localisation", "landmarks", "baselines", "naming", "methods",
-                      "evaluation", "setup_cost", "fitting", "projection", "regions", "transfer"}),
+                      "evaluation", "setup_cost", "fitting", "projection", "regions", "transfer",
+                      "selection"}),
     ("reports", {"drawing", "figures", "tables", "pages"}),
     ("front ends", {"cli", "serve", "demo"}),
 ]

@@ -21,7 +21,8 @@ def test_parse_seeds():
         parse_seeds("5-2")
 
 
-@pytest.mark.parametrize("cmd", ["fit", "layers", "parts", "edit", "demo", "refine", "remove", "localize", "transfer"])
+@pytest.mark.parametrize("cmd", ["fit", "layers", "parts", "edit", "demo", "refine", "remove", "localize", "transfer",
+                                 "ranks"])
 def test_every_command_has_help_device_and_seed(cmd):
     r = run(cmd, "--help")
     assert r.exit_code == 0

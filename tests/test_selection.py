@@ -1,0 +1,161 @@
+"""Choosing R_S (panda.selection, `panda ranks`): fits at several ranks on one shared statistics pass."""
+
+import re
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from panda import PandaError
+from panda.cli import main, parse_ranks
+from panda.factorisation import data_stats
+from panda.features import FeatureArray, FeatureSource, capture
+from panda.figures import ranks_figure, ranks_plot
+from panda.landmarks import CELLS, REGIONS
+from panda.model import PandA
+from panda.naming import PartRegions
+from panda.selection import MAX_RANKS, RankSweep, check_rank_list, default_ranks, rank_sweep
+from panda.tables import ranks_markdown
+
+
+@pytest.fixture(scope="module")
+def maps(celeba):
+    """relu2 features of 192 training and 48 held-out seeds, (N, 256, 8, 8)."""
+    return capture(celeba, celeba.sample(range(192)), "relu2"), capture(celeba, celeba.sample(range(500, 548)), "relu2")
+
+
+@pytest.fixture(scope="module")
+def sweep(maps):
+    train, heldout = maps
+    return rank_sweep(FeatureArray(train, "relu2"), [8, 2, 4], FeatureArray(heldout, "relu2"), max_iter=5)
+
+
+def test_each_fit_of_a_sweep_is_the_fit_on_its_own(maps, sweep):
+    """Sharing the statistics pass changes nothing: every rank's factors and errors are those of PandA(rank).fit."""
+    train, heldout = maps
+    assert sweep.ranks == [2, 4, 8]  # sorted
+    for rank, model in zip(sweep.ranks, sweep.models):
+        alone = PandA(rank_parts=rank, max_iter=5).fit(FeatureArray(train, "relu2"))
+        alone.score(FeatureArray(heldout, "relu2"))
+        assert model.n_parts == rank
+        assert torch.allclose(model.parts_, alone.parts_, atol=1e-5)
+        assert torch.allclose(model.appearances_.abs(), alone.appearances_.abs(), atol=1e-4)
+        assert model.train_error_ == pytest.approx(alone.train_error_, rel=1e-5)
+        assert model.heldout_error_ == pytest.approx(alone.heldout_error_, rel=1e-5)
+        assert model.n_passes_ == alone.n_passes_  # the shared pass is counted in each file, as on its own
+        assert (model.parts_ >= 0).all()
+
+
+def test_more_parts_reconstruct_better(sweep):
+    assert sweep.train_errors[0] > sweep.train_errors[1] > sweep.train_errors[2]
+    assert sweep.heldout_errors[0] > sweep.heldout_errors[2]
+    rows = sweep.rows()
+    assert np.isnan(rows[0]["fall_per_part"])
+    assert rows[1]["fall_per_part"] == pytest.approx((rows[0]["heldout_error"] - rows[1]["heldout_error"]) / 2)
+    arrays = sweep.as_arrays()
+    assert arrays["parts_rs4"].shape == (4, 8, 8) and list(arrays["ranks"]) == [2, 4, 8]
+
+
+def test_the_statistics_pass_is_shared(celeba):
+    """A streamed source (nothing kept in memory) is generated once for the statistics, then twice per rank."""
+    calls = []
+    source = FeatureSource(celeba, "relu2", range(64), memory_budget=0)
+    original = source._generate
+
+    def counting(desc):
+        calls.append(desc)
+        return original(desc)
+
+    source._generate = counting
+    result = rank_sweep(source, [2, 3], max_iter=2)
+    assert len(calls) == 1 + 2 * 2
+    assert all(np.isnan(result.heldout_errors))
+
+
+def test_statistics_of_another_source_are_refused(maps):
+    train, _ = maps
+    stats = data_stats(FeatureArray(train[:100], "relu2"), (8, 8))
+    with pytest.raises(PandaError, match="data_stats"):
+        PandA(rank_parts=2).fit(FeatureArray(train, "relu2"), stats=stats)
+
+
+def test_rank_lists_are_checked_before_any_work():
+    assert check_rank_list([8, 2], (16, 4, 4)) == [2, 8]
+    with pytest.raises(PandaError, match="given twice"):
+        check_rank_list([4, 4], (16, 4, 4))
+    with pytest.raises(PandaError, match="at least one"):
+        check_rank_list([], (16, 4, 4))
+    with pytest.raises(PandaError, match="H\\*W=16"):
+        check_rank_list([4, 17], (16, 4, 4))
+    with pytest.raises(PandaError, match="rank_appearance=20"):
+        check_rank_list([4], (16, 4, 4), rank_appearance=20)
+    with pytest.raises(PandaError, match=f"at most {MAX_RANKS}"):
+        check_rank_list(list(range(1, MAX_RANKS + 2)), (16, 16, 16))
+    assert default_ranks((16, 8, 8)) == [4, 8, 12, 16, 24, 32, 40, 48]
+    assert default_ranks((16, 3, 3)) == [4, 8, 9]
+    assert default_ranks((16, 4, 4)) == [4, 8, 12, 16]
+    assert parse_ranks("4-6,10") == [4, 5, 6, 10]
+    with pytest.raises(PandaError, match="8,16,24"):
+        parse_ranks("eight")
+    with pytest.raises(PandaError, match=f"more than {MAX_RANKS} ranks"):
+        parse_ranks("1-100")
+
+
+def _regions(purity: dict[str, float]) -> PartRegions:
+    """Three parts, part i sitting on REGIONS[i] with the given share of its mass (the rest on the background)."""
+    share = torch.zeros(3, len(CELLS))
+    for i, r in enumerate(REGIONS):
+        share[i, CELLS.index(r)] = purity[r]
+        share[i, CELLS.index("background")] = 1 - purity[r]
+    area = torch.tensor([0.02, 0.02, 0.02, 0.3, 0.64])
+    return PartRegions(share, area, 10)
+
+
+def test_the_semantic_choice_is_the_smallest_rank_where_every_region_passes(sweep):
+    low, high = {"eyes": 0.1, "nose": 0.5, "mouth": 0.5}, {"eyes": 0.3, "nose": 0.5, "mouth": 0.4}
+    faked = RankSweep(sweep.ranks, sweep.models, 0.0, 0.0, [_regions(low), _regions(high), _regions(high)], 10)
+    assert faked.purities()["eyes"] == pytest.approx([0.1, 0.3, 0.3])
+    assert faked.semantic_choice() == 4
+    assert faked.semantic_choice(purity=0.35) is None
+    assert sweep.semantic_choice() is None and sweep.purities() is None
+    text = ranks_markdown(faked, "g", "relu2", 192, 48)
+    assert "**4**" in text and "eyes purity" in text
+    assert "**" not in ranks_markdown(sweep, "g", "relu2", 192, 48)
+    plot = ranks_plot(faked)
+    assert plot.width > ranks_plot(sweep).width  # the purity panel beside the errors
+
+
+def test_ranks_figure_has_a_row_per_rank(sweep, celeba):
+    images = celeba.render(range(3))
+    fig = ranks_figure(sweep, images, [0, 1, 2])
+    one = ranks_figure(RankSweep(sweep.ranks[:1], sweep.models[:1], 0.0, 0.0), images, [0, 1, 2])
+    assert fig.height > 2.5 * (one.height - 60) and fig.width == one.width
+
+
+def test_ranks_command_writes_table_pictures_and_factor_files(tmp_path):
+    out = tmp_path / "r"
+    r = CliRunner().invoke(main, ["ranks", "-n", "96", "-rs", "2,4", "--heldout", "32", "--max-iter", "3",
+                                  "--save-factors", "--save-arrays", "--out", str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    assert re.search(r"^\| 4 \| 0\.\d{4} \| 0\.\d{4} \| 0\.\d{4} \|", r.output, re.M), r.output
+    for name in ("ranks.png", "errors.png", "ranks.md", "ranks.npz", "rs2.safetensors", "rs4.safetensors"):
+        assert (out / name).is_file(), name
+    model = PandA.load(out / "rs4.safetensors")
+    assert model.n_parts == 4 and model.n_heldout_ == 32 and model.background_ is not None
+    assert model.n_samples_ == 96
+    assert list(np.load(out / "ranks.npz")["ranks"]) == [2, 4]
+
+
+@pytest.mark.parametrize("args, match", [
+    (["-rs", "4,4"], "given twice"),
+    (["-rs", "65"], "H*W=64"),
+    (["-rs", "x"], "8,16,24"),
+    (["--layer", "nope"], "nope"),
+    (["-rc", "300"], "rank_appearance=300"),
+])
+def test_bad_ranks_input_is_one_line_and_writes_nothing(tmp_path, args, match):
+    out = tmp_path / "r"
+    r = CliRunner().invoke(main, ["ranks", "-n", "32", *args, "--out", str(out)])
+    assert r.exit_code == 2 and match in r.output, r.output
+    assert not out.exists()

@@ -40,4 +40,9 @@ def propose(directions, ctx, region, faces):
             for i, d in enumerate(directions[:ctx.budget])]
 
 
-register_method(Method("Random z", unavailable, setup, propose))
+def settings(options):
+    """How it was run, for the table's settings line (options: the run's budget, layer, n_train, ...)."""
+    return f"with {min(DIRECTIONS, options['budget'])} random unit directions in z"
+
+
+register_method(Method("Random z", unavailable, setup, propose, settings=settings))

@@ -26,7 +26,8 @@ from .errors import PandaError
 from .evaluation import check_methods, run_roir
 from .setup_cost import time_setup
 from .figures import (candidates_figure, edits_figure, localize_figure, localize_top_figure, parts_figure, ranks_figure,
-                      ranks_plot, refine_figure, remove_figure, sweep_animation, sweep_figure, transfer_figure)
+                      ranks_plot, refine_figure, remove_figure, retrieval_figure, sweep_animation, sweep_figure,
+                      transfer_figure)
 from .fileio import as_arrays, atomic_write, backup, check_output_file, check_writable, save_arrays
 from .features import FeatureSource, default_memory_budget
 from .factorisation import check_ranks, check_statistics_memory, mixing_matrices
@@ -43,6 +44,7 @@ from .progress import log_stages, progress_bar
 from .projection import load_image, project, save_latent
 from .refinement import check_refine_args, compare_refinement, refine as refine_images
 from .regions import calibrated_appearance, face_regions, region_for
+from .retrieval import retrieve as retrieve_samples
 from .removal import candidate_fills, parse_background, remove as remove_region, removal, search_background
 from .transfer import MIN_PART_SHARE, transfer as transfer_regions
 from .selection import DEFAULT_RANKS, MAX_RANKS, check_rank_list, default_ranks, rank_sweep
@@ -896,8 +898,7 @@ def transfer(factors, parts, mask, region, dilate, sources, source_latent, sourc
         raise PandaError(f"say what to transfer: exactly one of --part K (repeatable; an index or a name), --mask "
                          f"FILE.PNG or --region {'|'.join(REMOVAL_REGIONS)}.")
     check_alpha(alpha)
-    part_list = [k for p in parts for k in ([model.check_part(int(p))] if p.lstrip("-").isdigit()
-                                             else model.parts_named(p))] if parts else None
+    part_list = _part_list(model, parts) if parts else None
     for j in appearances:
         model.check_appearance(j)
     targets, target_labels = _samples(gen, seeds, seed, n_images, latent)
@@ -940,6 +941,67 @@ def transfer(factors, parts, mask, region, dilate, sources, source_latent, sourc
         _export(folder, result.images.flatten(0, 1), pair_labels, "transfer")
     if save_arrays:
         _arrays(path, result, target_labels)
+
+
+def _part_list(model: PandA, parts) -> list[int]:
+    """--part values, each an index or a name (`panda name-parts`: every part so named) -> part indices."""
+    return [k for p in parts for k in ([model.check_part(int(p))] if p.lstrip("-").isdigit() else model.parts_named(p))]
+
+
+#: The most samples `panda retrieve` shows at each end of its ranking.
+MAX_RETRIEVED = 16
+
+
+@main.command()
+@click.argument("factors", type=click.Path(dir_okay=False))
+@click.option("--appearance", "-j", type=int, required=True, help="Appearance j to look for.")
+@click.option("--part", "-k", "parts", multiple=True,
+              help="Score it in this part, by index or by name (all parts so named); repeat for several. Default: the "
+                   "whole image.")
+@click.option("--mask", type=click.Path(dir_okay=False), default=None, help="Or in the white pixels of this PNG.")
+@click.option("--top", type=click.IntRange(1, MAX_RETRIEVED), default=8, help="Samples shown at each end.")
+@sample_options(n_images=2000, out="out/retrieve")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def retrieve(factors, appearance, parts, mask, top, seeds, seed, n_images, latent, save_arrays, out, device, quiet,
+             **gen):
+    """Which samples hold the most (and the least) of appearance j in a part, a mask or the whole image: scores
+    every sample (seeds or your latents, any number) and draws both ends.
+
+    \b
+    Examples:
+      panda retrieve factors.safetensors -j 8 --part mouth --n-images 5000
+      panda retrieve factors.safetensors -j 3 --latent mine.npz --save-arrays    (a score for each of your latents)
+    """
+    model, gen = _load(factors, device, **gen)
+    j = model.check_appearance(appearance)
+    if parts and mask is not None:
+        raise PandaError("score in --part or in --mask, not both.")
+    if parts:
+        ks = _part_list(model, parts)
+        region = torch.stack([region_for(model, part=k) for k in ks]).sum(0).clamp(max=1.0)
+        label, name = ", ".join(model.part_label(k) for k in ks), "part" + "_".join(map(str, ks))
+    elif mask is not None:
+        region, label, name = region_for(model, mask=mask), "the mask", "mask"
+    else:
+        region, label, name = None, "the whole image", "image"
+    samples, labels = _samples(gen, seeds, seed, n_images, latent)
+    if len(labels) < 2:
+        raise PandaError("retrieval ranks samples: give at least 2 (--n-images, --seeds or --latent).")
+    folder = check_writable(out)
+    result = retrieve_samples(model, gen, samples, j, region, progress=_bars(quiet))
+    k = min(top, len(labels) // 2)
+    ends = [result.top(k), result.bottom(k)]
+    picked = [[samples[i] for i in idx] if isinstance(samples, list) else samples[torch.tensor(idx)] for idx in ends]
+    most, least = (localisation(model, gen, chosen) for chosen in picked)
+    path = save_png(retrieval_figure(model, result, most, least, [labels[i] for i in ends[0]],
+                                     [labels[i] for i in ends[1]], label, len(labels)),
+                    folder / f"retrieve_a{j}_{name}.png")
+    for what, idx in (("most", ends[0]), ("least", ends[1])):
+        click.echo(f"{what}: " + ", ".join(f"{labels[i]} ({float(result.scores[i]):+.2f})" for i in idx))
+    click.echo(f"wrote {path}")
+    if save_arrays:
+        _arrays(path, {"scores": result.scores, "region": result.region, "most": torch.tensor(ends[0]),
+                       "least": torch.tensor(ends[1])}, labels)
 
 
 def _face_pair(model: PandA, gen, targets, target_labels: list, sources, source_labels: list, region: str,

@@ -18,6 +18,7 @@ from .fitting import fit_factors
 from .checkpoints import load_generator
 from .generators import DEFAULT_GENERATOR, GeneratorAdapter
 from .localisation import localisation
+from .retrieval import retrieve
 from .model import PandA
 from .landmarks import FaceMeshMasker, face_set, load_onet
 from .naming import CALIB_SEED_START, name_model_parts
@@ -78,6 +79,31 @@ def _ranks(model: PandA, gen, seed: int, folder: Path, progress: bool | None) ->
         f"with every part added, so it cannot choose by itself; where the parts fall can.{found}"),
         [("errors.png", "Reconstruction error and, on faces, each region's purity against R_S."),
          ("ranks.png", "Each rank's parts (colour: the strongest part at each pixel; borders in white).")])
+
+
+#: Samples the demo's retrieval scores (seeds after the training ones and those shown).
+RETRIEVAL_SAMPLES = 3000
+
+
+def _retrieval(model: PandA, gen, start: int, folder: Path) -> Section:
+    """The samples with the most and the least of the mouth's (else part 0's) most specific appearance in it."""
+    mouths = model.parts_named("mouth") if "mouth" in model.part_names_.values() else [0]
+    k = mouths[0]
+    j = model.top_appearances(k, 1, by="specific")[0]
+    seeds = list(range(start, start + RETRIEVAL_SAMPLES))
+    result = retrieve(model, gen, seeds, j, region_for(model, part=k))
+    most, least = result.top(6), result.bottom(6)
+    most_seeds, least_seeds = [seeds[i] for i in most], [seeds[i] for i in least]
+    save_png(figures.retrieval_figure(model, result, localisation(model, gen, most_seeds),
+                                      localisation(model, gen, least_seeds), most_seeds, least_seeds,
+                                      model.part_label(k), len(seeds)), folder / "retrieve.png")
+    return Section("Retrieval", Markup(
+        f"Appearance j's mean over a region, <code>a_j^T Z_i r / sum(r)</code>, scores every sample by how much of it "
+        f"the sample holds there (<code>panda retrieve</code>; <code>--save-arrays</code> writes a score for each of "
+        f"your own latents). Here {len(seeds):,} new samples ranked by appearance {j}, the most specific to "
+        f"{escape(model.part_label(k))}, in that part: the two ends show what the appearance is."),
+        [("retrieve.png", f"The six samples with the most of appearance {j} in {model.part_label(k)}, and the six with "
+                          f"the least.")])
 
 
 def _region_edit(model: PandA, gen, latents, shown: list[int], alphas: list[float], folder: Path) -> Section:
@@ -197,6 +223,8 @@ def run_demo(generator: GeneratorAdapter | str = DEFAULT_GENERATOR, layer: str |
     region_section = _region_edit(model, gen, latents, shown, alphas, folder)
     log.info("appearance transfer")
     transfer_section = _transfer(model, gen, latents, shown, list(range(shown[-1] + 1, shown[-1] + 6)), folder)
+    log.info("retrieval: samples ranked by an appearance in a part")
+    retrieval_section = _retrieval(model, gen, shown[-1] + 6, folder)
     log.info("localisation maps")
     save_png(figures.localize_top_figure(model, localisation(model, gen, latents[:1]), 6, shown[0]), folder / "localize_top.png")
     save_png(figures.localize_figure(model, localisation(model, gen, latents), model.background_, shown),
@@ -253,6 +281,7 @@ def run_demo(generator: GeneratorAdapter | str = DEFAULT_GENERATOR, layer: str |
     sections.append(Section("Concept localisation", "A^T Z: how much of each appearance is at each position (each map "
                             "rescaled to [0, 1]).", [("localize_top.png", f"Seed {shown[0]}: its six strongest concepts."),
                                                      ("localize_background.png", f"Where the background appearance {model.background_} is.")]))
+    sections.append(retrieval_section)
     # named parts (eyes, nose, mouth) first: with tens of parts they are the ones a reader looks for
     for k, top, share in sorted(per_part, key=lambda item: item[0] not in model.part_names_):
         label = model.part_label(k)

@@ -147,6 +147,17 @@ def grid(
     return canvas
 
 
+def stack(images: Sequence[Image.Image], pad: int = 8) -> Image.Image:
+    """Pictures one above the other on white, left-aligned, ``pad`` pixels apart."""
+    width = max(im.width for im in images)
+    canvas = Image.new("RGB", (width, sum(im.height for im in images) + pad * (len(images) - 1)), "white")
+    y = 0
+    for im in images:
+        canvas.paste(im, (0, y))
+        y += im.height + pad
+    return canvas
+
+
 #: zlib level of every PNG panda writes. Pillow's default (6) spends 3x the time of level 3 for files 12% smaller:
 #: a demo contact sheet (1429 x 858) takes 127 ms against 43 ms, and the demo's 80 sheets 5.5 s against about 2.
 PNG_COMPRESS_LEVEL = 3

@@ -122,7 +122,8 @@ class BenchResult:
     model : PandA
         The PandA model used.
     options : dict
-        The protocol's settings (budget, n_parts, n_jacobian, resefa_taus, ...), for the tables.
+        The protocol's settings (budget, n_parts, n_jacobian, resefa_taus, ...), for the tables, and "settings":
+        {method: how it was run} from each compared method's own ``Method.settings``.
     """
 
     generator: str
@@ -318,6 +319,9 @@ def run_roir(generator: GeneratorAdapter, n: int = 1000, n_calib: int = 64, budg
     options = {"budget": budget, "n_parts": n_parts, "n_jacobian": ctx.n_jacobian, "resefa_taus": tuple(resefa_taus),
                "n_train": n_train, "rank_parts": ctx.model.n_parts if ctx.model is not None else rank_parts,
                "layer": ctx.model.layer_ if ctx.model is not None else None, "ganspace_samples": ganspace_samples}
+    # each compared method says how it was run, in its own words (a method of the user's too)
+    options["settings"] = {name: METHODS[name].settings(options) for name in chosen
+                           if name in available and METHODS[name].settings is not None}
     return BenchResult(generator.name, test.n_tried, len(test.seeds), len(calib.seeds), target, tuple(dilations), setup,
                        per_image, rows, check, ctx.regions, test, edits, ctx.model, options)
 

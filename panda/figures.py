@@ -12,15 +12,16 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .drawing import PALETTE, grid, heat_tile, hot, outline, overlay, scale_for, segmentation, to_pil
+from .drawing import PALETTE, grid, heat_tile, hot, outline, overlay, scale_for, segmentation, stack, to_pil
 from .editing import Edit, SweepResult, part_profile
 from .evaluation import BenchResult
 from .landmarks import REGIONS, FaceSet
 from .localisation import Localisation, signed, strongest
-from .maps import change_map, normalise, upsample
+from .maps import change_map, normalise, region_at, upsample
 from .model import PandA
 from .refinement import RefinementComparison
 from .removal import Removal
+from .retrieval import Retrieval
 from .selection import SEMANTIC_PURITY, RankSweep
 from .transfer import Transfer
 
@@ -282,6 +283,37 @@ def ranks_plot(sweep: RankSweep) -> Image.Image:
         bx.legend(fontsize=9)
     fig.tight_layout()
     return _rendered(fig)
+
+
+def retrieval_figure(model: PandA, result: Retrieval, most: Localisation, least: Localisation,
+                     most_labels: Sequence[int | str], least_labels: Sequence[int | str], label: str,
+                     n_scored: int) -> Image.Image:
+    """The samples with the most and the least of an appearance in a region: for each, the image (region outlined)
+    and where the appearance is (its map squared over the image, each rescaled to [0, 1]), captioned with its score.
+
+    Parameters
+    ----------
+    most, least : Localisation
+        The top and bottom samples' images and maps (:func:`panda.localisation.localisation`), in score order.
+    """
+    j, size, scale = result.appearance, most.images.shape[-1], scale_for(most.images)
+    whole = bool((result.region == result.region.flatten()[0]).all())  # the whole grid: no outline to draw
+    mask = region_at(result.region, size) > 0.5
+
+    def half(loc: Localisation, labels: Sequence[int | str], indices: list[int], title: str) -> Image.Image:
+        maps = upsample(normalise(signed(model, j, loc.maps[:, j])), size)
+        images = [to_pil(img, scale) if whole else outline(img, [mask], scale) for img in loc.images]
+        cols = [f"{text}\n{float(result.scores[i]):+.2f}" for text, i in zip(seed_labels(labels), indices)]
+        return grid([images, [to_pil(overlay(img, m ** 2), scale) for img, m in zip(loc.images, maps)]],
+                    ["image", f"appearance {j}"], cols, title=title)
+
+    k = len(most_labels)
+    top = half(most, most_labels, result.top(k),
+               f"the {k} of {n_scored} samples with the most of appearance {j} in {label} (score: its mean there, in "
+               f"units of the layer's typical norm)")
+    bottom = half(least, least_labels, result.bottom(len(least_labels)),
+                  f"... and the {len(least_labels)} with the least")
+    return stack([top, bottom])
 
 
 # ------------------------------------------------------------------------------------- the benchmark

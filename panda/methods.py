@@ -123,6 +123,10 @@ class Method:
         LowRankGAN's RPCA), and reports its time on the test faces per image.
     per_image : bool
         Its directions are computed for each face (its cost on the test faces is reported per image).
+    settings : callable or None
+        ``settings(options) -> str``: how it was run, for the table's settings line, from the run's options (the
+        keys of :attr:`panda.evaluation.BenchResult.options`: budget, layer, rank_parts, n_train, n_parts,
+        n_jacobian, ganspace_samples, resefa_taus); None: nothing to say.
     """
 
     name: str
@@ -130,6 +134,7 @@ class Method:
     setup: Callable[[BenchContext], tuple[Any, float]]
     propose: Callable[[Any, BenchContext, str, FaceSet], list[Candidate]]
     per_image: bool = False
+    settings: Callable[[dict], str] | None = None
 
 
 METHODS: Registry = Registry("method")
@@ -178,7 +183,13 @@ def _panda_propose(model: PandA, ctx: BenchContext, region: str, faces: FaceSet)
             for k, j in pairs]
 
 
-register_method(Method("PandA", _always, _panda_setup, _panda_propose))
+def _panda_settings(o: dict) -> str:
+    return f"at {o['layer']} with R_S = {o['rank_parts']}, {o['n_train']} training samples"
+
+
+register_method(Method("PandA", _always, _panda_setup, _panda_propose,
+                       settings=lambda o: f"{_panda_settings(o)}, its {o['n_parts']} parts with the highest lift in "
+                                          f"the region"))
 
 
 def _panda_mask_propose(model: PandA, ctx: BenchContext, region: str, faces: FaceSet) -> list[Candidate]:
@@ -197,7 +208,9 @@ def _panda_mask_propose(model: PandA, ctx: BenchContext, region: str, faces: Fac
 
 # PandA's appearances added to each face's own region mask (what `panda edit --region` and a painted region do):
 # the parts are not used, the same fit is (its setup is PandA's); like ReSeFa, it uses each face's mask.
-register_method(Method("PandA + mask", _always, _panda_setup, _panda_mask_propose, per_image=True))
+register_method(Method("PandA + mask", _always, _panda_setup, _panda_mask_propose, per_image=True,
+                       settings=lambda o: f"with the appearances of the fit {_panda_settings(o)}, on each face's "
+                                          f"own mask"))
 
 
 # ------------------------------------------------------------------------------------ GANSpace, SeFa
@@ -233,7 +246,7 @@ def _directions(what: str):
 
 
 register_method(Method("GANSpace", _spec_field("ganspace_layer", "an early layer named in the generator's spec"),
-                       _ganspace_setup, _directions("PC")))
+                       _ganspace_setup, _directions("PC"), settings=lambda o: f"on {o['ganspace_samples']} samples"))
 register_method(Method("SeFa", _spec_field("sefa_weight", "the latent-facing weight named in the generator's spec"),
                        _sefa_setup, _directions("direction")))
 
@@ -274,7 +287,11 @@ def _stylespace_propose(state: _StyleState, ctx: BenchContext, region: str, face
     return out
 
 
-register_method(Method("StyleSpace", _stylegan_only, _stylespace_setup, _stylespace_propose))
+def _calibrated_on(o: dict) -> str:
+    return f"from {o['n_jacobian']} calibration faces"
+
+
+register_method(Method("StyleSpace", _stylegan_only, _stylespace_setup, _stylespace_propose, settings=_calibrated_on))
 
 
 # ---------------------------------------------------------------------------- LowRankGAN, ReSeFa
@@ -342,5 +359,6 @@ def _resefa_propose(state: _PerImage, ctx: BenchContext, region: str, faces: Fac
     return out[:ctx.budget]
 
 
-register_method(Method("LowRankGAN", _always, _lowrankgan_setup, _lowrankgan_propose))
-register_method(Method("ReSeFa", _always, _resefa_setup, _resefa_propose, per_image=True))
+register_method(Method("LowRankGAN", _always, _lowrankgan_setup, _lowrankgan_propose, settings=_calibrated_on))
+register_method(Method("ReSeFa", _always, _resefa_setup, _resefa_propose, per_image=True,
+                       settings=lambda o: f"per image, tau chosen from {', '.join(f'{t:g}' for t in o['resefa_taus'])}"))

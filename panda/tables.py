@@ -86,19 +86,8 @@ def markdown(res: BenchResult) -> str:
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
     o = res.options
     if o:
-        compared = set(res.methods)
-        taus = ", ".join(f"{t:g}" for t in o["resefa_taus"])
-        settings = [  # each method's settings, said only where the method was compared
-            ({"PandA", "PandA + mask"}, f"PandA at {o['layer']} with R_S = {o['rank_parts']}, {o['n_train']} training "
-                                        f"samples" + (f", its {o['n_parts']} parts with the highest lift in the region"
-                                                      if "PandA" in compared else "")),
-            ({"GANSpace"}, f"GANSpace on {o['ganspace_samples']} samples"),
-            ({"LowRankGAN", "StyleSpace"}, f"{' and '.join(sorted(compared & {'LowRankGAN', 'StyleSpace'}))} from "
-                                           f"{o['n_jacobian']} calibration faces"),
-            ({"ReSeFa"}, f"ReSeFa per image, tau chosen from {taus}")]
-        said = [text for names, text in settings if names & compared]
-        lines += ["", f"Settings: budget {o['budget']} directions per region (x 2 signs)"
-                      + "".join(f"; {text}" for text in said) + "."]
+        said = "".join(f"; {name} {text}" for name, text in o.get("settings", {}).items())
+        lines += ["", f"Settings: budget {o['budget']} directions per region (x 2 signs){said}."]
     if res.part_regions is not None:
         summary = res.part_regions.summary()
         parts = "; ".join(f"{r}: part {v['part']} ({'named' if v['named'] else 'not named'} after it, purity "

@@ -17,7 +17,7 @@ LAYERS = [
     ("model", {"model"}),
     ("applications", {"editing", "refinement", "removal", "localisation", "landmarks", "baselines", "naming", "methods",
                       "evaluation", "setup_cost", "fitting", "projection", "regions", "transfer",
-                      "selection"}),
+                      "selection", "retrieval"}),
     ("reports", {"drawing", "figures", "tables", "pages"}),
     ("front ends", {"cli", "serve", "demo"}),
 ]

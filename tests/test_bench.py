@@ -346,6 +346,8 @@ def test_your_own_method_from_a_file_against_panda_alone(tmp_path):
         text = (tmp_path / "b" / "roir.md").read_text()
         assert "| Random z | +2 px |" in text and "| PandA | +2 px |" in text
         assert "GANSpace" not in text and "ReSeFa" not in text  # no rows, and no settings of methods not run
+        assert "; Random z with 2 random unit directions in z" in text  # the user's method says how it ran
+        assert "; PandA at main.5 with R_S = 24, 200 training samples" in text
         r = run(main, ["bench", "roir", "--methods-from", str(example), "--out", str(tmp_path / "c")])
         assert r.exit_code == 2 and "registered twice" in r.output  # the same file run again in one process
     finally:

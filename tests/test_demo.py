@@ -10,7 +10,8 @@ def test_demo_writes_an_index_whose_pictures_exist(tmp_path):
     text = index.read_text()
     pngs = set(re.findall(r'src="([^"]+\.png)"', text))
     assert {"parts.png", "overview.png", "edit_part3.png", "part0_appearances.png", "refine.png", "remove_0.png",
-            "localize_top.png", "localize_background.png", "edit_region.png", "ranks.png", "errors.png"} <= pngs
+            "localize_top.png", "localize_background.png", "edit_region.png", "ranks.png", "errors.png",
+            "retrieve.png"} <= pngs
     for name in pngs:
         with Image.open(tmp_path / "demo" / name) as im:
             assert im.width > 100 and im.height > 100

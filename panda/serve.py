@@ -2,8 +2,8 @@
 
 A small Starlette app (served by uvicorn) with a plain page: pick a sample (seed or random), a part
 (or paint a region of your own), an appearance and alpha with sliders and see the edit live, the part's
-map, where the appearance is (localisation), the part removed, and the part as another sample has it
-(transfer). Every picture is a PNG made on request. Bound to 127.0.0.1 unless told otherwise.
+map, where the appearance is (localisation), the part removed, the part as another sample has it
+(transfer), and the samples that hold the most of the appearance there (retrieval). Every picture is a PNG made on request. Bound to 127.0.0.1 unless told otherwise.
 """
 
 from __future__ import annotations
@@ -31,9 +31,14 @@ from .maps import normalise, upsample
 from .model import PandA
 from .pages import render_explorer
 from .removal import choose_fill, remove, removal_regions
+from .retrieval import retrieve
 from .transfer import transfer_offsets
 
 MAX_SEED = 2**32 - 1
+#: Samples "find the samples with the most of it" scores: seeds 0.. (or the first latents), a second or two on a
+#: DCGAN's CPU; ``n`` may ask for fewer or more, up to :data:`MAX_RETRIEVE`.
+RETRIEVE_SAMPLES = 1000
+MAX_RETRIEVE = 10_000
 
 
 def port_free(host: str, port: int) -> None:
@@ -322,6 +327,22 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
         delta = taken_offset(lat, source, part, mask, alpha_of(request, 1.0))
         return generator.to_unit(synthesize_offset(generator, model.layer_, lat, delta[None])).cpu()[0]
 
+    def retrieved(request) -> dict:
+        """The samples with the most of the appearance in the part or the painted region, among the first ``n``
+        (default :data:`RETRIEVE_SAMPLES`): their numbers (seeds, or indices into the latents), best first, and
+        scores (:func:`panda.retrieval.retrieve`)."""
+        mask = mask_of(request)
+        (appearance,) = ints(request, "appearance")
+        region = mask if mask is not None else part_profile(model, ints(request, "part")[0])
+        limit = MAX_RETRIEVE if latents is None else min(MAX_RETRIEVE, len(latents))
+        text = request.query_params.get("n", str(min(RETRIEVE_SAMPLES, limit)))
+        if not text.isdigit() or not 2 <= int(text) <= limit:
+            raise PandaError(f"n must be a whole number of samples in 2..{limit}.")
+        n = int(text)
+        result = retrieve(model, generator, range(n) if latents is None else latents[:n], appearance, region)
+        top = result.top(8)
+        return {"most": top, "scores": [round(float(result.scores[i]), 4) for i in top], "n": n}
+
     searches: OrderedDict[tuple, tuple[int, float, float]] = OrderedDict()  # (sample, part, alpha) -> auto fill
 
     def fill_of(request) -> tuple[Latents, torch.Tensor, float, dict]:
@@ -379,7 +400,7 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
         Route("/api/remove.png", picture(removed, "remove")), Route("/api/remove.json", data(lambda r: fill_of(r)[3])),
         Route("/api/region.json", data(region_top)), Route("/api/mask.png", picture(mask_image, "mask")),
         Route("/api/source.png", picture(lambda r: generator.render(sample_of(r, "source"))[0], "source")),
-        Route("/api/transfer.png", picture(transferred, "transfer")),
+        Route("/api/transfer.png", picture(transferred, "transfer")), Route("/api/retrieve.json", data(retrieved)),
     ])
     return _Guard(app, hosts)
 

@@ -213,6 +213,29 @@ def test_api_transfers_a_part_or_a_painted_region_from_another_sample(server, mo
         assert status == 400 and match in text, text
 
 
+def test_api_finds_the_samples_with_the_most_of_an_appearance(server, model, celeba):
+    """/api/retrieve.json: the first n samples ranked as panda.retrieval ranks them, in the part or painted region."""
+    import torch
+
+    from panda.editing import part_profile
+    from panda.retrieval import retrieve
+    base, _ = server
+    status, _, body = get(f"{base}/api/retrieve.json?seed=3&part=1&appearance=2&n=40")
+    found = json.loads(body)
+    expected = retrieve(model, celeba, range(40), 2, part_profile(model, 1))
+    assert status == 200 and found["n"] == 40 and found["most"] == expected.top(8)
+    assert found["scores"] == pytest.approx([float(expected.scores[i]) for i in expected.top(8)], abs=1e-4)
+    mask = torch.zeros(8, 8)
+    mask[5:7, 2:6] = 1
+    found = json.loads(get(f"{base}/api/retrieve.json?seed=3&mask={_hex(mask)}&appearance=2&n=40")[2])
+    assert found["most"] == retrieve(model, celeba, range(40), 2, mask).top(8)
+    for query, match in (("part=1&appearance=2&n=1", b"n must be"), ("part=1&appearance=2&n=x", b"n must be"),
+                         ("part=1&appearance=2&n=10001", b"n must be"), ("part=1&appearance=999", b"out of range"),
+                         ("appearance=2", b"part")):
+        status, _, text = get(f"{base}/api/retrieve.json?seed=3&{query}")
+        assert status == 400 and match in text, text
+
+
 def test_api_removes_with_this_images_fill_or_the_global_one(server, model, celeba):
     """fill=auto (the default) uses the fill chosen for this part on this image; fill=global the fit's."""
     from panda.editing import part_profile
@@ -420,6 +443,17 @@ def test_explorer_in_a_real_browser(server, model):
         by_id("push-transfer").click()  # onto the stack: the edited picture carries it
         wait.until(lambda d: "from sample 12" in by_id("stack").text
                    and "t12%2Cm" in edited.get_attribute("src") and loaded(edited))
+        # find the samples with the most of the appearance in the region; clicking one opens it
+        by_id("find").click()
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#found img")) == 8
+                   and all(loaded(t) for t in d.find_elements(By.CSS_SELECTOR, "#found img")))
+        assert "of 1000 samples with the most of appearance" in by_id("found-of").text
+        first = driver.find_elements(By.CSS_SELECTOR, "#found img")[0]
+        sample = first.get_attribute("data-sample")
+        first.click()
+        wait.until(lambda d: by_id("seed").get_attribute("value") == sample
+                   and f"seed={sample}" in by_id("original").get_attribute("src") and loaded(by_id("original")))
+        assert by_id("error").text == ""
     finally:
         driver.quit()
         model.part_names_ = saved_names

@@ -309,6 +309,34 @@ def _region(model: PandA, gen, samples, seed_list: list, part: int | None, mask:
     return faces.grid, faces.masks, region
 
 
+def training_options(n_samples: int):
+    """What a fitting command (fit, ranks) trains on and how: --n-samples, --seed, --latent, --max-iter, --tol,
+    --batch-size, --memory-gb (read by :class:`_TrainingData`)."""
+
+    def apply(fn):
+        for option in reversed([
+            click.option("--n-samples", "-n", type=click.IntRange(1, 10_000_000), default=n_samples,
+                         help="Training samples (seeds SEED .. SEED+N-1)."),
+            click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0,
+                         help="First training seed; also seeds the random start of the parts."),
+            click.option("--latent", type=click.Path(dir_okay=False), default=None,
+                         help="Fit on your own latents instead of seeds (all of them; formats as for `panda edit "
+                              "--latent`). The held-out error is still measured on the generator's own samples."),
+            click.option("--max-iter", type=COUNT, default=30, help="At most this many alternating iterations."),
+            click.option("--tol", type=FINITE, default=1e-4, help="Stop when the error falls by less than this (relative)."),
+            click.option("--batch-size", type=COUNT, default=None,
+                         help="Generator batch size; default: from the image size (256 at 64 px, 16 at 256 px)."),
+            click.option("--memory-gb", type=FINITE, default=None,
+                         help="Feature maps kept in memory, GiB; above it they are re-generated each pass. Default: a "
+                              "quarter of the memory of the device that holds them (the GPU's with --device cuda), at "
+                              "most 16."),
+        ]):
+            fn = option(fn)
+        return fn
+
+    return apply
+
+
 def sample_options(n_images: int, out: str):
     """--seeds / --seed / --n-images (which samples to draw), --latent, --save-arrays, --out, --generator and
     --device."""
@@ -386,16 +414,7 @@ def layers(generator: str, device: str, seed: int, trust_pickle: bool, show_all:
 @click.option("--rank-parts", "-rs", type=COUNT, default=None,
               help="R_S parts; default: the generator's choice at its default layer (dcgan-celeba 40, dcgan-digiface 24: "
                    "see benchmarks/semantic_parts.md), else 12.")
-@click.option("--n-samples", "-n", type=click.IntRange(1, 10_000_000), default=5000, help="Training samples (seeds SEED .. SEED+N-1).")
-@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, help="First training seed; also seeds the random start of the parts.")
-@click.option("--latent", type=click.Path(dir_okay=False), default=None,
-              help="Fit on your own latents instead of seeds (all of them; formats as for `panda edit --latent`). "
-                   "The held-out error is still measured on the generator's own samples.")
-@click.option("--max-iter", type=COUNT, default=30, help="At most this many alternating iterations.")
-@click.option("--tol", type=FINITE, default=1e-4, help="Stop when the error falls by less than this (relative).")
-@click.option("--batch-size", type=COUNT, default=None, help="Generator batch size; default: from the image size (256 at 64 px, 16 at 256 px).")
-@click.option("--memory-gb", type=FINITE, default=None,
-              help="Feature maps kept in memory, GiB; above it they are re-generated each pass. Default: a quarter of the memory of the device that holds them (the GPU's with --device cuda), at most 16.")
+@training_options(n_samples=5000)
 @click.option("--background-samples", type=click.IntRange(min=0), default=8,
               help="Samples the background appearance (object removal) is searched on; 0 skips the search.")
 @click.option("--mixing", is_flag=True,
@@ -489,19 +508,11 @@ class _TrainingData:
               help="R_S values to fit, e.g. 8,16,24 or 4-12; default: "
                    + ", ".join(map(str, DEFAULT_RANKS)) + " (those up to the layer's H*W).")
 @click.option("--rank-appearance", "-rc", type=COUNT, default=None, help="R_C appearances, the same for every fit; default: all C channels.")
-@click.option("--n-samples", "-n", type=click.IntRange(1, 10_000_000), default=2000, help="Training samples (seeds SEED .. SEED+N-1).")
-@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, help="First training seed; also seeds the random start of the parts.")
-@click.option("--latent", type=click.Path(dir_okay=False), default=None,
-              help="Fit on the latents of this file instead of seeds (formats as for the sampling commands' --latent).")
+@training_options(n_samples=2000)
 @click.option("--heldout", type=click.IntRange(min=0), default=256, help="Held-out samples each fit is scored on (0: none).")
 @click.option("--faces", type=click.IntRange(min=0), default=0,
               help="Also measure each fit's parts against FaceMesh's eyes, nose and mouth on this many faces "
                    "(face generators; 64 is plenty) and name the smallest R_S that gives each its own part.")
-@click.option("--max-iter", type=COUNT, default=30, help="At most this many alternating iterations per fit.")
-@click.option("--tol", type=FINITE, default=1e-4, help="Stop when the error falls by less than this (relative).")
-@click.option("--batch-size", type=COUNT, default=None, help="Generator batch size; default: from the image size.")
-@click.option("--memory-gb", type=FINITE, default=None,
-              help="Keep the features in memory up to this size (each fit reads them twice); default: a quarter of the device's.")
 @click.option("--n-images", type=click.IntRange(1, 16), default=4, help="Samples drawn in ranks.png.")
 @click.option("--save-factors", is_flag=True,
               help="Also write each fit as OUT/rs{R_S}.safetensors, with its held-out score, the background search of "

@@ -159,3 +159,17 @@ def test_bad_ranks_input_is_one_line_and_writes_nothing(tmp_path, args, match):
     r = CliRunner().invoke(main, ["ranks", "-n", "32", *args, "--out", str(out)])
     assert r.exit_code == 2 and match in r.output, r.output
     assert not out.exists()
+
+
+def test_ranks_on_your_own_latents(tmp_path):
+    """--latent: the fits are of the file's latents (all of them), and ranks.png draws the first of them."""
+    z = np.random.default_rng(1).standard_normal((48, 100)).astype(np.float32)
+    np.save(tmp_path / "z.npy", z)
+    out = tmp_path / "r"
+    r = CliRunner().invoke(main, ["ranks", "--latent", str(tmp_path / "z.npy"), "-rs", "2,3", "--heldout", "8",
+                                  "--max-iter", "2", "--save-factors", "--out", str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    model = PandA.load(out / "rs3.safetensors")
+    assert model.n_samples_ == 48 and model.data_ == "latents"
+    r = CliRunner().invoke(main, ["ranks", "--latent", str(tmp_path / "z.npy"), "-n", "10", "--out", str(out)])
+    assert r.exit_code == 2 and "not both" in r.output

@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 import torch
 
+from .comparison import compare as compare_fits
 from .demo import run_demo
 from .drawing import grid, save_gif, save_images, save_png, scale_for, to_pil
 from .editing import (DEFAULT_ALPHAS, Edit, check_alpha, check_edits, edit as edit_images, measured_region_sweep,
@@ -25,9 +26,9 @@ from .editing import (DEFAULT_ALPHAS, Edit, check_alpha, check_edits, edit as ed
 from .errors import PandaError
 from .evaluation import check_methods, run_roir
 from .setup_cost import time_setup
-from .figures import (candidates_figure, edits_figure, localize_figure, localize_top_figure, parts_figure, ranks_figure,
-                      ranks_plot, refine_figure, remove_figure, retrieval_figure, sweep_animation, sweep_figure,
-                      transfer_figure)
+from .figures import (candidates_figure, comparison_figure, edits_figure, localize_figure, localize_top_figure,
+                      parts_figure, ranks_figure, ranks_plot, refine_figure, remove_figure, retrieval_figure,
+                      sweep_animation, sweep_figure, transfer_figure)
 from .fileio import as_arrays, atomic_write, backup, check_output_file, check_writable, save_arrays
 from .features import FeatureSource, default_memory_budget
 from .factorisation import check_ranks, check_statistics_memory, mixing_matrices
@@ -49,7 +50,7 @@ from .removal import candidate_fills, parse_background, remove as remove_region,
 from .transfer import MIN_PART_SHARE, transfer as transfer_regions
 from .selection import DEFAULT_RANKS, MAX_RANKS, check_rank_list, default_ranks, rank_sweep
 from .serve import serve as run_server
-from .tables import markdown, ranks_markdown, setup_cost_markdown, write_outputs
+from .tables import comparison_markdown, markdown, ranks_markdown, setup_cost_markdown, write_outputs
 
 
 def _bars(quiet: bool) -> bool:
@@ -513,6 +514,9 @@ class _TrainingData:
 @click.option("--faces", type=click.IntRange(min=0), default=0,
               help="Also measure each fit's parts against FaceMesh's eyes, nose and mouth on this many faces "
                    "(face generators; 64 is plenty) and name the smallest R_S that gives each its own part.")
+@click.option("--stability", is_flag=True,
+              help="Also fit every rank on as many other samples (seeds after the training ones) and count the parts "
+                   "that come back (`panda compare`): twice the time.")
 @click.option("--n-images", type=click.IntRange(1, 16), default=4, help="Samples drawn in ranks.png.")
 @click.option("--save-factors", is_flag=True,
               help="Also write each fit as OUT/rs{R_S}.safetensors, with its held-out score, the background search of "
@@ -522,8 +526,8 @@ class _TrainingData:
 @click.option("--out", "-o", default="out/ranks", help="Output folder.")
 @device_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def ranks(ranks, layer, rank_appearance, n_samples, seed, latent, heldout, faces, max_iter, tol, batch_size, memory_gb,
-          n_images, save_factors, save_arrays, out, device, quiet, **gen):
+def ranks(ranks, layer, rank_appearance, n_samples, seed, latent, heldout, faces, stability, max_iter, tol, batch_size,
+          memory_gb, n_images, save_factors, save_arrays, out, device, quiet, **gen):
     """How many parts? Fit a layer at several R_S on one shared pass of statistics; compare their held-out errors
     and parts (ranks.png, errors.png, ranks.md).
 
@@ -533,6 +537,9 @@ def ranks(ranks, layer, rank_appearance, n_samples, seed, latent, heldout, faces
     generator = _generator(device, **gen)
     data = _TrainingData(generator, layer, n_samples, seed, latent, batch_size, memory_gb)
     ranks = check_rank_list(default_ranks(data.shape) if ranks is None else ranks, data.shape, rank_appearance)
+    if stability and data.latents is not None:
+        raise PandaError("--stability fits other seeds beside the training ones: with --latent, fit each half of "
+                         "your latents (`panda fit --latent`) and `panda compare` them.")
     folder = check_writable(out)
     if save_factors:
         for r in ranks:
@@ -547,7 +554,12 @@ def ranks(ranks, layer, rank_appearance, n_samples, seed, latent, heldout, faces
         if len(face_data.seeds) == 0:
             raise PandaError(f"FaceMesh found no face in {faces} samples of '{generator.name}': --faces needs a face "
                              f"generator; leave it out.")
-    sweep = rank_sweep(data.source(bars), ranks, held, face_data, rank_appearance, seed, max_iter, tol, progress=bars)
+    other = None
+    if stability:
+        start = data.seed + data.n_samples
+        other = FeatureSource(generator, data.layer, range(start, start + data.n_samples), data.batch, data.budget, bars)
+    sweep = rank_sweep(data.source(bars), ranks, held, face_data, other, rank_appearance, seed, max_iter, tol,
+                       progress=bars)
     if data.latents is None:
         shown = labels = list(range(data.seed, data.seed + n_images))
     else:
@@ -565,6 +577,42 @@ def ranks(ranks, layer, rank_appearance, n_samples, seed, latent, heldout, faces
                 model.part_names_ = sweep.regions[i].names()
             search_background(model, generator, 8, progress=bars)
             click.echo(f"wrote {model.save(folder / f'rs{r}.safetensors')}")
+
+
+@main.command()
+@click.argument("first", type=click.Path(dir_okay=False))
+@click.argument("second", type=click.Path(dir_okay=False))
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, help="The sample the parts are drawn over.")
+@click.option("--save-arrays", is_flag=True,
+              help="Also write compare.npz: the parts' similarity matrix, the matched pairs and the appearances' overlap.")
+@click.option("--out", "-o", default="out/compare", help="Output folder.")
+@generator_options(None)
+@device_option
+def compare(first, second, seed, save_arrays, out, device, **gen):
+    """Two fits of one layer side by side: their parts matched one to one by the similarity of their maps, and how
+    much their leading appearances share (compare.png, compare.md). Are the parts stable across seeds, sample sets,
+    ranks or --mixing?
+
+    \b
+    Example:  panda fit --seed 1 --out other.safetensors && panda compare factors.safetensors other.safetensors
+    """
+    a, b = PandA.load(first), PandA.load(second)
+    result = compare_fits(a, b)  # refuses fits of different layer shapes before anything is drawn
+    image = None
+    if a.has_generator:
+        _, generator = _load(first, device, **gen)
+        image = generator.render([seed])[0]
+    folder = check_writable(out)
+    names = (Path(first).name, Path(second).name)
+    if names[0] == names[1]:
+        names = (str(first), str(second))
+    path = save_png(comparison_figure(a, b, result, image, names), folder / "compare.png")
+    text = comparison_markdown(result, a, b, names)
+    click.echo(text)
+    click.echo(f"wrote {path}\nwrote {atomic_write(folder / 'compare.md', text)}")
+    if save_arrays:
+        _arrays(path, {"similarity": result.similarity, "pairs": torch.tensor(result.pairs), "ks": torch.tensor(result.ks),
+                       "overlap": torch.tensor(result.overlap)}, [names[0], names[1]])
 
 
 @main.command()

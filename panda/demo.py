@@ -64,7 +64,9 @@ def _ranks(model: PandA, gen, seed: int, folder: Path, progress: bool | None) ->
             log.info("rank sweep without faces (%s)", exc)
         faces = faces if faces is not None and len(faces.seeds) else None
     result = rank_sweep(FeatureSource(gen, model.layer_, range(seed, seed + n), progress=progress), ranks,
-                        FeatureSource.heldout(gen, model.layer_, 256), faces, random_state=seed, progress=progress)
+                        FeatureSource.heldout(gen, model.layer_, 256), faces,
+                        FeatureSource(gen, model.layer_, range(seed + n, seed + 2 * n), progress=progress),
+                        random_state=seed, progress=progress)
     save_png(figures.ranks_plot(result), folder / "errors.png")
     shown = list(range(seed, seed + 3))
     save_png(figures.ranks_figure(result, gen.render(shown), shown), folder / "ranks.png")
@@ -73,11 +75,14 @@ def _ranks(model: PandA, gen, seed: int, folder: Path, progress: bool | None) ->
              f" On {len(faces.seeds)} faces, the smallest R_S that gives the eyes, nose and mouth each a part of its own "
              f"(at least {SEMANTIC_PURITY:.0%} of its mass inside the region, FaceMesh): "
              + (f"<b>{choice}</b>." if choice is not None else "none of these."))
+    back = ", ".join(f"{b} of {r}" for b, r in zip(result.stable_parts(), ranks))
     return Section("How many parts", Markup(
         f"The layer fitted at R_S = {', '.join(map(str, ranks))} on {n:,} training samples, all on one shared pass of "
-        f"statistics (<code>panda ranks</code>); this page's fit has R_S = {model.n_parts}. The held-out error falls "
-        f"with every part added, so it cannot choose by itself; where the parts fall can.{found}"),
-        [("errors.png", "Reconstruction error and, on faces, each region's purity against R_S."),
+        f"statistics (<code>panda ranks --stability</code>); this page's fit has R_S = {model.n_parts}. The held-out "
+        f"error falls with every part added, so it cannot choose by itself; where the parts fall can.{found} Fitted "
+        f"again on {n:,} other samples, the parts that come back (similarity 0.9 or more): {back}."),
+        [("errors.png", "Reconstruction error, the share of parts that come back on other samples and, on faces, "
+                        "each region's purity against R_S."),
          ("ranks.png", "Each rank's parts (colour: the strongest part at each pixel; borders in white).")])
 
 

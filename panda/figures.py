@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw
 
 from .drawing import PALETTE, grid, heat_tile, hot, outline, overlay, scale_for, segmentation, stack, to_pil
 from .editing import Edit, SweepResult, part_profile
+from .comparison import Comparison
 from .evaluation import BenchResult
 from .landmarks import REGIONS, FaceSet
 from .localisation import Localisation, signed, strongest
@@ -266,7 +267,15 @@ def ranks_plot(sweep: RankSweep) -> Image.Image:
     ax.set_ylabel("relative error")
     ax.set_title("reconstruction error (lower is better)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    handles = ax.get_legend_handles_labels()
+    if sweep.stability is not None:  # the share of parts that come back on other samples, on its own axis
+        sx = ax.twinx()
+        back = [n / r for n, r in zip(sweep.stable_parts(), sweep.ranks)]
+        line = sx.plot(sweep.ranks, back, "^--", color=PALETTE[5], label="parts back on other samples (right)")
+        sx.set_ylim(0, 1.05)
+        sx.set_ylabel("share of parts back (similarity >= 0.9)")
+        handles = (handles[0] + line, handles[1] + [line[0].get_label()])
+    ax.legend(*handles, fontsize=9, loc="lower left")
     if shares:
         bx = fig.add_subplot(1, 2, 2)
         for i, (region, values) in enumerate(shares.items()):
@@ -314,6 +323,34 @@ def retrieval_figure(model: PandA, result: Retrieval, most: Localisation, least:
     bottom = half(least, least_labels, result.bottom(len(least_labels)),
                   f"... and the {len(least_labels)} with the least")
     return stack([top, bottom])
+
+
+def comparison_figure(first: PandA, second: PandA, cmp: Comparison, image: torch.Tensor | None = None,
+                      names: tuple[str, str] = ("first", "second"), per_row: int = 10) -> Image.Image:
+    """The matched parts of two fits, most similar first: each pair a column (the first fit's part above the second's,
+    over ``image`` (3, H', W') in [0, 1] when given, else as heat maps), ``per_row`` pairs to a block.
+
+    Parameters
+    ----------
+    names : (str, str)
+        What to call the two fits in the row labels (their file names).
+    """
+    size = 64 if image is None else image.shape[-1]
+    scale = 128 // size if image is None else scale_for(image[None])
+
+    def tile(model: PandA, k: int) -> Image.Image:
+        m = upsample(normalise(model.part_maps()[k:k + 1]), size)[0]
+        return heat_tile(m, 1.0, scale) if image is None else to_pil(overlay(image, m), scale)
+
+    blocks = []
+    for start in range(0, len(cmp.pairs), per_row):
+        chunk = cmp.pairs[start:start + per_row]
+        rows = [[tile(first, a) for a, _ in chunk], [tile(second, b) for _, b in chunk]]
+        cols = [f"{a} ~ {b}\n{float(cmp.similarity[a, b]):.2f}" for a, b in chunk]
+        title = None if start else (f"{len(cmp.pairs)} matched parts, most similar first (cosine similarity of the maps; "
+                                    f"mean {np.mean(cmp.matched):.2f})")
+        blocks.append(grid(rows, list(names), cols, title=title))
+    return stack(blocks)
 
 
 # ------------------------------------------------------------------------------------- the benchmark

@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .comparison import compare
 from .errors import PandaError
 from .factorisation import check_ranks, check_statistics_memory, data_stats
 from .features import FeatureArray, FeatureSource, as_features
@@ -55,6 +56,9 @@ class RankSweep:
         Where each fit's parts fall on the faces (``faces`` given to :func:`rank_sweep`).
     n_faces : int
         Faces the regions were measured on (0 without).
+    stability : list of list of float or None
+        With ``other`` given to :func:`rank_sweep`: for each rank, the similarity of each of its parts to its match
+        in the fit on the other samples (:func:`panda.comparison.compare`), most similar first.
     """
 
     ranks: list[int]
@@ -63,6 +67,7 @@ class RankSweep:
     extract_time: float
     regions: list[PartRegions] | None = None
     n_faces: int = 0
+    stability: list[list[float]] | None = None
 
     @property
     def train_errors(self) -> list[float]:
@@ -100,6 +105,11 @@ class RankSweep:
                 return rank
         return None
 
+    def stable_parts(self, threshold: float = 0.9) -> list[int] | None:
+        """For each rank, how many of its parts come back in the fit on other samples with at least ``threshold``
+        similarity; None without that fit."""
+        return None if self.stability is None else [sum(x >= threshold for x in s) for s in self.stability]
+
     def rows(self) -> list[dict]:
         """One dict per rank: R_S, errors, the held-out error's fall per added part since the previous rank, fit
         seconds and, with faces, each region's purity."""
@@ -112,6 +122,8 @@ class RankSweep:
                    "fit_s": m.fit_time_}
             if shares is not None:
                 row |= {f"{r}_purity": shares[r][i] for r in REGIONS}
+            if self.stability is not None:
+                row |= {"parts_back": self.stable_parts()[i], "mean_similarity": float(np.mean(self.stability[i]))}
             out.append(row)
         return out
 
@@ -124,6 +136,8 @@ class RankSweep:
         shares = self.purities()
         if shares is not None:
             out |= {f"{r}_purity": np.array(v) for r, v in shares.items()}
+        if self.stability is not None:
+            out |= {f"similarity_rs{r}": np.array(v) for r, v in zip(self.ranks, self.stability)}
         return out
 
 
@@ -155,6 +169,7 @@ def rank_sweep(
     ranks: Sequence[int],
     heldout: "FeatureSource | FeatureArray | torch.Tensor | np.ndarray | None" = None,
     faces: FaceSet | None = None,
+    other: "FeatureSource | FeatureArray | torch.Tensor | np.ndarray | None" = None,
     rank_appearance: int | None = None,
     random_state: int = 0,
     max_iter: int = 30,
@@ -176,6 +191,10 @@ def rank_sweep(
     faces : FaceSet, optional
         Faces of the same generator with FaceMesh's masks (:func:`panda.landmarks.face_set`): each fit's parts are
         measured on them (:attr:`RankSweep.regions`).
+    other : same kinds as ``source``, optional
+        Other samples of the same layer: every rank is fitted on them too (their own shared pass), and each fit's
+        parts are matched with those of the fit on ``source`` (:attr:`RankSweep.stability`): which ranks give parts
+        that come back.
     rank_appearance, random_state, max_iter, tol, n_init
         As :class:`PandA` takes them, the same for every rank.
     progress : bool or None
@@ -221,5 +240,11 @@ def rank_sweep(
             raise PandaError("no faces to measure the parts on: FaceMesh found none in these samples; leave faces "
                              "out for a generator that draws no faces.")
         regions = [part_regions(m, faces) for m in models]
+    stability = None
+    if other is not None:
+        log.info("the same ranks on other samples, for the parts' stability")
+        twin = rank_sweep(other, ranks, rank_appearance=rank_appearance, random_state=random_state, max_iter=max_iter,
+                          tol=tol, n_init=n_init, progress=progress)
+        stability = [compare(m, t).matched for m, t in zip(models, twin.models)]
     return RankSweep(ranks, models, stats_time, source.extract_time - extract0, regions,
-                     0 if faces is None else len(faces.seeds))
+                     0 if faces is None else len(faces.seeds), stability)

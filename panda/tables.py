@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 
 from .drawing import save_png
+from .comparison import Comparison
 from .evaluation import BenchResult
 from .figures import bench_bar_plot, cell_grid, masks_figure, parts_figure, region_grid
 from .fileio import atomic_write, check_writable
@@ -148,15 +149,23 @@ def ranks_markdown(sweep: RankSweep, generator: str, layer: str, n_samples: int,
              + (f"{n_heldout} other samples." if n_heldout else "no samples (--heldout 0).")
              + (f" Purity: the share of the region's best part's mass inside the region, on {sweep.n_faces} faces "
                 f"(FaceMesh), 0 where no part is named after it." if shares else ""), ""]
+    stable = sweep.stability is not None
     columns = ["R_S", "training error", "held-out error", "fall per added part", "fit s (with the shared pass)"]
-    lines += _header(columns + ([f"{r} purity" for r in REGIONS] if shares else []))
+    lines += _header(columns + ([f"{r} purity" for r in REGIONS] if shares else [])
+                     + (["parts back on other samples (>= 0.9)", "their mean similarity"] if stable else []))
     for i, row in enumerate(sweep.rows()):
         cells = [str(row["rank_parts"]), f"{row['train_error']:.4f}", f"{row['heldout_error']:.4f}",
                  "" if math.isnan(row["fall_per_part"]) else f"{row['fall_per_part']:.4f}", f"{row['fit_s']:.2f}"]
         if shares:
             cells += [f"{row[f'{r}_purity']:.2f}" for r in REGIONS]
+        if stable:
+            cells += [f"{row['parts_back']} of {row['rank_parts']}", f"{row['mean_similarity']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    if stable:
+        lines += ["Parts back: each fit's parts matched one to one with those of the same rank fitted on other samples "
+                  "(`panda compare`); a rank whose parts do not come back has several nearly equal solutions, and "
+                  "which one a fit finds depends on its samples.", ""]
     if shares:
         choice = sweep.semantic_choice()
         lines.append(f"Smallest R_S giving the eyes, nose and mouth each a part of its own (purity >= {SEMANTIC_PURITY}): "
@@ -164,8 +173,34 @@ def ranks_markdown(sweep: RankSweep, generator: str, layer: str, n_samples: int,
                         f"none of these; try more parts (above {sweep.ranks[-1]}) or a larger layer."))
     else:
         lines.append("The error falls with every part added; pick the R_S whose parts (ranks.png) split the image the "
-                     "way your edits need, where the fall per added part levels off. On a face generator, --faces "
-                     "measures which R_S gives the eyes, nose and mouth parts of their own.")
+                     "way your edits need, where the fall per added part levels off and (--stability) the parts still come "
+                     "back on other samples. On a face generator, --faces measures which R_S gives the eyes, nose and "
+                     "mouth parts of their own.")
+    return "\n".join(lines) + "\n"
+
+
+def comparison_markdown(cmp: Comparison, first, second, names: tuple[str, str]) -> str:
+    """Two fits compared as markdown: the matched parts' similarity in summary and pair by pair, and the appearance
+    subspaces' overlap against chance."""
+    matched = cmp.matched
+    lines = [f"# {names[0]} against {names[1]}", "",
+             f"Layer {first.layer_} ({'x'.join(map(str, first.layer_shape_))}); R_S {first.n_parts} and {second.n_parts}, "
+             f"R_C {first.n_appearances} and {second.n_appearances}; {first.n_samples_:,} and {second.n_samples_:,} "
+             f"training samples from seed {first.seed_} and {second.seed_}.", "",
+             f"**Parts**: {len(matched)} matched one to one (the largest total cosine similarity of their maps): mean "
+             f"{sum(matched) / len(matched):.2f}, median {sorted(matched)[len(matched) // 2]:.2f}; "
+             f"{sum(s >= 0.9 for s in matched)} at 0.9 or more, {sum(s < 0.5 for s in matched)} below 0.5."]
+    left = cmp.unmatched()
+    if left[0] or left[1]:
+        lines.append(f"Unmatched: {names[0]} parts {', '.join(map(str, left[0])) or 'none'}; {names[1]} parts "
+                     f"{', '.join(map(str, left[1])) or 'none'}.")
+    lines += ["", "**Appearances**: overlap of the k leading ones (by energy), ||A_k^T B_k||^2 / k: 1 for the same "
+              "subspace; chance, k / C, for unrelated ones.", ""]
+    lines += _header(["k", "overlap", "chance"])
+    lines += [f"| {k} | {o:.3f} | {c:.3f} |" for k, o, c in zip(cmp.ks, cmp.overlap, cmp.chance)]
+    lines += ["", "**Matched parts**, most similar first:", ""]
+    lines += _header([f"{names[0]} part", f"{names[1]} part", "similarity"])
+    lines += [f"| {first.part_label(a)} | {second.part_label(b)} | {cmp.similarity[a, b]:.3f} |" for a, b in cmp.pairs]
     return "\n".join(lines) + "\n"
 
 

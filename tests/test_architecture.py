@@ -17,7 +17,7 @@ LAYERS = [
     ("model", {"model"}),
     ("applications", {"editing", "refinement", "removal", "localisation", "landmarks", "baselines", "naming", "methods",
                       "evaluation", "setup_cost", "fitting", "projection", "regions", "transfer",
-                      "selection", "retrieval"}),
+                      "selection", "retrieval", "comparison"}),
     ("reports", {"drawing", "figures", "tables", "pages"}),
     ("front ends", {"cli", "serve", "demo"}),
 ]

@@ -136,9 +136,10 @@ def test_ranks_figure_has_a_row_per_rank(sweep, celeba):
 def test_ranks_command_writes_table_pictures_and_factor_files(tmp_path):
     out = tmp_path / "r"
     r = CliRunner().invoke(main, ["ranks", "-n", "96", "-rs", "2,4", "--heldout", "32", "--max-iter", "3",
-                                  "--save-factors", "--save-arrays", "--out", str(out), "-q"])
+                                  "--save-factors", "--save-arrays", "--stability", "--out", str(out), "-q"])
     assert r.exit_code == 0, r.output
-    assert re.search(r"^\| 4 \| 0\.\d{4} \| 0\.\d{4} \| 0\.\d{4} \|", r.output, re.M), r.output
+    assert re.search(r"^\| 4 \| 0\.\d{4} \| 0\.\d{4} \| 0\.\d{4} \| [\d.]+ \| \d of 4 \| [01]\.\d\d \|$", r.output,
+                     re.M), r.output
     for name in ("ranks.png", "errors.png", "ranks.md", "ranks.npz", "rs2.safetensors", "rs4.safetensors"):
         assert (out / name).is_file(), name
     model = PandA.load(out / "rs4.safetensors")
@@ -173,3 +174,20 @@ def test_ranks_on_your_own_latents(tmp_path):
     assert model.n_samples_ == 48 and model.data_ == "latents"
     r = CliRunner().invoke(main, ["ranks", "--latent", str(tmp_path / "z.npy"), "-n", "10", "--out", str(out)])
     assert r.exit_code == 2 and "not both" in r.output
+    r = CliRunner().invoke(main, ["ranks", "--latent", str(tmp_path / "z.npy"), "--stability", "--out", str(out)])
+    assert r.exit_code == 2 and "--stability fits other seeds" in r.output
+
+
+def test_stability_matches_each_rank_with_its_fit_on_other_samples(maps):
+    train, heldout = maps
+    same = rank_sweep(FeatureArray(train, "relu2"), [2, 4], other=FeatureArray(train.clone(), "relu2"), max_iter=3)
+    assert same.stable_parts() == [2, 4]  # the same data: the same parts
+    assert all(x == pytest.approx(1.0, abs=1e-5) for s in same.stability for x in s)
+    other = rank_sweep(FeatureArray(train, "relu2"), [2, 4], other=FeatureArray(heldout, "relu2"), max_iter=3)
+    assert [len(s) for s in other.stability] == [2, 4]
+    assert all(s == sorted(s, reverse=True) and 0 <= s[-1] <= s[0] <= 1 + 1e-6 for s in other.stability)
+    row = other.rows()[1]
+    assert row["parts_back"] == other.stable_parts()[1] and row["mean_similarity"] == pytest.approx(np.mean(other.stability[1]))
+    assert "parts back on other samples" in ranks_markdown(other, "g", "relu2", 192, 0)
+    assert other.as_arrays()["similarity_rs4"].shape == (4,)
+    assert ranks_plot(other).width == ranks_plot(RankSweep(other.ranks, other.models, 0.0, 0.0)).width

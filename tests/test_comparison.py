@@ -1,0 +1,84 @@
+"""Comparing two fits (panda.comparison, `panda compare`): parts matched one to one, appearance subspaces."""
+
+import copy
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from panda import PandaError
+from panda.cli import main
+from panda.comparison import compare, match
+from panda.features import FeatureSource
+from panda.model import PandA
+
+
+@pytest.mark.parametrize("shape", [(5, 5), (3, 6), (6, 3), (1, 4), (4, 4)])
+def test_matching_finds_the_best_total_as_brute_force_does(shape):
+    rng = np.random.default_rng(sum(shape))
+    for _ in range(5):
+        sim = rng.random(shape)
+        pairs = match(sim)
+        assert len(pairs) == min(shape)
+        assert len({r for r, _ in pairs}) == len({c for _, c in pairs}) == len(pairs)
+        small, large = sorted(shape)
+        best = max(sum((sim[r, c] if shape[0] <= shape[1] else sim[c, r]) for r, c in zip(range(small), perm))
+                   for perm in itertools.permutations(range(large), small))
+        assert sum(sim[r, c] for r, c in pairs) == pytest.approx(best)
+
+
+def test_matching_refuses_non_finite_input():
+    with pytest.raises(PandaError, match="finite"):
+        match(np.array([[1.0, np.nan]]))
+
+
+def test_a_fit_against_itself_and_a_permuted_copy(model):
+    same = compare(model, model)
+    assert same.pairs and all(a == b for a, b in same.pairs)
+    assert same.matched == pytest.approx([1.0] * model.n_parts, abs=1e-5)
+    assert same.overlap == pytest.approx([1.0] * len(same.ks), abs=1e-5)
+    order = torch.randperm(model.n_parts, generator=torch.Generator().manual_seed(0))
+    shuffled = copy.copy(model)
+    shuffled.parts_ = model.parts_[:, order]
+    moved = compare(model, shuffled)
+    assert sorted(moved.pairs) == sorted((int(order[b]), b) for b in range(model.n_parts))
+
+
+def test_two_seeds_share_most_parts_and_the_leading_appearances(celeba, model):
+    """Another fit (other samples, other starts) of the same layer: the leading appearances are nearly the same
+    subspace, and the parts match far above unrelated maps."""
+    other = PandA(rank_parts=8, random_state=1).fit(FeatureSource(celeba, "relu2", range(1000, 1256)))
+    result = compare(model, other)
+    assert len(result.pairs) == 8 and result.matched == sorted(result.matched, reverse=True)
+    assert np.mean(result.matched) > 0.6
+    assert result.overlap[0] > 0.9 and result.overlap[0] > 100 * result.chance[0]
+    random_parts = copy.copy(other)
+    random_parts.parts_ = torch.rand(64, 8, generator=torch.Generator().manual_seed(0)) ** 8
+    assert np.mean(compare(model, random_parts).matched) < np.mean(result.matched)
+
+
+def test_different_ranks_leave_parts_unmatched_and_shapes_must_agree(celeba, model):
+    fewer = PandA(rank_parts=5).fit(FeatureSource(celeba, "relu2", range(128)))
+    result = compare(model, fewer)
+    assert len(result.pairs) == 5 and len(result.unmatched()[0]) == 3 and result.unmatched()[1] == []
+    other_layer = PandA(rank_parts=4).fit(FeatureSource(celeba, "relu3", range(32)))
+    with pytest.raises(PandaError, match="same layer"):
+        compare(model, other_layer)
+
+
+def test_compare_command(factor_file, celeba, tmp_path):
+    other = PandA(rank_parts=6, random_state=2).fit(FeatureSource(celeba, "relu2", range(128)))
+    second = other.save(tmp_path / "other.safetensors")
+    out = tmp_path / "c"
+    r = CliRunner().invoke(main, ["compare", str(factor_file), str(second), "--save-arrays", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "6 matched one to one" in r.output and "Unmatched: celeba.safetensors parts" in r.output
+    for name in ("compare.png", "compare.md", "compare.npz"):
+        assert (out / name).is_file()
+    data = np.load(out / "compare.npz")
+    assert data["similarity"].shape == (8, 6) and data["pairs"].shape == (6, 2)
+    r = CliRunner().invoke(main, ["compare", str(factor_file), str(tmp_path / "missing.safetensors"),
+                                  "--out", str(tmp_path / "d")])
+    assert r.exit_code == 2 and "missing.safetensors" in r.output and not (tmp_path / "d").exists()

@@ -22,7 +22,7 @@ def test_parse_seeds():
 
 
 @pytest.mark.parametrize("cmd", ["fit", "layers", "parts", "edit", "demo", "refine", "remove", "localize", "transfer",
-                                 "ranks"])
+                                 "ranks", "retrieve", "compare"])
 def test_every_command_has_help_device_and_seed(cmd):
     r = run(cmd, "--help")
     assert r.exit_code == 0

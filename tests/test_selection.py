@@ -191,3 +191,23 @@ def test_stability_matches_each_rank_with_its_fit_on_other_samples(maps):
     assert "parts back on other samples" in ranks_markdown(other, "g", "relu2", 192, 0)
     assert other.as_arrays()["similarity_rs4"].shape == (4,)
     assert ranks_plot(other).width == ranks_plot(RankSweep(other.ranks, other.models, 0.0, 0.0)).width
+
+
+def test_ranks_retrieve_and_compare_on_a_stylegan2_checkpoint(tmp_path):
+    """The new commands on a checkpoint file (an NVlabs StyleGAN2 pickle with random weights, read by panda's own
+    loader), as on the bundled DCGANs: a sweep with its factor files, retrieval and a comparison of two fits."""
+    from pathlib import Path
+    pkl = str(Path(__file__).resolve().parent / "fixtures" / "stylegan2_nvlabs.pkl")
+    runner = CliRunner()
+    for seed, out in ((0, tmp_path / "a"), (500, tmp_path / "b")):
+        r = runner.invoke(main, ["ranks", "--generator", pkl, "-rs", "2,3", "-n", "24", "--seed", str(seed),
+                                 "--heldout", "6", "--max-iter", "3", "--save-factors", "--out", str(out), "-q"])
+        assert r.exit_code == 0, r.output
+    model = PandA.load(tmp_path / "a" / "rs3.safetensors")
+    assert model.generator_source_["file"] == "stylegan2_nvlabs.pkl" and model.n_parts == 3
+    r = runner.invoke(main, ["retrieve", str(tmp_path / "a" / "rs3.safetensors"), "--generator", pkl, "-j", "0",
+                             "--part", "1", "--n-images", "12", "--top", "3", "--out", str(tmp_path / "r")])
+    assert r.exit_code == 0 and (tmp_path / "r" / "retrieve_a0_part1.png").is_file(), r.output
+    r = runner.invoke(main, ["compare", str(tmp_path / "a" / "rs3.safetensors"), str(tmp_path / "b" / "rs3.safetensors"),
+                             "--generator", pkl, "--out", str(tmp_path / "c")])
+    assert r.exit_code == 0 and "3 matched one to one" in r.output, r.output

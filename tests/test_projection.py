@@ -80,6 +80,7 @@ def test_project_a_photo_then_edit_it_on_the_cli(sg3, tmp_path):
 def test_the_explorer_shows_the_latents_of_a_file(sg3, tmp_path):
     """serve --latent: the page's sample number indexes the file's latents; beyond them, 400."""
     import io
+    import json
     import urllib.error
     import urllib.request
 
@@ -112,6 +113,13 @@ def test_the_explorer_shows_the_latents_of_a_file(sg3, tmp_path):
             assert r.status == 200
         with urllib.request.urlopen(f"{base}/") as r:
             assert b"&#34;latents&#34;: 2" in r.read()
+        # retrieval ranks the file's latents (both of them by default), by index
+        with urllib.request.urlopen(f"{base}/api/retrieve.json?seed=0&part=1&appearance=0") as r:
+            found = json.loads(r.read())
+        assert found["n"] == 2 and sorted(found["most"]) == [0, 1]
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"{base}/api/retrieve.json?seed=0&part=1&appearance=0&n=3")
+        assert err.value.code == 400
 
 
 def test_fit_without_background_search_and_batch_from_image_size(tmp_path):

@@ -111,14 +111,16 @@ class RankSweep:
         return None if self.stability is None else [sum(x >= threshold for x in s) for s in self.stability]
 
     def rows(self) -> list[dict]:
-        """One dict per rank: R_S, errors, the held-out error's fall per added part since the previous rank, fit
-        seconds and, with faces, each region's purity."""
+        """One dict per rank: R_S, errors, the error's fall per added part since the previous rank (held-out, or
+        training where there are no held-out samples), fit seconds and, with faces, each region's purity; with
+        stability, the parts back on other samples and their mean similarity."""
         shares = self.purities()
+        errors = self.train_errors if all(np.isnan(self.heldout_errors)) else self.heldout_errors
         out = []
         for i, (rank, m) in enumerate(zip(self.ranks, self.models)):
             row = {"rank_parts": rank, "train_error": m.train_error_, "heldout_error": m.heldout_error_,
                    "fall_per_part": (float("nan") if i == 0 else
-                                     (self.models[i - 1].heldout_error_ - m.heldout_error_) / (rank - self.ranks[i - 1])),
+                                     (errors[i - 1] - errors[i]) / (rank - self.ranks[i - 1])),
                    "fit_s": m.fit_time_}
             if shares is not None:
                 row |= {f"{r}_purity": shares[r][i] for r in REGIONS}

@@ -150,11 +150,13 @@ def ranks_markdown(sweep: RankSweep, generator: str, layer: str, n_samples: int,
              + (f" Purity: the share of the region's best part's mass inside the region, on {sweep.n_faces} faces "
                 f"(FaceMesh), 0 where no part is named after it." if shares else ""), ""]
     stable = sweep.stability is not None
-    columns = ["R_S", "training error", "held-out error", "fall per added part", "fit s (with the shared pass)"]
+    fall = "fall per added part" + ("" if n_heldout else " (training)")
+    columns = ["R_S", "training error", "held-out error", fall, "fit s (with the shared pass)"]
     lines += _header(columns + ([f"{r} purity" for r in REGIONS] if shares else [])
                      + (["parts back on other samples (>= 0.9)", "their mean similarity"] if stable else []))
     for i, row in enumerate(sweep.rows()):
-        cells = [str(row["rank_parts"]), f"{row['train_error']:.4f}", f"{row['heldout_error']:.4f}",
+        cells = [str(row["rank_parts"]), f"{row['train_error']:.4f}",
+                 "n/a" if math.isnan(row["heldout_error"]) else f"{row['heldout_error']:.4f}",
                  "" if math.isnan(row["fall_per_part"]) else f"{row['fall_per_part']:.4f}", f"{row['fit_s']:.2f}"]
         if shares:
             cells += [f"{row[f'{r}_purity']:.2f}" for r in REGIONS]

@@ -50,7 +50,7 @@ from .removal import candidate_fills, parse_background, remove as remove_region,
 from .transfer import MIN_PART_SHARE, transfer as transfer_regions
 from .selection import DEFAULT_RANKS, MAX_RANKS, check_rank_list, default_ranks, rank_sweep
 from .serve import serve as run_server
-from .tables import comparison_markdown, markdown, ranks_markdown, setup_cost_markdown, write_outputs
+from .tables import comparison_markdown, layers_markdown, markdown, ranks_markdown, setup_cost_markdown, write_outputs
 
 
 def _bars(quiet: bool) -> bool:
@@ -504,7 +504,9 @@ class _TrainingData:
 
 @main.command()
 @generator_options(DEFAULT_GENERATOR)
-@click.option("--layer", default=None, help="Layer to factorise; default: the generator's default layer.")
+@click.option("--layer", "layers", multiple=True,
+              help="Layer to factorise; repeat to compare layers (each in its own folder, and layers.md). Default: the "
+                   "generator's default layer.")
 @click.option("--ranks", "-rs", "ranks", type=RANKS, default=None,
               help="R_S values to fit, e.g. 8,16,24 or 4-12; default: "
                    + ", ".join(map(str, DEFAULT_RANKS)) + " (those up to the layer's H*W).")
@@ -526,27 +528,38 @@ class _TrainingData:
 @click.option("--out", "-o", default="out/ranks", help="Output folder.")
 @device_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def ranks(ranks, layer, rank_appearance, n_samples, seed, latent, heldout, faces, stability, max_iter, tol, batch_size,
+def ranks(ranks, layers, rank_appearance, n_samples, seed, latent, heldout, faces, stability, max_iter, tol, batch_size,
           memory_gb, n_images, save_factors, save_arrays, out, device, quiet, **gen):
-    """How many parts? Fit a layer at several R_S on one shared pass of statistics; compare their held-out errors
-    and parts (ranks.png, errors.png, ranks.md).
+    """How many parts (and which layer)? Fit a layer at several R_S on one shared pass of statistics; compare their
+    held-out errors and parts (ranks.png, errors.png, ranks.md). With several --layer, each layer's in its own folder
+    and a summary (layers.md).
 
     \b
-    Example:  panda ranks --generator dcgan-celeba --layer relu2 -rs 8,16,24,32,40 --faces 64
+    Examples:
+      panda ranks --generator dcgan-celeba --layer relu2 -rs 8,16,24,32,40 --faces 64
+      panda ranks --generator dcgan-digiface --layer main.5 --layer main.8 --faces 64 --stability
     """
     generator = _generator(device, **gen)
-    data = _TrainingData(generator, layer, n_samples, seed, latent, batch_size, memory_gb)
-    ranks = check_rank_list(default_ranks(data.shape) if ranks is None else ranks, data.shape, rank_appearance)
-    if stability and data.latents is not None:
+    layers = list(dict.fromkeys(layers)) or [None]
+    plans = []  # (training data, ranks, folder): every layer and rank checked before anything is fitted
+    for layer in layers:
+        data = _TrainingData(generator, layer, n_samples, seed, latent, batch_size, memory_gb)
+        try:
+            checked = check_rank_list(default_ranks(data.shape) if ranks is None else ranks, data.shape,
+                                      rank_appearance)
+        except PandaError as exc:
+            raise PandaError(f"layer {data.layer}: {exc}" if len(layers) > 1 else str(exc)) from None
+        plans.append((data, checked))
+    if stability and plans[0][0].latents is not None:
         raise PandaError("--stability fits other seeds beside the training ones: with --latent, fit each half of "
                          "your latents (`panda fit --latent`) and `panda compare` them.")
-    folder = check_writable(out)
+    root = check_writable(out)
+    folders = [root if len(plans) == 1 else root / _file_label(data.layer) for data, _ in plans]
     if save_factors:
-        for r in ranks:
-            check_output_file(folder / f"rs{r}.safetensors", True)
-    data.announce()
+        for folder, (_, checked) in zip(folders, plans):
+            for r in checked:
+                check_output_file(folder / f"rs{r}.safetensors", True)
     bars = _bars(quiet)
-    held = None if heldout == 0 else FeatureSource.heldout(generator, data.layer, heldout, batch_size=data.batch)
     face_data = None
     if faces:
         # the faces `panda name-parts` names parts on: a saved fit's names are those it would give
@@ -554,12 +567,37 @@ def ranks(ranks, layer, rank_appearance, n_samples, seed, latent, heldout, faces
         if len(face_data.seeds) == 0:
             raise PandaError(f"FaceMesh found no face in {faces} samples of '{generator.name}': --faces needs a face "
                              f"generator; leave it out.")
+    summary = []
+    for folder, (data, checked) in zip(folders, plans):
+        t = time.perf_counter()
+        sweep = _rank_sweep_of(generator, data, checked, heldout, face_data, stability, rank_appearance, max_iter, tol,
+                               bars)
+        _write_ranks(generator, data, sweep, check_writable(folder), heldout, n_images, save_arrays, save_factors, bars)
+        summary.append((data, sweep, time.perf_counter() - t))
+    if len(plans) > 1:
+        text = layers_markdown([(d.layer, d.shape, s, seconds) for d, s, seconds in summary], generator.name,
+                               plans[0][0].n_samples)
+        click.echo(text)
+        click.echo(f"wrote {atomic_write(root / 'layers.md', text)}")
+
+
+def _rank_sweep_of(generator, data: _TrainingData, ranks: list[int], heldout: int, faces, stability: bool,
+                   rank_appearance, max_iter: int, tol: float, bars: bool):
+    """`panda ranks` at one layer: its held-out samples, and with --stability as many other seeds."""
+    data.announce()
+    held = None if heldout == 0 else FeatureSource.heldout(generator, data.layer, heldout, batch_size=data.batch)
     other = None
     if stability:
         start = data.seed + data.n_samples
         other = FeatureSource(generator, data.layer, range(start, start + data.n_samples), data.batch, data.budget, bars)
-    sweep = rank_sweep(data.source(bars), ranks, held, face_data, other, rank_appearance, seed, max_iter, tol,
-                       progress=bars)
+    return rank_sweep(data.source(bars), ranks, held, faces, other, rank_appearance, data.seed, max_iter, tol,
+                      progress=bars)
+
+
+def _write_ranks(generator, data: _TrainingData, sweep, folder: Path, heldout: int, n_images: int, save_arrays: bool,
+                 save_factors: bool, bars: bool) -> None:
+    """One layer's sweep as `panda ranks` writes it: ranks.png, errors.png, ranks.md (also printed), and on request
+    ranks.npz and each fit's factor file."""
     if data.latents is None:
         shown = labels = list(range(data.seed, data.seed + n_images))
     else:

@@ -181,6 +181,31 @@ def ranks_markdown(sweep: RankSweep, generator: str, layer: str, n_samples: int,
     return "\n".join(lines) + "\n"
 
 
+def layers_markdown(sweeps: list, generator: str, n_samples: int) -> str:
+    """`panda ranks` over several layers, a line each: shape, ranks fitted, held-out error at the first and last,
+    and what the sweeps measured (the smallest R_S with a part of its own for each face region; parts back on other
+    samples per R_S). ``sweeps``: (layer, (C, H, W), RankSweep, seconds)."""
+    faces = sweeps[0][2].regions is not None
+    stable = sweeps[0][2].stability is not None
+    lines = [f"# Which layer, how many parts: {generator}", "",
+             f"Each layer fitted at every R_S on {n_samples:,} samples (one shared statistics pass per layer); each "
+             f"layer's own table and pictures are in its folder.", ""]
+    lines += _header(["layer", "C x H x W", "R_S", "held-out error (first, last R_S)"]
+                     + (["smallest R_S with eyes, nose and mouth parts"] if faces else [])
+                     + (["parts back on other samples, per R_S"] if stable else []) + ["seconds"])
+    for layer, shape, sweep, seconds in sweeps:
+        errors = sweep.heldout_errors if not all(math.isnan(e) for e in sweep.heldout_errors) else sweep.train_errors
+        cells = [layer, " x ".join(map(str, shape)), ", ".join(map(str, sweep.ranks)),
+                 f"{errors[0]:.4f}, {errors[-1]:.4f}"]
+        if faces:
+            choice = sweep.semantic_choice()
+            cells.append("none" if choice is None else str(choice))
+        if stable:
+            cells.append(", ".join(f"{b}/{r}" for b, r in zip(sweep.stable_parts(), sweep.ranks)))
+        lines.append("| " + " | ".join(cells + [f"{seconds:.0f}"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def comparison_markdown(cmp: Comparison, first, second, names: tuple[str, str]) -> str:
     """Two fits compared as markdown: the matched parts' similarity in summary and pair by pair, and the appearance
     subspaces' overlap against chance."""

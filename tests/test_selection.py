@@ -211,3 +211,19 @@ def test_ranks_retrieve_and_compare_on_a_stylegan2_checkpoint(tmp_path):
     r = runner.invoke(main, ["compare", str(tmp_path / "a" / "rs3.safetensors"), str(tmp_path / "b" / "rs3.safetensors"),
                              "--generator", pkl, "--out", str(tmp_path / "c")])
     assert r.exit_code == 0 and "3 matched one to one" in r.output, r.output
+
+
+def test_ranks_over_several_layers(tmp_path):
+    """--layer twice: each layer's sweep in its own folder, and a line per layer in layers.md; ranks are checked
+    against every layer before anything is fitted, the message naming the layer."""
+    out = tmp_path / "l"
+    r = CliRunner().invoke(main, ["ranks", "--layer", "relu2", "--layer", "relu3", "-rs", "2,3", "-n", "48",
+                                  "--heldout", "8", "--max-iter", "2", "--out", str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    for layer in ("relu2", "relu3"):
+        assert (out / layer / "ranks.png").is_file() and (out / layer / "ranks.md").is_file()
+    text = (out / "layers.md").read_text()
+    assert "| relu2 | 256 x 8 x 8 | 2, 3 |" in text and "| relu3 | 128 x 16 x 16 | 2, 3 |" in text
+    r = CliRunner().invoke(main, ["ranks", "--layer", "relu3", "--layer", "relu2", "-rs", "100", "-n", "48",
+                                  "--out", str(tmp_path / "m")])
+    assert r.exit_code == 2 and "layer relu2: rank_parts=100" in r.output and not (tmp_path / "m").exists()

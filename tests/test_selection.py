@@ -227,3 +227,19 @@ def test_ranks_over_several_layers(tmp_path):
     r = CliRunner().invoke(main, ["ranks", "--layer", "relu3", "--layer", "relu2", "-rs", "100", "-n", "48",
                                   "--out", str(tmp_path / "m")])
     assert r.exit_code == 2 and "layer relu2: rank_parts=100" in r.output and not (tmp_path / "m").exists()
+
+
+def test_more_random_starts_never_fit_worse_and_are_recorded(maps, tmp_path):
+    """n_init: the best of 16 starts includes the 4 default ones (seeds random_state..), so with R_C = C (one P-step)
+    its error is never higher; the file records it, and `panda fit --n-init` sets it."""
+    train, _ = maps
+    four = PandA(rank_parts=8).fit(FeatureArray(train, "relu2"))
+    sixteen = PandA(rank_parts=8, n_init=16).fit(FeatureArray(train, "relu2"))
+    assert sixteen.train_error_ <= four.train_error_ + 1e-6
+    assert PandA.load(sixteen.save(tmp_path / "s.safetensors")).n_init == 16
+    r = CliRunner().invoke(main, ["fit", "-n", "64", "-rs", "3", "--n-init", "6", "--background-samples", "0",
+                                  "--out", str(tmp_path / "f.safetensors"), "-q"])
+    assert r.exit_code == 0, r.output
+    assert PandA.load(tmp_path / "f.safetensors").n_init == 6
+    r = CliRunner().invoke(main, ["info", str(tmp_path / "f.safetensors")])
+    assert "6 random starts of the parts" in r.output

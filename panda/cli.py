@@ -521,8 +521,8 @@ class _TrainingData:
               help="Also measure each fit's parts against FaceMesh's eyes, nose and mouth on this many faces "
                    "(face generators; 64 is plenty) and name the smallest R_S that gives each its own part.")
 @click.option("--stability", is_flag=True,
-              help="Also fit every rank on as many other samples (seeds after the training ones) and count the parts "
-                   "that come back (`panda compare`): twice the time.")
+              help="Also fit every rank on as many other samples (seeds after the training ones), from other random "
+                   "starts, and count the parts that come back (`panda compare`): twice the time.")
 @click.option("--n-images", type=click.IntRange(1, 16), default=4, help="Samples drawn in ranks.png.")
 @click.option("--save-factors", is_flag=True,
               help="Also write each fit as OUT/rs{R_S}.safetensors, with its held-out score, the background search of "

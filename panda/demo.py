@@ -80,7 +80,8 @@ def _ranks(model: PandA, gen, seed: int, folder: Path, progress: bool | None) ->
         f"The layer fitted at R_S = {', '.join(map(str, ranks))} on {n:,} training samples, all on one shared pass of "
         f"statistics (<code>panda ranks --stability</code>); this page's fit has R_S = {model.n_parts}. The held-out "
         f"error falls with every part added, so it cannot choose by itself; where the parts fall can.{found} Fitted "
-        f"again on {n:,} other samples, the parts that come back (similarity 0.9 or more): {back}."),
+        f"again on {n:,} other samples from other random starts, the parts that come back (similarity 0.9 or more): "
+        f"{back}."),
         [("errors.png", "Reconstruction error, the share of parts that come back on other samples and, on faces, "
                         "each region's purity against R_S."),
          ("ranks.png", "Each rank's parts (colour: the strongest part at each pixel; borders in white).")])

@@ -194,9 +194,9 @@ def rank_sweep(
         Faces of the same generator with FaceMesh's masks (:func:`panda.landmarks.face_set`): each fit's parts are
         measured on them (:attr:`RankSweep.regions`).
     other : same kinds as ``source``, optional
-        Other samples of the same layer: every rank is fitted on them too (their own shared pass), and each fit's
-        parts are matched with those of the fit on ``source`` (:attr:`RankSweep.stability`): which ranks give parts
-        that come back.
+        Other samples of the same layer: every rank is fitted on them too (their own shared pass), from other random
+        starts, and each fit's parts are matched with those of the fit on ``source`` (:attr:`RankSweep.stability`):
+        which ranks give parts that come back.
     rank_appearance, random_state, max_iter, tol, n_init
         As :class:`PandA` takes them, the same for every rank.
     progress : bool or None
@@ -245,8 +245,10 @@ def rank_sweep(
     stability = None
     if other is not None:
         log.info("the same ranks on other samples, for the parts' stability")
-        twin = rank_sweep(other, ranks, rank_appearance=rank_appearance, random_state=random_state, max_iter=max_iter,
-                          tol=tol, n_init=n_init, progress=progress)
+        # other starts too (seeds random_state + n_init.., disjoint from this sweep's): parts that come back owe
+        # nothing to either the samples or the starts
+        twin = rank_sweep(other, ranks, rank_appearance=rank_appearance, random_state=random_state + n_init,
+                          max_iter=max_iter, tol=tol, n_init=n_init, progress=progress)
         stability = [compare(m, t).matched for m, t in zip(models, twin.models)]
     return RankSweep(ranks, models, stats_time, source.extract_time - extract0, regions,
                      0 if faces is None else len(faces.seeds), stability)

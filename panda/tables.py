@@ -166,8 +166,8 @@ def ranks_markdown(sweep: RankSweep, generator: str, layer: str, n_samples: int,
     lines.append("")
     if stable:
         lines += ["Parts back: each fit's parts matched one to one with those of the same rank fitted on other samples "
-                  "(`panda compare`); a rank whose parts do not come back has several nearly equal solutions, and "
-                  "which one a fit finds depends on its samples.", ""]
+                  "from other random starts (`panda compare`); a rank whose parts do not come back has several nearly "
+                  "equal solutions, and which one a fit finds depends on its samples and its starts.", ""]
     if shares:
         choice = sweep.semantic_choice()
         lines.append(f"Smallest R_S giving the eyes, nose and mouth each a part of its own (purity >= {SEMANTIC_PURITY}): "

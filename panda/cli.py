@@ -297,17 +297,18 @@ def _arrays(png: Path, data, labels: list) -> None:
 
 
 def _region(model: PandA, gen, samples, seed_list: list, part: int | None, mask: str | None, region: str | None,
-            dilate: int, option: str = "--seeds") -> tuple[torch.Tensor, torch.Tensor | None, str]:
+            dilate: int, option: str = "--seeds") -> tuple[torch.Tensor, torch.Tensor | None, str, torch.Tensor | None]:
     """What --part, --mask or --region marks: (the region on the layer's grid, (H, W) or (N, H, W) for a face region
-    found in each image; the face region's masks at image resolution (N, H', W') or None; a label for pictures).
-    ``option`` names where the samples came from, for the message when FaceMesh finds no face in one."""
+    found in each image; the face region's masks at image resolution (N, H', W') or None; a label for pictures; the
+    images FaceMesh looked at, (N, 3, H', W') in [0, 1], or None). ``option`` names where the samples came from, for
+    the message when FaceMesh finds no face in one."""
     if region is None:
-        return region_for(model, part, mask), None, model.part_label(part) if part is not None else "mask"
+        return region_for(model, part, mask), None, model.part_label(part) if part is not None else "mask", None
     faces = face_regions(model, gen, gen.latents(samples), region, dilate)
     missing = [s for s, ok in zip(seed_list, faces.found.tolist()) if not ok]
     if missing:
         raise PandaError(f"FaceMesh found no face in seeds {missing}: leave them out of {option}.")
-    return faces.grid, faces.masks, region
+    return faces.grid, faces.masks, region, faces.images
 
 
 def training_options(n_samples: int):
@@ -817,12 +818,12 @@ def _edit_region(model, gen, samples, seed_list, part, mask, region, dilate, app
     folder = check_writable(out)
 
     def regions_of(some, labels):  # the mask as read once; a face region is found in each image of each chunk
-        return (rasterised, None, "mask") if mask is not None else _region(model, gen, some, labels, None, None,
-                                                                            region, dilate)
+        return (rasterised, None, "mask", None) if mask is not None else _region(model, gen, some, labels, None, None,
+                                                                                  region, dilate)
 
     def measure(some, labels, alphas):
-        grid_regions, masks, label = regions_of(some, labels)
-        return measured_region_sweep(model, gen, some, grid_regions, j, alphas, masks, label)
+        grid_regions, masks, label, images = regions_of(some, labels)  # a face region's images: rendered once
+        return measured_region_sweep(model, gen, some, grid_regions, j, alphas, masks, label, images)
 
     def apply(some, labels):  # the edit alone, without the originals a measurement renders too
         return gen.to_unit(region_sweep(model, gen, some, regions_of(some, labels)[0], j, [alpha]))[:, 0].cpu()
@@ -921,9 +922,9 @@ def remove(factors, part, mask, region, dilate, alpha, background, save_images, 
     background, sign = parse_background(model, background)
     all_samples, all_labels = _samples(gen, seeds, seed, n_images, latent)
     samples, seed_list = _shown(all_samples, all_labels)
-    grid_regions, masks, label = _region(model, gen, samples, seed_list, part, mask, region, dilate)
+    grid_regions, masks, label, images = _region(model, gen, samples, seed_list, part, mask, region, dilate)
     folder = check_writable(out)
-    result = removal(model, gen, samples, grid_regions, alpha, background, masks, sign)
+    result = removal(model, gen, samples, grid_regions, alpha, background, masks, sign, images)
     name = f"remove_part{part}" if part is not None else (f"remove_{region}" if region else "remove_mask")
     path = save_png(remove_figure(result, seed_list, label), folder / f"{name}.png")
     if save_images:
@@ -1111,7 +1112,7 @@ def _face_pair(model: PandA, gen, targets, target_labels: list, sources, source_
     found = {}
     for who, samples, labels, option in (("", targets, target_labels, "--seeds"),
                                          ("source_", sources, source_labels, "--sources")):
-        found[f"{who}region"], found[f"{who}masks"], _ = _region(model, gen, samples, labels, None, None, region,
+        found[f"{who}region"], found[f"{who}masks"], _, _ = _region(model, gen, samples, labels, None, None, region,
                                                                  dilate, option)
     return {**found, "label": region}
 

@@ -127,7 +127,8 @@ def _region_edit(model: PandA, gen, latents, shown: list[int], alphas: list[floa
     except Exception as exc:  # like the naming, a nicety: the demo goes on without it
         return Section(title, f"Not drawn ({exc}).")
     seeds = [shown[i] for i in keep.tolist()]
-    result = measured_region_sweep(model, gen, latents[keep], faces.grid[keep], j, alphas, faces.masks[keep], "mouth")
+    result = measured_region_sweep(model, gen, latents[keep], faces.grid[keep], j, alphas, faces.masks[keep], "mouth",
+                                   faces.images[keep])
     save_png(figures.sweep_figure(model, result, seeds), folder / "edit_region.png")
     return Section(title, Markup(
         "Any region takes an appearance the way a part does, <code>alpha a_j r^T</code> for a map r on the layer's "

@@ -278,16 +278,19 @@ def measured_sweep(
 def measured_region_sweep(
     model: PandA, generator: GeneratorAdapter, latents: Latents | Sequence[int], region: torch.Tensor, appearance: int,
     alphas: Sequence[float], masks: torch.Tensor | None = None, label: str = "region",
+    original: torch.Tensor | None = None,
 ) -> SweepResult:
     """:func:`region_sweep` with the unedited images and how much of the change falls inside the region.
 
     region: (H, W) or (N, H, W) on the layer's grid; masks: (N, H', W') at image resolution, what is measured and
-    drawn (default: the region upsampled).
+    drawn (default: the region upsampled); original: the unedited images (N, 3, H', W') in [0, 1] when already
+    rendered (a face region's, :class:`panda.regions.FaceRegions`), else rendered here.
     """
     latents = generator.latents(latents)
     out = generator.to_unit(region_sweep(model, generator, latents, region, appearance, alphas)).cpu()
     shown = region_at(region, out.shape[-1]) if masks is None else masks.float()
-    return _measured(None, appearance, alphas, generator.render(latents), out, shown, label)
+    original = generator.render(latents) if original is None else original
+    return _measured(None, appearance, alphas, original, out, shown, label)
 
 
 def _measured(part: int | None, appearance: int, alphas: Sequence[float], original: torch.Tensor, out: torch.Tensor,

@@ -77,18 +77,23 @@ class FaceRegions:
         (N, H', W') bool at image resolution.
     found : torch.Tensor
         (N,) bool: a face was found.
+    images : torch.Tensor
+        (N, 3, H', W') in [0, 1]: the images FaceMesh looked at, for whatever draws or measures them next (a second
+        render of the same latents would cost a generator pass).
     """
 
     grid: torch.Tensor
     masks: torch.Tensor
     found: torch.Tensor
+    images: torch.Tensor
 
 
 def face_regions(model: PandA, generator: GeneratorAdapter, latents: Latents, region: str, dilate: int = 5) -> FaceRegions:
     """``region`` (eyes, nose, mouth, forehead) as FaceMesh finds it in each image, grown by ``dilate`` pixels."""
-    found = FaceMeshMasker(dilate=dilate)(generator.render(latents), regions=(region,))
+    images = generator.render(latents)
+    found = FaceMeshMasker(dilate=dilate)(images, regions=(region,))
     masks = found.masks[region]
-    return FaceRegions(rasterise_masks(masks, model.layer_shape_[1:], found.found), masks, found.found)
+    return FaceRegions(rasterise_masks(masks, model.layer_shape_[1:], found.found), masks, found.found, images)
 
 
 def calibrated_appearance(model: PandA, generator: GeneratorAdapter, mask=None, region: str | None = None,

@@ -365,7 +365,7 @@ def removal_regions(region: torch.Tensor, masks: torch.Tensor | None, n: int,
 
 def removal(model: PandA, generator: GeneratorAdapter, latents: Latents | Sequence[int], region: torch.Tensor,
             alpha: float = 1.0, background: int | str | None = "auto", masks: torch.Tensor | None = None,
-            sign: float | None = None) -> Removal:
+            sign: float | None = None, original: torch.Tensor | None = None) -> Removal:
     """Remove ``region`` from the images and measure it.
 
     Parameters
@@ -377,13 +377,16 @@ def removal(model: PandA, generator: GeneratorAdapter, latents: Latents | Sequen
         one chosen when fitting; an index: that appearance, with ``sign`` (None: see :func:`remove`).
     masks : torch.Tensor, optional
         (N, H', W') bool at image resolution; default the region upsampled above 0.5.
+    original : torch.Tensor, optional
+        The images (N, 3, H', W') in [0, 1] when already rendered (a face region's,
+        :class:`panda.regions.FaceRegions`); else rendered here.
 
     Returns
     -------
     Removal
     """
     latents = generator.latents(latents)
-    original = generator.render(latents)
+    original = generator.render(latents) if original is None else original
     regions, shown, masks = removal_regions(region, masks, len(latents), original.shape[-1])
     search = None
     if background == "auto":

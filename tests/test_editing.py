@@ -169,3 +169,23 @@ def test_region_at_image_resolution():
     assert many.shape == (3, 64, 64) and torch.equal(many[2], one)
     per_image = region_at(torch.stack([r, torch.zeros(8, 8)]), 32)
     assert per_image.shape == (2, 32, 32) and per_image[1].abs().sum() == 0 and per_image[0].sum() > 0
+
+
+def test_images_already_rendered_are_used_as_rendered_again(model, celeba, monkeypatch):
+    """A face region's images (FaceRegions.images) serve the sweep's and the removal's originals: the same results,
+    one generator pass fewer."""
+    from panda.editing import measured_region_sweep
+    from panda.removal import removal
+    region = part_profile(model, 2)
+    seeds = [3, 4]
+    images = celeba.render(seeds)
+    fresh = measured_region_sweep(model, celeba, seeds, region, 1, [-1.0, 1.0])
+    removed = removal(model, celeba, seeds, region, 1.0, background="global")
+    calls = []
+    monkeypatch.setattr(celeba, "render", lambda *a, **k: calls.append(a) or pytest.fail("rendered again"))
+    given = measured_region_sweep(model, celeba, seeds, region, 1, [-1.0, 1.0], original=images)
+    assert torch.equal(given.original, fresh.original) and torch.equal(given.images, fresh.images)
+    assert given.share == fresh.share
+    again = removal(model, celeba, seeds, region, 1.0, background="global", original=images)
+    assert torch.equal(again.removed, removed.removed) and again.distance_after == removed.distance_after
+    assert calls == []

@@ -1109,12 +1109,13 @@ def retrieve(factors, appearance, parts, mask, top, seeds, seed, n_images, laten
 def _face_pair(model: PandA, gen, targets, target_labels: list, sources, source_labels: list, region: str,
                dilate: int) -> dict:
     """--region for `panda transfer`: FaceMesh's region in each target and each source, as transfer() takes them."""
-    found = {}
+    found, images = {}, []
     for who, samples, labels, option in (("", targets, target_labels, "--seeds"),
                                          ("source_", sources, source_labels, "--sources")):
-        found[f"{who}region"], found[f"{who}masks"], _, _ = _region(model, gen, samples, labels, None, None, region,
-                                                                 dilate, option)
-    return {**found, "label": region}
+        found[f"{who}region"], found[f"{who}masks"], _, seen = _region(model, gen, samples, labels, None, None, region,
+                                                                    dilate, option)
+        images.append(seen)  # what FaceMesh looked at: the transfer's originals, not rendered again
+    return {**found, "label": region, "originals": tuple(images)}
 
 
 @main.command()

@@ -162,7 +162,8 @@ def _transfer(model: PandA, gen, latents, shown: list[int], sources: list[int], 
     t_faces, s_faces = face_regions(model, gen, targets, "mouth"), face_regions(model, gen, source_latents, "mouth")
     if bool(t_faces.found.all()) and bool(s_faces.found.all()):  # each face's own mouth, as FaceMesh finds it
         result = transfer(model, gen, targets, source_latents, region=t_faces.grid, source_region=s_faces.grid,
-                          masks=t_faces.masks, source_masks=s_faces.masks, label="mouth (FaceMesh)")
+                          masks=t_faces.masks, source_masks=s_faces.masks, label="mouth (FaceMesh)",
+                          originals=(t_faces.images, s_faces.images))
         save_png(figures.transfer_figure(model, result, shown[:4], sources), folder / "transfer_mouth_region.png")
         items.append(("transfer_mouth_region.png", f"Each face's own mouth as FaceMesh finds it, spanned by the parts "
                                                    f"inside it (panda transfer --region mouth): "

@@ -223,7 +223,8 @@ def transfer(model: PandA, generator: GeneratorAdapter, targets: Latents | Seque
              source_region: torch.Tensor | None = None, alpha: float = 1.0, appearances: Sequence[int] | None = None,
              masks: torch.Tensor | None = None, source_masks: torch.Tensor | None = None,
              min_share: float = MIN_PART_SHARE, target_parts: torch.Tensor | None = None,
-             source_parts: torch.Tensor | None = None, batch_size: int = 64, label: str | None = None) -> Transfer:
+             source_parts: torch.Tensor | None = None, batch_size: int = 64, label: str | None = None,
+             originals: tuple[torch.Tensor, torch.Tensor] | None = None) -> Transfer:
     """Give each target each source's content in a region: N x M images through the generator.
 
     Parameters
@@ -248,6 +249,9 @@ def transfer(model: PandA, generator: GeneratorAdapter, targets: Latents | Seque
     target_parts, source_parts : torch.Tensor, optional
         With ``parts``: sample-specific parts (N, S, R_S) and (M, S, R_S) in place of the global ones
         (:func:`panda.refinement.refine`), for images whose content is not where the global parts are.
+    originals : (torch.Tensor, torch.Tensor), optional
+        The targets' and the sources' images, (N, 3, H', W') and (M, 3, H', W') in [0, 1], when already rendered
+        (their face regions', :class:`panda.regions.FaceRegions`); else rendered here.
 
     Returns
     -------
@@ -274,7 +278,7 @@ def transfer(model: PandA, generator: GeneratorAdapter, targets: Latents | Seque
         rows.append(generator.to_unit(synthesize_offset(generator, model.layer_, targets[torch.full((m,), i)], delta,
                                                         batch_size)).cpu())
     images = torch.stack(rows)  # (N, M, 3, H', W')
-    original_t, original_s = generator.render(targets), generator.render(sources)
+    original_t, original_s = (generator.render(targets), generator.render(sources)) if originals is None else originals
     size = images.shape[-1]
     shown = _shown(profile, masks, n, size)
     inside = (shown > 0.5).float()

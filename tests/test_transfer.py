@@ -200,3 +200,13 @@ def test_transfer_with_refined_parts(model, celeba):
                           ({"region": torch.ones(8, 8), "target_parts": rt.parts}, "go with parts")):
         with pytest.raises(PandaError, match=match):
             transfer(model, celeba, [0, 1], [7], **kwargs)
+
+
+def test_images_already_rendered_serve_as_the_originals(model, celeba, monkeypatch):
+    """originals: the targets' and sources' images FaceMesh already looked at; the same transfer, no second render."""
+    fresh = transfer(model, celeba, [0, 1], [5], parts=[2])
+    images = (celeba.render([0, 1]), celeba.render([5]))
+    monkeypatch.setattr(celeba, "render", lambda *a, **k: pytest.fail("rendered again"))
+    given = transfer(model, celeba, [0, 1], [5], parts=[2], originals=images)
+    assert torch.equal(given.images, fresh.images) and torch.equal(given.targets, fresh.targets)
+    assert given.share == fresh.share and given.closer == fresh.closer

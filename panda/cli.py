@@ -7,6 +7,7 @@ edits, finite floats, counts as ``click.IntRange``); generator choices come from
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -45,7 +46,7 @@ from .progress import log_stages, progress_bar
 from .projection import load_image, project, save_latent
 from .refinement import check_refine_args, compare_refinement, refine as refine_images
 from .regions import calibrated_appearance, face_regions, region_for
-from .retrieval import retrieve as retrieve_samples
+from .retrieval import ends as retrieval_ends, retrieve as retrieve_samples
 from .removal import candidate_fills, parse_background, remove as remove_region, removal, search_background
 from .transfer import MIN_PART_SHARE, transfer as transfer_regions
 from .selection import DEFAULT_RANKS, MAX_RANKS, check_rank_list, default_ranks, rank_sweep
@@ -210,6 +211,15 @@ def _load(factors: str, device: str, generator_name: str | None = None, truncati
           noise_mode: str | None = None, class_: str | None = None, trust_pickle: bool = False) -> tuple[PandA, object]:
     """The factor file and the generator it was fitted on (checked); truncation and noise default to the file's."""
     model = PandA.load(factors)
+    return model, _generator_of(model, factors, device, generator_name, truncation_psi, noise_mode, class_,
+                                trust_pickle)
+
+
+def _generator_of(model: PandA, factors: str, device: str, generator_name: str | None = None,
+                  truncation_psi: float | None = None, noise_mode: str | None = None, class_: str | None = None,
+                  trust_pickle: bool = False):
+    """The generator ``model`` (read from ``factors``) was fitted on, checked against it; truncation and noise
+    default to the file's."""
     src = model.generator_source_
     if not model.has_generator:
         raise PandaError(f"'{factors}' was fitted on {model.generator_label()}, not on a generator: the command line "
@@ -222,7 +232,7 @@ def _load(factors: str, device: str, generator_name: str | None = None, truncati
     psi = src.get("truncation_psi", 1.0) if truncation_psi is None else truncation_psi
     gen = load_generator(generator_name, device, psi, noise_mode or src.get("noise_mode", "const"), trust_pickle, class_)
     model.check_compatible(gen)
-    return model, gen
+    return gen
 
 
 def _samples(gen, seeds: list[int] | None, seed: int, n: int, latent: str | None) -> tuple[object, list]:
@@ -502,6 +512,13 @@ class _TrainingData:
                    + ("kept in memory" if need <= budget else
                       f"over the {budget / 2**30:.1f} GiB budget: re-generated each pass"), err=True)
 
+    def at(self, layer: str) -> "_TrainingData":
+        """The same samples at another layer (checked; a latent file is not read again)."""
+        other = copy.copy(self)
+        self.generator.layer_module(layer)  # an unknown layer stops here, listing the valid ones
+        other.layer, other.shape = layer, self.generator.layer_shapes()[layer]
+        return other
+
     def source(self, progress: bool) -> FeatureSource:
         data = range(self.seed, self.seed + self.n_samples) if self.latents is None else self.latents
         return FeatureSource(self.generator, self.layer, data, self.batch, self.budget, progress)
@@ -546,9 +563,10 @@ def ranks(ranks, layers, rank_appearance, n_samples, seed, latent, n_init, heldo
     """
     generator = _generator(device, **gen)
     layers = list(dict.fromkeys(layers)) or [None]
-    plans = []  # (training data, ranks, folder): every layer and rank checked before anything is fitted
+    first = _TrainingData(generator, layers[0], n_samples, seed, latent, batch_size, memory_gb)
+    plans = []  # (training data, ranks): every layer and rank checked before anything is fitted
     for layer in layers:
-        data = _TrainingData(generator, layer, n_samples, seed, latent, batch_size, memory_gb)
+        data = first if layer in (None, first.layer) else first.at(layer)
         try:
             checked = check_rank_list(default_ranks(data.shape) if ranks is None else ranks, data.shape,
                                       rank_appearance)
@@ -643,8 +661,7 @@ def compare(first, second, seed, save_arrays, out, device, **gen):
     result = compare_fits(a, b)  # refuses fits of different layer shapes before anything is drawn
     image = None
     if a.has_generator:
-        _, generator = _load(first, device, **gen)
-        image = generator.render([seed])[0]
+        image = _generator_of(a, first, device, **gen).render([seed])[0]
     folder = check_writable(out)
     names = (Path(first).name, Path(second).name)
     if names[0] == names[1]:
@@ -1091,19 +1108,16 @@ def retrieve(factors, appearance, parts, mask, top, seeds, seed, n_images, laten
         raise PandaError("retrieval ranks samples: give at least 2 (--n-images, --seeds or --latent).")
     folder = check_writable(out)
     result = retrieve_samples(model, gen, samples, j, region, progress=_bars(quiet))
-    k = min(top, len(labels) // 2)
-    ends = [result.top(k), result.bottom(k)]
-    picked = [[samples[i] for i in idx] if isinstance(samples, list) else samples[torch.tensor(idx)] for idx in ends]
-    most, least = (localisation(model, gen, chosen) for chosen in picked)
-    path = save_png(retrieval_figure(model, result, most, least, [labels[i] for i in ends[0]],
-                                     [labels[i] for i in ends[1]], label, len(labels)),
+    most, least, most_loc, least_loc = retrieval_ends(model, gen, samples, result, min(top, len(labels) // 2))
+    path = save_png(retrieval_figure(model, result, most_loc, least_loc, [labels[i] for i in most],
+                                     [labels[i] for i in least], label, len(labels)),
                     folder / f"retrieve_a{j}_{name}.png")
-    for what, idx in (("most", ends[0]), ("least", ends[1])):
+    for what, idx in (("most", most), ("least", least)):
         click.echo(f"{what}: " + ", ".join(f"{labels[i]} ({float(result.scores[i]):+.2f})" for i in idx))
     click.echo(f"wrote {path}")
     if save_arrays:
-        _arrays(path, {"scores": result.scores, "region": result.region, "most": torch.tensor(ends[0]),
-                       "least": torch.tensor(ends[1])}, labels)
+        _arrays(path, {"scores": result.scores, "region": result.region, "most": torch.tensor(most),
+                       "least": torch.tensor(least)}, labels)
 
 
 def _face_pair(model: PandA, gen, targets, target_labels: list, sources, source_labels: list, region: str,

@@ -18,7 +18,7 @@ from .fitting import fit_factors
 from .checkpoints import load_generator
 from .generators import DEFAULT_GENERATOR, GeneratorAdapter
 from .localisation import localisation
-from .retrieval import retrieve
+from .retrieval import ends, retrieve
 from .model import PandA
 from .landmarks import FaceMeshMasker, face_set, load_onet
 from .naming import CALIB_SEED_START, name_model_parts
@@ -98,11 +98,10 @@ def _retrieval(model: PandA, gen, start: int, folder: Path) -> Section:
     j = model.top_appearances(k, 1, by="specific")[0]
     seeds = list(range(start, start + RETRIEVAL_SAMPLES))
     result = retrieve(model, gen, seeds, j, region_for(model, part=k))
-    most, least = result.top(6), result.bottom(6)
-    most_seeds, least_seeds = [seeds[i] for i in most], [seeds[i] for i in least]
-    save_png(figures.retrieval_figure(model, result, localisation(model, gen, most_seeds),
-                                      localisation(model, gen, least_seeds), most_seeds, least_seeds,
-                                      model.part_label(k), len(seeds)), folder / "retrieve.png")
+    most, least, most_loc, least_loc = ends(model, gen, seeds, result, 6)
+    save_png(figures.retrieval_figure(model, result, most_loc, least_loc, [seeds[i] for i in most],
+                                      [seeds[i] for i in least], model.part_label(k), len(seeds)),
+             folder / "retrieve.png")
     return Section("Retrieval", Markup(
         f"Appearance j's mean over a region, <code>a_j^T Z_i r / sum(r)</code>, scores every sample by how much of it "
         f"the sample holds there (<code>panda retrieve</code>; <code>--save-arrays</code> writes a score for each of "

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .errors import PandaError
+
 
 def upsample(maps: torch.Tensor, size: int) -> torch.Tensor:
     """Bilinear resize of maps to image resolution (what the generator 'sees' is smooth).
@@ -37,6 +39,18 @@ def region_at(region: torch.Tensor, size: int, n: int | None = None) -> torch.Te
     if not one:
         return shown
     return shown[0] if n is None else shown.expand(n, size, size).clone()
+
+
+def check_region(region: torch.Tensor, grid: tuple[int, int], per_image: bool = False) -> None:
+    """A region map on the layer's (H, W) grid, or with ``per_image`` also one per image (N, H, W): its shape, and
+    finite, non-negative values (0 = outside, 1 = inside); one line naming what is wrong."""
+    h, w = grid
+    if region.dim() not in ((2, 3) if per_image else (2,)) or tuple(region.shape[-2:]) != (h, w):
+        each = f", or one per image (N, {h}, {w})" if per_image else ""
+        raise PandaError(f"the region is {tuple(region.shape)}, but the layer's grid is ({h}, {w}): give it as (H, W) on "
+                         f"the layer's grid{each} (panda.regions.rasterise_mask puts a mask on it).")
+    if not torch.isfinite(region).all() or float(region.min()) < 0:
+        raise PandaError("a region's values must be finite and non-negative (0 = outside, 1 = inside).")
 
 
 def normalise(maps: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,8 @@ import torch
 from .errors import PandaError
 from .features import iter_features
 from .generators import GeneratorAdapter, Latents
-from .localisation import signed
+from .localisation import Localisation, localisation, signed
+from .maps import check_region
 from .model import PandA
 
 
@@ -74,11 +75,9 @@ def retrieve(model: PandA, generator: GeneratorAdapter, samples: Latents | Seque
     j = model.check_appearance(appearance)
     grid = tuple(model.layer_shape_[1:])
     region = torch.ones(grid) if region is None else region.detach().float().cpu()
-    if tuple(region.shape) != grid:
-        raise PandaError(f"the region is {tuple(region.shape)} but the layer's grid is {grid}: give it on the grid "
-                         f"(rasterise a mask with panda.regions.rasterise_mask).")
-    if not torch.isfinite(region).all() or (region < 0).any() or float(region.sum()) <= 0:
-        raise PandaError("the region must be finite, non-negative and not empty: mark at least one position.")
+    check_region(region, grid)
+    if float(region.sum()) <= 0:
+        raise PandaError("the region is all zeros: give one that is not empty (at least one position above 0).")
     weights = (region.flatten() / region.sum()).double()
     a = model.appearances_[:, j].double()
     scores = []
@@ -88,3 +87,15 @@ def retrieve(model: PandA, generator: GeneratorAdapter, samples: Latents | Seque
         scores.append((torch.einsum("c,bcs->bs", a.to(z), z) @ weights.to(z)).cpu())  # (B,)
     scores = signed(model, j, torch.cat(scores)) / model.feature_scale_
     return Retrieval(scores, j, region)
+
+
+def ends(model: PandA, generator: GeneratorAdapter, samples: Latents | Sequence[int], result: Retrieval,
+         k: int) -> tuple[list[int], list[int], Localisation, Localisation]:
+    """The ``k`` samples of ``samples`` (those ``result`` scored) with the most and the least: their indices, best and
+    worst first, and their images and maps for :func:`panda.figures.retrieval_figure`."""
+    most, least = result.top(k), result.bottom(k)
+
+    def picked(idx: list[int]) -> Latents | list[int]:
+        return samples[torch.tensor(idx)] if isinstance(samples, Latents) else [samples[i] for i in idx]
+
+    return most, least, localisation(model, generator, picked(most)), localisation(model, generator, picked(least))

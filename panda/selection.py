@@ -82,6 +82,12 @@ class RankSweep:
     def fit_times(self) -> list[float]:
         return [m.fit_time_ for m in self.models]
 
+    @property
+    def scored_errors(self) -> list[float]:
+        """The held-out errors where held-out samples were given, else the training errors: what the sweep's tables
+        compare ranks by."""
+        return self.train_errors if all(np.isnan(self.heldout_errors)) else self.heldout_errors
+
     def purities(self) -> dict[str, list[float]] | None:
         """Per region, each fit's best part's share of mass inside it (:meth:`PartRegions.summary`), counted only
         when that part is named after the region (else 0); None without faces."""
@@ -114,8 +120,7 @@ class RankSweep:
         """One dict per rank: R_S, errors, the error's fall per added part since the previous rank (held-out, or
         training where there are no held-out samples), fit seconds and, with faces, each region's purity; with
         stability, the parts back on other samples and their mean similarity."""
-        shares = self.purities()
-        errors = self.train_errors if all(np.isnan(self.heldout_errors)) else self.heldout_errors
+        shares, errors, back = self.purities(), self.scored_errors, self.stable_parts()
         out = []
         for i, (rank, m) in enumerate(zip(self.ranks, self.models)):
             row = {"rank_parts": rank, "train_error": m.train_error_, "heldout_error": m.heldout_error_,
@@ -125,7 +130,7 @@ class RankSweep:
             if shares is not None:
                 row |= {f"{r}_purity": shares[r][i] for r in REGIONS}
             if self.stability is not None:
-                row |= {"parts_back": self.stable_parts()[i], "mean_similarity": float(np.mean(self.stability[i]))}
+                row |= {"parts_back": back[i], "mean_similarity": float(np.mean(self.stability[i]))}
             out.append(row)
         return out
 
@@ -212,6 +217,9 @@ def rank_sweep(
     for r in ranks:  # every other hyper-parameter, before any sample is generated
         PandA(rank_appearance, r, max_iter, tol, random_state, n_init).validate(source.shape)
     check_statistics_memory((h, w), source.device, f"layer {source.layer!r}")
+    if faces is not None and len(faces.seeds) == 0:  # before the fits, not after
+        raise PandaError("no faces to measure the parts on: FaceMesh found none in these samples; leave faces "
+                         "out for a generator that draws no faces.")
     heldout = None if heldout is None else as_features(heldout)
     extract0 = source.extract_time
     t0 = time.perf_counter()
@@ -236,12 +244,7 @@ def rank_sweep(
         log.info("R_S = %d: training error %.4f, held-out %.4f, fit %.1f s", r, model.train_error_,
                  model.heldout_error_, model.fit_time_)
     bar.close()
-    regions = None
-    if faces is not None:
-        if len(faces.seeds) == 0:
-            raise PandaError("no faces to measure the parts on: FaceMesh found none in these samples; leave faces "
-                             "out for a generator that draws no faces.")
-        regions = [part_regions(m, faces) for m in models]
+    regions = None if faces is None else [part_regions(m, faces) for m in models]
     stability = None
     if other is not None:
         log.info("the same ranks on other samples, for the parts' stability")

@@ -190,11 +190,12 @@ def layers_markdown(sweeps: list, generator: str, n_samples: int) -> str:
     lines = [f"# Which layer, how many parts: {generator}", "",
              f"Each layer fitted at every R_S on {n_samples:,} samples (one shared statistics pass per layer); each "
              f"layer's own table and pictures are in its folder.", ""]
-    lines += _header(["layer", "C x H x W", "R_S", "held-out error (first, last R_S)"]
+    scored = "training" if all(math.isnan(e) for e in sweeps[0][2].heldout_errors) else "held-out"
+    lines += _header(["layer", "C x H x W", "R_S", f"{scored} error (first, last R_S)"]
                      + (["smallest R_S with eyes, nose and mouth parts"] if faces else [])
                      + (["parts back on other samples, per R_S"] if stable else []) + ["seconds"])
     for layer, shape, sweep, seconds in sweeps:
-        errors = sweep.heldout_errors if not all(math.isnan(e) for e in sweep.heldout_errors) else sweep.train_errors
+        errors = sweep.scored_errors
         cells = [layer, " x ".join(map(str, shape)), ", ".join(map(str, sweep.ranks)),
                  f"{errors[0]:.4f}, {errors[-1]:.4f}"]
         if faces:

@@ -27,7 +27,7 @@ from .editing import check_alpha, part_profile, synthesize_offset
 from .errors import PandaError
 from .features import capture
 from .generators import GeneratorAdapter, Latents
-from .maps import region_at
+from .maps import check_region, region_at
 from .metrics import change_inside_fraction
 from .model import PandA
 
@@ -67,11 +67,7 @@ def region_basis(model: PandA, region: torch.Tensor, min_share: float = MIN_PART
     _, h, w = model.layer_shape_
     if isinstance(min_share, bool) or not isinstance(min_share, (int, float)) or not 0 <= min_share <= 1:
         raise PandaError(f"min_share={min_share!r}: give the share of a part's mass inside the region, in [0, 1].")
-    if region.dim() not in (2, 3) or tuple(region.shape[-2:]) != (h, w):
-        raise PandaError(f"a region must be (H, W) = ({h}, {w}) on the layer's grid, or one per image (N, {h}, {w}); "
-                         f"got shape {tuple(region.shape)}.")
-    if not torch.isfinite(region).all() or float(region.min()) < 0:
-        raise PandaError("a region's values must be finite and non-negative (0 = outside, 1 = inside).")
+    check_region(region, (h, w), per_image=True)
     r = region.detach().cpu().float().flatten(-2)[..., None]  # (S, 1) or (N, S, 1)
     p = model.parts_.detach().cpu().float()  # (S, R_S)
     clipped = r * p

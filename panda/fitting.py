@@ -19,12 +19,14 @@ def fit_factors(generator: GeneratorAdapter, layer: str | None = None, rank_appe
                 rank_parts: int | None = None, n_samples: int = 5000, seed: int = 0, max_iter: int = 30, tol: float = 1e-4,
                 batch_size: int | None = None, memory_budget: int | None = None, n_heldout: int = 256,
                 background_samples: int = 8, progress: bool | None = False, mixing: bool = False,
-                mixing_directions: int | None = None, latents: Latents | None = None, n_init: int = 4) -> PandA:
+                mixing_directions: int | None = None, latents: Latents | None = None, n_init: int = 4,
+                reseed: int = 0) -> PandA:
     """Fit PandA on seeds ``seed .. seed + n_samples - 1`` (or on given ``latents``, your own: ``n_samples`` is then
     theirs) at ``layer`` (default: the generator's), measure the
     held-out error on ``n_heldout`` other seeds and search the background appearance on ``background_samples``
     (0 skips either); ``mixing`` fits an appearance mixing too, refitting ``mixing_directions`` of its eigenvalues
-    on their own (:class:`PandA`); ``n_init`` random starts of the parts, the best kept. ``rank_parts`` defaults to the generator's choice for the layer
+    on their own (:class:`PandA`); ``n_init`` random starts of the parts, the best kept, then up to ``reseed``
+    rounds of re-seeding its weakest parts. ``rank_parts`` defaults to the generator's choice for the layer
     (:meth:`GeneratorAdapter.rank_parts_for`). Every argument is checked before any sample is generated. ``batch_size`` and
     ``memory_budget`` default to the generator's and the machine's (:class:`panda.features.FeatureSource`).
 
@@ -47,7 +49,7 @@ def fit_factors(generator: GeneratorAdapter, layer: str | None = None, rank_appe
     data = range(seed, seed + n_samples) if latents is None else latents
     source = FeatureSource(generator, layer, data, batch_size, memory_budget, progress)
     model = PandA(rank_appearance, rank_parts, max_iter=max_iter, tol=tol, random_state=seed, n_init=n_init,
-                  verbose=progress, mixing=mixing, mixing_directions=mixing_directions)
+                  verbose=progress, mixing=mixing, mixing_directions=mixing_directions, reseed=reseed)
     model.validate(source.shape)
     log.info("fitting R_C = %s, R_S = %d at %s's layer %s on %d samples", rank_appearance or "C", rank_parts,
              generator.name, layer, n_samples)

@@ -52,6 +52,10 @@ class PandA:
         Seed of the random starts of P.
     n_init : int
         Random starts of the parts; the best is kept (each costs an S x S solve, not a data pass).
+    reseed : int
+        Then up to this many rounds that move the weakest parts to where the fit is worst
+        (:func:`panda.factorisation.reseed_parts`), kept while they lower the error: at R_S of 24 and more, a lower
+        error than 16 random starts give, in about their time (benchmarks/reseed.md). 0 (default): none.
     verbose : bool or None
         Progress bars for the fit's stages (the data's own bar is the source's ``progress``); None (default): when
         stderr is a terminal.
@@ -119,6 +123,7 @@ class PandA:
         verbose: bool | None = None,
         mixing: bool = False,
         mixing_directions: int | None = None,
+        reseed: int = 0,
     ) -> None:
         self.rank_appearance = rank_appearance
         self.rank_parts = rank_parts
@@ -129,6 +134,7 @@ class PandA:
         self.verbose = verbose
         self.mixing = mixing
         self.mixing_directions = mixing_directions
+        self.reseed = reseed
 
     # ------------------------------------------------------------------ fitting
     def validate(self, shape: tuple[int, int, int]) -> int:
@@ -136,7 +142,8 @@ class PandA:
         c, h, w = shape
         rank_c = c if self.rank_appearance is None else self.rank_appearance
         check_ranks(rank_c, self.rank_parts, c, h * w)
-        check_params(self.max_iter, self.tol, self.n_init, self.random_state, self.mixing, self.mixing_directions)
+        check_params(self.max_iter, self.tol, self.n_init, self.random_state, self.mixing, self.mixing_directions,
+                     self.reseed)
         return rank_c
 
     def fit(self, source: "FeatureSource | FeatureArray | torch.Tensor | np.ndarray",
@@ -169,7 +176,7 @@ class PandA:
         t0, extract0 = time.perf_counter(), source.extract_time
         result = panda_factorise(source, rank_c, self.rank_parts, self.max_iter, self.tol, self.random_state,
                                  stats=stats, n_init=self.n_init, grid=(h, w), progress=self.verbose,
-                                 mixing=self.mixing, mixing_directions=self.mixing_directions)
+                                 mixing=self.mixing, mixing_directions=self.mixing_directions, reseed=self.reseed)
         self.appearances_ = result.appearances.detach().float().cpu().contiguous()
         self.parts_ = result.parts.detach().float().cpu().contiguous()
         self.mixing_ = None if result.mixing is None else result.mixing.detach().float().cpu().contiguous()
@@ -377,7 +384,7 @@ class PandA:
             "generator_source": self.generator_source_, "layer": self.layer_,
             "layer_shape": list(self.layer_shape_), "rank_appearance": self.n_appearances, "rank_parts": self.n_parts,
             "n_samples": self.n_samples_, "seed": self.seed_, "data": self.data_, "random_state": self.random_state,
-            "n_init": self.n_init,
+            "n_init": self.n_init, "reseed": self.reseed,
             "train_error": self.train_error_, "heldout_error": _json_float(self.heldout_error_),
             "n_heldout": self.n_heldout_, "error_history": self.error_history_, "n_iter": self.n_iter_,
             "n_passes": self.n_passes_, "fit_time_s": self.fit_time_, "extract_time_s": self.extract_time_,
@@ -459,8 +466,9 @@ class PandA:
         if not torch.allclose(a.T @ a, torch.eye(rc), atol=1e-3):
             raise PandaError(f"'{path}': the appearances are not orthonormal, so the file is damaged: {refit}.")
         mixing = _check_mixing(tensors.get("mixing"), rc, path, refit) if meta["format_version"] >= 3 else None
-        # n_init: files before it was recorded were fitted with 4 starts
-        model = cls(rank_appearance=rc, rank_parts=rs, random_state=meta["random_state"], n_init=meta.get("n_init", 4))
+        # files from before n_init and reseed were recorded were fitted with 4 starts and no re-seeding
+        model = cls(rank_appearance=rc, rank_parts=rs, random_state=meta["random_state"], n_init=meta.get("n_init", 4),
+                    reseed=meta.get("reseed", 0))
         model.appearances_, model.parts_, model.layer_shape_ = a.contiguous(), p.contiguous(), (c, h, w)
         model.mixing_, model.mixing = mixing, mixing is not None
         model.feature_scale_, model.n_heldout_ = float(meta["feature_scale"]), meta["n_heldout"]
@@ -570,6 +578,7 @@ _META_RULES = {
     "data": (lambda v: v in ("seeds", "latents", "features"), "'seeds', 'latents' or 'features'"),
     "random_state": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
     "n_init": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
+    "reseed": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
     "train_error": (_finite_number, "a finite number"),
     "heldout_error": (lambda v: v is None or _finite_number(v), "a finite number or null"),
     "n_heldout": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),

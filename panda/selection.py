@@ -183,6 +183,7 @@ def rank_sweep(
     tol: float = 1e-4,
     n_init: int = 4,
     progress: bool | None = False,
+    reseed: int = 0,
 ) -> RankSweep:
     """Fit PandA on ``source`` at each R_S of ``ranks``, sharing one statistics pass, and score each fit.
 
@@ -202,7 +203,7 @@ def rank_sweep(
         Other samples of the same layer: every rank is fitted on them too (their own shared pass), from other random
         starts, and each fit's parts are matched with those of the fit on ``source`` (:attr:`RankSweep.stability`):
         which ranks give parts that come back.
-    rank_appearance, random_state, max_iter, tol, n_init
+    rank_appearance, random_state, max_iter, tol, n_init, reseed
         As :class:`PandA` takes them, the same for every rank.
     progress : bool or None
         A bar over the ranks (None: when stderr is a terminal); the source's own bar shows its passes.
@@ -215,7 +216,7 @@ def rank_sweep(
     c, h, w = source.shape
     ranks = check_rank_list(ranks, source.shape, rank_appearance)
     for r in ranks:  # every other hyper-parameter, before any sample is generated
-        PandA(rank_appearance, r, max_iter, tol, random_state, n_init).validate(source.shape)
+        PandA(rank_appearance, r, max_iter, tol, random_state, n_init, reseed=reseed).validate(source.shape)
     check_statistics_memory((h, w), source.device, f"layer {source.layer!r}")
     if faces is not None and len(faces.seeds) == 0:  # before the fits, not after
         raise PandaError("no faces to measure the parts on: FaceMesh found none in these samples; leave faces "
@@ -231,7 +232,8 @@ def rank_sweep(
     models = []
     bar = progress_bar(total=len(ranks), desc="ranks", unit="fit", progress=progress)
     for r in ranks:
-        model = PandA(rank_appearance, r, max_iter, tol, random_state, n_init, verbose=False).fit(source, stats=stats)
+        model = PandA(rank_appearance, r, max_iter, tol, random_state, n_init, verbose=False,
+                      reseed=reseed).fit(source, stats=stats)
         # each fit records the shared pass as its own, as a fit on its own would: its file tells what it took
         model.n_passes_ += 1
         model.fit_time_ += stats_time
@@ -251,7 +253,7 @@ def rank_sweep(
         # other starts too (seeds random_state + n_init.., disjoint from this sweep's): parts that come back owe
         # nothing to either the samples or the starts
         twin = rank_sweep(other, ranks, rank_appearance=rank_appearance, random_state=random_state + n_init,
-                          max_iter=max_iter, tol=tol, n_init=n_init, progress=progress)
+                          max_iter=max_iter, tol=tol, n_init=n_init, progress=progress, reseed=reseed)
         stability = [compare(m, t).matched for m, t in zip(models, twin.models)]
     return RankSweep(ranks, models, stats_time, source.extract_time - extract0, regions,
                      0 if faces is None else len(faces.seeds), stability)

@@ -183,6 +183,8 @@ def test_beats_the_official_scheme_on_the_same_data(celeba):
     ({"tol": float("nan")}, "tol=nan"),
     ({"n_init": 0}, "n_init=0"),
     ({"random_state": -1}, "random_state=-1"),
+    ({"reseed": -1}, "reseed=-1"),
+    ({"reseed": True}, "reseed=True"),
 ])
 def test_bad_hyper_parameters_are_refused_before_any_extraction(celeba, params, match):
     source = FeatureSource(celeba, "relu2", range(8))
@@ -610,3 +612,88 @@ def test_mixing_with_too_few_directions_keeps_the_first_w(celeba):
     first = panda_factorise(source, 128, 6, random_state=0, mixing=True, tol=1.0)  # W's gain < tol: no alternation
     assert few.errors == first.errors and few.n_passes == first.n_passes + 1
     assert torch.allclose(few.mixing, first.mixing, atol=1e-6) and torch.equal(few.parts, first.parts)
+
+
+def _blocks(n: int = 40, c: int = 16, blocks: int = 4, width: int = 4, seed: int = 0) -> torch.Tensor:
+    """(n, c, blocks * width) maps constant on each block of positions, each block in channels of its own: M is block
+    diagonal, and R_S = blocks parts (the blocks' indicators) reconstruct them exactly."""
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.zeros(n, c, blocks * width, dtype=torch.float64)
+    per = c // blocks
+    for b in range(blocks):
+        z[:, b * per:(b + 1) * per, b * width:(b + 1) * width] = torch.randn(n, per, 1, generator=gen, dtype=torch.float64)
+    return z
+
+
+def _statistic(z: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("ncs,nct->st", z, z) / z.square().sum()
+
+
+def test_part_gains_are_the_objective_lost_by_dropping_each_part():
+    from panda.factorisation import PsdFactor, part_gains
+    gen = torch.Generator().manual_seed(3)
+    l = torch.randn(30, 12, generator=gen, dtype=torch.float64)
+    p = torch.rand(30, 5, generator=gen, dtype=torch.float64)
+    m = l @ l.T
+    brute = torch.stack([parts_objective(m, torch.cat([p[:, :k], p[:, k + 1:]], 1)) - parts_objective(m, p)
+                         for k in range(5)])
+    assert torch.allclose(part_gains(m, p), brute, rtol=1e-9, atol=1e-9)
+    assert torch.allclose(part_gains(PsdFactor(l), p), brute, rtol=1e-9, atol=1e-9)
+
+
+def test_reseed_candidates_put_the_weakest_part_where_the_fit_misses_most():
+    """A duplicated part is the weakest; its candidate is R's column at R's largest diagonal entry, clipped at 0,
+    R = (I - P P^T) M (I - P P^T), for M dense or factored; a place already seeded is not seeded again."""
+    from panda.factorisation import PsdFactor, part_gains, reseed_candidates
+    z = _blocks()
+    m = _statistic(z)
+    ind = torch.zeros(16, 4, dtype=torch.float64)
+    for b in range(4):
+        ind[4 * b:4 * b + 4, b] = 0.5  # unit-norm block indicators
+    # block 0 covered by two half-copies, blocks 1 and 2 by one each, block 3 by none
+    p = torch.stack([ind[:, 0] / 2 ** 0.5, ind[:, 0] / 2 ** 0.5, ind[:, 1], ind[:, 2]], 1)
+    q = torch.eye(16, dtype=torch.float64) - p @ p.T
+    r = q @ m @ q
+    worst = int(r.diagonal().argmax())
+    assert 12 <= worst < 16  # the uncovered block
+    l = z.permute(2, 0, 1).reshape(16, -1) / z.square().sum().sqrt()  # M = L L^T
+    for stat in (m, PsdFactor(l)):
+        cands = reseed_candidates(stat, p)
+        # one candidate: once block 3 is seeded nothing else is missed (block 0's two copies reconstruct it exactly)
+        assert cands.shape == (1, 16, 4) and (cands >= 0).all()
+        first = cands[0]
+        changed = [k for k in range(4) if not torch.allclose(first[:, k], p[:, k])]
+        assert changed == [int(part_gains(m, p).argmin())] and changed[0] in (0, 1)  # one of the two copies
+        seed = r[:, worst].clamp_min(0)
+        assert torch.allclose(first[:, changed[0]] / first[:, changed[0]].norm(), seed / seed.norm(), atol=1e-6)
+        # every candidate changes exactly one part
+        assert all(sum(not torch.allclose(c[:, k], p[:, k]) for k in range(4)) == 1 for c in cands)
+
+
+def test_reseeding_escapes_a_local_minimum_that_the_p_step_cannot_leave():
+    """Parts that cover one block twice and another not at all are a fixed point of the P-step (the uncovered
+    block's gradient is exactly 0: it shares no channel with the others). Re-seeding moves a copy there and finds
+    the exact solution; without rounds nothing changes."""
+    from panda.factorisation import reseed_parts
+    m = _statistic(_blocks())
+    ind = torch.zeros(16, 4, dtype=torch.float64)
+    for b in range(4):
+        ind[4 * b:4 * b + 4, b] = 0.5
+    stuck = torch.stack([ind[:, 0] / 2 ** 0.5, ind[:, 0] / 2 ** 0.5, ind[:, 1], ind[:, 2]], 1)
+    solved, _ = solve_parts(m, stuck)
+    assert 1 + float(parts_objective(m, solved)) > 0.2  # still missing block 3
+    p, kept = reseed_parts(m, stuck, rounds=3)
+    assert kept >= 1 and (p >= 0).all()
+    assert 1 + float(parts_objective(m, p)) < 1e-4
+    same, none = reseed_parts(m, stuck, rounds=0)
+    assert none == 0 and torch.equal(same, stuck)
+
+
+def test_reseeding_in_a_fit_never_raises_the_error_and_is_recorded(celeba, tmp_path):
+    source = FeatureSource(celeba, "relu2", range(96))
+    stats = data_stats(source, (8, 8))
+    plain = PandA(rank_parts=16, random_state=0).fit(source, stats=stats)
+    again = PandA(rank_parts=16, random_state=0, reseed=4).fit(source, stats=stats)
+    assert again.train_error_ <= plain.train_error_ + 1e-6
+    loaded = PandA.load(again.save(tmp_path / "r.safetensors"))
+    assert loaded.reseed == 4 and torch.equal(loaded.parts_, again.parts_)

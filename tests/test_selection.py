@@ -240,9 +240,12 @@ def test_more_random_starts_never_fit_worse_and_are_recorded(maps, tmp_path):
     sixteen = PandA(rank_parts=8, n_init=16).fit(FeatureArray(train, "relu2"))
     assert sixteen.train_error_ <= four.train_error_ + 1e-6
     assert PandA.load(sixteen.save(tmp_path / "s.safetensors")).n_init == 16
-    r = CliRunner().invoke(main, ["fit", "-n", "64", "-rs", "3", "--n-init", "6", "--background-samples", "0",
-                                  "--out", str(tmp_path / "f.safetensors"), "-q"])
+    r = CliRunner().invoke(main, ["fit", "-n", "64", "-rs", "3", "--n-init", "6", "--reseed", "2",
+                                  "--background-samples", "0", "--out", str(tmp_path / "f.safetensors"), "-q"])
     assert r.exit_code == 0, r.output
-    assert PandA.load(tmp_path / "f.safetensors").n_init == 6
+    loaded = PandA.load(tmp_path / "f.safetensors")
+    assert (loaded.n_init, loaded.reseed) == (6, 2)
     r = CliRunner().invoke(main, ["info", str(tmp_path / "f.safetensors")])
-    assert "6 random starts of the parts" in r.output
+    assert "6 random starts of the parts, up to 2 re-seeding rounds" in r.output
+    r = CliRunner().invoke(main, ["fit", "-n", "64", "--reseed", "-1", "--out", str(tmp_path / "g.safetensors")])
+    assert r.exit_code == 2 and "--reseed" in r.output and not (tmp_path / "g.safetensors").exists()

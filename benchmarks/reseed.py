@@ -35,15 +35,18 @@ NOTES = """## Notes
 - **What a round does.** The residual R = (I - P P^T) M (I - P P^T) says how much of the data each position misses
   (its diagonal) and which positions co-vary with it (its columns). A round takes the 4 weakest parts (the least
   error lost by dropping each: one product, `part_gains`), replaces each in a candidate of its own with R's
-  column at the worst-served place (discounting the places already seeded, as k-means++ seeds), solves the 4
-  candidates as one batched P-step and keeps the best where it is lower. Rounds stop at one that gains less than
-  0.1%, or after `--reseed` of them.
-- **R_S = 24**: re-seeding gives the lowest held-out error on all four layers, in 1.5-2.3 s against 1.2-3.3 s for
-  16 starts, and it narrows the spread over seeds (dcgan-digiface main.5: 0.2906 from all three seeds).
-- **R_S = 40**: the lowest on three of four layers, but at the 16 x 16 layers at about 1.5x the time of 16 starts
-  (7 s against 4.8 s: each round is a P-step on S = 256 from 4 candidates). On dcgan-celeba relu2 16 starts find
-  better minima (0.1482 against 0.1512).
-- **R_S = 12**: both give about what the best of 4 starts gives; the first round finds nothing better.
+  column at the worst-served place (discounting the places already seeded, as k-means++ seeds), runs the 4
+  candidates as one batched P-step for 200 iterations, solves the one then lowest to convergence and keeps it where
+  it is lower. Rounds stop at one that gains less than 0.1%, or after `--reseed` of them. (Solving all four to
+  convergence chose the same to within 0.0005 in error, at up to twice the time; racing only 100 iterations
+  misjudged one round of dcgan-celeba relu2 at R_S = 40.)
+- **R_S = 24**: re-seeding gives the lowest held-out error on all four layers (tied with 16 starts at relu3), in
+  1.2-2.0 s against 1.4-3.7 s for 16 starts, and it narrows the spread over seeds (dcgan-digiface main.5:
+  0.2906-0.2910 from the three seeds, against 0.2921-0.2996 with 4 starts).
+- **R_S = 40**: the lowest on three of four layers, in 1.8-5.1 s against 3.4-5.1 s for 16 starts. On dcgan-celeba
+  relu2 16 starts find better minima (0.1482 against 0.1512); `--n-init 16 --reseed 8` combines both.
+- **R_S = 12**: little to gain: 16 starts are as good or up to 0.0015 better (dcgan-digiface main.8), re-seeding's
+  first round mostly finds nothing better than the best of 4 starts.
 - The default stays 4 starts without re-seeding: it keeps the documented fits, part numbers and tables as they are,
   and the fit within the extraction time on CPU (issue 12). Use `--reseed 8` (or `--n-init 16`) where the error at
   high R_S matters more than a second or two.
@@ -78,9 +81,9 @@ def main() -> None:
                     print(" | ".join(rows[-1]), flush=True)
     intro = (f"Made by `python benchmarks/reseed.py` on {device_label(args.device)} in "
              f"{time.perf_counter() - start:.0f} s. Each fit: R_C = C, {args.n_fit:,} samples; 4 random starts of the "
-             "parts (the default), 16, or 4 followed by up to 8 re-seeding rounds (`--reseed 8`: each round re-solves "
-             "the P-step from 4 candidates, each with one of the 4 weakest parts moved to where the fit misses most, "
-             "and keeps the best where it is lower, until a round gains less than 0.1%). Errors: mean (range) over "
+             "parts (the default), 16, or 4 followed by up to 8 re-seeding rounds (`--reseed 8`: each round races 4 "
+             "candidates, each with one of the 4 weakest parts moved to where the fit misses most, solves the leader "
+             "and keeps it where it is lower, until a round gains less than 0.1%). Errors: mean (range) over "
              f"three seeds of the random starts (0, 100, 200); held-out on {N_HELDOUT} samples never fitted. Seconds: "
              "the fit beyond the shared statistics pass, mean over the seeds.")
     write_report(args.out, "Re-seeding the weakest parts against more random starts", intro,

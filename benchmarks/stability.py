@@ -40,11 +40,11 @@ NOTES = """## Notes
   eigenvectors of the channel statistics, which the parts barely change at R_C = C.
 - **Re-seeding** (`--reseed 8`: rounds that move the weakest parts to where the fit misses most,
   `benchmarks/reseed.md`) lowers the reference's error at R_S = 24 and 40 on both generators (dcgan-digiface R_S = 40:
-  0.1503 against 0.1552 with 4 or 16 starts), and on dcgan-digiface its parts come back most often: at R_S = 40, 33 of
-  40 after a restart (4 starts: 28, 16 starts: 24) and 36.7 of 40 on other samples (34.0, 26.7). On dcgan-celeba it
-  is between the two: at R_S = 24, 18 of 24 after a restart (12, 8) and 20.7 on other samples (22.3, 10.7); at R_S = 40
-  one changed sample still moves 11 of its 40 parts (4 starts: 19, 16 starts: none), at an error (0.1492) between
-  theirs.
+  0.1504 against 0.1552 with 4 or 16 starts). Its parts come back about as often as those of 4 or 16 starts, more
+  often in some rows and less in others: on dcgan-digiface at R_S = 40, 32 of 40 after a restart (4 starts: 28,
+  16 starts: 24) and 35.0 of 40 on other samples (34.0, 26.7); at R_S = 24, 16 and 19.0 of 24 (15 and 18.0; 21 and
+  22.7). On dcgan-celeba at R_S = 40 one changed sample still moves 11 of its 40 parts (4 starts: 19, 16 starts:
+  none), at an error (0.1492) between theirs. A lower error does not make the parts unique.
 - What to do: before building on one part (an edit, a region's name), `panda compare` the fit with a second one
   (another `--seed`); the parts that come back are the ones to trust. At high R_S, `--reseed 8` or `--n-init 16` is
   worth its cost (about twice the P-step's time).

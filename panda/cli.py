@@ -23,7 +23,7 @@ from .comparison import compare as compare_fits
 from .demo import run_demo
 from .drawing import grid, save_gif, save_images, save_png, scale_for, to_pil
 from .editing import (DEFAULT_ALPHAS, Edit, check_alpha, check_edits, edit as edit_images, measured_region_sweep,
-                      measured_sweep, region_sweep)
+                      measured_sweep, part_profile, region_sweep)
 from .errors import PandaError
 from .evaluation import check_methods, run_roir
 from .setup_cost import time_setup
@@ -340,8 +340,8 @@ def training_options(n_samples: int):
                               "0.148, and one changed sample no longer moves the parts; benchmarks/stability.md)."),
             click.option("--reseed", type=click.IntRange(min=0), default=0,
                          help="Then up to this many rounds that move the weakest parts to where the fit is worst, each "
-                              "kept while it lowers the error. At R_S of 24 and more a lower error than 16 random "
-                              "starts, in about their time (benchmarks/reseed.md). Default 0: none."),
+                              "kept while it lowers the error. At R_S of 24 and more mostly a lower error than 16 "
+                              "random starts, in less time (benchmarks/reseed.md). Default 0: none."),
             click.option("--max-iter", type=COUNT, default=30, help="At most this many alternating iterations."),
             click.option("--tol", type=FINITE, default=1e-4, help="Stop when the error falls by less than this (relative)."),
             click.option("--batch-size", type=COUNT, default=None,
@@ -725,12 +725,11 @@ def info(factors, show_parts, as_json):
     for key, text in rows:
         click.echo(f"  {key:<11} {text}")
     if show_parts:
-        maps = model.part_maps()
-        peak = maps.flatten(1).amax(1).clamp_min(1e-30)
-        area = (maps > 0.5 * peak[:, None, None]).flatten(1).float().mean(1)
         for k in range(model.n_parts):
             top = " ".join(map(str, model.top_appearances(k, 5, by="specific")))
-            click.echo(f"  {model.part_label(k):<18} area {100 * float(area[k]):3.0f}%   top appearances {top}")
+            # the area an edit's measurement calls the part's (its min-max rescaled map > 0.5: edit.png's caption)
+            area = float((part_profile(model, k) > 0.5).float().mean())
+            click.echo(f"  {model.part_label(k):<18} area {100 * area:3.0f}%   top appearances {top}")
 
 
 @main.command()

@@ -54,8 +54,8 @@ class PandA:
         Random starts of the parts; the best is kept (each costs an S x S solve, not a data pass).
     reseed : int
         Then up to this many rounds that move the weakest parts to where the fit is worst
-        (:func:`panda.factorisation.reseed_parts`), kept while they lower the error: at R_S of 24 and more, a lower
-        error than 16 random starts give, in about their time (benchmarks/reseed.md). 0 (default): none.
+        (:func:`panda.factorisation.reseed_parts`), kept while they lower the error: at R_S of 24 and more, mostly a
+        lower error than 16 random starts give, in less time (benchmarks/reseed.md). 0 (default): none.
     verbose : bool or None
         Progress bars for the fit's stages (the data's own bar is the source's ``progress``); None (default): when
         stderr is a terminal.

@@ -314,6 +314,8 @@ def test_info_says_what_a_factor_file_holds(factor_file, model, tmp_path):
     part_lines = [line for line in r.output.splitlines() if line.lstrip().startswith("part ") and "area" in line]
     assert len(part_lines) == model.n_parts
     assert part_lines[2].split()[-5:] == [str(j) for j in model.top_appearances(2, 5, by="specific")]
+    from panda.editing import part_profile  # the area is the one an edit's measurement calls the part's
+    assert f"area {100 * float((part_profile(model, 2) > 0.5).float().mean()):3.0f}%" in part_lines[2]
     meta = json.loads(run("info", factor_file, "--json").output)
     assert meta["rank_parts"] == model.n_parts and meta["layer_shape"] == [256, 8, 8]
     broken = tmp_path / "broken.safetensors"

@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 import torch
 
-from .comparison import compare as compare_fits
+from .comparison import aligned_order, compare as compare_fits
 from .demo import run_demo
 from .drawing import grid, save_gif, save_images, save_png, scale_for, to_pil
 from .editing import (DEFAULT_ALPHAS, Edit, check_alpha, check_edits, edit as edit_images, measured_region_sweep,
@@ -650,17 +650,27 @@ def _write_ranks(generator, data: _TrainingData, sweep, folder: Path, heldout: i
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, help="The sample the parts are drawn over.")
 @click.option("--save-arrays", is_flag=True,
               help="Also write compare.npz: the parts' similarity matrix, the matched pairs and the appearances' overlap.")
+@click.option("--align", "aligned", type=click.Path(dir_okay=False), default=None,
+              help="Also write SECOND with its parts renumbered after FIRST's (part k: the partner of FIRST's part k; "
+                   "unmatched ones last) to this factor file: the same fit, so that part numbers keep their meaning "
+                   "after a refit.")
+@click.option("--overwrite", is_flag=True, help="Replace the --align file if it exists.")
 @click.option("--out", "-o", default="out/compare", help="Output folder.")
 @generator_options(None)
 @device_option
-def compare(first, second, seed, save_arrays, out, device, **gen):
+def compare(first, second, seed, save_arrays, aligned, overwrite, out, device, **gen):
     """Two fits of one layer side by side: their parts matched one to one by the similarity of their maps, and how
     much their leading appearances share (compare.png, compare.md). Are the parts stable across seeds, sample sets,
     ranks or --mixing?
 
     \b
-    Example:  panda fit --seed 1 --out other.safetensors && panda compare factors.safetensors other.safetensors
+    \b
+    Examples:
+      panda fit --seed 1 --out other.safetensors && panda compare factors.safetensors other.safetensors
+      panda compare factors.safetensors other.safetensors --align other_aligned.safetensors
     """
+    if aligned is not None:
+        check_output_file(aligned, overwrite)
     a, b = PandA.load(first), PandA.load(second)
     result = compare_fits(a, b)  # refuses fits of different layer shapes before anything is drawn
     image = None
@@ -677,13 +687,18 @@ def compare(first, second, seed, save_arrays, out, device, **gen):
     if save_arrays:
         _arrays(path, {"similarity": result.similarity, "pairs": torch.tensor(result.pairs), "ks": torch.tensor(result.ks),
                        "overlap": torch.tensor(result.overlap)}, [names[0], names[1]])
+    if aligned is not None:
+        order = aligned_order(result)
+        moved = sum(new != old for new, old in enumerate(order))
+        click.echo(f"{names[1]}'s parts renumbered after {names[0]}'s ({moved} of {len(order)} moved): "
+                   f"wrote {b.reorder_parts(order).save(aligned)}")
 
 
 @main.command()
 @click.argument("factors", type=click.Path(dir_okay=False))
 @click.option("--parts", "show_parts", is_flag=True,
-              help="Also a line per part: its name, its area (share of positions above half its peak) and its top "
-                   "appearances (ranked as the explorer ranks them).")
+              help="Also a line per part: its name, its area (share of positions where its map, min-max rescaled as "
+                   "edits use it, is above 0.5) and its top appearances (ranked as the explorer ranks them).")
 @click.option("--json", "as_json", is_flag=True, help="The file's whole metadata as JSON, for scripts.")
 def info(factors, show_parts, as_json):
     """What a factor file holds: generator, layer, ranks, data, errors, timings, background fill, part names.

@@ -136,3 +136,21 @@ def compare(first: PandA, second: PandA) -> Comparison:
     ks = _leading(min(a.shape[1], b.shape[1]))
     overlap = [float((a[:, :k].T @ b[:, :k]).square().sum()) / k for k in ks]
     return Comparison(similarity.float(), pairs, ks, overlap, [k / c for k in ks])
+
+
+def aligned_order(result: Comparison) -> list[int]:
+    """The second fit's parts in the first fit's numbering: for each of the first fit's parts in turn its partner
+    (where it has one), then the second's unmatched parts in their own order. With equal R_S every part is
+    matched, and part k of the renumbered fit is the partner of the first fit's part k."""
+    partner = dict(result.pairs)
+    order = [partner[k] for k in range(result.similarity.shape[0]) if k in partner]
+    return order + result.unmatched()[1]
+
+
+def align(first: PandA, second: PandA) -> tuple[PandA, Comparison]:
+    """``second`` with its parts renumbered after ``first``'s (:func:`aligned_order`), and the comparison that
+    matched them: after a refit (another seed, more samples, ``reseed``), part numbers that a script, a figure or a
+    part's name refers to then mean what they meant where the parts came back. Nothing else changes
+    (:meth:`PandA.reorder_parts`)."""
+    result = compare(first, second)
+    return second.reorder_parts(aligned_order(result)), result

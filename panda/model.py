@@ -10,12 +10,14 @@ to :func:`panda.factorisation.panda_factorise` and stores its result. Held-out s
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
 import os
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -319,6 +321,28 @@ class PandA:
             raise PandaError(f"unknown ranking '{by}': use 'energy', 'variance' or 'specific'.")
         k = min(k, self.n_appearances)
         return [int(j) for j in torch.argsort(score, descending=True)[:k]]
+
+    def reorder_parts(self, order: Sequence[int]) -> "PandA":
+        """A copy whose part k is this model's part ``order[k]``: the same fit (P P^T, hence every reconstruction,
+        error and edit of a part, is unchanged), numbered otherwise. Its coefficient statistics and part names move
+        with the parts. :func:`panda.comparison.align` numbers a fit's parts after another fit's.
+
+        Parameters
+        ----------
+        order : sequence of int
+            A permutation of 0..R_S-1.
+        """
+        self._check_fitted()
+        order = [int(k) for k in order]
+        if sorted(order) != list(range(self.n_parts)):
+            raise PandaError(f"the new order of the parts must name each of 0..{self.n_parts - 1} once; got {order}.")
+        out = copy.copy(self)
+        idx = torch.tensor(order, dtype=torch.long)
+        out.parts_ = self.parts_[:, idx].contiguous()
+        out.coef_mean_ = self.coef_mean_[:, idx].contiguous()
+        out.coef_energy_ = self.coef_energy_[:, idx].contiguous()
+        out.part_names_ = {new: self.part_names_[old] for new, old in enumerate(order) if old in self.part_names_}
+        return out
 
     def check_part(self, part: int) -> int:
         self._check_fitted()

@@ -10,8 +10,8 @@ from click.testing import CliRunner
 
 from panda import PandaError
 from panda.cli import main
-from panda.comparison import compare, match
-from panda.features import FeatureSource
+from panda.comparison import align, aligned_order, compare, match
+from panda.features import FeatureSource, capture
 from panda.model import PandA
 
 
@@ -40,10 +40,42 @@ def test_a_fit_against_itself_and_a_permuted_copy(model):
     assert same.matched == pytest.approx([1.0] * model.n_parts, abs=1e-5)
     assert same.overlap == pytest.approx([1.0] * len(same.ks), abs=1e-5)
     order = torch.randperm(model.n_parts, generator=torch.Generator().manual_seed(0))
-    shuffled = copy.copy(model)
-    shuffled.parts_ = model.parts_[:, order]
+    shuffled = model.reorder_parts(order.tolist())
     moved = compare(model, shuffled)
     assert sorted(moved.pairs) == sorted((int(order[b]), b) for b in range(model.n_parts))
+
+
+def test_reordered_parts_are_the_same_fit_numbered_otherwise(celeba, model, tmp_path):
+    order = torch.randperm(model.n_parts, generator=torch.Generator().manual_seed(1)).tolist()
+    before = model.parts_.clone()
+    named = copy.copy(model)
+    named.part_names_ = {order[0]: "eyes", order[3]: "mouth"}
+    moved = named.reorder_parts(order)
+    assert torch.equal(moved.parts_, model.parts_[:, order]) and torch.equal(model.parts_, before)
+    assert torch.equal(moved.coef_energy_[:, 2], model.coef_energy_[:, order[2]])
+    assert moved.part_names_ == {0: "eyes", 3: "mouth"} and named.part_names_ == {order[0]: "eyes", order[3]: "mouth"}
+    assert moved.top_appearances(2, 5, by="specific") == model.top_appearances(order[2], 5, by="specific")
+    z = capture(celeba, celeba.sample(range(500, 508)), "relu2")
+    assert torch.allclose(moved.reconstruct(z), model.reconstruct(z), atol=1e-5)  # P P^T does not see the order
+    loaded = PandA.load(moved.save(tmp_path / "moved.safetensors"))
+    assert torch.equal(loaded.parts_, moved.parts_) and loaded.part_names_ == moved.part_names_
+    with pytest.raises(PandaError, match="each of 0..7 once"):
+        model.reorder_parts([0, 0, 1, 2, 3, 4, 5, 6])
+    with pytest.raises(PandaError, match="each of 0..7 once"):
+        model.reorder_parts(range(7))
+
+
+def test_align_numbers_a_refit_after_the_first(celeba, model):
+    order = torch.randperm(model.n_parts, generator=torch.Generator().manual_seed(2)).tolist()
+    back, result = align(model, model.reorder_parts(order))
+    assert torch.equal(back.parts_, model.parts_) and len(result.pairs) == model.n_parts
+    other = PandA(rank_parts=10, random_state=1).fit(FeatureSource(celeba, "relu2", range(1000, 1256)))
+    aligned, result = align(model, other)
+    partner = dict(result.pairs)
+    assert len(partner) == model.n_parts and sorted(aligned_order(result)) == list(range(10))
+    for k in range(model.n_parts):  # part k of the aligned fit: the first fit's part k's partner
+        assert torch.equal(aligned.parts_[:, k], other.parts_[:, partner[k]])
+    assert all(a == b for a, b in compare(model, aligned).pairs)  # compared again, part k pairs with part k
 
 
 def test_two_seeds_share_most_parts_and_the_leading_appearances(celeba, model):
@@ -79,6 +111,16 @@ def test_compare_command(factor_file, celeba, tmp_path):
         assert (out / name).is_file()
     data = np.load(out / "compare.npz")
     assert data["similarity"].shape == (8, 6) and data["pairs"].shape == (6, 2)
+    aligned = tmp_path / "aligned.safetensors"
+    r = CliRunner().invoke(main, ["compare", str(factor_file), str(second), "--align", str(aligned),
+                                  "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "renumbered" in r.output
+    expected = other.parts_[:, aligned_order(compare(PandA.load(factor_file), other))]
+    assert torch.equal(PandA.load(aligned).parts_, expected)
+    r = CliRunner().invoke(main, ["compare", str(factor_file), str(second), "--align", str(aligned),
+                                  "--out", str(tmp_path / "e")])
+    assert r.exit_code == 2 and "--overwrite" in r.output and not (tmp_path / "e").exists()
     r = CliRunner().invoke(main, ["compare", str(factor_file), str(tmp_path / "missing.safetensors"),
                                   "--out", str(tmp_path / "d")])
     assert r.exit_code == 2 and "missing.safetensors" in r.output and not (tmp_path / "d").exists()

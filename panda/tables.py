@@ -143,8 +143,11 @@ def ranks_markdown(sweep: RankSweep, generator: str, layer: str, n_samples: int,
     """A rank sweep as markdown: one row per R_S (errors, the held-out error's fall per added part, fit seconds and,
     with faces, each region's purity), then what it suggests."""
     shares = sweep.purities()
+    first = sweep.models[0]
+    starts = f"{first.n_init} random starts of the parts" + (f", up to {first.reseed} re-seeding rounds" if first.reseed
+                                                             else "")
     lines = [f"# How many parts: {generator} layer {layer}", "",
-             f"PandA (R_C = {sweep.models[0].n_appearances}) on {n_samples:,} samples, one shared statistics pass "
+             f"PandA (R_C = {first.n_appearances}; {starts}) on {n_samples:,} samples, one shared statistics pass "
              f"({sweep.stats_time:.1f} s; generator {sweep.extract_time:.1f} s); held-out error on "
              + (f"{n_heldout} other samples." if n_heldout else "no samples (--heldout 0).")
              + (f" Purity: the share of the region's best part's mass inside the region, on {sweep.n_faces} faces "

@@ -123,6 +123,7 @@ def test_the_semantic_choice_is_the_smallest_rank_where_every_region_passes(swee
     text = ranks_markdown(faked, "g", "relu2", 192, 48)
     assert "**4**" in text and "eyes purity" in text
     assert "**" not in ranks_markdown(sweep, "g", "relu2", 192, 48)
+    assert "4 random starts of the parts)" in ranks_markdown(sweep, "g", "relu2", 192, 48)  # how it was fitted
     plot = ranks_plot(faked)
     assert plot.width > ranks_plot(sweep).width  # the purity panel beside the errors
 

@@ -232,7 +232,8 @@ def localize_top_figure(model: PandA, loc: Localisation, k: int, seed: int) -> I
 
 def ranks_figure(sweep: RankSweep, images: torch.Tensor, seeds: Sequence[int | str]) -> Image.Image:
     """Rows: the sweep's fits (R_S), each with its errors. Columns: samples, every part by colour (argmax of the
-    parts' maps, each rescaled to [0, 1]) with the parts' borders in white.
+    parts' maps, each rescaled to [0, 1]) with the parts' borders in white; the parts numbered rank after rank
+    (:meth:`RankSweep.chained`), so that a part the next rank keeps has the same colour there.
 
     Parameters
     ----------
@@ -241,14 +242,15 @@ def ranks_figure(sweep: RankSweep, images: torch.Tensor, seeds: Sequence[int | s
     """
     size, scale = images.shape[-1], scale_for(images)
     rows, labels = [], []
-    for rank, model in zip(sweep.ranks, sweep.models):
+    for rank, model in zip(sweep.ranks, sweep.chained()):  # a part keeps its colour from rank to rank
         maps = upsample(normalise(model.part_maps()), size)
         rows.append([to_pil(segmentation(img, maps, edges=True), scale) for img in images])
         heldout = "" if model.heldout_error_ != model.heldout_error_ else f"\nheld-out {model.heldout_error_:.4f}"
         labels.append(f"R_S = {rank}{heldout}")
     m = sweep.models[0]
     return grid(rows, labels, seed_labels(seeds),
-                title=f"{m.generator_name_ or 'feature maps'} layer {m.layer_}: parts by R_S (colour: the strongest part)")
+                title=f"{m.generator_name_ or 'feature maps'} layer {m.layer_}: parts by R_S (colour: the strongest part, "
+                      "kept across R_S)")
 
 
 def ranks_plot(sweep: RankSweep) -> Image.Image:

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .comparison import compare
+from .comparison import aligned_order, compare
 from .errors import PandaError
 from .factorisation import check_ranks, check_statistics_memory, data_stats
 from .features import FeatureArray, FeatureSource, as_features
@@ -115,6 +115,16 @@ class RankSweep:
         """For each rank, how many of its parts come back in the fit on other samples with at least ``threshold``
         similarity; None without that fit."""
         return None if self.stability is None else [sum(x >= threshold for x in s) for s in self.stability]
+
+    def chained(self) -> list[PandA]:
+        """The fits with their parts renumbered rank after rank: each one's after the previous (renumbered) one's
+        (:func:`panda.comparison.aligned_order`), its new parts last. A region that every rank keeps has one number
+        (one colour in ranks.png) from the first rank on, and the parts a larger rank adds show where it splits
+        regions. The fits themselves are unchanged (:meth:`PandA.reorder_parts`)."""
+        out = [self.models[0]]
+        for m in self.models[1:]:
+            out.append(m.reorder_parts(aligned_order(compare(out[-1], m))))
+        return out
 
     def rows(self) -> list[dict]:
         """One dict per rank: R_S, errors, the error's fall per added part since the previous rank (held-out, or

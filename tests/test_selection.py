@@ -128,6 +128,19 @@ def test_the_semantic_choice_is_the_smallest_rank_where_every_region_passes(swee
     assert plot.width > ranks_plot(sweep).width  # the purity panel beside the errors
 
 
+def test_chained_fits_number_each_rank_after_the_previous(sweep):
+    """Matched parts of consecutive ranks get the same number (the same colour in ranks.png); the fits are the same
+    ones, renumbered, and the sweep's own models are untouched."""
+    before = [m.parts_.clone() for m in sweep.models]
+    chained = sweep.chained()
+    assert len(chained) == len(sweep.models) and chained[0] is sweep.models[0]
+    for prev, cur, own in zip(chained, chained[1:], sweep.models[1:]):
+        assert all(a == b for a, b in compare(prev, cur).pairs)  # part k of one rank pairs with part k of the next
+        order = [int(torch.where((own.parts_ == cur.parts_[:, [k]]).all(0))[0][0]) for k in range(cur.n_parts)]
+        assert sorted(order) == list(range(own.n_parts))  # a permutation of the fit's own parts
+    assert all(torch.equal(m.parts_, p) for m, p in zip(sweep.models, before))
+
+
 def test_ranks_figure_has_a_row_per_rank(sweep, celeba):
     images = celeba.render(range(3))
     fig = ranks_figure(sweep, images, [0, 1, 2])

@@ -43,6 +43,14 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
+def spread(values: list, fmt: str, mean_fmt: str | None = None) -> str:
+    """One value as it is; several as their mean and range."""
+    if len(values) == 1:
+        return fmt.format(values[0])
+    mean = (mean_fmt or fmt).format(sum(values) / len(values))
+    return f"{mean} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+
+
 def fit_arguments(doc: str, out: Path) -> argparse.Namespace:
     """The options of a benchmark that fits each generator itself: --n-fit (samples, default 5,000), --device and
     --out (its markdown file, default ``out``); ``doc`` the script's docstring, its first line the description."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from common import device_label, fit_arguments, write_report
+from common import device_label, fit_arguments, spread, write_report
 
 from panda.features import FeatureSource
 from panda.generators import load_registered
@@ -53,10 +53,6 @@ NOTES = """## Notes
 """
 
 
-def _spread(values: list[float], fmt: str = "{:.4f}") -> str:
-    return f"{fmt.format(sum(values) / len(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
-
-
 def main() -> None:
     args = fit_arguments(__doc__, Path(__file__).with_suffix(".md"))
     rows = []
@@ -76,7 +72,8 @@ def main() -> None:
                     models = [s.models[i] for s in sweeps]
                     seconds = [m.fit_time_ - s.stats_time for m, s in zip(models, sweeps)]
                     rows.append([name, f"{layer} ({c}x{h}x{w})", str(rank), setting,
-                                 _spread([m.train_error_ for m in models]), _spread([m.heldout_error_ for m in models]),
+                                 spread([m.train_error_ for m in models], "{:.4f}"),
+                                 spread([m.heldout_error_ for m in models], "{:.4f}"),
                                  f"{sum(seconds) / len(seconds):.2f}"])
                     print(" | ".join(rows[-1]), flush=True)
     intro = (f"Made by `python benchmarks/reseed.py` on {device_label(args.device)} in "

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from common import device_label, fit_arguments, write_report
+from common import device_label, fit_arguments, spread, write_report
 
 from panda.comparison import compare
 from panda.features import FeatureSource
@@ -51,14 +51,6 @@ NOTES = """## Notes
 """
 
 
-def _spread(values: list, fmt: str, mean_fmt: str | None = None) -> str:
-    """One value as it is; several as their mean and range."""
-    if len(values) == 1:
-        return fmt.format(values[0])
-    mean = (mean_fmt or fmt).format(sum(values) / len(values))
-    return f"{mean} ({fmt.format(min(values))}-{fmt.format(max(values))})"
-
-
 def main() -> None:
     args = fit_arguments(__doc__, Path(__file__).with_suffix(".md"))
     n = args.n_fit
@@ -87,14 +79,14 @@ def main() -> None:
                     low = [sum(x < 0.5 for x in c.matched) for c in cmps]
                     top8 = [dict(zip(c.ks, c.overlap))[8] for c in cmps]
                     rows.append([name, layer, str(rank), label, f"{reference.models[i].train_error_:.4f}", against,
-                                 _spread(means, "{:.2f}"), _spread(at, "{}", "{:.1f}") + f" of {rank}",
-                                 _spread(low, "{}", "{:.1f}") + f" of {rank}", _spread(top8, "{:.3f}")])
+                                 spread(means, "{:.2f}"), spread(at, "{}", "{:.1f}") + f" of {rank}",
+                                 spread(low, "{}", "{:.1f}") + f" of {rank}", spread(top8, "{:.3f}")])
                     print(" | ".join(rows[-1]), flush=True)
     intro = (f"Made by `python benchmarks/stability.py` on {device_label(args.device)} in "
              f"{time.perf_counter() - start:.0f} s. Each fit: R_C = C, {n:,} samples, at the generator's default layer, "
              "with 4 or 16 random starts of the parts (`--n-init`), or 4 followed by up to 8 rounds that re-seed the "
-             "weakest parts (`--reseed 8`); the reference's training error beside it. Compared with the reference fit (samples 0..N-1, random_state 0): a restart (same "
-             "samples, starts from seed 1000 on, disjoint from the reference's), one sample changed (samples 1..N) and "
+             "weakest parts (`--reseed 8`); the reference's training error beside it. Compared with the reference fit "
+             "(samples 0..N-1, random_state 0): a restart (same samples, starts from seed 1000 on, disjoint from the reference's), one sample changed (samples 1..N) and "
              "three resamples (samples kN..(k+1)N-1; mean and range over the three). Parts: the matched pairs' mean "
              "cosine similarity and how many pairs reach 0.9 or fall below 0.5. Appearances: the overlap of the 8 "
              "leading ones (by energy), ||A_k^T B_k||^2 / k (chance: k / C, 0.031 at C = 256).")

@@ -860,7 +860,7 @@ def reseed_parts(m: torch.Tensor | PsdFactor, p: torch.Tensor, rounds: int, tol:
     (torch.Tensor, int)
         The parts, (S, R) float64, and the rounds that lowered f.
     """
-    best = float(parts_objective(m, p))
+    best = start = float(parts_objective(m, p))
     kept = 0
     mf = m.float()
     for _ in range(rounds):
@@ -880,6 +880,7 @@ def reseed_parts(m: torch.Tensor | PsdFactor, p: torch.Tensor, rounds: int, tol:
         p, best, kept = cand, obj, kept + 1
         if gain <= max(tol, RESEED_MIN_GAIN):  # kept, but another round would cost as much for as little
             break
+    log.info("re-seeding: %d round(s) lowered the P-step's error, %.4f -> %.4f", kept, 1 + start, 1 + best)
     return p, kept
 
 

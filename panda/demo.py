@@ -84,7 +84,8 @@ def _ranks(model: PandA, gen, seed: int, folder: Path, progress: bool | None) ->
         f"{back}."),
         [("errors.png", "Reconstruction error, the share of parts that come back on other samples and, on faces, "
                         "each region's purity against R_S."),
-         ("ranks.png", "Each rank's parts (colour: the strongest part at each pixel; borders in white).")])
+         ("ranks.png", "Each rank's parts (colour: the strongest part at each pixel; borders in white). A part "
+                       "that the next rank keeps keeps its colour; the new ones show which regions it splits.")])
 
 
 #: Samples the demo's retrieval scores (seeds after the training ones and those shown).

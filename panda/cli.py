@@ -443,12 +443,15 @@ def layers(generator: str, device: str, seed: int, trust_pickle: bool, show_all:
 @click.option("--mixing-directions", type=COUNT, default=None,
               help="With --mixing: refit this many of W's eigenvalues on their own (the directions of most energy), "
                    "the rest sharing one; fewer cost less time and memory (one S x S matrix each). Default: all R_C.")
+@click.option("--align-to", "align_to", type=click.Path(dir_okay=False), default=None,
+              help="Number the parts after this earlier fit of the same layer (as `panda compare --align` does): part k "
+                   "is the partner of its part k, so that part numbers in your scripts keep their meaning.")
 @click.option("--out", "-o", default="factors.safetensors", help="Factor file to write (safetensors + JSON metadata).")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists (otherwise an existing file stops the command).")
 @device_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def fit(layer, rank_appearance, rank_parts, n_samples, seed, latent, n_init, reseed, max_iter, tol, batch_size, memory_gb,
-        background_samples, mixing, mixing_directions, out, overwrite, device, quiet, **gen):
+        background_samples, mixing, mixing_directions, align_to, out, overwrite, device, quiet, **gen):
     """Learn parts and appearances at a layer and write them to a factor file.
 
     \b
@@ -466,6 +469,11 @@ def fit(layer, rank_appearance, rank_parts, n_samples, seed, latent, n_init, res
         raise PandaError("--mixing-directions applies to a fit with --mixing: add --mixing, or leave it out.")
     check_statistics_memory((h, w), generator.device, f"layer {layer!r}",
                             mixing_matrices(rank_c, mixing_directions) if mixing else None)
+    reference = None if align_to is None else PandA.load(align_to)
+    if reference is not None and tuple(reference.layer_shape_) != (c, h, w):
+        raise PandaError(f"--align-to {align_to} is a fit of layer {reference.layer_} "
+                         f"({'x'.join(map(str, reference.layer_shape_))}), not of {layer} ({c}x{h}x{w}): give a fit "
+                         "of the same layer.")
     data.announce()
     start = time.perf_counter()
     model = fit_factors(generator, layer, rank_appearance, rank_parts, n_samples, seed, max_iter, tol, data.batch,
@@ -473,13 +481,19 @@ def fit(layer, rank_appearance, rank_parts, n_samples, seed, latent, n_init, res
                         background_samples=background_samples, progress=_bars(quiet), mixing=mixing,
                         mixing_directions=mixing_directions, latents=latents, n_init=n_init, reseed=reseed)
     rest = time.perf_counter() - start - model.extract_time_ - model.fit_time_
+    aligned = ""
+    if reference is not None:
+        result = compare_fits(reference, model)
+        model = model.reorder_parts(aligned_order(result))
+        aligned = (f"\n  parts numbered after {Path(align_to).name}'s: {sum(x >= 0.9 for x in result.matched)} of "
+                   f"{len(result.pairs)} partners at similarity 0.9 or more")
     path = model.save(out)
     background = ("held-out score" if model.background_ is None else
                   f"background appearance {'+' if model.background_sign_ > 0 else '-'}{model.background_} "
                   f"({100 * model.background_gain_:.0f}% of the way); held-out score and background search")
     click.echo(f"{model}\n  features {model.extract_time_:.2f} s, fit {model.fit_time_:.2f} s, {model.n_iter_} iteration(s), "
                f"{model.n_passes_} pass(es); train error {model.train_error_:.4f}, held-out {model.heldout_error_:.4f}\n"
-               f"  {background} {rest:.1f} s\n"
+               f"  {background} {rest:.1f} s{aligned}\n"
                f"  written to {path}")
 
 

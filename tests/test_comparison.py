@@ -124,3 +124,15 @@ def test_compare_command(factor_file, celeba, tmp_path):
     r = CliRunner().invoke(main, ["compare", str(factor_file), str(tmp_path / "missing.safetensors"),
                                   "--out", str(tmp_path / "d")])
     assert r.exit_code == 2 and "missing.safetensors" in r.output and not (tmp_path / "d").exists()
+
+
+def test_fit_align_to_numbers_a_new_fit_after_an_earlier_one(factor_file, tmp_path):
+    out = tmp_path / "seed3.safetensors"
+    r = CliRunner().invoke(main, ["fit", "-n", "256", "-rs", "8", "--seed", "3", "--background-samples", "0",
+                                  "--align-to", str(factor_file), "--out", str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    assert "parts numbered after celeba.safetensors's" in r.output
+    assert all(a == b for a, b in compare(PandA.load(factor_file), PandA.load(out)).pairs)
+    r = CliRunner().invoke(main, ["fit", "-n", "64", "--layer", "relu3", "--align-to", str(factor_file),
+                                  "--out", str(tmp_path / "other.safetensors")])
+    assert r.exit_code == 2 and "is a fit of layer relu2" in r.output and not (tmp_path / "other.safetensors").exists()

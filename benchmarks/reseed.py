@@ -34,13 +34,13 @@ NOTES = """## Notes
   often spends a part on little (a sliver, or a second copy of a region) while another place is reconstructed
   badly, and no gradient step moves the part there.
 - **What a round does.** The residual R = (I - P P^T) M (I - P P^T) says how much of the data each position misses
-  (its diagonal) and which positions co-vary with it (its columns). A round takes the 4 weakest parts (the least
-  error lost by dropping each: one product, `part_gains`), replaces each in a candidate of its own with R's
-  column at the worst-served place (discounting the places already seeded, as k-means++ seeds), runs the 4
-  candidates as one batched P-step for 200 iterations, solves the one then lowest to convergence and keeps it where
-  it is lower. Rounds stop at one that gains less than 0.1%, or after `--reseed` of them. (Solving all four to
-  convergence chose the same to within 0.0005 in error, at up to twice the time; racing only 100 iterations
-  misjudged one round of dcgan-celeba relu2 at R_S = 40.)
+  (its diagonal) and which positions co-vary with it (its columns). A round takes the 4 weakest parts (the least error
+  lost by dropping each: one product, `part_gains`), replaces each in a candidate of its own with R's column at the
+  worst-served place (discounting the places already seeded, as farthest-point seeding does for k-means), runs the 4
+  candidates as one batched P-step for 200 iterations, solves the one then lowest to convergence and keeps it where it
+  is lower. Rounds stop at one that gains less than 0.1%, or after `--reseed` of them. (Solving all four to
+  convergence chose the same to within 0.0005 in error, at up to twice the time; racing only 100 iterations misjudged
+  one round of dcgan-celeba relu2 at R_S = 40.)
 - **R_S = 24**: 4 starts with re-seeding give a held-out error at least as low as 16 starts on all four layers
   (equal at relu3, lower on the others), in 1.1-1.7 s against 1.2-3.4 s, and narrow the spread over seeds (dcgan-digiface main.5: 0.2906-0.2910
   from the three seeds, against 0.2921-0.2996 with 4 starts alone).

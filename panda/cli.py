@@ -678,7 +678,6 @@ def compare(first, second, seed, save_arrays, aligned, overwrite, out, device, *
     ranks or --mixing?
 
     \b
-    \b
     Examples:
       panda fit --seed 1 --out other.safetensors && panda compare factors.safetensors other.safetensors
       panda compare factors.safetensors other.safetensors --align other_aligned.safetensors

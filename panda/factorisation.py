@@ -816,10 +816,10 @@ def reseed_candidates(m: torch.Tensor | PsdFactor, p: torch.Tensor, width: int =
     """P with one weak part moved to where the fit is worst, for each of the ``width`` weakest parts: (K, S, R).
 
     A local minimum of f often spends a part on little (a sliver, or a second copy of a region) while some place is
-    badly reconstructed. The residual R = (I - P P^T) M (I - P P^T) is sum_i of what Z_i P P^T misses, positions by
-    positions: its diagonal says how much is missed at each position, and its column at the worst one, clipped at 0,
-    is the positions that co-vary with it there, a part-shaped seed (as k-means++ seeds a centre at the point worst
-    served). The k-th candidate replaces the k-th weakest part (:func:`part_gains`) with such a seed; the places
+    badly reconstructed. The residual R = (I - P P^T) M (I - P P^T) is sum_i of what Z_i P P^T misses, position by
+    position: its diagonal says how much is missed at each position, and its column at the worst one, clipped at 0,
+    is the positions that co-vary with it there, a part-shaped seed (as farthest-point seeding puts a k-means centre
+    at the point worst served). The k-th candidate replaces the k-th weakest part (:func:`part_gains`) with such a seed; the places
     it covers are discounted, so the next candidate seeds somewhere else. Costs O(S R) beyond one product M P.
     No candidates (K = 0) where nothing is missed."""
     s, r = p.shape

@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 import torch
 
-from .comparison import aligned_order, compare as compare_fits
+from .comparison import align as align_fits, aligned_order, compare as compare_fits
 from .demo import run_demo
 from .drawing import grid, save_gif, save_images, save_png, scale_for, to_pil
 from .editing import (DEFAULT_ALPHAS, Edit, check_alpha, check_edits, edit as edit_images, measured_region_sweep,
@@ -446,18 +446,23 @@ def layers(generator: str, device: str, seed: int, trust_pickle: bool, show_all:
 @click.option("--align-to", "align_to", type=click.Path(dir_okay=False), default=None,
               help="Number the parts after this earlier fit of the same layer (as `panda compare --align` does): part k "
                    "is the partner of its part k, so that part numbers in your scripts keep their meaning.")
+@click.option("--keep-names", is_flag=True,
+              help="With --align-to: a part takes the name (`panda name-parts`) of its partner in that fit where "
+                   "their maps are at least 0.9 similar, so that `--part mouth` still finds it.")
 @click.option("--out", "-o", default="factors.safetensors", help="Factor file to write (safetensors + JSON metadata).")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists (otherwise an existing file stops the command).")
 @device_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def fit(layer, rank_appearance, rank_parts, n_samples, seed, latent, n_init, reseed, max_iter, tol, batch_size, memory_gb,
-        background_samples, mixing, mixing_directions, align_to, out, overwrite, device, quiet, **gen):
+        background_samples, mixing, mixing_directions, align_to, keep_names, out, overwrite, device, quiet, **gen):
     """Learn parts and appearances at a layer and write them to a factor file.
 
     \b
     Example:  panda fit --generator dcgan-digiface --layer main.5 -rs 12 -n 5000 --out digiface.safetensors
     """
     check_output_file(out, overwrite)  # before minutes of fitting, not after
+    if keep_names and align_to is None:
+        raise PandaError("--keep-names takes the names of the fit given by --align-to: add --align-to REF.")
     generator = _generator(device, **gen)
     data = _TrainingData(generator, layer, n_samples, seed, latent, batch_size, memory_gb)
     layer, latents, n_samples, (c, h, w) = data.layer, data.latents, data.n_samples, data.shape
@@ -483,10 +488,10 @@ def fit(layer, rank_appearance, rank_parts, n_samples, seed, latent, n_init, res
     rest = time.perf_counter() - start - model.extract_time_ - model.fit_time_
     aligned = ""
     if reference is not None:
-        result = compare_fits(reference, model)
-        model = model.reorder_parts(aligned_order(result))
+        model, result = align_fits(reference, model, keep_names)
         aligned = (f"\n  parts numbered after {Path(align_to).name}'s: {sum(x >= 0.9 for x in result.matched)} of "
-                   f"{len(result.pairs)} partners at similarity 0.9 or more")
+                   f"{len(result.pairs)} partners at similarity 0.9 or more"
+                   + (f"; names kept: {_names(model) or 'none'}" if keep_names else ""))
     path = model.save(out)
     background = ("held-out score" if model.background_ is None else
                   f"background appearance {'+' if model.background_sign_ > 0 else '-'}{model.background_} "
@@ -668,11 +673,14 @@ def _write_ranks(generator, data: _TrainingData, sweep, folder: Path, heldout: i
               help="Also write SECOND with its parts renumbered after FIRST's (part k: the partner of FIRST's part k; "
                    "unmatched ones last) to this factor file: the same fit, so that part numbers keep their meaning "
                    "after a refit.")
+@click.option("--keep-names", is_flag=True,
+              help="With --align: a part takes the name (`panda name-parts`) of its partner in FIRST where their maps "
+                   "are at least 0.9 similar.")
 @click.option("--overwrite", is_flag=True, help="Replace the --align file if it exists.")
 @click.option("--out", "-o", default="out/compare", help="Output folder.")
 @generator_options(None)
 @device_option
-def compare(first, second, seed, save_arrays, aligned, overwrite, out, device, **gen):
+def compare(first, second, seed, save_arrays, aligned, keep_names, overwrite, out, device, **gen):
     """Two fits of one layer side by side: their parts matched one to one by the similarity of their maps, and how
     much their leading appearances share (compare.png, compare.md). Are the parts stable across seeds, sample sets,
     ranks or --mixing?
@@ -684,6 +692,8 @@ def compare(first, second, seed, save_arrays, aligned, overwrite, out, device, *
     """
     if aligned is not None:
         check_output_file(aligned, overwrite)
+    elif keep_names:
+        raise PandaError("--keep-names names the fit that --align writes: add --align OUT.")
     a, b = PandA.load(first), PandA.load(second)
     result = compare_fits(a, b)  # refuses fits of different layer shapes before anything is drawn
     image = None
@@ -703,8 +713,15 @@ def compare(first, second, seed, save_arrays, aligned, overwrite, out, device, *
     if aligned is not None:
         order = aligned_order(result)
         moved = sum(new != old for new, old in enumerate(order))
-        click.echo(f"{names[1]}'s parts renumbered after {names[0]}'s ({moved} of {len(order)} moved): "
-                   f"wrote {b.reorder_parts(order).save(aligned)}")
+        renumbered, _ = align_fits(a, b, keep_names, result)
+        click.echo(f"{names[1]}'s parts renumbered after {names[0]}'s ({moved} of {len(order)} moved"
+                   + (f"; names kept: {_names(renumbered) or 'none'}" if keep_names else "")
+                   + f"): wrote {renumbered.save(aligned)}")
+
+
+def _names(model: PandA) -> str:
+    """'3 eyes, 7 mouth': a fit's part names, '' where it has none."""
+    return ", ".join(f"{k} {v}" for k, v in sorted(model.part_names_.items()))
 
 
 @main.command()
@@ -737,7 +754,7 @@ def info(factors, show_parts, as_json):
                   f"appearance {'+' if model.background_sign_ > 0 else '-'}{model.background_}"
                   + ("" if math.isnan(model.background_gain_) else
                      f", {100 * model.background_gain_:.0f}% of the way to the surroundings' colour when searched"))
-    names = ", ".join(f"{k} {v}" for k, v in sorted(model.part_names_.items())) or "none (`panda name-parts` names them)"
+    names = _names(model) or "none (`panda name-parts` names them)"
     rows = [("fitted on", model.generator_label() + (f", {extra}" if extra else "")),
             ("layer", f"{model.layer_} ({c} x {h} x {w})"),
             ("ranks", f"R_C = {model.n_appearances} appearances, R_S = {model.n_parts} parts; appearance mixing W: "

@@ -147,10 +147,33 @@ def aligned_order(result: Comparison) -> list[int]:
     return order + result.unmatched()[1]
 
 
-def align(first: PandA, second: PandA) -> tuple[PandA, Comparison]:
+#: Matched parts at least this similar count as the same part: their names carry over (:func:`align`).
+NAME_SIMILARITY = 0.9
+
+
+def align(first: PandA, second: PandA, names: bool = False,
+          result: Comparison | None = None) -> tuple[PandA, Comparison]:
     """``second`` with its parts renumbered after ``first``'s (:func:`aligned_order`), and the comparison that
     matched them: after a refit (another seed, more samples, ``reseed``), part numbers that a script, a figure or a
     part's name refers to then mean what they meant where the parts came back. Nothing else changes
-    (:meth:`PandA.reorder_parts`)."""
-    result = compare(first, second)
-    return second.reorder_parts(aligned_order(result)), result
+    (:meth:`PandA.reorder_parts`).
+
+    With ``names``, a part without a name of its own takes its partner's name (``panda name-parts``) where the two
+    maps' similarity is at least :data:`NAME_SIMILARITY`: the same map, so the same region; the others stay unnamed.
+    ``result``: :func:`compare` (first, second) where it is already at hand.
+    """
+    result = compare(first, second) if result is None else result
+    aligned = second.reorder_parts(aligned_order(result))
+    if names:
+        aligned.part_names_ = carried_names(first, result) | aligned.part_names_
+    return aligned, result
+
+
+def carried_names(first: PandA, result: Comparison) -> dict[int, str]:
+    """{part of the renumbered fit (:func:`aligned_order`): name}: the names of ``first``'s parts whose partner in
+    ``result`` (``first`` compared with the fit before it was renumbered) is at least :data:`NAME_SIMILARITY`
+    similar."""
+    order = aligned_order(result)
+    new = {old: k for k, old in enumerate(order)}  # the second fit's part -> its number in ``aligned``
+    return {new[b]: first.part_names_[a] for a, b in result.pairs
+            if a in first.part_names_ and float(result.similarity[a, b]) >= NAME_SIMILARITY}

@@ -76,6 +76,13 @@ def test_align_numbers_a_refit_after_the_first(celeba, model):
     for k in range(model.n_parts):  # part k of the aligned fit: the first fit's part k's partner
         assert torch.equal(aligned.parts_[:, k], other.parts_[:, partner[k]])
     assert all(a == b for a, b in compare(model, aligned).pairs)  # compared again, part k pairs with part k
+    # names: only a partner at least 0.9 similar takes one, at its new number
+    named = copy.copy(model)
+    named.part_names_ = {k: f"region {k}" for k in range(model.n_parts)}
+    kept, result = align(named, other, names=True)
+    close = {a for a, b in result.pairs if float(result.similarity[a, b]) >= 0.9}
+    assert kept.part_names_ == {a: f"region {a}" for a in close} and 0 < len(close) < model.n_parts
+    assert align(named, other)[0].part_names_ == {}  # without names=True none are given
 
 
 def test_two_seeds_share_most_parts_and_the_leading_appearances(celeba, model):
@@ -121,6 +128,11 @@ def test_compare_command(factor_file, celeba, tmp_path):
     r = CliRunner().invoke(main, ["compare", str(factor_file), str(second), "--align", str(aligned),
                                   "--out", str(tmp_path / "e")])
     assert r.exit_code == 2 and "--overwrite" in r.output and not (tmp_path / "e").exists()
+    r = CliRunner().invoke(main, ["compare", str(factor_file), str(second), "--keep-names", "--out", str(tmp_path / "f")])
+    assert r.exit_code == 2 and "--align OUT" in r.output and not (tmp_path / "f").exists()
+    r = CliRunner().invoke(main, ["compare", str(factor_file), str(second), "--align", str(aligned), "--overwrite",
+                                  "--keep-names", "--out", str(out)])
+    assert r.exit_code == 0 and "names kept: none" in r.output  # the first fit has no names to give
     r = CliRunner().invoke(main, ["compare", str(factor_file), str(tmp_path / "missing.safetensors"),
                                   "--out", str(tmp_path / "d")])
     assert r.exit_code == 2 and "missing.safetensors" in r.output and not (tmp_path / "d").exists()
@@ -133,6 +145,8 @@ def test_fit_align_to_numbers_a_new_fit_after_an_earlier_one(factor_file, tmp_pa
     assert r.exit_code == 0, r.output
     assert "parts numbered after celeba.safetensors's" in r.output
     assert all(a == b for a, b in compare(PandA.load(factor_file), PandA.load(out)).pairs)
+    r = CliRunner().invoke(main, ["fit", "-n", "64", "--keep-names", "--out", str(tmp_path / "k.safetensors")])
+    assert r.exit_code == 2 and "--align-to" in r.output
     r = CliRunner().invoke(main, ["fit", "-n", "64", "--layer", "relu3", "--align-to", str(factor_file),
                                   "--out", str(tmp_path / "other.safetensors")])
     assert r.exit_code == 2 and "is a fit of layer relu2" in r.output and not (tmp_path / "other.safetensors").exists()

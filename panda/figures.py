@@ -327,10 +327,20 @@ def retrieval_figure(model: PandA, result: Retrieval, most: Localisation, least:
     return stack([top, bottom])
 
 
+def _pair_names(first: PandA, second: PandA, a: int, b: int) -> str:
+    """A matched pair's part names as a third label line ('mouth', or 'mouth ~ -' where they differ); '' if neither
+    part has one."""
+    na, nb = first.part_names_.get(a, ""), second.part_names_.get(b, "")
+    if not (na or nb):
+        return ""
+    return "\n" + (na if na == nb else f"{na or '-'} ~ {nb or '-'}")
+
+
 def comparison_figure(first: PandA, second: PandA, cmp: Comparison, image: torch.Tensor | None = None,
                       names: tuple[str, str] = ("first", "second"), per_row: int = 10) -> Image.Image:
     """The matched parts of two fits, most similar first: each pair a column (the first fit's part above the second's,
-    over ``image`` (3, H', W') in [0, 1] when given, else as heat maps), ``per_row`` pairs to a block.
+    over ``image`` (3, H', W') in [0, 1] when given, else as heat maps), ``per_row`` pairs to a block; a pair's part
+    names (``panda name-parts``) under its similarity.
 
     Parameters
     ----------
@@ -348,7 +358,7 @@ def comparison_figure(first: PandA, second: PandA, cmp: Comparison, image: torch
     for start in range(0, len(cmp.pairs), per_row):
         chunk = cmp.pairs[start:start + per_row]
         rows = [[tile(first, a) for a, _ in chunk], [tile(second, b) for _, b in chunk]]
-        cols = [f"{a} ~ {b}\n{float(cmp.similarity[a, b]):.2f}" for a, b in chunk]
+        cols = [f"{a} ~ {b}\n{float(cmp.similarity[a, b]):.2f}" + _pair_names(first, second, a, b) for a, b in chunk]
         title = None if start else (f"{len(cmp.pairs)} matched parts, most similar first (cosine similarity of the maps; "
                                     f"mean {np.mean(cmp.matched):.2f})")
         blocks.append(grid(rows, list(names), cols, title=title))

@@ -150,3 +150,15 @@ def test_fit_align_to_numbers_a_new_fit_after_an_earlier_one(factor_file, tmp_pa
     r = CliRunner().invoke(main, ["fit", "-n", "64", "--layer", "relu3", "--align-to", str(factor_file),
                                   "--out", str(tmp_path / "other.safetensors")])
     assert r.exit_code == 2 and "is a fit of layer relu2" in r.output and not (tmp_path / "other.safetensors").exists()
+
+
+def test_comparison_figure_names_the_named_pairs(model):
+    from panda.figures import _pair_names, comparison_figure
+    named = copy.copy(model)
+    named.part_names_ = {3: "mouth", 5: "eyes"}
+    assert _pair_names(named, named, 3, 3) == "\nmouth" and _pair_names(named, model, 5, 5) == "\neyes ~ -"
+    assert _pair_names(model, model, 3, 3) == ""
+    result = compare(named, named)
+    plain = comparison_figure(model, model, compare(model, model))
+    labelled = comparison_figure(named, named, result)
+    assert labelled.width == plain.width and labelled.height > plain.height  # a third label line where named

@@ -181,6 +181,10 @@ def ranks_markdown(sweep: RankSweep, generator: str, layer: str, n_samples: int,
                      "way your edits need, where the fall per added part levels off and (--stability) the parts still come "
                      "back on other samples. On a face generator, --faces measures which R_S gives the eyes, nose and "
                      "mouth parts of their own.")
+    if not first.reseed and sweep.ranks[-1] >= 24:
+        lines += ["", "At R_S of 24 and more, --reseed 8 (rounds that move the weakest parts to where the fit misses "
+                      "most) lowers the error and can give the regions parts of their own at a smaller R_S "
+                      "(benchmarks/reseed.md)."]
     return "\n".join(lines) + "\n"
 
 

@@ -1,5 +1,6 @@
 """Choosing R_S (panda.selection, `panda ranks`): fits at several ranks on one shared statistics pass."""
 
+import copy
 import re
 
 import numpy as np
@@ -124,6 +125,12 @@ def test_the_semantic_choice_is_the_smallest_rank_where_every_region_passes(swee
     assert "**4**" in text and "eyes purity" in text
     assert "**" not in ranks_markdown(sweep, "g", "relu2", 192, 48)
     assert "4 random starts of the parts)" in ranks_markdown(sweep, "g", "relu2", 192, 48)  # how it was fitted
+    assert "--reseed 8" not in ranks_markdown(sweep, "g", "relu2", 192, 48)  # R_S up to 8: no hint
+    high = RankSweep([2, 4, 24], sweep.models, 0.0, 0.0)  # labelled as if the last rank were 24
+    assert "--reseed 8" in ranks_markdown(high, "g", "relu2", 192, 48)
+    reseeded = [copy.copy(m) for m in sweep.models]
+    reseeded[0].reseed = 8
+    assert "--reseed 8" not in ranks_markdown(RankSweep([2, 4, 24], reseeded, 0.0, 0.0), "g", "relu2", 192, 48)
     plot = ranks_plot(faked)
     assert plot.width > ranks_plot(sweep).width  # the purity panel beside the errors
 

@@ -147,6 +147,9 @@ def test_fit_align_to_numbers_a_new_fit_after_an_earlier_one(factor_file, tmp_pa
     assert all(a == b for a, b in compare(PandA.load(factor_file), PandA.load(out)).pairs)
     r = CliRunner().invoke(main, ["fit", "-n", "64", "--keep-names", "--out", str(tmp_path / "k.safetensors")])
     assert r.exit_code == 2 and "--align-to" in r.output
+    r = CliRunner().invoke(main, ["fit", "-n", "64", "--align-to", str(tmp_path / "gone.safetensors"),
+                                  "--out", str(tmp_path / "k.safetensors")])
+    assert r.exit_code == 2 and "gone.safetensors' does not exist" in r.output and "generator batch" not in r.output
     r = CliRunner().invoke(main, ["fit", "-n", "64", "--layer", "relu3", "--align-to", str(factor_file),
                                   "--out", str(tmp_path / "other.safetensors")])
     assert r.exit_code == 2 and "is a fit of layer relu2" in r.output and not (tmp_path / "other.safetensors").exists()

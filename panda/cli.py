@@ -1127,46 +1127,62 @@ MAX_RETRIEVED = 16
               help="Score it in this part, by index or by name (all parts so named); repeat for several. Default: the "
                    "whole image.")
 @click.option("--mask", type=click.Path(dir_okay=False), default=None, help="Or in the white pixels of this PNG.")
+@click.option("--region", type=click.Choice(REMOVAL_REGIONS), default=None,
+              help="Or in a face region found in each image by MediaPipe FaceMesh (renders every sample for it: about "
+                   "twice the time; samples without a face are not ranked).")
+@click.option("--dilate", type=click.IntRange(min=0), default=5, help="With --region: grow the region by this many pixels.")
 @click.option("--top", type=click.IntRange(1, MAX_RETRIEVED), default=8, help="Samples shown at each end.")
 @sample_options(n_images=2000, out="out/retrieve")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def retrieve(factors, appearance, parts, mask, top, seeds, seed, n_images, latent, save_arrays, out, device, quiet,
-             **gen):
+def retrieve(factors, appearance, parts, mask, region, dilate, top, seeds, seed, n_images, latent, save_arrays, out,
+             device, quiet, **gen):
     """Which samples hold the most (and the least) of appearance j in a part, a mask or the whole image: scores
     every sample (seeds or your latents, any number) and draws both ends.
 
     \b
     Examples:
       panda retrieve factors.safetensors -j 8 --part mouth --n-images 5000
+      panda retrieve factors.safetensors -j 8 --region mouth --n-images 2000   (each face's own mouth, FaceMesh)
       panda retrieve factors.safetensors -j 3 --latent mine.npz --save-arrays    (a score for each of your latents)
     """
     model, gen = _load(factors, device, **gen)
     j = model.check_appearance(appearance)
-    if parts and mask is not None:
-        raise PandaError("score in --part or in --mask, not both.")
+    given = [option for option, value in (("--part", parts), ("--mask", mask), ("--region", region)) if value]
+    if len(given) > 1:
+        raise PandaError(f"score in one of --part, --mask or --region, not in {' and '.join(given)}.")
+    face_region = region
     if parts:
         ks = _part_list(model, parts)
         region = torch.stack([region_for(model, part=k) for k in ks]).sum(0).clamp(max=1.0)
         label, name = ", ".join(model.part_label(k) for k in ks), "part" + "_".join(map(str, ks))
     elif mask is not None:
         region, label, name = region_for(model, mask=mask), "the mask", "mask"
+    elif face_region is not None:
+        region, label, name = None, f"each face's {face_region} (FaceMesh)", face_region
     else:
         region, label, name = None, "the whole image", "image"
     samples, labels = _samples(gen, seeds, seed, n_images, latent)
     if len(labels) < 2:
         raise PandaError("retrieval ranks samples: give at least 2 (--n-images, --seeds or --latent).")
     folder = check_writable(out)
-    result = retrieve_samples(model, gen, samples, j, region, progress=_bars(quiet))
-    most, least, most_loc, least_loc = retrieval_ends(model, gen, samples, result, min(top, len(labels) // 2))
+    result = retrieve_samples(model, gen, samples, j, region, progress=_bars(quiet), face_region=face_region,
+                              dilate=dilate)
+    ranked = len(labels) if result.found is None else int(result.found.sum())
+    if ranked < 2:
+        raise PandaError(f"FaceMesh found the {face_region} in only {ranked} of {len(labels)} samples: give more.")
+    most, least, most_loc, least_loc = retrieval_ends(model, gen, samples, result, min(top, ranked // 2))
     path = save_png(retrieval_figure(model, result, most_loc, least_loc, [labels[i] for i in most],
-                                     [labels[i] for i in least], label, len(labels)),
+                                     [labels[i] for i in least], label, ranked),
                     folder / f"retrieve_a{j}_{name}.png")
     for what, idx in (("most", most), ("least", least)):
         click.echo(f"{what}: " + ", ".join(f"{labels[i]} ({float(result.scores[i]):+.2f})" for i in idx))
+    if result.found is not None:
+        click.echo(f"ranked the {ranked} of {len(labels)} samples in which FaceMesh found the {face_region}")
     click.echo(f"wrote {path}")
     if save_arrays:
+        extra = {} if result.found is None else {"found": result.found}  # scores are NaN where not found
         _arrays(path, {"scores": result.scores, "region": result.region, "most": torch.tensor(most),
-                       "least": torch.tensor(least)}, labels)
+                       "least": torch.tensor(least), **extra}, labels)
 
 
 def _face_pair(model: PandA, gen, targets, target_labels: list, sources, source_labels: list, region: str,

@@ -299,8 +299,8 @@ def ranks_plot(sweep: RankSweep) -> Image.Image:
 def retrieval_figure(model: PandA, result: Retrieval, most: Localisation, least: Localisation,
                      most_labels: Sequence[int | str], least_labels: Sequence[int | str], label: str,
                      n_scored: int) -> Image.Image:
-    """The samples with the most and the least of an appearance in a region: for each, the image (region outlined)
-    and where the appearance is (its map squared over the image, each rescaled to [0, 1]), captioned with its score.
+    """The samples with the most and the least of an appearance in a region: for each, the image (region outlined:
+    its own where FaceMesh found it in each image) and where the appearance is (its map squared over the image, each rescaled to [0, 1]), captioned with its score.
 
     Parameters
     ----------
@@ -308,12 +308,14 @@ def retrieval_figure(model: PandA, result: Retrieval, most: Localisation, least:
         The top and bottom samples' images and maps (:func:`panda.localisation.localisation`), in score order.
     """
     j, size, scale = result.appearance, most.images.shape[-1], scale_for(most.images)
-    whole = bool((result.region == result.region.flatten()[0]).all())  # the whole grid: no outline to draw
-    mask = region_at(result.region, size) > 0.5
+    whole = result.regions is None and bool((result.region == result.region.flatten()[0]).all())  # nothing to outline
+
+    def mask(i: int) -> torch.Tensor:  # sample i's region: its own face region, or the one region of all
+        return region_at(result.region if result.regions is None else result.regions[i], size) > 0.5
 
     def half(loc: Localisation, labels: Sequence[int | str], indices: list[int], title: str) -> Image.Image:
         maps = upsample(normalise(signed(model, j, loc.maps[:, j])), size)
-        images = [to_pil(img, scale) if whole else outline(img, [mask], scale) for img in loc.images]
+        images = [to_pil(img, scale) if whole else outline(img, [mask(i)], scale) for img, i in zip(loc.images, indices)]
         cols = [f"{text}\n{float(result.scores[i]):+.2f}" for text, i in zip(seed_labels(labels), indices)]
         return grid([images, [to_pil(overlay(img, m ** 2), scale) for img, m in zip(loc.images, maps)]],
                     ["image", f"appearance {j}"], cols, title=title)

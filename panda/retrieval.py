@@ -10,17 +10,23 @@ be compared with.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
 from .errors import PandaError
-from .features import iter_features
+from .features import capture, iter_features
 from .generators import GeneratorAdapter, Latents
 from .localisation import Localisation, localisation, signed
 from .maps import check_region
 from .model import PandA
+from .progress import progress_bar
+from .regions import face_regions
+
+#: Samples a face-region retrieval renders and gives FaceMesh at once.
+FACE_CHUNK = 64
 
 
 @dataclass
@@ -34,25 +40,37 @@ class Retrieval:
         norm (``model.feature_scale_``), signed so that more of the appearance is positive.
     appearance : int
     region : torch.Tensor
-        (H, W) on the layer's grid, the weights the mean is taken with.
+        (H, W) on the layer's grid, the weights the mean is taken with; with a face region found in each image, their
+        mean over the samples where one was found.
+    regions : torch.Tensor or None
+        (N, H, W): each sample's own region (a face region found by FaceMesh), zero where none was found.
+    found : torch.Tensor or None
+        (N,) bool: where FaceMesh found the face region; the other samples' scores are NaN and never ranked.
     """
 
     scores: torch.Tensor
     appearance: int
     region: torch.Tensor
+    regions: torch.Tensor | None = None
+    found: torch.Tensor | None = None
+
+    def _ranked(self, descending: bool) -> list[int]:
+        order = torch.argsort(self.scores.nan_to_num(-math.inf if descending else math.inf), descending=descending,
+                              stable=True)
+        return [int(i) for i in order if not math.isnan(float(self.scores[i]))]
 
     def top(self, k: int) -> list[int]:
-        """Indices of the ``k`` samples with the highest scores, highest first."""
-        return [int(i) for i in torch.argsort(self.scores, descending=True, stable=True)[:k]]
+        """Indices of the ``k`` samples with the highest scores, highest first (NaN scores left out)."""
+        return self._ranked(True)[:k]
 
     def bottom(self, k: int) -> list[int]:
-        """Indices of the ``k`` samples with the lowest scores, lowest first."""
-        return [int(i) for i in torch.argsort(self.scores, stable=True)[:k]]
+        """Indices of the ``k`` samples with the lowest scores, lowest first (NaN scores left out)."""
+        return self._ranked(False)[:k]
 
 
 def retrieve(model: PandA, generator: GeneratorAdapter, samples: Latents | Sequence[int], appearance: int,
              region: torch.Tensor | None = None, batch_size: int | None = None,
-             progress: bool | None = False) -> Retrieval:
+             progress: bool | None = False, face_region: str | None = None, dilate: int = 5) -> Retrieval:
     """Score every sample by how much of ``appearance`` it holds in ``region``.
 
     Parameters
@@ -66,6 +84,11 @@ def retrieve(model: PandA, generator: GeneratorAdapter, samples: Latents | Seque
         the whole grid.
     batch_size : int, optional
         Generator batch; default the generator's.
+    face_region : str, optional
+        Instead of ``region``: a face region (eyes, nose, mouth, forehead) found by FaceMesh in each sample's image,
+        grown by ``dilate`` pixels, so that each face is scored where it has that region (a fixed part misses it on
+        faces turned or placed otherwise). Each chunk of :data:`FACE_CHUNK` samples is rendered for FaceMesh, a second
+        generator pass; samples without a face score NaN.
 
     Returns
     -------
@@ -73,6 +96,10 @@ def retrieve(model: PandA, generator: GeneratorAdapter, samples: Latents | Seque
     """
     model.check_compatible(generator)
     j = model.check_appearance(appearance)
+    if face_region is not None:
+        if region is not None:
+            raise PandaError("score in a region or in a face region found in each image, not both.")
+        return _retrieve_in_faces(model, generator, samples, j, face_region, dilate, progress)
     grid = tuple(model.layer_shape_[1:])
     region = torch.ones(grid) if region is None else region.detach().float().cpu()
     check_region(region, grid)
@@ -87,6 +114,38 @@ def retrieve(model: PandA, generator: GeneratorAdapter, samples: Latents | Seque
         scores.append((torch.einsum("c,bcs->bs", a.to(z), z) @ weights.to(z)).cpu())  # (B,)
     scores = signed(model, j, torch.cat(scores)) / model.feature_scale_
     return Retrieval(scores, j, region)
+
+
+
+def _retrieve_in_faces(model: PandA, generator: GeneratorAdapter, samples: Latents | Sequence[int], j: int,
+                       face_region: str, dilate: int, progress: bool | None) -> Retrieval:
+    """:func:`retrieve` with each sample's own face region, FACE_CHUNK samples at a time."""
+    a = model.appearances_[:, j].double()
+    scores, grids, found = [], [], []
+    n = len(samples)
+    bar = progress_bar(total=n, desc=f"scoring samples in their {face_region}", unit="sample", progress=progress)
+    for start in range(0, n, FACE_CHUNK):
+        stop = min(start + FACE_CHUNK, n)
+        lat = (samples[torch.arange(start, stop)] if isinstance(samples, Latents)
+               else generator.sample(list(samples[start:stop])))
+        faces = face_regions(model, generator, lat, face_region, dilate)
+        z = capture(generator, lat, model.layer_).double()
+        maps = torch.einsum("c,bchw->bhw", a.to(z), z).cpu()  # (B, H, W): a_j^T Z_i
+        w = faces.grid.double()
+        mass = w.flatten(1).sum(1)
+        chunk = (maps * w).flatten(1).sum(1) / mass.clamp_min(1e-30)
+        ok = faces.found.cpu() & (mass > 0)
+        scores.append(torch.where(ok, chunk, torch.full_like(chunk, math.nan)))
+        grids.append(faces.grid.float().cpu())
+        found.append(ok)
+        bar.update(stop - start)
+    bar.close()
+    found_all, grid_all = torch.cat(found), torch.cat(grids)
+    if not found_all.any():
+        raise PandaError(f"FaceMesh found the {face_region} in none of the {n} samples: score in a part or a mask "
+                         f"instead, or use a face generator.")
+    scores_all = signed(model, j, torch.cat(scores)) / model.feature_scale_
+    return Retrieval(scores_all, j, grid_all[found_all].mean(0), grid_all, found_all)
 
 
 def ends(model: PandA, generator: GeneratorAdapter, samples: Latents | Sequence[int], result: Retrieval,

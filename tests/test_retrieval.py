@@ -94,7 +94,8 @@ def test_retrieve_command(factor_file, tmp_path):
     (["-j", "999"], "out of range"),
     (["-j", "1", "--part", "99"], "part 99 is out of range"),
     (["-j", "1", "--part", "mouth"], "no part is named 'mouth'"),
-    (["-j", "1", "--part", "1", "--mask", "x.png"], "not both"),
+    (["-j", "1", "--part", "1", "--mask", "x.png"], "not in --part and --mask"),
+    (["-j", "1", "--part", "1", "--region", "mouth"], "not in --part and --region"),
     (["-j", "1", "--n-images", "1"], "at least 2"),
     (["-j", "1", "--top", "17"], "--top"),
 ])
@@ -103,3 +104,35 @@ def test_bad_retrieve_input_is_one_line_and_writes_nothing(factor_file, tmp_path
     r = CliRunner().invoke(main, ["retrieve", str(factor_file), *args, "--out", str(out)])
     assert r.exit_code == 2 and match in r.output, r.output
     assert not out.exists()
+
+
+def test_each_face_is_scored_in_its_own_face_region(model, celeba, factor_file, tmp_path):
+    """--region: sample i's score is appearance j's mean over its own FaceMesh region (as face_regions finds it);
+    samples without a face are NaN and never ranked; the figure outlines each face's own region."""
+    from panda.regions import face_regions
+    seeds = list(range(300, 312))
+    result = retrieve(model, celeba, seeds, 5, face_region="mouth", dilate=3)
+    faces = face_regions(model, celeba, celeba.sample(seeds), "mouth", 3)
+    assert torch.equal(result.found, faces.found) and result.regions.shape == (12, 8, 8)
+    maps = model.localize(capture(celeba, celeba.sample(seeds), model.layer_))[:, 5].double()
+    w = faces.grid.double()
+    direct = (maps * w).flatten(1).sum(1) / w.flatten(1).sum(1) / model.feature_scale_
+    ok = faces.found
+    assert ok.sum() >= 8 and torch.allclose(result.scores[ok], direct[ok], rtol=1e-4, atol=1e-6)
+    assert torch.isnan(result.scores[~ok]).all()
+    fixed = retrieve(model, celeba, seeds, 5, w[ok].mean(0))  # one region for all: other scores
+    assert not torch.allclose(result.scores[ok], fixed.scores[ok])
+    top = result.top(20)
+    assert len(top) == int(ok.sum()) and all(ok[i] for i in top)  # NaN scores are never ranked
+    latents = celeba.sample(seeds)  # latents score as their seeds do
+    assert torch.allclose(retrieve(model, celeba, latents, 5, face_region="mouth", dilate=3).scores[ok],
+                          result.scores[ok])
+    with pytest.raises(PandaError, match="not both"):
+        retrieve(model, celeba, seeds, 5, torch.ones(8, 8), face_region="mouth")
+    out = tmp_path / "r"
+    r = CliRunner().invoke(main, ["retrieve", str(factor_file), "-j", "5", "--region", "mouth", "--seeds", "300-311",
+                                  "--top", "3", "--save-arrays", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert f"ranked the {int(ok.sum())} of 12 samples" in r.output
+    assert (out / "retrieve_a5_mouth.png").is_file()
+    assert np.array_equal(np.load(out / "retrieve_a5_mouth.npz")["found"], ok.numpy())

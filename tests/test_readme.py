@@ -78,3 +78,27 @@ def test_every_benchmark_script_imports_and_parses_its_options(script, monkeypat
     with pytest.raises(SystemExit) as done:
         module.main()
     assert done.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+def test_readme_recipe_runs(tmp_path, monkeypatch):
+    """'A fit to build on': its five commands in order, on fewer samples, ranks and faces (every option as written)."""
+    import shlex
+
+    from click.testing import CliRunner
+
+    from panda.cli import main
+    text = README.read_text().split("## A fit to build on", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", text, re.S).group(1).replace("\\\n", " ")
+    commands = [re.split(r"\s#", line)[0].strip() for line in block.splitlines() if line.startswith("panda ")]
+    assert [c.split()[1] for c in commands] == ["ranks", "fit", "name-parts", "fit", "compare"]
+    smaller = {"ranks": ["-n", "256", "-rs", "4,8", "--heldout", "32"], "fit": ["-n", "256", "--background-samples", "0"]}
+    monkeypatch.chdir(tmp_path)
+    outputs = []
+    for command in commands:
+        args = shlex.split(command)[1:]
+        args = [{"32": "8", "64": "16"}.get(a, a) if i and args[i - 1] in ("-rs", "--faces") else a
+                for i, a in enumerate(args)] + smaller.get(args[0], [])
+        r = CliRunner().invoke(main, args)
+        assert r.exit_code == 0, f"{command}\n{r.output}"
+        outputs.append(r.output)
+    assert "parts numbered after a.safetensors's" in outputs[3] and "matched one to one" in outputs[4]

@@ -43,7 +43,8 @@ class Retrieval:
         (H, W) on the layer's grid, the weights the mean is taken with; with a face region found in each image, their
         mean over the samples where one was found.
     regions : torch.Tensor or None
-        (N, H, W): each sample's own region (a face region found by FaceMesh), zero where none was found.
+        (N, H, W): each sample's own region (a face region found by FaceMesh), zero where none was found (N S floats
+        of memory: 25 MB for 100,000 samples of an 8 x 8 layer).
     found : torch.Tensor or None
         (N,) bool: where FaceMesh found the face region; the other samples' scores are NaN and never ranked.
     """

@@ -336,7 +336,7 @@ class PandA:
         order = [int(k) for k in order]
         if sorted(order) != list(range(self.n_parts)):
             raise PandaError(f"the new order of the parts must name each of 0..{self.n_parts - 1} once; got {order}.")
-        out = copy.copy(self)
+        out = copy.deepcopy(self)  # independent of this model: editing one leaves the other as it is
         idx = torch.tensor(order, dtype=torch.long)
         out.parts_ = self.parts_[:, idx].contiguous()
         out.coef_mean_ = self.coef_mean_[:, idx].contiguous()

@@ -63,7 +63,7 @@ def lrs_for(spec: str, generator: str, layer: str) -> list[float]:
 
 
 def one(generator: str, layer: str, n: int, rank_parts: int, official_iters: int, lrs: list[float], device: str,
-        repeat: int = 3, mixing_directions: int = 32) -> dict:
+        repeat: int = 3, mixing_directions: int = 32, n_init: int = 4, reseed: int = 0) -> dict:
     import panda  # first: its OpenMP setting applies only if torch is not loaded yet
     import torch
     from panda.factorisation import data_stats, panda_factorise, projected_gradient_factorise, relative_error
@@ -90,7 +90,8 @@ def one(generator: str, layer: str, n: int, rank_parts: int, official_iters: int
         each, average it out themselves."""
         def fit():
             stats = data_stats(source, grid=(h, w))  # border statistics included
-            return panda_factorise(source, c, rank_parts, stats=stats, mixing=mixing, mixing_directions=directions)
+            return panda_factorise(source, c, rank_parts, stats=stats, mixing=mixing, mixing_directions=directions,
+                                   n_init=n_init, reseed=reseed)
         res, seconds = timed(fit, device, repeat)
         return res, seconds, relative_error(held, res.appearances, res.parts, res.mixing)
 
@@ -167,6 +168,8 @@ def main() -> None:
     ap.add_argument("--layer", help="the layer for --generator (default: the generator's default layer)")
     ap.add_argument("--mixing-directions", type=int, default=32,
                     help="the mixing fit is also timed with W's eigenvalues refitted along this many directions")
+    ap.add_argument("--n-init", type=int, default=4, help="panda's random starts of the parts (its default: 4)")
+    ap.add_argument("--reseed", type=int, default=0, help="panda's re-seeding rounds after the starts (default: none)")
     ap.add_argument("--quick", action="store_true", help="one small configuration")
     ap.add_argument("--out", default=None, help="markdown file (default benchmarks/fit_speed.md on CPU, none otherwise)")
     ap.add_argument("--one", nargs=3, metavar=("GENERATOR", "LAYER", "N"), help=argparse.SUPPRESS)
@@ -175,7 +178,7 @@ def main() -> None:
         gen, layer, n = args.one
         lrs = lrs_for(args.lrs, gen, layer)
         print(json.dumps(one(gen, layer, int(n), args.rank_parts, args.official_iters, lrs, args.device, args.repeat,
-                             args.mixing_directions)))
+                             args.mixing_directions, args.n_init, args.reseed)))
         return
     pairs = CONFIGS
     if args.generator:
@@ -193,7 +196,8 @@ def main() -> None:
         print(f"{gen} {layer} N={n} ...", file=sys.stderr, flush=True)
         cmd = [sys.executable, __file__, "--one", gen, layer, str(n), "--rank-parts", str(args.rank_parts),
                "--official-iters", str(args.official_iters), "--lrs", args.lrs, "--device", args.device,
-               "--repeat", str(args.repeat), "--mixing-directions", str(args.mixing_directions)]
+               "--repeat", str(args.repeat), "--mixing-directions", str(args.mixing_directions),
+               "--n-init", str(args.n_init), "--reseed", str(args.reseed)]
         # the child's stderr passes through: its warnings (a failed CUDA-graph capture) and errors reach the log
         rows.append(json.loads(subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout))
         if out:  # after every row, so a run cut short (a device's time limit) keeps the rows it finished
@@ -215,7 +219,9 @@ def write(out: str, args, md: str, done: bool) -> None:
     from common import device_label
     header = (f"# Fit speed\n\nMade by `python {' '.join(['benchmarks/fit_speed.py'] + sys.argv[1:])}` on "
               f"{device_label(args.device)}, torch {torch.__version__}. R_C = C, R_S = {args.rank_parts}; held-out error "
-              f"on {HELDOUT} samples never used for fitting; the authors' scheme runs {args.official_iters} iterations "
+              f"on {HELDOUT} samples never used for fitting; panda's parts from {args.n_init} random starts"
+              + (f" and up to {args.reseed} re-seeding rounds" if args.reseed else "")
+              + f"; the authors' scheme runs {args.official_iters} iterations "
               f"of batch 8 drawn from the same N kept feature maps, at each learning rate of {lr_text(args.lrs)} "
               "(the table gives the paper code's 1e-8 and the best). \"With mixing\": the same fit with `mixing=True` "
               "(reconstruction A W A^T Z P P^T, the model class of the authors' code, whose A is not kept orthonormal), "

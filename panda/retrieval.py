@@ -25,7 +25,7 @@ from .model import PandA
 from .progress import progress_bar
 from .regions import face_regions
 
-#: Samples a face-region retrieval renders and gives FaceMesh at once.
+#: The most samples a face-region retrieval renders and gives FaceMesh at once (fewer where the generator's batch is).
 FACE_CHUNK = 64
 
 
@@ -88,7 +88,7 @@ def retrieve(model: PandA, generator: GeneratorAdapter, samples: Latents | Seque
     face_region : str, optional
         Instead of ``region``: a face region (eyes, nose, mouth, forehead) found by FaceMesh in each sample's image,
         grown by ``dilate`` pixels, so that each face is scored where it has that region (a fixed part misses it on
-        faces turned or placed otherwise). Each chunk of :data:`FACE_CHUNK` samples is rendered for FaceMesh, a second
+        faces turned or placed otherwise). Each batch (at most :data:`FACE_CHUNK`) is rendered for FaceMesh, a second
         generator pass; samples without a face score NaN.
 
     Returns
@@ -100,7 +100,8 @@ def retrieve(model: PandA, generator: GeneratorAdapter, samples: Latents | Seque
     if face_region is not None:
         if region is not None:
             raise PandaError("score in a region or in a face region found in each image, not both.")
-        return _retrieve_in_faces(model, generator, samples, j, face_region, dilate, progress)
+        chunk = batch_size or min(FACE_CHUNK, generator.default_batch)  # images at once: the generator's batch
+        return _retrieve_in_faces(model, generator, samples, j, face_region, dilate, chunk, progress)
     grid = tuple(model.layer_shape_[1:])
     region = torch.ones(grid) if region is None else region.detach().float().cpu()
     check_region(region, grid)
@@ -119,14 +120,14 @@ def retrieve(model: PandA, generator: GeneratorAdapter, samples: Latents | Seque
 
 
 def _retrieve_in_faces(model: PandA, generator: GeneratorAdapter, samples: Latents | Sequence[int], j: int,
-                       face_region: str, dilate: int, progress: bool | None) -> Retrieval:
-    """:func:`retrieve` with each sample's own face region, FACE_CHUNK samples at a time."""
+                       face_region: str, dilate: int, chunk: int, progress: bool | None) -> Retrieval:
+    """:func:`retrieve` with each sample's own face region, ``chunk`` samples rendered at a time."""
     a = model.appearances_[:, j].double()
     scores, grids, found = [], [], []
     n = len(samples)
     bar = progress_bar(total=n, desc=f"scoring samples in their {face_region}", unit="sample", progress=progress)
-    for start in range(0, n, FACE_CHUNK):
-        stop = min(start + FACE_CHUNK, n)
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
         lat = (samples[torch.arange(start, stop)] if isinstance(samples, Latents)
                else generator.sample(list(samples[start:stop])))
         faces = face_regions(model, generator, lat, face_region, dilate)
@@ -134,9 +135,9 @@ def _retrieve_in_faces(model: PandA, generator: GeneratorAdapter, samples: Laten
         maps = torch.einsum("c,bchw->bhw", a.to(z), z).cpu()  # (B, H, W): a_j^T Z_i
         w = faces.grid.double()
         mass = w.flatten(1).sum(1)
-        chunk = (maps * w).flatten(1).sum(1) / mass.clamp_min(1e-30)
+        mean = (maps * w).flatten(1).sum(1) / mass.clamp_min(1e-30)
         ok = faces.found.cpu() & (mass > 0)
-        scores.append(torch.where(ok, chunk, torch.full_like(chunk, math.nan)))
+        scores.append(torch.where(ok, mean, torch.full_like(mean, math.nan)))
         grids.append(faces.grid.float().cpu())
         found.append(ok)
         bar.update(stop - start)

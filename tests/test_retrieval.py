@@ -124,9 +124,12 @@ def test_each_face_is_scored_in_its_own_face_region(model, celeba, factor_file, 
     assert not torch.allclose(result.scores[ok], fixed.scores[ok])
     top = result.top(20)
     assert len(top) == int(ok.sum()) and all(ok[i] for i in top)  # NaN scores are never ranked
-    latents = celeba.sample(seeds)  # latents score as their seeds do
+    latents = celeba.sample(seeds)  # latents score as their seeds do, and batches of 5 as one batch of 12
     assert torch.allclose(retrieve(model, celeba, latents, 5, face_region="mouth", dilate=3).scores[ok],
                           result.scores[ok])
+    chunked = retrieve(model, celeba, seeds, 5, face_region="mouth", dilate=3, batch_size=5)
+    assert torch.equal(chunked.found, result.found)
+    assert torch.allclose(chunked.scores[ok], result.scores[ok], rtol=1e-5, atol=1e-7)
     with pytest.raises(PandaError, match="not both"):
         retrieve(model, celeba, seeds, 5, torch.ones(8, 8), face_region="mouth")
     out = tmp_path / "r"

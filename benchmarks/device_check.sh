@@ -4,6 +4,8 @@
 #   pip download --no-deps -d .whl generateme==0.1.2 gan_face_generate==1.1.1     # here, once (.whl is git-ignored)
 #   run(command="bash benchmarks/device_check.sh fit", carry=[".whl"], timeout_s=560)
 #   run(command="bash benchmarks/device_check.sh scale", timeout_s=300)               # same warm machine
+#   run(command="bash benchmarks/device_check.sh smoke", timeout_s=200)               # re-seeding, --align-to,
+#                                                      # compare, ranks and retrieve --region on CUDA (about a minute)
 #
 # A session has 15 minutes of device time, the machine's start included: "fit" is capped at 500 s of steps and
 # "scale" at 280 s, so call "scale" at once (the machine stays warm only 30 s) and only if `status` still shows
@@ -46,7 +48,21 @@ case ${1:-fit} in
             --n 2000,1000,500 --out "$OUT/stylegan_scale_cuda.md"
         step setup_cost "${T_COST:-80}" python3 -m panda.cli bench setup-cost --resolution 1024 --device cuda -q \
             -o "$OUT/setup_cost_cuda.md" ;;
+    smoke)  # the commands added since the GPU tables, once each on the device (about a minute): DEVICE=cpu tries it here
+        D=${DEVICE:-cuda}
+        S=$OUT/smoke
+        mkdir -p "$S"
+        step smoke_fit "${T_SMOKE:-60}" python3 -m panda.cli fit -rs 24 -n 2000 --n-init 16 --reseed 8 --device "$D" -q \
+            --background-samples 0 --out "$S/a.safetensors" --overwrite
+        step smoke_refit "${T_SMOKE:-60}" python3 -m panda.cli fit -rs 24 -n 2000 --seed 2000 --reseed 8 --device "$D" \
+            -q --background-samples 0 --align-to "$S/a.safetensors" --out "$S/b.safetensors" --overwrite
+        step smoke_compare "${T_SMOKE:-60}" python3 -m panda.cli compare "$S/a.safetensors" "$S/b.safetensors" \
+            --device "$D" --out "$S/compare"
+        step smoke_ranks "${T_SMOKE:-60}" python3 -m panda.cli ranks -rs 8,16 -n 1000 --reseed 2 --stability \
+            --device "$D" -q --out "$S/ranks"
+        step smoke_retrieve "${T_SMOKE:-60}" python3 -m panda.cli retrieve "$S/a.safetensors" -j 3 --region mouth \
+            --n-images 200 --device "$D" -q --out "$S/retrieve" ;;
     *)
-        echo "usage: bash benchmarks/device_check.sh fit|scale" >&2
+        echo "usage: bash benchmarks/device_check.sh fit|scale|smoke" >&2
         exit 2 ;;
 esac

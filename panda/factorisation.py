@@ -799,8 +799,11 @@ def part_gains(m: torch.Tensor | PsdFactor, p: torch.Tensor) -> torch.Tensor:
 
     With B = M P, H = P^T B and G = P^T P, f = -2 tr H + <H, G>; dropping column k takes H_kk from the trace and
     row and column k from both matrices, so all R gains cost one product: 2 H_kk - 2 (H o G)_k. + H_kk G_kk."""
-    h = p.T @ (m @ p)
-    g = p.T @ p
+    return _gains(p.T @ (m @ p), p.T @ p)
+
+
+def _gains(h: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """:func:`part_gains` from H = P^T M P and G = P^T P, both (R, R)."""
     return 2 * h.diagonal() - 2 * (h * g).sum(1) + h.diagonal() * g.diagonal()
 
 
@@ -831,7 +834,7 @@ def reseed_candidates(m: torch.Tensor | PsdFactor, p: torch.Tensor, width: int =
     norms = p.norm(dim=0)
     scale = norms.mean()
     out = []
-    for k in part_gains(m, p).argsort()[:min(width, r)].tolist():
+    for k in _gains(h, p.T @ p).argsort()[:min(width, r)].tolist():  # H from the product above, not a second one
         at = int(missed.argmax())
         seed = (_column(m, at) - p @ b[at] - b @ p[at] + p @ (h @ p[at])).clamp_min(0)  # R's column, >= 0
         if missed[at] <= floor or seed.max() <= floor:

@@ -118,7 +118,6 @@ def retrieve(model: PandA, generator: GeneratorAdapter, samples: Latents | Seque
     return Retrieval(scores, j, region)
 
 
-
 def _retrieve_in_faces(model: PandA, generator: GeneratorAdapter, samples: Latents | Sequence[int], j: int,
                        face_region: str, dilate: int, chunk: int, progress: bool | None) -> Retrieval:
     """:func:`retrieve` with each sample's own face region, ``chunk`` samples rendered at a time."""
@@ -128,8 +127,7 @@ def _retrieve_in_faces(model: PandA, generator: GeneratorAdapter, samples: Laten
     bar = progress_bar(total=n, desc=f"scoring samples in their {face_region}", unit="sample", progress=progress)
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
-        lat = (samples[torch.arange(start, stop)] if isinstance(samples, Latents)
-               else generator.sample(list(samples[start:stop])))
+        lat = generator.latents(samples[start:stop])  # a slice of the latents, or these seeds' latents
         faces = face_regions(model, generator, lat, face_region, dilate)
         z = capture(generator, lat, model.layer_).double()
         maps = torch.einsum("c,bchw->bhw", a.to(z), z).cpu()  # (B, H, W): a_j^T Z_i

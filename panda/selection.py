@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .comparison import aligned_order, compare
+from .comparison import align, compare
 from .errors import PandaError
 from .factorisation import check_ranks, check_statistics_memory, data_stats
 from .features import FeatureArray, FeatureSource, as_features
@@ -118,12 +118,12 @@ class RankSweep:
 
     def chained(self) -> list[PandA]:
         """The fits with their parts renumbered rank after rank: each one's after the previous (renumbered) one's
-        (:func:`panda.comparison.aligned_order`), its new parts last. A region that every rank keeps has one number
+        (:func:`panda.comparison.align`), its new parts last. A region that every rank keeps has one number
         (one colour in ranks.png) from the first rank on, and the parts a larger rank adds show where it splits
         regions. The fits themselves are unchanged (:meth:`PandA.reorder_parts`)."""
         out = [self.models[0]]
         for m in self.models[1:]:
-            out.append(m.reorder_parts(aligned_order(compare(out[-1], m))))
+            out.append(align(out[-1], m)[0])
         return out
 
     def rows(self) -> list[dict]:

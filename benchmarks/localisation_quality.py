@@ -51,7 +51,7 @@ NOTES = """## Notes
   region is depends little on the image. What a direction's map adds is which images have the appearance and how
   much of it, not where it is. `panda localize` shows such maps; to find a region in aligned faces, its part is
   the better map.
-- PandA's appearance is the best of the three families on both generators' mouths (0.779 and 0.798 against at
+- PandA's appearance is the best of the three families on both generators' mouths (0.778 and 0.798 against at
   most 0.756 and 0.784), and the worst on dcgan-celeba's eyes and nose and dcgan-digiface's eyes. No family wins
   everywhere.
 - Refining the part for each face lowers its AUROC on every row (0.733-0.921 against 0.919-0.957). On aligned

@@ -82,19 +82,24 @@ def check_refine_args(grid: tuple[int, int], steps: int = 100, radius: int | Non
 
 def _sample_matrices(a: torch.Tensor, zi: torch.Tensor, mixing: tuple[torch.Tensor, torch.Tensor] | None,
                      factored: bool) -> tuple[torch.Tensor | PsdFactor, torch.Tensor | PsdFactor | None]:
-    """M_i = Z_i^T A A^T Z_i / ||Z_i||^2 (S, S) in float64 for one sample's features zi (C, S), and None; with a
-    mixing, given as (W^(1/2), W), M_i = Z_i^T A W A^T Z_i and M2_i = Z_i^T A W^2 A^T Z_i, each / ||Z_i||^2.
+    """M_i = Z_i^T A A^T Z_i / ||Z_i||^2 (S, S) in the features' precision for one sample's features zi (C, S), and
+    None; with a mixing, given as (W^(1/2), W), M_i = Z_i^T A W A^T Z_i and M2_i = Z_i^T A W^2 A^T Z_i, each /
+    ||Z_i||^2.
 
     M_i has rank at most R_C: where R_C is well below S (``factored``: :func:`factor_pays`, a 32 x 32 or 64 x 64
     layer) it is kept as its factor (A^T Z_i)^T / ||Z_i|| (S, R_C), exact and free, and every product of the solve
-    costs 2 R_C S instead of S^2."""
+    costs 2 R_C S instead of S^2.
+
+    Why not float64: the solve's products are its cost, and the P-step sums its line search in float64 whatever the
+    statistic's precision (:func:`solve_parts`), as the global fit does. On float32 features at a 64 x 64 layer
+    (R_C = 512) float64 factors took 1.6x the time for parts equal to 1e-6 (benchmarks/stylegan_scale.md)."""
     x = a.T @ zi  # (R_C, S)
-    norm = (zi.double() ** 2).sum().clamp_min(1e-30)
+    scale = (zi.double() ** 2).sum().clamp_min(1e-30).rsqrt().to(x.dtype)  # the norm summed in float64
     rows = [x] if mixing is None else [mixing[0] @ x, mixing[1] @ x]
     if factored:
-        out = [PsdFactor(r.T.double() * norm.rsqrt()) for r in rows]
-    else:  # the S x S product in the features' precision (float32: half the cost of float64), then float64
-        out = [(r.T @ r).double() / norm for r in rows]
+        out = [PsdFactor(r.T * scale) for r in rows]
+    else:
+        out = [(r.T @ r) * scale ** 2 for r in rows]
     return out[0], (out[1] if mixing is not None else None)
 
 
@@ -108,7 +113,7 @@ def best_translation(m: torch.Tensor, parts: torch.Tensor, grid: tuple[int, int]
     """The global ``parts`` (S, R_S) translated by the (dy, dx), |dy|, |dx| <= search, with the lowest
     objective on the sample matrix ``m`` (S, S) (and ``m2`` with a mixing); ties go to the smaller translation.
     Returns (translated parts (S, R_S), (dy, dx))."""
-    maps = parts.T.reshape(-1, *grid)
+    maps = parts.T.to(m.dtype).reshape(-1, *grid)
     moves = sorted(((dy, dx) for dy in range(-search, search + 1) for dx in range(-search, search + 1)),
                    key=lambda t: abs(t[0]) + abs(t[1]))
     best = None
@@ -158,8 +163,9 @@ def refine_parts(model: PandA, z: torch.Tensor, steps: int = 100, radius: int | 
     # operations batching saves (64 x 64 layer, 64 images: 145 ms an image in chunks of 10, 190-200 ms in one)
     factored = factor_pays(a.shape[1], s)  # each image's M_i kept as its (S, R_C) factor
     width = a.shape[1] if factored else s  # M_i's columns
-    chunk = max(1, min((256 << 20) // (8 * s * width * (1 if mixing is None else 2)),
-                       (4 << 20) // (8 * s * model.parts_.shape[1])))
+    size = z.element_size()  # the statistics' and the parts' bytes per entry (float32 features: 4)
+    chunk = max(1, min((256 << 20) // (size * s * width * (1 if mixing is None else 2)),
+                       (4 << 20) // (size * s * model.parts_.shape[1])))
     parts, shifts = [], []
     for i0 in range(0, z.shape[0], chunk):
         ms, m2s, starts = [], [], []

@@ -66,6 +66,25 @@ def test_refinement_on_the_factor_of_each_image_matrix(celeba, monkeypatch, mixi
     assert (sample_errors(small, z, factored.parts) < sample_errors(small, z)).all()
 
 
+@pytest.mark.parametrize("factored", [True, False])
+def test_refinement_solves_in_the_features_precision(celeba, monkeypatch, factored):
+    """float32 features are solved with float32 statistics (the line search still sums in float64): the same shifts
+    and parts as the same features in float64, at a fraction of the products' cost."""
+    import panda.refinement as ref
+    from panda.model import PandA
+    from panda.features import FeatureSource
+    small = PandA(rank_appearance=16, rank_parts=6).fit(FeatureSource(celeba, "relu2", range(64)))
+    z = capture(celeba, celeba.sample(range(70, 73)), "relu2")
+    seen = []
+    solve = ref.solve_parts
+    monkeypatch.setattr(ref, "solve_parts", lambda m, *a, **k: seen.append(m.dtype) or solve(m, *a, **k))
+    monkeypatch.setattr(ref, "factor_pays", lambda rank, s: factored)
+    single, double = refine_parts(small, z, steps=30, tol=0), refine_parts(small, z.double(), steps=30, tol=0)
+    assert seen == [torch.float32, torch.float64]
+    assert torch.equal(single.shifts, double.shifts)
+    assert torch.allclose(single.parts, double.parts, atol=1e-4)
+
+
 def test_zero_steps_and_no_search_keep_the_global_parts(model, celeba):
     z = capture(celeba, celeba.sample([1]), model.layer_)
     parts, shifts = refine_parts(model, z, steps=0, radius=None, search=0)

@@ -1,7 +1,7 @@
 """Reading and replacing a generator's feature maps at a named layer, with forward hooks.
 
 ``capture`` runs the generator only as far as the layer (the hook stops the forward pass),
-``modified`` runs ``G[l:](f(Z))`` for any function ``f`` of the layer's output. Hooks are
+``render_and_capture`` runs all of it and keeps the layer's output on the way, ``modified`` runs ``G[l:](f(Z))`` for any function ``f`` of the layer's output. Hooks are
 always removed, also when the forward pass raises, so the generator is unchanged afterwards.
 """
 
@@ -42,6 +42,27 @@ def capture(generator: GeneratorAdapter, latents: Latents, layer: str) -> torch.
         pass
     finally:
         handle.remove()
+    return _reached(captured, generator, layer)
+
+
+@torch.no_grad()
+def render_and_capture(generator: GeneratorAdapter, latents: Latents, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (N, 3, H', W') in [0, 1] on the CPU, as ``generator.render`` gives them, and the feature maps
+    (N, C, H, W) at ``layer``, as :func:`capture` gives them, from one forward pass: a sample's picture beside its
+    maps (localisation, scores in each face's own region) would otherwise run the generator up to the layer twice."""
+    module = generator.layer_module(layer)
+    captured: list[torch.Tensor] = []
+    # clone, as in capture: the layers after it may work in place
+    handle = module.register_forward_hook(lambda _m, _inp, out: captured.append(out.detach().clone()))
+    try:
+        images = generator.synthesize(latents)
+    finally:
+        handle.remove()
+    return generator.to_unit(images).cpu(), _reached(captured, generator, layer)
+
+
+def _reached(captured: list[torch.Tensor], generator: GeneratorAdapter, layer: str) -> torch.Tensor:
+    """The layer's first output in a forward pass, or the error that says it was never reached."""
     if not captured:
         raise PandaError(f"layer '{layer}' was not reached by the forward pass of '{generator.name}'.")
     return captured[0]

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import torch
 
-from .features import capture
+from .features import capture, render_and_capture
 from .generators import GeneratorAdapter, Latents
 from .model import PandA
 
@@ -47,8 +47,9 @@ class Localisation:
 
 def localisation(model: PandA, generator: GeneratorAdapter, latents: Latents | Sequence[int]) -> Localisation:
     """:func:`localize` with the images, for pictures."""
-    latents = generator.latents(latents)
-    return Localisation(generator.render(latents), localize(model, generator, latents))
+    model.check_compatible(generator)
+    images, z = render_and_capture(generator, generator.latents(latents), model.layer_)
+    return Localisation(images, model.localize(z).cpu())
 
 
 def strongest(maps: torch.Tensor, k: int) -> list[int]:

@@ -90,7 +90,11 @@ class FaceRegions:
 
 def face_regions(model: PandA, generator: GeneratorAdapter, latents: Latents, region: str, dilate: int = 5) -> FaceRegions:
     """``region`` (eyes, nose, mouth, forehead) as FaceMesh finds it in each image, grown by ``dilate`` pixels."""
-    images = generator.render(latents)
+    return faces_in(model, generator.render(latents), region, dilate)
+
+
+def faces_in(model: PandA, images: torch.Tensor, region: str, dilate: int = 5) -> FaceRegions:
+    """:func:`face_regions` in images already rendered, (N, 3, H', W') in [0, 1]."""
     found = FaceMeshMasker(dilate=dilate)(images, regions=(region,))
     masks = found.masks[region]
     return FaceRegions(rasterise_masks(masks, model.layer_shape_[1:], found.found), masks, found.found, images)

@@ -17,13 +17,13 @@ from typing import Sequence
 import torch
 
 from .errors import PandaError
-from .features import capture, iter_features
+from .features import iter_features, render_and_capture
 from .generators import GeneratorAdapter, Latents
 from .localisation import Localisation, localisation, signed
 from .maps import check_region
 from .model import PandA
 from .progress import progress_bar
-from .regions import face_regions
+from .regions import faces_in
 
 #: The most samples a face-region retrieval renders and gives FaceMesh at once (fewer where the generator's batch is).
 FACE_CHUNK = 64
@@ -128,8 +128,9 @@ def _retrieve_in_faces(model: PandA, generator: GeneratorAdapter, samples: Laten
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
         lat = generator.latents(samples[start:stop])  # a slice of the latents, or these seeds' latents
-        faces = face_regions(model, generator, lat, face_region, dilate)
-        z = capture(generator, lat, model.layer_).double()
+        images, z = render_and_capture(generator, lat, model.layer_)  # one pass for FaceMesh's images and the maps
+        faces = faces_in(model, images, face_region, dilate)
+        z = z.double()
         maps = torch.einsum("c,bchw->bhw", a.to(z), z).cpu()  # (B, H, W): a_j^T Z_i
         w = faces.grid.double()
         mass = w.flatten(1).sum(1)

@@ -26,7 +26,8 @@ from .drawing import overlay, png_bytes, to_pil
 from .editing import Edit, check_alpha, edit_delta, part_profile, region_delta, synthesize_offset
 from .errors import PandaError
 from .generators import GeneratorAdapter, Latents
-from .localisation import RANKING_SEEDS, energy_maps, localize, rank_for_region, signed
+from .localisation import RANKING_SEEDS, energy_maps, rank_for_region, signed
+from .localisation import localisation as localisation_of
 from .maps import normalise, upsample
 from .model import PandA
 from .pages import render_explorer
@@ -315,8 +316,8 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
         lat = sample_of(request)
         (appearance,) = ints(request, "appearance")
         model.check_appearance(appearance)
-        image = generator.render(lat)[0]
-        maps = signed(model, appearance, localize(model, generator, lat)[0, appearance])
+        found = localisation_of(model, generator, lat)  # the image and its maps from one generator pass
+        image, maps = found.images[0], signed(model, appearance, found.maps[0, appearance])
         return overlay(image, upsample(normalise(maps[None]), image.shape[-1])[0] ** 2)
 
     def transferred(request):

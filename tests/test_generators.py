@@ -5,7 +5,7 @@ import torch
 
 import panda
 from panda import PandaError
-from panda.features import capture, iter_features, modified
+from panda.features import capture, iter_features, modified, render_and_capture
 from panda.generators import GENERATORS, GeneratorAdapter, GeneratorSpec, register_generator
 
 
@@ -78,6 +78,24 @@ def test_hooks_leave_the_generator_unchanged(celeba):
     assert not torch.equal(before, changed)
     assert _hook_count(celeba.module) == 0
     assert torch.equal(celeba.synthesize(lat), before)
+
+
+@pytest.mark.parametrize("name,layer", [("celeba", "relu2"), ("digiface", "main.4")])
+def test_render_and_capture_is_render_and_capture_in_one_pass(request, name, layer):
+    gen = request.getfixturevalue(name)
+    lat = gen.sample([3, 4, 5])
+    gen.layer_module(layer)  # the layer list, made once per generator by a forward pass of its own
+    calls = []
+    first = next(m for m in gen.module.modules() if not list(m.children()))  # the generator's first layer
+    handle = first.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        images, z = render_and_capture(gen, lat, layer)
+    finally:
+        handle.remove()
+    assert len(calls) == 1
+    assert torch.equal(images, gen.render(lat)) and images.device.type == "cpu"
+    assert torch.equal(z, capture(gen, lat, layer))
+    assert _hook_count(gen.module) == 0
 
 
 def test_iter_features_batches_cover_all_seeds(celeba):

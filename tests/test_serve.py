@@ -259,6 +259,55 @@ def test_api_removes_with_this_images_fill_or_the_global_one(server, model, cele
     assert get(f"{base}/api/remove.json?seed=3&part=99")[0] == 400
 
 
+def test_api_uses_each_samples_own_parts_with_refine(server, model, celeba):
+    """refine=1: the part map, click-to-pick, edits (alone and stacked), transfers and removal use the sample's refined
+    parts (panda.refinement.refine), exactly as the library computes them with those parts; refine=0 the global ones."""
+    import io
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from panda.editing import Edit, edit_delta, part_profile, synthesize_offset
+    from panda.refinement import refine
+    from panda.removal import removal
+    from panda.transfer import transfer
+
+    def pixels(body):
+        return np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
+
+    base, _ = server
+    own3, own9 = (refine(model, celeba, [s])[1].parts[0] for s in (3, 9))
+    assert not torch.allclose(own3, model.parts_)  # refinement moved the parts: the two modes differ below
+    grid = json.loads(get(f"{base}/api/strongest.json?seed=3&refine=1")[2])["strongest"]
+    assert grid == own3.argmax(1).reshape(8, 8).tolist()
+    assert json.loads(get(f"{base}/api/strongest.json?seed=3")[2])["strongest"] == model.part_maps().argmax(0).tolist()
+    # the part map is the refined part's
+    part = int(own3.argmax(1)[0])
+    own_map, global_map = (get(f"{base}/api/part.png?seed=3&part={part}&refine={r}")[2] for r in (1, 0))
+    assert own_map != global_map
+    # an edit with the sample's own part, alone and on the stack
+    lat = celeba.sample([3])
+    edit = Edit(1, 2, 1.5)
+    expected = celeba.to_unit(synthesize_offset(celeba, model.layer_, lat, edit_delta(model, [edit], own3)[None]))[0]
+    body = get(f"{base}/api/edit.png?seed=3&part=1&appearance=2&alpha=1.5&refine=1&full=1")[2]
+    assert np.array_equal(pixels(body), np.asarray(to_pil(expected.cpu())))
+    assert get(f"{base}/api/edit.png?seed=3&edits=1,2,1.5&refine=1&full=1")[2] == body
+    assert get(f"{base}/api/edit.png?seed=3&part=1&appearance=2&alpha=1.5&full=1")[2] != body
+    # a transfer reads the source's own part and writes the target's
+    body = get(f"{base}/api/transfer.png?seed=3&source=9&part=1&refine=1&full=1")[2]
+    expected = transfer(model, celeba, [3], [9], parts=[1], target_parts=own3[None], source_parts=own9[None]).images[0, 0]
+    assert np.array_equal(pixels(body), np.asarray(to_pil(expected)))
+    assert get(f"{base}/api/edit.png?seed=3&edits=t9,1,1&refine=1&full=1")[2] == body
+    # removal fills the sample's own part (its fill searched for that region)
+    pick = removal(model, celeba, [3], part_profile(model, 1, own3), 1.0, "auto")
+    assert get(f"{base}/api/remove.png?seed=3&part=1&refine=1")[2] == png_bytes(to_pil(pick.removed[0], 4))
+    said = json.loads(get(f"{base}/api/remove.json?seed=3&part=1&refine=1")[2])
+    assert (said["appearance"], said["sign"]) == (pick.appearance, pick.sign)
+    status, _, body = get(f"{base}/api/edit.png?seed=3&part=1&appearance=2&refine=yes")
+    assert status == 400 and b"refine=1" in body
+
+
 def test_explorer_refuses_foreign_hosts_long_queries_and_sheds_load(model, celeba):
     port = free_port()
     app = create_app(model, celeba, seed=3, hosts=allowed_hosts("127.0.0.1", port), max_waiting=0)
@@ -338,7 +387,7 @@ def test_contents_link_opens_a_folded_section(tmp_path):
         driver.quit()
 
 
-def test_explorer_in_a_real_browser(server, model):
+def test_explorer_in_a_real_browser(server, model, celeba):
     """Slider, click-to-pick, thumbnails, stacked edits, download and removal, in headless Chromium."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.common.exceptions import StaleElementReferenceException
@@ -410,6 +459,22 @@ def test_explorer_in_a_real_browser(server, model):
         fill = f"{'+' if model.background_sign_ > 0 else '-'}{model.background_}"
         wait.until(lambda d: f"background appearance (--background={fill})" in by_id("removed-cap").text)
         assert by_id("error").text == ""
+        # this sample's own parts: every picture asks for them, and a click picks the part strongest in them
+        from panda.refinement import refine
+        own = refine(model, celeba, [3])[1].parts[0].argmax(1).reshape(8, 8)
+        differ = (own != strongest).nonzero().tolist()  # cells where the sample's own parts pick another part
+        assert differ
+        by_id("refine").click()
+        wait.until(lambda d: all("refine=1" in by_id(i).get_attribute("src") and loaded(by_id(i))
+                                 for i in ("edited", "partmap", "removed", "transferred")))
+        assert "(this sample's own)" in by_id("part-cap").text
+        for row, col in differ[:3]:
+            # the global parts' pick first: only the sample's own parts change it to theirs
+            driver.execute_script("document.getElementById('part').value = arguments[0]", int(strongest[row, col]))
+            ActionChains(driver).move_to_element_with_offset(original, 32 * col - 112, 32 * row - 112).click().perform()
+            wait.until(lambda d: by_id("part").get_attribute("value") == str(int(own[row, col])))
+        by_id("refine").click()
+        wait.until(lambda d: "refine=1" not in by_id("partmap").get_attribute("src") and loaded(by_id("partmap")))
         # paint a region on the original: the edit, its thumbnails, the map and the removal follow it
         driver.find_element(By.CSS_SELECTOR, "input[name=target][value=paint]").click()
         canvas = by_id("paint")

@@ -253,6 +253,12 @@ GIF_STEPS = 17
 SAVE_IMAGES = click.option("--save-images", is_flag=True,
                            help="Also write each result image alone, at the generator's resolution (images/*.png).")
 
+REFINE = click.option("--refine", "refine_first", is_flag=True,
+                      help="With --part: each image's own parts (refined as `panda refine` does: the global parts' "
+                           "best translation, then 100 steps) instead of the global ones, for images whose content is "
+                           "off by whole cells of the layer's grid (on aligned images it can move a small part off "
+                           "its region: look at the picture).")
+
 
 def _file_label(label) -> str:
     """A sample's label as file names carry it: its seed, 'latent i' as ``latenti``, '20 (blue)' as ``20blue``
@@ -307,11 +313,15 @@ def _arrays(png: Path, data, labels: list) -> None:
 
 
 def _region(model: PandA, gen, samples, seed_list: list, part: int | None, mask: str | None, region: str | None,
-            dilate: int, option: str = "--seeds") -> tuple[torch.Tensor, torch.Tensor | None, str, torch.Tensor | None]:
-    """What --part, --mask or --region marks: (the region on the layer's grid, (H, W) or (N, H, W) for a face region
-    found in each image; the face region's masks at image resolution (N, H', W') or None; a label for pictures; the
-    images FaceMesh looked at, (N, 3, H', W') in [0, 1], or None). ``option`` names where the samples came from, for
-    the message when FaceMesh finds no face in one."""
+            dilate: int, option: str = "--seeds",
+            refine_first: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, str, torch.Tensor | None]:
+    """What --part, --mask or --region marks: (the region on the layer's grid, (H, W), or (N, H, W) for a face region
+    found in each image or a part refined for each (``refine_first``); the face region's masks at image resolution
+    (N, H', W') or None; a label for pictures; the images FaceMesh looked at, (N, 3, H', W') in [0, 1], or None).
+    ``option`` names where the samples came from, for the message when FaceMesh finds no face in one."""
+    if refine_first:
+        _check_refine(part, mask, region)
+        return _own_profiles(model, gen, samples, part), None, f"{model.part_label(part)}, refined", None
     if region is None:
         return region_for(model, part, mask), None, model.part_label(part) if part is not None else "mask", None
     faces = face_regions(model, gen, gen.latents(samples), region, dilate)
@@ -319,6 +329,23 @@ def _region(model: PandA, gen, samples, seed_list: list, part: int | None, mask:
     if missing:
         raise PandaError(f"FaceMesh found no face in seeds {missing}: leave them out of {option}.")
     return faces.grid, faces.masks, region, faces.images
+
+
+def _check_refine(part, mask, region) -> None:
+    """--refine refines parts: refused with a mask or a face region (each image's own already)."""
+    if part is None or mask is not None or region is not None:
+        raise PandaError("--refine refines parts: give --part (a mask or a face region is each image's own already).")
+
+
+def _own_parts(model: PandA, gen, samples) -> torch.Tensor:
+    """Each sample's own parts (N, S, R_S), refined as `panda refine` does by default."""
+    return refine_images(model, gen, samples)[1].parts
+
+
+def _own_profiles(model: PandA, gen, samples, part: int) -> torch.Tensor:
+    """Part ``part`` as each sample's own parts have it, (N, H, W) in [0, 1]: the map an edit or removal fills."""
+    model.check_part(part)
+    return torch.stack([part_profile(model, part, p) for p in _own_parts(model, gen, samples)])
 
 
 def training_options(n_samples: int):
@@ -813,10 +840,11 @@ def parts(factors, seeds, seed, n_images, latent, save_arrays, out, device, **ge
 @click.option("--gif", is_flag=True,
               help=f"With one edit: also an animated GIF of it growing from -2x to +2x alpha and back ({GIF_STEPS} "
                    f"strengths), the samples side by side.")
+@REFINE
 @SAVE_IMAGES
 @sample_options(n_images=6, out="out/edit")
-def edit(factors, part, mask, region, dilate, appearance, alpha, edits, sweep, gif, save_images, seeds, seed, n_images,
-         latent, save_arrays, out, device, **gen):
+def edit(factors, part, mask, region, dilate, appearance, alpha, edits, sweep, gif, refine_first, save_images, seeds,
+         seed, n_images, latent, save_arrays, out, device, **gen):
     """Edit samples locally: add appearance j to part k, or to your own region (edit grid PNG).
 
     \b
@@ -825,10 +853,13 @@ def edit(factors, part, mask, region, dilate, appearance, alpha, edits, sweep, g
       panda edit factors.safetensors --edit 6,5,1.5 --edit 9,1,-1 --seeds 0-3
       panda edit factors.safetensors --mask hat.png --appearance 3     (any region you draw)
       panda edit factors.safetensors --region mouth --seeds 0-5        (found in each image)
+      panda edit factors.safetensors --part 6 --appearance 5 --refine  (each image's own part 6)
     """
     model, gen = _load(factors, device, **gen)
     samples, seed_list = _samples(gen, seeds, seed, n_images, latent)
     if mask is not None or region is not None:
+        if refine_first:
+            _check_refine(part, mask, region)
         _edit_region(model, gen, samples, seed_list, part, mask, region, dilate, appearance, alpha, edits, sweep,
                      gif, save_images, save_arrays, out)
         return
@@ -845,21 +876,33 @@ def edit(factors, part, mask, region, dilate, appearance, alpha, edits, sweep, g
         j = model.top_appearances(part, 1)[0] if appearance is None else model.check_appearance(appearance)
         edit_list = check_edits(model, [Edit(part, j, alpha)])
     folder = check_writable(out)
+
+    def own(some):  # each sample's own parts with --refine, else the global ones
+        return _own_parts(model, gen, some) if refine_first else None
+
     if len(edit_list) == 1 and sweep:
         e = edit_list[0]
-        _write_sweep(model, lambda some, _labels, alphas: measured_sweep(model, gen, some, e.part, e.appearance, alphas),
-                     lambda some, _labels: gen.to_unit(edit_images(model, gen, some, [e])).cpu(),
-                     e.alpha, samples, seed_list, folder / f"edit_part{e.part}_app{e.appearance}.png", gif,
+
+        def measure(some, _labels, alphas):  # a refined part's map is a region of each image's own
+            if not refine_first:
+                return measured_sweep(model, gen, some, e.part, e.appearance, alphas)
+            return measured_region_sweep(model, gen, some, _own_profiles(model, gen, some, e.part), e.appearance,
+                                         alphas, label=f"{model.part_label(e.part)}, refined")
+
+        _write_sweep(model, measure, lambda some, _labels: gen.to_unit(edit_images(model, gen, some, [e], parts=own(some))).cpu(),
+                     e.alpha, samples, seed_list,
+                     folder / f"edit_part{e.part}_app{e.appearance}{'_refined' if refine_first else ''}.png", gif,
                      save_images, save_arrays, "the part")
     else:
         shown, shown_labels = _shown(samples, seed_list)
-        edited = gen.to_unit(edit_images(model, gen, shown, edit_list)).cpu()
+        edited = gen.to_unit(edit_images(model, gen, shown, edit_list, parts=own(shown))).cpu()
         original = gen.render(shown)
-        path = save_png(edits_figure(model, original, edited, edit_list, shown_labels), folder / "edit.png")
+        png = folder / ("edit_refined.png" if refine_first else "edit.png")
+        path = save_png(edits_figure(model, original, edited, edit_list, shown_labels), png)
         click.echo(f"wrote {path}")
         if save_images:
             _export_all(folder, samples, seed_list, "edited",
-                        lambda some, _labels: gen.to_unit(edit_images(model, gen, some, edit_list)).cpu())
+                        lambda some, _labels: gen.to_unit(edit_images(model, gen, some, edit_list, parts=own(some))).cpu())
         if save_arrays:  # edits: (E, 3) rows of part, appearance, alpha
             _arrays(path, {"original": original, "edited": edited,
                            "edits": [[e.part, e.appearance, e.alpha] for e in edit_list]}, shown_labels)
@@ -969,16 +1012,18 @@ def refine(factors, part, appearance, alpha, steps, radius, search, shift, save_
               help="'auto': the appearance that best fills this region with its surroundings on these images "
                    "(also writes the runners-up side by side); 'global': the one chosen when fitting; or an "
                    "appearance index, '-J' for its opposite sign.")
+@REFINE
 @SAVE_IMAGES
 @sample_options(n_images=6, out="out/remove")
-def remove(factors, part, mask, region, dilate, alpha, background, save_images, seeds, seed, n_images, latent, save_arrays,
-           out, device, **gen):
+def remove(factors, part, mask, region, dilate, alpha, background, refine_first, save_images, seeds, seed, n_images,
+           latent, save_arrays, out, device, **gen):
     """Context-aware object removal: fill a part, a mask or a face region with a background appearance.
 
     \b
     Examples:
       panda remove digiface.safetensors --region eyes --seeds 1,5   (glasses)
       panda remove factors.safetensors --part 8 --background global
+      panda remove factors.safetensors --part 8 --refine             (each image's own part 8)
       panda remove factors.safetensors --mask hat.png --background 3 --alpha 2
     """
     model, gen = _load(factors, device, **gen)
@@ -988,10 +1033,12 @@ def remove(factors, part, mask, region, dilate, alpha, background, save_images, 
     background, sign = parse_background(model, background)
     all_samples, all_labels = _samples(gen, seeds, seed, n_images, latent)
     samples, seed_list = _shown(all_samples, all_labels)
-    grid_regions, masks, label, images = _region(model, gen, samples, seed_list, part, mask, region, dilate)
+    grid_regions, masks, label, images = _region(model, gen, samples, seed_list, part, mask, region, dilate,
+                                                 refine_first=refine_first)
     folder = check_writable(out)
     result = removal(model, gen, samples, grid_regions, alpha, background, masks, sign, images)
     name = f"remove_part{part}" if part is not None else (f"remove_{region}" if region else "remove_mask")
+    name += "_refined" if refine_first else ""
     path = save_png(remove_figure(result, seed_list, label), folder / f"{name}.png")
     if save_images:
         if len(all_labels) > len(seed_list) and result.search is not None:
@@ -999,7 +1046,7 @@ def remove(factors, part, mask, region, dilate, alpha, background, save_images, 
                        err=True)
 
         def removed(some, labels):  # a face region is found in each image of each chunk
-            regions = _region(model, gen, some, labels, part, mask, region, dilate)[0]
+            regions = _region(model, gen, some, labels, part, mask, region, dilate, refine_first=refine_first)[0]
             return gen.to_unit(remove_region(model, gen, some, regions, alpha, result.appearance, result.sign)).cpu()
 
         _export_all(folder, all_samples, all_labels, "removed", removed)
@@ -1042,9 +1089,7 @@ MAX_TRANSFER_PAIRS = 400
               help="1: the source's appearance in the region; 0: the target's own; between: a blend.")
 @click.option("--appearance", "-j", "appearances", type=int, multiple=True,
               help="Transfer only this appearance (repeat for several); default all.")
-@click.option("--refine", "refine_first", is_flag=True,
-              help="With --part: refine each target's and source's parts first (as `panda refine` does), for images "
-                   "whose content is not where the global parts are.")
+@REFINE
 @click.option("--min-share", type=click.FloatRange(0, 1), default=MIN_PART_SHARE,
               help="With --mask or --region: the parts that span it have at least this share of their mass inside it; "
                    "lower carries more of the source's layout, higher keeps the change closer to the region.")
@@ -1084,14 +1129,14 @@ def transfer(factors, parts, mask, region, dilate, sources, source_latent, sourc
     if len(targets) * len(source_samples) > MAX_TRANSFER_PAIRS:
         raise PandaError(f"{len(targets)} targets x {len(source_samples)} sources is more than {MAX_TRANSFER_PAIRS} "
                          f"images: give fewer (--seeds, --sources).")
-    if refine_first and part_list is None:
-        raise PandaError("--refine refines parts: give --part (a mask or a face region is each image's own already).")
+    if refine_first:
+        _check_refine(part_list, mask, region)
     kwargs = {}
     if part_list is not None:
         kwargs["parts"], name = part_list, "parts" + "_".join(map(str, part_list))
         if refine_first:
-            kwargs["target_parts"] = refine_images(model, gen, targets)[1].parts
-            kwargs["source_parts"] = refine_images(model, gen, source_samples)[1].parts
+            kwargs["target_parts"] = _own_parts(model, gen, targets)
+            kwargs["source_parts"] = _own_parts(model, gen, source_samples)
             name += "_refined"
     elif mask is not None:
         kwargs["region"], name = region_for(model, mask=mask), "mask"

@@ -166,6 +166,10 @@ def test_refine_remove_localize_commands(factor_file, tmp_path):
     (["edit", "--part", 0, "--seeds", "0-4294967296"], "out of range"),
     (["edit", "--part", 0, "--seeds", "0-200000"], "more than 100000 seeds"),
     (["edit", "--part", 0, "--n-images", 0], "--n-images"),
+    (["edit", "--region", "mouth", "--refine"], "--refine refines parts"),
+    (["edit", "--edit", "0,1,1", "--part", 0, "--refine"], "not both"),
+    (["remove", "--region", "eyes", "--refine"], "--refine refines parts"),
+    (["remove", "--part", 99, "--refine"], "part 99 is out of range"),
 ])
 def test_bad_application_input_writes_nothing(factor_file, tmp_path, args, match):
     out = tmp_path / "out"
@@ -301,6 +305,42 @@ def test_save_arrays_writes_the_data_behind_each_picture(factor_file, model, tmp
             if cmd == "edit" and len(args) == 2:  # the column at alpha 1 is the image --save-images wrote
                 saved = np.asarray(Image.open(out / "images" / "edited_4.png"), dtype=np.float32) / 255
                 assert np.abs(z["images"][0, 3].transpose(1, 2, 0) - saved).max() <= 1 / 255 + 1e-6
+
+
+def test_edit_and_remove_with_each_images_own_parts(factor_file, model, celeba, tmp_path):
+    """--refine: the edit and the removal use each image's refined part (panda.refinement.refine), exactly as the
+    library computes them with those parts, and not the global part."""
+    import numpy as np
+    import torch
+
+    from panda.editing import Edit, edit as edit_images, part_profile
+    from panda.refinement import refine
+    from panda.removal import remove
+
+    own = refine(model, celeba, [4, 9])[1].parts
+    edited = celeba.to_unit(edit_images(model, celeba, [4, 9], [Edit(1, 2, 1.5)], parts=own)).cpu()
+    r = run("edit", factor_file, "--part", 1, "-j", 2, "-a", 1.5, "--refine", "--seeds", "4,9", "--save-arrays",
+            "--save-images", "--out", tmp_path / "e")
+    assert r.exit_code == 0, r.output
+    with np.load(tmp_path / "e" / "edit_part1_app2_refined.npz") as z:
+        assert np.abs(z["images"][:, 3] - edited.numpy()).max() < 1e-5  # the column at alpha 1.5
+    saved = np.asarray(Image.open(tmp_path / "e" / "images" / "edited_9.png"), dtype=np.float32) / 255
+    assert np.abs(edited[1].numpy().transpose(1, 2, 0) - saved).max() <= 1 / 255 + 1e-6
+    glob = celeba.to_unit(edit_images(model, celeba, [4, 9], [Edit(1, 2, 1.5)])).cpu()
+    assert np.abs(glob.numpy() - edited.numpy()).max() > 0.05  # refining changed the edit
+    r = run("edit", factor_file, "--edit", "1,2,1.5", "--edit", "3,0,-1", "--refine", "--seeds", "4,9",
+            "--save-arrays", "--out", tmp_path / "e")
+    assert r.exit_code == 0 and (tmp_path / "e" / "edit_refined.png").is_file(), r.output
+    with np.load(tmp_path / "e" / "edit_refined.npz") as z:
+        both = edit_images(model, celeba, [4, 9], [Edit(1, 2, 1.5), Edit(3, 0, -1)], parts=own)
+        assert np.abs(z["edited"] - celeba.to_unit(both).cpu().numpy()).max() < 1e-5
+    r = run("remove", factor_file, "--part", 1, "--refine", "--background", 5, "--seeds", "4,9", "--save-arrays",
+            "--out", tmp_path / "r")
+    assert r.exit_code == 0, r.output
+    regions = torch.stack([part_profile(model, 1, p) for p in own])
+    with np.load(tmp_path / "r" / "remove_part1_refined.npz") as z:
+        expected = celeba.to_unit(remove(model, celeba, [4, 9], regions, 1.5, 5, 1.0)).cpu().numpy()
+        assert np.abs(z["removed"] - expected).max() < 1e-5
 
 
 def test_info_says_what_a_factor_file_holds(factor_file, model, tmp_path):

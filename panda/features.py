@@ -1,8 +1,9 @@
 """Reading and replacing a generator's feature maps at a named layer, with forward hooks.
 
 ``capture`` runs the generator only as far as the layer (the hook stops the forward pass),
-``render_and_capture`` runs all of it and keeps the layer's output on the way, ``modified`` runs ``G[l:](f(Z))`` for any function ``f`` of the layer's output. Hooks are
-always removed, also when the forward pass raises, so the generator is unchanged afterwards.
+``render_and_capture`` runs all of it and keeps the layer's output on the way, ``modified`` runs
+``G[l:](f(Z))`` for any function ``f`` of the layer's output. Hooks are always removed, also when
+the forward pass raises, so the generator is unchanged afterwards.
 """
 
 from __future__ import annotations

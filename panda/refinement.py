@@ -92,7 +92,7 @@ def _sample_matrices(a: torch.Tensor, zi: torch.Tensor, mixing: tuple[torch.Tens
 
     Why not float64: the solve's products are its cost, and the P-step sums its line search in float64 whatever the
     statistic's precision (:func:`solve_parts`), as the global fit does. On float32 features at a 64 x 64 layer
-    (R_C = 512) float64 factors took 1.6x the time for parts equal to 1e-6 (benchmarks/stylegan_scale.md)."""
+    (R_C = 512) float64 factors took 1.3-1.5x the time for parts equal to 1e-6 (benchmarks/stylegan_scale.md)."""
     x = a.T @ zi  # (R_C, S)
     scale = (zi.double() ** 2).sum().clamp_min(1e-30).rsqrt().to(x.dtype)  # the norm summed in float64
     rows = [x] if mixing is None else [mixing[0] @ x, mixing[1] @ x]

@@ -4,7 +4,8 @@ A small Starlette app (served by uvicorn) with a plain page: pick a sample (seed
 (or paint a region of your own), an appearance and alpha with sliders and see the edit live, the part's
 map, where the appearance is (localisation), the part removed, the part as another sample has it
 (transfer), and the samples that hold the most of the appearance there (retrieval); optionally with the
-sample's own parts (refinement) instead of the global ones. Every picture is a PNG made on request. Bound to 127.0.0.1 unless told otherwise.
+sample's own parts (refinement) instead of the global ones. Every picture is a PNG made on request.
+Bound to 127.0.0.1 unless told otherwise.
 """
 
 from __future__ import annotations

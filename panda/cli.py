@@ -44,7 +44,7 @@ from .model import PandA
 from .naming import CALIB_SEED_START, name_model_parts
 from .progress import log_stages, progress_bar
 from .projection import load_image, project, save_latent
-from .refinement import check_refine_args, compare_refinement, refine as refine_images
+from .refinement import MIN_TRANSLATION_GAIN, check_refine_args, compare_refinement, refine as refine_images
 from .regions import calibrated_appearance, face_regions, region_for
 from .retrieval import ends as retrieval_ends, retrieve as retrieve_samples
 from .removal import candidate_fills, parse_background, remove as remove_region, removal, search_background
@@ -969,12 +969,16 @@ def _write_sweep(model, measure, apply, alpha: float, samples, seed_list: list, 
 @click.option("--radius", type=int, default=1, help="Positions a part may move beyond its start's support.")
 @click.option("--search", type=int, default=2,
               help="Start from the global parts translated by up to this many positions, whichever fits the image best (0: no search).")
+@click.option("--min-gain", type=float, default=MIN_TRANSLATION_GAIN,
+              help="Start from a translation only where it lowers the image's relative error by more than this (0: "
+                   "the best translation however little it gains; on aligned images those move small parts off "
+                   "their regions).")
 @click.option("--shift", type=SHIFT, default="0,0",
               help="Translate the features by DY,DX layer positions first (periodically), to try refinement on misaligned data.")
 @SAVE_IMAGES
 @sample_options(n_images=6, out="out/refine")
-def refine(factors, part, appearance, alpha, steps, radius, search, shift, save_images, seeds, seed, n_images, latent,
-           save_arrays, out, device, **gen):
+def refine(factors, part, appearance, alpha, steps, radius, search, min_gain, shift, save_images, seeds, seed, n_images,
+           latent, save_arrays, out, device, **gen):
     """Fit sample-specific parts for each image and compare them and their edits with the global parts.
 
     \b
@@ -984,10 +988,10 @@ def refine(factors, part, appearance, alpha, steps, radius, search, shift, save_
     model.check_part(part)
     j = model.top_appearances(part, 1)[0] if appearance is None else model.check_appearance(appearance)
     check_alpha(alpha)
-    check_refine_args(model.layer_shape_[1:], steps, radius, shift, search)  # all before anything is written
+    check_refine_args(model.layer_shape_[1:], steps, radius, shift, search, min_gain)  # before anything is written
     samples, seed_list = _shown(*_samples(gen, seeds, seed, n_images, latent), streams=False)
     folder = check_writable(out)
-    cmp = compare_refinement(model, gen, samples, part, j, alpha, shift, steps, radius, search)
+    cmp = compare_refinement(model, gen, samples, part, j, alpha, shift, steps, radius, search, min_gain=min_gain)
     path = save_png(refine_figure(model, cmp, seed_list, steps), folder / f"refine_part{part}.png")
     dy, dx = shift
     click.echo(f"wrote {path}\n  reconstruction error: global {cmp.error_global:.4f}, refined {cmp.error_refined:.4f}\n"

@@ -12,6 +12,9 @@ Two things make the refined parts follow the image instead of merely reconstruct
   the parts to reconstruct that image dwarfs the gain from moving them with the content (measured
   on dcgan-celeba relu2: refinement from the global parts moved part centroids by < 0.4 of a known
   shift; the search recovers the shift in most samples, see ``benchmarks/refine_locality.md``).
+  A translation must lower the sample's relative error by more than ``min_gain`` (0.005): on
+  aligned faces the best translation often gains less than that while it takes a small part off
+  its region, and a real shift of a whole position mostly gains more.
 - Where to go: solved to convergence on one image, the objective re-purposes a part for whatever
   reconstructs that image best, and the part loses its meaning (the authors avoid this only by
   taking 100 tiny steps). So each refined part is kept inside its (translated) start's support,
@@ -25,6 +28,7 @@ candidates, so a test knows the right answer.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
@@ -38,6 +42,11 @@ from .generators import GeneratorAdapter, Latents
 from .maps import dilate, normalise, upsample
 from .metrics import roir
 from .model import PandA
+
+#: The least fall in a sample's relative error for which refinement starts from translated parts rather than the
+#: global ones (:func:`best_translation`): on aligned faces the best translation mostly gains less and moves small
+#: parts off their regions; shifts of whole positions mostly gain more (benchmarks/refine_locality.md).
+MIN_TRANSLATION_GAIN = 0.005
 
 
 class Refined(NamedTuple):
@@ -65,9 +74,12 @@ def part_neighbourhood(parts: torch.Tensor, grid: tuple[int, int], radius: int =
 
 
 def check_refine_args(grid: tuple[int, int], steps: int = 100, radius: int | None = 1,
-                      shift: tuple[int, int] = (0, 0), search: int = 0) -> None:
-    """Refinement steps >= 0, radius >= 0 (or None), and a shift and search range smaller than the
-    (H, W) grid."""
+                      shift: tuple[int, int] = (0, 0), search: int = 0, min_gain: float = 0.0) -> None:
+    """Refinement steps >= 0, radius >= 0 (or None), a shift and search range smaller than the (H, W) grid, and
+    a finite min_gain >= 0."""
+    if not math.isfinite(min_gain) or min_gain < 0:
+        raise PandaError(f"min_gain={min_gain}: give a fall in relative error >= 0 (default "
+                         f"{MIN_TRANSLATION_GAIN}; 0: the best translation however little it gains).")
     if steps < 0:
         raise PandaError(f"steps={steps}: give a number of refinement steps >= 0.")
     if radius is not None and radius < 0:
@@ -108,11 +120,13 @@ def _stacked(ms: list[torch.Tensor | PsdFactor]) -> torch.Tensor | PsdFactor:
     return PsdFactor(torch.stack([m.l for m in ms])) if isinstance(ms[0], PsdFactor) else torch.stack(ms)
 
 
-def best_translation(m: torch.Tensor, parts: torch.Tensor, grid: tuple[int, int],
-                     search: int, m2: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+def best_translation(m: torch.Tensor, parts: torch.Tensor, grid: tuple[int, int], search: int,
+                     m2: torch.Tensor | None = None,
+                     min_gain: float = MIN_TRANSLATION_GAIN) -> tuple[torch.Tensor, tuple[int, int]]:
     """The global ``parts`` (S, R_S) translated by the (dy, dx), |dy|, |dx| <= search, with the lowest
-    objective on the sample matrix ``m`` (S, S) (and ``m2`` with a mixing); ties go to the smaller translation.
-    Returns (translated parts (S, R_S), (dy, dx))."""
+    objective on the sample matrix ``m`` (S, S) (and ``m2`` with a mixing); ties go to the smaller translation, and
+    the untranslated parts stay unless the best translation lowers the objective (the sample's relative error, ``m``
+    being normalised by ||Z_i||^2) by more than ``min_gain``. Returns (translated parts (S, R_S), (dy, dx))."""
     maps = parts.T.to(m.dtype).reshape(-1, *grid)
     moves = sorted(((dy, dx) for dy in range(-search, search + 1) for dx in range(-search, search + 1)),
                    key=lambda t: abs(t[0]) + abs(t[1]))
@@ -120,13 +134,17 @@ def best_translation(m: torch.Tensor, parts: torch.Tensor, grid: tuple[int, int]
     for t in moves:
         cand = shift_maps(maps, *t).flatten(1).T
         f = float(parts_objective(m, cand, m2))
+        if t == (0, 0):
+            still = (f, cand, t)
         if best is None or f < best[0]:
             best = (f, cand, t)
+    if still[0] - best[0] <= min_gain:
+        best = still
     return best[1], best[2]
 
 
 def refine_parts(model: PandA, z: torch.Tensor, steps: int = 100, radius: int | None = 1,
-                 search: int = 2, tol: float = 1e-9) -> Refined:
+                 search: int = 2, tol: float = 1e-9, min_gain: float = MIN_TRANSLATION_GAIN) -> Refined:
     """Sample-specific parts for each sample's feature maps.
 
     Parameters
@@ -144,6 +162,9 @@ def refine_parts(model: PandA, z: torch.Tensor, steps: int = 100, radius: int | 
         sample best (0: from the global parts as they are).
     tol : float
         Relative decrease under which the solve stops (once every sample of a batch is under it).
+    min_gain : float
+        Start from a translation only where it lowers the sample's relative error by more than this
+        (:func:`best_translation`).
 
     Returns
     -------
@@ -151,7 +172,7 @@ def refine_parts(model: PandA, z: torch.Tensor, steps: int = 100, radius: int | 
         Parts (N, S, R_S) and start shifts (N, 2).
     """
     grid = tuple(model.layer_shape_[1:])
-    check_refine_args(grid, steps, radius, search=search)
+    check_refine_args(grid, steps, radius, search=search, min_gain=min_gain)
     z = model._flat(z)
     a = model.appearances_.to(z)
     mixing = None if model.mixing_ is None else (psd_sqrt(model.mixing_).to(z), model.mixing_.to(z))
@@ -171,7 +192,7 @@ def refine_parts(model: PandA, z: torch.Tensor, steps: int = 100, radius: int | 
         ms, m2s, starts = [], [], []
         for zi in z[i0:i0 + chunk]:
             m, m2 = _sample_matrices(a, zi, mixing, factored)
-            p, t = best_translation(m, start, grid, search, m2)
+            p, t = best_translation(m, start, grid, search, m2, min_gain)
             ms.append(m)
             m2s.append(m2)
             starts.append(p)
@@ -194,15 +215,16 @@ def sample_errors(model: PandA, z: torch.Tensor, parts: torch.Tensor | None = No
 
 
 def refine(model: PandA, generator: GeneratorAdapter, latents: Latents | Sequence[int], steps: int = 100,
-           shift: tuple[int, int] = (0, 0), radius: int | None = 1, search: int = 2) -> tuple[torch.Tensor, Refined]:
+           shift: tuple[int, int] = (0, 0), radius: int | None = 1, search: int = 2,
+           min_gain: float = MIN_TRANSLATION_GAIN) -> tuple[torch.Tensor, Refined]:
     """Capture the samples' features (optionally translated by ``shift`` = (dy, dx) positions, to make
-    misaligned data) and refine. Returns (feature maps (N, C, H, W), :class:`Refined`)."""
+    misaligned data) and refine (:func:`refine_parts`). Returns (feature maps (N, C, H, W), :class:`Refined`)."""
     model.check_compatible(generator)
-    check_refine_args(tuple(model.layer_shape_[1:]), steps, radius, shift, search)
+    check_refine_args(tuple(model.layer_shape_[1:]), steps, radius, shift, search, min_gain)
     z = capture(generator, generator.latents(latents), model.layer_)
     if shift != (0, 0):
         z = shift_maps(z, *shift)
-    return z, refine_parts(model, z, steps, radius, search)
+    return z, refine_parts(model, z, steps, radius, search, min_gain=min_gain)
 
 
 @dataclass
@@ -248,7 +270,8 @@ class RefinementComparison:
 def compare_refinement(model: PandA, generator: GeneratorAdapter, latents: Latents | Sequence[int], part: int,
                        appearance: int, alpha: float, shift: tuple[int, int] = (0, 0), steps: int = 100,
                        radius: int | None = 1, search: int = 2,
-                       refined: tuple[torch.Tensor, Refined] | None = None) -> RefinementComparison:
+                       refined: tuple[torch.Tensor, Refined] | None = None,
+                       min_gain: float = MIN_TRANSLATION_GAIN) -> RefinementComparison:
     """Edit part ``part`` with appearance ``appearance`` using global and refined parts on features translated
     by ``shift``, and measure both.
 
@@ -263,7 +286,7 @@ def compare_refinement(model: PandA, generator: GeneratorAdapter, latents: Laten
     RefinementComparison
     """
     latents = generator.latents(latents)
-    z, found = refine(model, generator, latents, steps, shift, radius, search) if refined is None else refined
+    z, found = refine(model, generator, latents, steps, shift, radius, search, min_gain) if refined is None else refined
     found = Refined(*found)
     move = (lambda f: shift_maps(f, *shift)) if shift != (0, 0) else None
     e = [Edit(part, appearance, alpha)]

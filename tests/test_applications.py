@@ -137,6 +137,32 @@ def test_search_alone_finds_a_known_translation(model, celeba):
         assert (shifts == torch.tensor(shift)).all(1).sum() >= 2, (shift, shifts.tolist())
 
 
+def test_a_translation_must_gain_more_than_min_gain(model, celeba):
+    """best_translation keeps the untranslated parts unless the best translation lowers the sample's relative error
+    (the objective on M_i normalised by ||Z_i||^2) by more than min_gain."""
+    from panda.factorisation import parts_objective
+    from panda.refinement import MIN_TRANSLATION_GAIN, _sample_matrices, best_translation
+    z = capture(celeba, celeba.sample(range(300000, 300040)), model.layer_).flatten(2)
+    a, grid = model.appearances_, tuple(model.layer_shape_[1:])
+    gains, kept = [], 0
+    for zi in z:
+        m, _ = _sample_matrices(a, zi, None, False)
+        f0 = float(parts_objective(m, model.parts_.float()))
+        p, t = best_translation(m, model.parts_, grid, 2, min_gain=0.0)
+        gain = f0 - float(parts_objective(m, p))
+        gains.append(gain)
+        p2, t2 = best_translation(m, model.parts_, grid, 2)  # the default margin
+        assert t2 == (t if gain > MIN_TRANSLATION_GAIN else (0, 0))
+        kept += t2 == (0, 0)
+        assert best_translation(m, model.parts_, grid, 2, min_gain=1.0)[1] == (0, 0)
+    # both sides of the margin occur on these aligned samples: the test decides something
+    assert any(0 < g <= MIN_TRANSLATION_GAIN for g in gains) and kept < len(gains)
+    with pytest.raises(PandaError, match="min_gain=-0.1"):
+        refine_parts(model, z[:1].reshape(1, *model.layer_shape_), min_gain=-0.1)
+    with pytest.raises(PandaError, match="min_gain=nan"):
+        refine_parts(model, z[:1].reshape(1, *model.layer_shape_), min_gain=float("nan"))
+
+
 def test_shift_wraps_round():
     m = torch.zeros(4, 4)
     m[1, 3] = 1

@@ -152,6 +152,7 @@ def test_refine_remove_localize_commands(factor_file, tmp_path):
     (["refine", "--part", 0, "--radius", -1], "radius=-1"),
     (["refine", "--part", 0, "--steps", -1], "steps=-1"),
     (["refine", "--part", 0, "--search", 8], "translation range"),
+    (["refine", "--part", 0, "--min-gain", -1], "min_gain=-1"),
     (["refine", "--part", 0, "--alpha", "nan"], "finite"),
     (["remove", "--part", 0, "--alpha", "inf"], "finite"),
     (["remove"], "exactly one of --part"),

@@ -65,6 +65,9 @@ MAX_QUERY = 20_000
 MAX_WAITING = 8
 #: Auto removal fills remembered (one per sample, part and alpha): the page asks for a removal, then for its fill.
 MAX_REMEMBERED = 256
+#: Samples whose refined parts are remembered ("this sample's own parts"): S x R_S numbers each, 0.6 MiB at a 64 x 64
+#: layer with 40 parts.
+MAX_REFINED = 64
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -202,7 +205,7 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
             raise PandaError(f"{name} must be in 0..{MAX_SEED}.")
         return generator.sample([seed])
 
-    refined: OrderedDict[int, torch.Tensor] = OrderedDict()  # sample number -> its own parts (S, R_S)
+    refined: OrderedDict[int, torch.Tensor] = OrderedDict()  # sample number -> its own parts (S, R_S), oldest first
 
     def refining(request) -> bool:
         """``refine=1``: each sample's own parts (refinement) stand in for the global ones; ``refine=0`` (default):
@@ -215,15 +218,16 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
     def own_parts(request, number: int | None = None, name: str = "seed") -> torch.Tensor | None:
         """With ``refine=1``, the parts (S, R_S) refined for sample ``number`` (default: the request's ``name``):
         the global parts' best translation for it, then 100 steps (:func:`panda.refinement.refine`, 25-50 ms at
-        8 x 8 on a CPU), remembered per sample; else None (the global parts)."""
+        8 x 8 on a CPU), remembered for the :data:`MAX_REFINED` samples asked for last; else None (the global parts)."""
         if not refining(request):
             return None
         if number is None:
             (number,) = ints(request, name)
         if number not in refined:
             refined[number] = refine(model, generator, latent_at(number, name))[1].parts[0]
-            if len(refined) > MAX_REMEMBERED:
+            if len(refined) > MAX_REFINED:
                 refined.popitem(last=False)
+        refined.move_to_end(number)  # the least recently asked for goes first
         return refined[number]
 
     def mask_of(request) -> torch.Tensor | None:

@@ -5,7 +5,8 @@
 #   run(command="bash benchmarks/device_check.sh fit", carry=[".whl"], timeout_s=560)
 #   run(command="bash benchmarks/device_check.sh scale", timeout_s=300)               # same warm machine
 #   run(command="bash benchmarks/device_check.sh smoke", timeout_s=200)               # re-seeding, --align-to,
-#                                                      # compare, ranks and retrieve --region on CUDA (about a minute)
+#                                                      # compare, ranks, retrieve --region, edit/remove --refine on
+#                                                      # CUDA (about a minute)
 #
 # A session has 15 minutes of device time, the machine's start included: "fit" is capped at 500 s of steps and
 # "scale" at 280 s, so call "scale" at once (the machine stays warm only 30 s) and only if `status` still shows
@@ -61,7 +62,12 @@ case ${1:-fit} in
         step smoke_ranks "${T_SMOKE:-60}" python3 -m panda.cli ranks -rs 8,16 -n 1000 --reseed 2 --stability \
             --device "$D" -q --out "$S/ranks"
         step smoke_retrieve "${T_SMOKE:-60}" python3 -m panda.cli retrieve "$S/a.safetensors" -j 3 --region mouth \
-            --n-images 200 --device "$D" -q --out "$S/retrieve" ;;
+            --n-images 200 --device "$D" -q --out "$S/retrieve"
+        # refinement's float32 statistics and the translation margin, through edit/remove --refine
+        step smoke_refine "${T_SMOKE:-60}" python3 -m panda.cli edit "$S/a.safetensors" --part 3 --refine --seeds 0-7 \
+            --device "$D" --out "$S/edit"
+        step smoke_remove "${T_SMOKE:-60}" python3 -m panda.cli remove "$S/a.safetensors" --part 3 --refine \
+            --background 5 --seeds 0-7 --device "$D" --out "$S/remove" ;;
     *)
         echo "usage: bash benchmarks/device_check.sh fit|scale|smoke" >&2
         exit 2 ;;

@@ -54,10 +54,12 @@ NOTES = """## Notes
 - PandA's appearance is the best of the three families on both generators' mouths (0.778 and 0.798 against at
   most 0.756 and 0.784), and the worst on dcgan-celeba's eyes and nose and dcgan-digiface's eyes. No family wins
   everywhere.
-- Refining the part for each face lowers its AUROC on every row (0.746-0.932 against 0.919-0.957). On aligned
+- Refining the part for each face lowers its AUROC on every row (0.705-0.918 against 0.919-0.957). On aligned
   faces the refined parts drift towards whatever reconstructs each image best. The README's refinement notes find
   the same for edits. Requiring a translation to lower the image's error by more than 0.005
-  (`refinement.MIN_TRANSLATION_GAIN`) raised every refined row, by 0.006-0.033 (it was 0.733-0.921).
+  (`refinement.MIN_TRANSLATION_GAIN`) raised every refined row, by 0.006-0.033; keeping each refined part within
+  its start's support (radius 0, which makes edits more local) then lowered every row, by 0.004-0.045, as its maps
+  are zero outside that support (before both: 0.733-0.921). Pointing rose on dcgan-celeba's nose and mouth.
 - The pointing score is harsh on the eyes. FaceMesh's eye hulls, undilated, are thin at 64 x 64, and a map on
   the 8 x 8 grid peaks at the centre of a cell. dcgan-celeba's mouth part sits at one corner of the mouth
   (pictures), so it points inside the mouth for only 19% of faces, although its AUROC is 0.93.

@@ -966,7 +966,9 @@ def _write_sweep(model, measure, apply, alpha: float, samples, seed_list: list, 
 @click.option("--appearance", "-j", type=int, default=None, help="Appearance for the edit; default: the part's top one by energy.")
 @click.option("--alpha", "-a", type=FINITE, default=2.0, help="Edit strength.")
 @click.option("--steps", type=int, default=100, help="Refinement steps per image.")
-@click.option("--radius", type=int, default=1, help="Positions a part may move beyond its start's support.")
+@click.option("--radius", type=int, default=0,
+              help="Positions a part may move beyond its (translated) start's support: 0 keeps each where it is, "
+                   "more lets it reconstruct the image better and edit less locally (benchmarks/refine_locality.md).")
 @click.option("--search", type=int, default=2,
               help="Start from the global parts translated by up to this many positions, whichever fits the image best (0: no search).")
 @click.option("--min-gain", type=float, default=MIN_TRANSLATION_GAIN,

@@ -205,7 +205,7 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
             raise PandaError(f"{name} must be in 0..{MAX_SEED}.")
         return generator.sample([seed])
 
-    refined: OrderedDict[int, torch.Tensor] = OrderedDict()  # sample number -> its own parts (S, R_S), oldest first
+    refined: OrderedDict[int, torch.Tensor] = OrderedDict()  # sample number -> its own parts (S, R_S), least recent first
 
     def refining(request) -> bool:
         """``refine=1``: each sample's own parts (refinement) stand in for the global ones; ``refine=0`` (default):

@@ -882,16 +882,10 @@ def edit(factors, part, mask, region, dilate, appearance, alpha, edits, sweep, g
 
     if len(edit_list) == 1 and sweep:
         e = edit_list[0]
-
-        def measure(some, _labels, alphas):  # a refined part's map is a region of each image's own
-            if not refine_first:
-                return measured_sweep(model, gen, some, e.part, e.appearance, alphas)
-            result = measured_region_sweep(model, gen, some, _own_profiles(model, gen, some, e.part), e.appearance,
-                                           alphas, label=f"{model.part_label(e.part)}, refined")
-            result.part = e.part  # each image's own map of the part, measured as a part's (map > 0.5)
-            return result
-
-        _write_sweep(model, measure, lambda some, _labels: gen.to_unit(edit_images(model, gen, some, [e], parts=own(some))).cpu(),
+        _write_sweep(model,
+                     lambda some, _labels, alphas: measured_sweep(model, gen, some, e.part, e.appearance, alphas,
+                                                                  parts=own(some)),
+                     lambda some, _labels: gen.to_unit(edit_images(model, gen, some, [e], parts=own(some))).cpu(),
                      e.alpha, samples, seed_list,
                      folder / f"edit_part{e.part}_app{e.appearance}{'_refined' if refine_first else ''}.png", gif,
                      save_images, save_arrays, "the part")

@@ -261,18 +261,29 @@ class SweepResult:
 
 def measured_sweep(
     model: PandA, generator: GeneratorAdapter, latents: Latents | Sequence[int], part: int, appearance: int,
-    alphas: Sequence[float],
+    alphas: Sequence[float], parts: torch.Tensor | None = None,
 ) -> SweepResult:
     """:func:`sweep` with the unedited images and how much of the change falls inside the part.
+
+    parts: sample-specific parts (N, S, R_S), one per latent (:func:`panda.refinement.refine`): each image is edited
+    and measured in its own map of the part (labelled "refined").
 
     Returns
     -------
     SweepResult
     """
     latents = generator.latents(latents)
-    out = generator.to_unit(sweep(model, generator, latents, part, appearance, alphas)).cpu()
-    region = upsample(part_profile(model, part)[None], out.shape[-1])[0]
-    return _measured(part, appearance, alphas, generator.render(latents), out, region, model.part_label(part))
+    if parts is None:
+        out = generator.to_unit(sweep(model, generator, latents, part, appearance, alphas)).cpu()
+        region, label = upsample(part_profile(model, part)[None], out.shape[-1])[0], model.part_label(part)
+    else:
+        if parts.shape[0] != len(latents):
+            raise PandaError(f"{parts.shape[0]} sets of refined parts for {len(latents)} images: refine the images "
+                             f"you edit.")
+        maps = torch.stack([part_profile(model, part, p) for p in parts])  # (N, H, W): each image's own part
+        out = generator.to_unit(region_sweep(model, generator, latents, maps, appearance, alphas)).cpu()
+        region, label = region_at(maps, out.shape[-1]), f"{model.part_label(part)}, refined"
+    return _measured(part, appearance, alphas, generator.render(latents), out, region, label)
 
 
 def measured_region_sweep(

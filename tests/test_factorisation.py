@@ -697,3 +697,41 @@ def test_reseeding_in_a_fit_never_raises_the_error_and_is_recorded(celeba, tmp_p
     assert again.train_error_ <= plain.train_error_ + 1e-6
     loaded = PandA.load(again.save(tmp_path / "r.safetensors"))
     assert loaded.reseed == 4 and torch.equal(loaded.parts_, again.parts_)
+
+
+def test_the_p_step_reads_the_device_once_per_convergence_check(monkeypatch):
+    """Issue 12: no host synchronisation per P-step iteration. On a GPU every value read back to Python (.item(),
+    bool(), float(), a data-dependent shape) stalls until the device has finished; the P-step may read one per
+    convergence check (every ``check_every`` iterations) and no more, whatever the statistic (dense, batched, a
+    factor, two statistics) or the support. Counted on the CPU through the operators such reads dispatch to."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    import panda.factorisation as fac
+    reads = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default,
+             torch.ops.aten.nonzero.default, torch.ops.aten.masked_select.default}
+
+    class CountReads(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in reads:
+                CountReads.count += 1
+            return func(*args, **(kwargs or {}))
+
+    # the mode is per thread: the P-step runs in the caller's thread here, not on panda's one-thread worker
+    monkeypatch.setattr(fac, "_on_one_thread", lambda *a: False)
+    m, m2, p = _two_statistics()
+    support = torch.rand(p.shape, generator=torch.Generator().manual_seed(0)) < 0.7
+    low_rank = torch.linalg.cholesky(m + 1e-6 * torch.eye(len(m), dtype=m.dtype))[:, :10]
+    cases = {"dense, 3 starts": (m, torch.stack([p, 2 * p, p.flip(0)]), {}),
+             "support": (m, p, {"support": support}),
+             "two statistics": (m, p, {"m2": m2}),
+             "one matrix per problem": (torch.stack([m, m2]), torch.stack([p, p]), {}),
+             "factor": (fac.PsdFactor(low_rank), p, {})}
+    for name, (stat, start, extra) in cases.items():
+        for max_iter, check_every in ((100, 10), (300, 10), (300, 50)):
+            CountReads.count = 0
+            with CountReads():
+                _, iterations = solve_parts(stat, start, max_iter=max_iter, tol=0, check_every=check_every, **extra)
+            assert iterations == max_iter
+            assert 0 < CountReads.count <= max_iter // check_every, (name, max_iter, check_every, CountReads.count)

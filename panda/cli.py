@@ -537,7 +537,7 @@ class _TrainingData:
                  batch_size: int | None, memory_gb: float | None) -> None:
         if memory_gb is not None and memory_gb < 0:
             raise PandaError(f"--memory-gb must be >= 0, got {memory_gb}.")
-        self.latents = None
+        self.latents, self.others = None, None  # others: the samples `ranks --stability` fits again on
         if latent is not None:
             if click.get_current_context().get_parameter_source("n_samples") != click.core.ParameterSource.DEFAULT:
                 raise PandaError("give either --n-samples (seeds) or --latent FILE (all its latents), not both.")
@@ -573,6 +573,29 @@ class _TrainingData:
         data = range(self.seed, self.seed + self.n_samples) if self.latents is None else self.latents
         return FeatureSource(self.generator, self.layer, data, self.batch, self.budget, progress)
 
+    def split_for_stability(self, announce: bool) -> "_TrainingData":
+        """`ranks --stability`: these samples and as many others to fit again on. Seeds: the training seeds as they
+        are, the others the seeds after them. Latents: a file holds no others, so the first half trains (the
+        returned data) and the second half is the other set; ``announce`` says so on stderr."""
+        split = copy.copy(self)
+        if self.latents is None:
+            split.others = range(self.seed + self.n_samples, self.seed + 2 * self.n_samples)
+            return split
+        if self.n_samples < 2:
+            raise PandaError(f"--stability with --latent fits the first half of the latents and again the second "
+                             f"half: the file holds {self.n_samples} latent; give at least 2 (hundreds, for a "
+                             f"meaningful fit), or leave --stability out.")
+        half = self.n_samples // 2
+        split.latents, split.others, split.n_samples = self.latents[:half], self.latents[half:], half
+        if announce:
+            click.echo(f"--stability with --latent: each rank is fitted on latents 0-{half - 1} and again on latents "
+                       f"{half}-{self.n_samples - 1} of the file (the tables' sample count is {half:,}).", err=True)
+        return split
+
+    def other_source(self, progress: bool) -> FeatureSource:
+        """The other samples of :meth:`split_for_stability`, at this layer."""
+        return FeatureSource(self.generator, self.layer, self.others, self.batch, self.budget, progress)
+
 
 @main.command()
 @generator_options(DEFAULT_GENERATOR)
@@ -589,8 +612,9 @@ class _TrainingData:
               help="Also measure each fit's parts against FaceMesh's eyes, nose and mouth on this many faces "
                    "(face generators; 64 is plenty) and name the smallest R_S that gives each its own part.")
 @click.option("--stability", is_flag=True,
-              help="Also fit every rank on as many other samples (seeds after the training ones), from other random "
-                   "starts, and count the parts that come back (`panda compare`): twice the time.")
+              help="Also fit every rank on as many other samples (seeds after the training ones; with --latent, the "
+                   "file's second half, the first half training), from other random starts, and count the parts that "
+                   "come back (`panda compare`): twice the time.")
 @click.option("--n-images", type=click.IntRange(1, 16), default=4, help="Samples drawn in ranks.png.")
 @click.option("--save-factors", is_flag=True,
               help="Also write each fit as OUT/rs{R_S}.safetensors, with its held-out score, the background search of "
@@ -623,9 +647,9 @@ def ranks(ranks, layers, rank_appearance, n_samples, seed, latent, n_init, resee
         except PandaError as exc:
             raise PandaError(f"layer {data.layer}: {exc}" if len(layers) > 1 else str(exc)) from None
         plans.append((data, checked))
-    if stability and plans[0][0].latents is not None:
-        raise PandaError("--stability fits other seeds beside the training ones: with --latent, fit each half of "
-                         "your latents (`panda fit --latent`) and `panda compare` them.")
+    if stability:
+        # after the ranks are checked, before anything is generated: every layer's data shares the split
+        plans = [(data.split_for_stability(announce=i == 0), checked) for i, (data, checked) in enumerate(plans)]
     root = check_writable(out)
     folders = [root if len(plans) == 1 else root / _file_label(data.layer) for data, _ in plans]
     if save_factors:
@@ -656,13 +680,10 @@ def ranks(ranks, layers, rank_appearance, n_samples, seed, latent, n_init, resee
 
 def _rank_sweep_of(generator, data: _TrainingData, ranks: list[int], heldout: int, faces, stability: bool,
                    rank_appearance, n_init: int, reseed: int, max_iter: int, tol: float, bars: bool):
-    """`panda ranks` at one layer: its held-out samples, and with --stability as many other seeds."""
+    """`panda ranks` at one layer: its held-out samples, and with --stability as many other samples."""
     data.announce()
     held = None if heldout == 0 else FeatureSource.heldout(generator, data.layer, heldout, batch_size=data.batch)
-    other = None
-    if stability:
-        start = data.seed + data.n_samples
-        other = FeatureSource(generator, data.layer, range(start, start + data.n_samples), data.batch, data.budget, bars)
+    other = data.other_source(bars) if stability else None
     return rank_sweep(data.source(bars), ranks, held, faces, other, rank_appearance, data.seed, max_iter, tol, n_init,
                       progress=bars, reseed=reseed)
 

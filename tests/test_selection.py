@@ -196,8 +196,30 @@ def test_ranks_on_your_own_latents(tmp_path):
     assert model.n_samples_ == 48 and model.data_ == "latents"
     r = CliRunner().invoke(main, ["ranks", "--latent", str(tmp_path / "z.npy"), "-n", "10", "--out", str(out)])
     assert r.exit_code == 2 and "not both" in r.output
-    r = CliRunner().invoke(main, ["ranks", "--latent", str(tmp_path / "z.npy"), "--stability", "--out", str(out)])
-    assert r.exit_code == 2 and "--stability fits other seeds" in r.output
+
+
+def test_ranks_stability_on_your_own_latents_fits_each_half(tmp_path, monkeypatch):
+    """--stability with --latent: a file holds no other samples, so every rank is fitted on the first half of its
+    latents and again on the second half (said on stderr), and a file of one latent is refused."""
+    import panda.cli as cli
+    z = np.random.default_rng(2).standard_normal((49, 100)).astype(np.float32)
+    np.save(tmp_path / "z.npy", z)
+    seen = {}
+    real = cli.rank_sweep
+    monkeypatch.setattr(cli, "rank_sweep", lambda source, *a, **k: seen.setdefault("data", (source, a[3])) and
+                        real(source, *a, **k))
+    out = tmp_path / "r"
+    r = CliRunner().invoke(main, ["ranks", "--latent", str(tmp_path / "z.npy"), "-rs", "2,3", "--heldout", "8",
+                                  "--max-iter", "2", "--stability", "--save-factors", "--out", str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    assert "latents 0-23 and again on latents 24-48" in r.output  # stderr
+    train, other = seen["data"]
+    assert torch.equal(train.latents.z, torch.from_numpy(z[:24])) and torch.equal(other.latents.z, torch.from_numpy(z[24:]))
+    assert PandA.load(out / "rs3.safetensors").n_samples_ == 24
+    assert re.search(r"^\| 3 \| .* \| \d of 3 \| [01]\.\d\d \|$", r.output, re.M), r.output
+    np.save(tmp_path / "one.npy", z[:1])
+    r = CliRunner().invoke(main, ["ranks", "--latent", str(tmp_path / "one.npy"), "--stability", "--out", str(out)])
+    assert r.exit_code == 2 and "holds 1 latent; give at least 2" in r.output
 
 
 def test_stability_matches_each_rank_with_its_fit_on_other_samples(maps):

@@ -15,7 +15,8 @@
 # "fit": benchmarks/fit_speed.py on the GPU, N = 50,000, the authors' scheme at lr 1e-8 (their code's) and at each
 # row's best learning rate in the CPU table (`--lrs cpu-best`: the CPU table sweeps 1e-8..1e-3), all eight rows
 # (about 6-7 minutes on an H100; panda's fits are the median of 3,
-# which also keeps the first fit's CUDA set-up out of the figure), each also fitted with mixing=True, with all and
+# which also keeps the first fit's CUDA set-up out of the figure, and one more fit per row times its stages: the
+# second table says where the GPU fit's time goes, for target 2), each also fitted with mixing=True, with all and
 # with 32 directions (the first GPU run of the mixing's CUDA paths: the stacked (2S, S) statistic in the P-step's
 # CUDA graph, the line search's constants made before capture; the first four rows are the issue's), after a
 # 300-sample 64x64 fit whose P-step runs on a low-rank factor (small_n_check.py: QR on the GPU, the factor's two

@@ -130,7 +130,7 @@ def one(generator: str, layer: str, n: int, rank_parts: int, official_iters: int
 # calls); with R_C = C (the table's) the fit is one pass of statistics, the first P-step and one pass of part scatters.
 STAGES = {"data_stats": "statistics pass", "top_eigenvectors": "eigenvectors (host)",
           "low_rank_statistic": "low-rank check", "first_parts": "first P-step (starts)",
-          "part_scatters": "parts' scatter pass", "solve_parts": "later P-steps"}
+          "appearance_scatter": "parts' scatter pass", "solve_parts": "later P-steps"}
 
 
 def staged_fit(fit, device: str) -> dict[str, float]:

@@ -101,7 +101,7 @@ def test_fit_speed_times_the_fits_stages_and_restores_them(monkeypatch):
     assert {name: getattr(fac, name) for name in fit_speed.STAGES} == before
     assert result["fit"].parts.shape == (64, 4)
     assert set(stages) == set(fit_speed.STAGES) | {"total", "rest"}
-    for name in ("data_stats", "top_eigenvectors", "first_parts", "part_scatters"):  # R_C = C: no later P-step
+    for name in ("data_stats", "top_eigenvectors", "first_parts", "appearance_scatter"):  # R_C = C: no later P-step
         assert stages[name] > 0, name
     assert stages["solve_parts"] == 0  # called inside first_parts only: counted there
     assert abs(sum(v for k, v in stages.items() if k != "total") - stages["total"]) < 1e-9

@@ -62,6 +62,42 @@ def test_readme_commands_run(tmp_path, monkeypatch):
         assert r.exit_code == 0, f"{command}\n{r.output}"
 
 
+#: "Your own generator": each checkpoint the README names, as a file of that format from tests/fixtures/ (made from
+#: the reference implementations on random weights, small).
+OWN_CHECKPOINTS = {"ffhq.pkl": "stylegan2_nvlabs.pkl", "550000.pt": "stylegan2_rosinality.pt",
+                   "biggan-deep-256": "biggan", "stylegan_ffhq1024.pth": "stylegan_genforce.pth"}
+
+
+def test_readme_own_generator_commands_run_on_a_checkpoint_of_each_format(tmp_path, monkeypatch):
+    """'Your own generator': every command as written, on a file of each format it names (NVlabs pickle, rosinality,
+    pytorch-pretrained-biggan folder, genforce), with fewer samples, and a class the small BigGAN fixture has."""
+    import shlex
+    import shutil
+
+    from click.testing import CliRunner
+
+    from panda.cli import main
+    fixtures = Path(__file__).resolve().parent / "fixtures"
+    text = README.read_text().split("## Your own generator", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", text, re.S).group(1)
+    commands = [re.split(r"\s#", line)[0].strip() for line in block.splitlines() if line.startswith("panda ")]
+    assert len(commands) == 6 and all(any(name in c for name in OWN_CHECKPOINTS) for c in commands)
+    monkeypatch.chdir(tmp_path)
+    for name, fixture in OWN_CHECKPOINTS.items():
+        (shutil.copytree if (fixtures / fixture).is_dir() else shutil.copy)(fixtures / fixture, name)
+    for command in commands:
+        args = shlex.split(command)[1:]
+        if args[0] == "fit":  # a test's sample count; the fixture BigGAN has 5 classes, not ImageNet's 1,000
+            args = [a for i, a in enumerate(args) if a != "-n" and (i == 0 or args[i - 1] != "-n")]
+            args = ["3" if i and args[i - 1] == "--class" else a for i, a in enumerate(args)]
+            args += ["-n", "48", "--background-samples", "2"]
+        r = CliRunner().invoke(main, args)
+        assert r.exit_code == 0, f"{command}\n{r.output}"
+    assert {p.name for p in tmp_path.glob("*.safetensors")} == {"ffhq.safetensors", "ros.safetensors",
+                                                                "dogs.safetensors", "sg1.safetensors"}
+    assert list((tmp_path / "out" / "edit").glob("*.png"))
+
+
 BENCHMARKS = README.parent / "benchmarks"
 
 

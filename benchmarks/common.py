@@ -1,4 +1,5 @@
-"""Helpers the benchmark scripts share: naming the device, timing a call on it and writing a markdown table."""
+"""Helpers the benchmark scripts share: naming the device, timing a call (or a fit's stages) on it and writing a
+markdown table."""
 
 from __future__ import annotations
 
@@ -36,6 +37,61 @@ def timed(fn: Callable[[], T], device: str, repeat: int = 1) -> tuple[T, float]:
         synchronize(device)
         times.append(time.perf_counter() - t)
     return out, statistics.median(times)
+
+
+# A fit's stages, as panda_factorise calls them (module globals, so a wrapper set on the module is what it calls);
+# with R_C = C a fit without a mixing is one pass of statistics, the first P-step and one pass of part scatters.
+STAGES = {"data_stats": "statistics pass", "top_eigenvectors": "eigenvectors (host)",
+          "low_rank_statistic": "low-rank check", "first_parts": "first P-step (starts)",
+          "appearance_scatter": "parts' scatter pass", "solve_parts": "later P-steps"}
+
+
+def staged_fit(fit: Callable[[], object], device: str) -> dict[str, float]:
+    """Where a fit's time goes: one run of ``fit`` with each of :data:`STAGES` timed, the device synchronised around
+    it (a handful of waits in a fit), a stage called inside another counted in the outer one; "total" and "rest"
+    (Python, the statistic's scaling, transfers between the stages and, for `PandA.fit`, its coefficient pass)
+    too. Seconds."""
+    import panda.factorisation as fac
+
+    spent, depth = dict.fromkeys(STAGES, 0.0), [0]
+    originals = {name: getattr(fac, name) for name in STAGES}
+
+    def timing(name, fn):
+        def wrapped(*args, **kwargs):
+            if depth[0]:
+                return fn(*args, **kwargs)
+            depth[0] += 1
+            synchronize(device)
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                synchronize(device)
+                spent[name] += time.perf_counter() - t
+                depth[0] -= 1
+        return wrapped
+
+    for name, fn in originals.items():
+        setattr(fac, name, timing(name, fn))
+    try:
+        synchronize(device)
+        t = time.perf_counter()
+        fit()
+        synchronize(device)
+        total = time.perf_counter() - t
+    finally:
+        for name, fn in originals.items():
+            setattr(fac, name, fn)
+    return {**spent, "total": total, "rest": total - sum(spent.values())}
+
+
+def stage_columns(runs: Sequence[dict[str, float]]) -> tuple[list[str], list[list[str]]]:
+    """Markdown header and cells for :func:`staged_fit`'s results: the total, each stage some run used (seconds and
+    share of the total), the rest."""
+    used = [k for k in STAGES if any(r[k] > 0 for r in runs)]
+    header = ["fit s (this run)"] + [STAGES[k] for k in used] + ["rest"]
+    return header, [[f"{r['total']:.2f}"] + [f"{r[k]:.3f} ({100 * r[k] / r['total']:.0f}%)" for k in used + ["rest"]]
+                    for r in runs]
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:

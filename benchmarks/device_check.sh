@@ -20,7 +20,8 @@
 # with 32 directions (the first GPU run of the mixing's CUDA paths: the stacked (2S, S) statistic in the P-step's
 # CUDA graph, the line search's constants made before capture; the first four rows are the issue's), after a
 # 300-sample 64x64 fit whose P-step runs on a low-rank factor (small_n_check.py: QR on the GPU, the factor's two
-# products in the CUDA graph; it prints the CPU's figures too). "scale": stylegan_scale.py at 1024 px
+# products in the CUDA graph; it prints the CPU's figures too). "scale": stylegan_scale.py at 1024 px (with its
+# own breakdown of each fit: the 64x64 layer's fit was 8x its extraction on the H100)
 # and `panda bench setup-cost` at 1024 px. Tables and logs land in $OUT; copy them to benchmarks/*_cuda.md with the
 # device named. The device machine has torch and panda's other dependencies; only the generator wheels travel.
 set -u

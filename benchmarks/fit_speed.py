@@ -98,6 +98,7 @@ def one(generator: str, layer: str, n: int, rank_parts: int, official_iters: int
     res, fit, ours = timed_fit(False)
     gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
     import panda.factorisation as fac  # looked up at call time: staged_fit's wrappers are what this fit calls
+    from common import staged_fit
     stages = staged_fit(lambda: fac.panda_factorise(source, c, rank_parts, stats=fac.data_stats(source, grid=(h, w)),
                                                     n_init=n_init, reseed=reseed), device)
     # the same fit with an appearance mixing W (the authors' model class, A' A'^T = A W A^T)
@@ -124,52 +125,6 @@ def one(generator: str, layer: str, n: int, rank_parts: int, official_iters: int
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "official_iters": official_iters, "official": official, "stages": stages,
     }
-
-
-# The plain fit's stages, as panda_factorise calls them (module globals, so a wrapper set on the module is what it
-# calls); with R_C = C (the table's) the fit is one pass of statistics, the first P-step and one pass of part scatters.
-STAGES = {"data_stats": "statistics pass", "top_eigenvectors": "eigenvectors (host)",
-          "low_rank_statistic": "low-rank check", "first_parts": "first P-step (starts)",
-          "appearance_scatter": "parts' scatter pass", "solve_parts": "later P-steps"}
-
-
-def staged_fit(fit, device: str) -> dict[str, float]:
-    """Where the plain fit's time goes: one more run of ``fit`` with each of :data:`STAGES` timed, the device
-    synchronised around it (a handful of waits in a fit), a stage called inside another counted in the outer one;
-    "total" and "rest" (Python, the statistic's scaling, transfers between the stages) too. Seconds."""
-    import panda.factorisation as fac
-    from panda.generators import synchronize
-
-    spent, depth = dict.fromkeys(STAGES, 0.0), [0]
-    originals = {name: getattr(fac, name) for name in STAGES}
-
-    def timing(name, fn):
-        def wrapped(*args, **kwargs):
-            if depth[0]:
-                return fn(*args, **kwargs)
-            depth[0] += 1
-            synchronize(device)
-            t = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                synchronize(device)
-                spent[name] += time.perf_counter() - t
-                depth[0] -= 1
-        return wrapped
-
-    for name, fn in originals.items():
-        setattr(fac, name, timing(name, fn))
-    try:
-        synchronize(device)
-        t = time.perf_counter()
-        fit()
-        synchronize(device)
-        total = time.perf_counter() - t
-    finally:
-        for name, fn in originals.items():
-            setattr(fac, name, fn)
-    return {**spent, "total": total, "rest": total - sum(spent.values())}
 
 
 def table(rows: list[dict]) -> str:
@@ -205,18 +160,13 @@ def table(rows: list[dict]) -> str:
 
 
 def stages_table(rows: list[dict]) -> str:
-    """Where each row's plain fit spends its time (:func:`staged_fit`), seconds and shares."""
-    from common import table as md
-    used = [k for k in STAGES if any(r["stages"][k] > 0 for r in rows if "stages" in r)]
-    out = []
-    for r in rows:
-        if "stages" not in r:
-            continue
-        st = r["stages"]
-        out.append([r["generator"], f"{r['layer']} ({'x'.join(map(str, r['shape']))})", str(r["n"]), f"{st['total']:.2f}"]
-                   + [f"{st[k]:.3f} ({100 * st[k] / st['total']:.0f}%)" for k in used + ["rest"]])
-    return "\n".join(md(["generator", "layer (C x H x W)", "N", "fit s (this run)"] + [STAGES[k] for k in used] + ["rest"],
-                         out))
+    """Where each row's plain fit spends its time (``common.staged_fit``), seconds and shares."""
+    from common import stage_columns, table as md
+    staged = [r for r in rows if "stages" in r]
+    header, cells = stage_columns([r["stages"] for r in staged])
+    out = [[r["generator"], f"{r['layer']} ({'x'.join(map(str, r['shape']))})", str(r["n"])] + c
+           for r, c in zip(staged, cells)]
+    return "\n".join(md(["generator", "layer (C x H x W)", "N"] + header, out))
 
 
 def main() -> None:

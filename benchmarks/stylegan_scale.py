@@ -18,7 +18,7 @@ from pathlib import Path
 
 import panda  # noqa: F401  (before torch, for its OpenMP setting: see panda/__init__.py)
 import torch
-from common import device_label, table, timed
+from common import device_label, stage_columns, staged_fit, table, timed
 
 from panda.checkpoints import random_stylegan2
 from panda.editing import Edit, edit
@@ -52,6 +52,8 @@ def main() -> None:
         print(f"{layer} ({c}x{h}x{w}), N={n} ...", file=sys.stderr, flush=True)
         source = FeatureSource(g, layer, range(n), progress=True)
         model = PandA(rank_parts=8).fit(source)
+        # where the fit's time goes: the same fit again on the kept features (a streamed source would regenerate them)
+        stages = None if source.streamed else staged_fit(lambda: PandA(rank_parts=8).fit(source), args.device)
         search, search_s = timed(lambda: find_background(model, g, range(2), candidates=4), args.device)
         z = capture(g, one, layer)
         _, refine_s = timed(lambda: refine_parts(model, z), args.device)
@@ -59,7 +61,7 @@ def main() -> None:
         _, edit_s = timed(lambda: edit(model, g, one, e), args.device)
         rows.append({"layer": f"{layer} ({c}x{h}x{w})", "n": n, "batch": source.batch_size, "streamed": source.streamed,
                      "extract": model.extract_time_, "fit": model.fit_time_, "search": search_s / len(search.table),
-                     "refine": refine_s, "edit": edit_s, "rss": rss_mb()})
+                     "refine": refine_s, "edit": edit_s, "rss": rss_mb(), "stages": stages})
     device = device_label(args.device)
     lines = [f"# PandA on a {args.resolution} px StyleGAN2 (random weights)", "",
              f"Device: {device}; torch {torch.__version__}; config-f widths; R_C = C, R_S = 8. One forward pass of one "
@@ -71,6 +73,13 @@ def main() -> None:
                    [[r["layer"], str(r["n"]), f"{r['batch']}{' (streamed)' if r['streamed'] else ''}", f"{r['extract']:.1f}",
                      f"{r['fit']:.1f}", f"{r['search']:.1f}", f"{r['refine']:.2f}",
                      f"{1000 * r['edit']:.0f} ({r['edit'] / forward_s:.1f}x)", f"{r['rss']:.0f}"] for r in rows])
+    staged = [r for r in rows if r["stages"] is not None]
+    if staged:
+        header, cells = stage_columns([r["stages"] for r in staged])
+        lines += ["", "Where the fit's time goes: the same fit again on the kept features, each stage timed with the "
+                  "device synchronised around it (`common.staged_fit`); rest: Python between the stages and "
+                  "`PandA.fit`'s pass for the coefficients' moments.", ""]
+        lines += table(["layer", "N"] + header, [[r["layer"], str(r["n"])] + c for r, c in zip(staged, cells)])
     text = "\n".join(lines) + "\n"
     print(text)
     Path(args.out).write_text(text)

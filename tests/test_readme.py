@@ -123,8 +123,8 @@ def test_every_benchmark_script_imports_and_parses_its_options(script, monkeypat
 
 
 def test_fit_speed_times_the_fits_stages_and_restores_them(monkeypatch):
-    """benchmarks/fit_speed.py's breakdown of the plain fit (run once per GPU session, so a renamed stage must fail
-    here, not there): every stage the fit calls is timed once (a stage inside another counts in the outer one), the
+    """The breakdown of a fit that fit_speed.py and stylegan_scale.py print (run once per GPU session, so a renamed
+    stage must fail here, not there): every stage the fit calls is timed once (a stage inside another counts in the outer one), the
     stages and the rest add up to the total, and the library's functions are its own again afterwards."""
     import sys
 
@@ -134,15 +134,16 @@ def test_fit_speed_times_the_fits_stages_and_restores_them(monkeypatch):
     from panda.features import FeatureArray
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     monkeypatch.delitem(sys.modules, "fit_speed", raising=False)
+    import common
     import fit_speed
-    before = {name: getattr(fac, name) for name in fit_speed.STAGES}
+    before = {name: getattr(fac, name) for name in common.STAGES}
     maps = FeatureArray(torch.rand(48, 16, 8, 8, generator=torch.Generator().manual_seed(0)), "x", batch_size=16)
     result = {}
-    stages = fit_speed.staged_fit(lambda: result.setdefault(
+    stages = common.staged_fit(lambda: result.setdefault(
         "fit", fac.panda_factorise(maps, 16, 4, stats=fac.data_stats(maps, grid=(8, 8)), n_iter_max=3)), "cpu")
-    assert {name: getattr(fac, name) for name in fit_speed.STAGES} == before
+    assert {name: getattr(fac, name) for name in common.STAGES} == before
     assert result["fit"].parts.shape == (64, 4)
-    assert set(stages) == set(fit_speed.STAGES) | {"total", "rest"}
+    assert set(stages) == set(common.STAGES) | {"total", "rest"}
     for name in ("data_stats", "top_eigenvectors", "first_parts", "appearance_scatter"):  # R_C = C: no later P-step
         assert stages[name] > 0, name
     assert stages["solve_parts"] == 0  # called inside first_parts only: counted there

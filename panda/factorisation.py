@@ -1284,7 +1284,7 @@ def coefficient_moments(batches: Batches, appearances: torch.Tensor, parts: torc
     total, sq, n = 0, 0, 0
     for z in batches:
         z = _upcast(z)
-        lam = appearances.T.to(z) @ z @ parts.to(z)
+        lam = appearances.T.to(z) @ (z @ parts.to(z))  # Z P first: C S R_S + R_C C R_S, not R_C C S (+ R_C S R_S)
         total = total + lam.double().sum(0)
         sq = sq + (lam.double() ** 2).sum(0)
         n += z.shape[0]
@@ -1321,7 +1321,7 @@ def reconstruct(z: torch.Tensor, appearances: torch.Tensor, parts: torch.Tensor,
     """A W (A^T Z P) P^T (W = I unless ``mixing`` (R_C, R_C) is given) for feature maps z (N, C, S), with the parts
     P (S, R_S) or one set per sample (N, S, R_S) -> (N, C, S), in z's dtype and device."""
     a, p = appearances.to(z), parts.to(z)
-    lam = a.T @ z @ p  # (N, R_C, R_S)
+    lam = a.T @ (z @ p)  # (N, R_C, R_S); Z P first, R_S << S
     if mixing is not None:
         lam = mixing.to(z) @ lam
     return a @ lam @ p.transpose(-2, -1)

@@ -284,7 +284,7 @@ class PandA:
     def coefficients(self, z: torch.Tensor) -> torch.Tensor:
         """Lambda_i = A^T Z_i P for feature maps (N, C, H, W) -> (N, R_C, R_S)."""
         z = self._flat(z)
-        return self.appearances_.to(z).T @ z @ self.parts_.to(z)
+        return self.appearances_.to(z).T @ (z @ self.parts_.to(z))  # Z P first: R_S << S
 
     def localize(self, z: torch.Tensor) -> torch.Tensor:
         """A^T Z_i: how much of each appearance is at each position, (N, C, H, W) -> (N, R_C, H, W)."""

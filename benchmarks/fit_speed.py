@@ -66,10 +66,11 @@ def one(generator: str, layer: str, n: int, rank_parts: int, official_iters: int
         repeat: int = 3, mixing_directions: int = 32, n_init: int = 4, reseed: int = 0) -> dict:
     import panda  # first: its OpenMP setting applies only if torch is not loaded yet
     import torch
-    from panda.factorisation import data_stats, panda_factorise, projected_gradient_factorise, relative_error
+    import panda.factorisation as fac  # looked up at each call, so staged_fit's wrappers are what a fit calls
+    from panda.factorisation import projected_gradient_factorise, relative_error
     from panda.features import FeatureSource
     from panda.generators import synchronize
-    from common import timed
+    from common import staged_fit, timed
 
     torch.manual_seed(0)
     # A learning rate that shrinks P to nothing leaves denormal floats, which x86 CPUs compute 10-100x slower than
@@ -84,23 +85,21 @@ def one(generator: str, layer: str, n: int, rank_parts: int, official_iters: int
         pass
     extract = source.extract_time
 
-    def timed_fit(mixing: bool, directions: int | None = None):
-        """(result, median seconds, held-out error) of ``repeat`` identical fits from scratch, statistics included as
-        in PandA.fit. A few-second run moves by 20-30% with the machine's other load; the official runs, at 15-85 s
-        each, average it out themselves."""
-        def fit():
-            stats = data_stats(source, grid=(h, w))  # border statistics included
-            return panda_factorise(source, c, rank_parts, stats=stats, mixing=mixing, mixing_directions=directions,
+    def fit_once(mixing: bool = False, directions: int | None = None):
+        """One fit from scratch, statistics included as in PandA.fit."""
+        stats = fac.data_stats(source, grid=(h, w))  # border statistics included
+        return fac.panda_factorise(source, c, rank_parts, stats=stats, mixing=mixing, mixing_directions=directions,
                                    n_init=n_init, reseed=reseed)
-        res, seconds = timed(fit, device, repeat)
+
+    def timed_fit(mixing: bool, directions: int | None = None):
+        """(result, median seconds, held-out error) of ``repeat`` identical fits from scratch. A few-second run moves
+        by 20-30% with the machine's other load; the official runs, at 15-85 s each, average it out themselves."""
+        res, seconds = timed(lambda: fit_once(mixing, directions), device, repeat)
         return res, seconds, relative_error(held, res.appearances, res.parts, res.mixing)
 
     res, fit, ours = timed_fit(False)
     gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
-    import panda.factorisation as fac  # looked up at call time: staged_fit's wrappers are what this fit calls
-    from common import staged_fit
-    stages = staged_fit(lambda: fac.panda_factorise(source, c, rank_parts, stats=fac.data_stats(source, grid=(h, w)),
-                                                    n_init=n_init, reseed=reseed), device)
+    stages = staged_fit(fit_once, device)  # one more plain fit, its stages timed
     # the same fit with an appearance mixing W (the authors' model class, A' A'^T = A W A^T)
     _, mixed_fit, mixed_heldout = timed_fit(True)
     # and with W's eigenvalues refitted along its mixing_directions directions of most energy only (the rest share one)

@@ -10,6 +10,14 @@ from PIL import Image
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
+def readme_commands(heading: str) -> list[str]:
+    """The `panda ...` lines of the first bash block after ``heading`` in the README, continued lines joined and
+    comments dropped."""
+    text = README.read_text().split(heading, 1)[1]
+    block = re.search(r"```bash\n(.*?)```", text, re.S).group(1).replace("\\\n", " ")
+    return [re.split(r"\s#", line)[0].strip() for line in block.splitlines() if line.startswith("panda ")]
+
+
 def test_readme_python_example_runs(tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
     assert len(blocks) == 1, "the README has one Python example; this test runs it"
@@ -44,7 +52,6 @@ OWN_CHECKPOINTS = {"ffhq.pkl": "stylegan2_nvlabs.pkl", "550000.pt": "stylegan2_r
                    "biggan-deep-256": "biggan", "stylegan_ffhq1024.pth": "stylegan_genforce.pth"}
 
 
-
 def test_readme_commands_run(tmp_path, monkeypatch):
     """Every command of the README's command-line example, in order, as written (in-process)."""
     import shlex
@@ -53,10 +60,7 @@ def test_readme_commands_run(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
     from panda.cli import main
-    text = README.read_text().split("## Command line", 1)[1]
-    block = re.search(r"```bash\n(.*?)```", text, re.S).group(1)
-    commands = [re.split(r"\s#", line)[0].strip() for line in block.splitlines() if line.startswith("panda ")]
-    run = [c for c in commands if not c.startswith(NOT_RUN)]
+    run = [c for c in readme_commands("## Command line") if not c.startswith(NOT_RUN)]
     assert len(run) >= 15 and any("transfer" in c for c in run)
     monkeypatch.chdir(tmp_path)
     mask = Image.new("L", (64, 64), 0)  # the user's own files the commands read
@@ -84,9 +88,7 @@ def test_readme_own_generator_commands_run_on_a_checkpoint_of_each_format(tmp_pa
 
     from panda.cli import main
     fixtures = Path(__file__).resolve().parent / "fixtures"
-    text = README.read_text().split("## Your own generator", 1)[1]
-    block = re.search(r"```bash\n(.*?)```", text, re.S).group(1)
-    commands = [re.split(r"\s#", line)[0].strip() for line in block.splitlines() if line.startswith("panda ")]
+    commands = readme_commands("## Your own generator")
     assert len(commands) == 6 and all(any(name in c for name in OWN_CHECKPOINTS) for c in commands)
     monkeypatch.chdir(tmp_path)
     for name, fixture in OWN_CHECKPOINTS.items():
@@ -124,8 +126,9 @@ def test_every_benchmark_script_imports_and_parses_its_options(script, monkeypat
 
 def test_fit_speed_times_the_fits_stages_and_restores_them(monkeypatch):
     """The breakdown of a fit that fit_speed.py and stylegan_scale.py print (run once per GPU session, so a renamed
-    stage must fail here, not there): every stage the fit calls is timed once (a stage inside another counts in the outer one), the
-    stages and the rest add up to the total, and the library's functions are its own again afterwards."""
+    stage must fail here, not there): every stage the fit calls is timed once (a stage inside another counts in the
+    outer one), the stages and the rest add up to the total, and the library's functions are its own again
+    afterwards."""
     import sys
 
     import torch
@@ -160,9 +163,7 @@ def test_readme_recipe_runs(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
     from panda.cli import main
-    text = README.read_text().split("## A fit to build on", 1)[1]
-    block = re.search(r"```bash\n(.*?)```", text, re.S).group(1).replace("\\\n", " ")
-    commands = [re.split(r"\s#", line)[0].strip() for line in block.splitlines() if line.startswith("panda ")]
+    commands = readme_commands("## A fit to build on")
     assert [c.split()[1] for c in commands] == ["ranks", "fit", "name-parts", "fit", "compare"]
     smaller = {"ranks": ["-n", "256", "-rs", "4,8", "--heldout", "32"], "fit": ["-n", "256", "--background-samples", "0"]}
     monkeypatch.chdir(tmp_path)

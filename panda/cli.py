@@ -35,7 +35,7 @@ from .features import FeatureSource, default_memory_budget
 from .factorisation import check_ranks, check_statistics_memory, mixing_matrices
 from .fitting import fit_factors
 from .checkpoints import FORMATS, NOISE_MODES, load_generator, random_stylegan2
-from .generators import DEFAULT_GENERATOR, GENERATORS, resolve_device
+from .generators import DEFAULT_GENERATOR, GENERATORS, Latents, resolve_device
 from .landmarks import REMOVAL_REGIONS, BoxMasker, FaceMeshMasker, face_set, load_onet
 from .methods import METHODS
 from .latents import load_latents
@@ -340,6 +340,15 @@ def _check_refine(part, mask, region) -> None:
 def _own_parts(model: PandA, gen, samples) -> torch.Tensor:
     """Each sample's own parts (N, S, R_S), refined as `panda refine` does by default."""
     return refine_images(model, gen, samples)[1].parts
+
+
+def _same_samples(a, b) -> bool:
+    """Whether two sample lists (seeds, or :class:`Latents`) are the same samples in the same order."""
+    if isinstance(a, Latents) and isinstance(b, Latents):
+        return all((x is None and y is None) or (x is not None and y is not None and x.shape == y.shape
+                                                 and torch.equal(x, y))
+                   for x, y in ((a.z, b.z), (a.labels, b.labels), (a.ws, b.ws)))
+    return not isinstance(a, Latents) and not isinstance(b, Latents) and list(a) == list(b)
 
 
 def _own_profiles(model: PandA, gen, samples, part: int) -> torch.Tensor:
@@ -898,8 +907,15 @@ def edit(factors, part, mask, region, dilate, appearance, alpha, edits, sweep, g
         edit_list = check_edits(model, [Edit(part, j, alpha)])
     folder = check_writable(out)
 
+    refined: list = []  # the last samples refined and their parts: --gif measures the shown ones twice, and
+    # --save-images draws them again when they are all the samples
+
     def own(some):  # each sample's own parts with --refine, else the global ones
-        return _own_parts(model, gen, some) if refine_first else None
+        if not refine_first:
+            return None
+        if not (refined and _same_samples(refined[0], some)):
+            refined[:] = [some, _own_parts(model, gen, some)]
+        return refined[1]
 
     if len(edit_list) == 1 and sweep:
         e = edit_list[0]
@@ -1068,8 +1084,9 @@ def remove(factors, part, mask, region, dilate, alpha, background, refine_first,
             click.echo(f"  the fill chosen on the first {len(seed_list)} samples fills the region in all of them",
                        err=True)
 
-        def removed(some, labels):  # a face region is found in each image of each chunk
-            regions = _region(model, gen, some, labels, part, mask, region, dilate, refine_first=refine_first)[0]
+        def removed(some, labels):  # a face region is found (a part refined) in each image of each chunk
+            regions = grid_regions if _same_samples(some, samples) else _region(  # all shown: found once
+                model, gen, some, labels, part, mask, region, dilate, refine_first=refine_first)[0]
             return gen.to_unit(remove_region(model, gen, some, regions, alpha, result.appearance, result.sign)).cpu()
 
         _export_all(folder, all_samples, all_labels, "removed", removed)

@@ -308,6 +308,33 @@ def test_save_arrays_writes_the_data_behind_each_picture(factor_file, model, tmp
                 assert np.abs(z["images"][0, 3].transpose(1, 2, 0) - saved).max() <= 1 / 255 + 1e-6
 
 
+def test_edit_and_remove_refine_each_sample_once(factor_file, tmp_path, monkeypatch):
+    """edit --refine with --gif and --save-images: the sweep, its animation and the saved images use one refinement
+    of the samples (each refinement is an S x S solve per image: 0.3 s at a StyleGAN's 64x64 layer), not three;
+    remove --refine --save-images: one, not two."""
+    from panda import cli
+    calls = []
+    real = cli.refine_images
+    monkeypatch.setattr(cli, "refine_images", lambda model, gen, samples, *a, **k: calls.append(list(samples))
+                        or real(model, gen, samples, *a, **k))
+    r = run("edit", factor_file, "--part", 1, "-j", 2, "--refine", "--gif", "--save-images", "--seeds", "4,9",
+            "--out", tmp_path / "e")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "e" / "edit_part1_app2_refined.gif").is_file() and (tmp_path / "e" / "images" / "edited_9.png").is_file()
+    assert calls == [[4, 9]]
+    calls.clear()
+    r = run("remove", factor_file, "--part", 1, "--refine", "--background", 5, "--save-images", "--seeds", "4,9",
+            "--out", tmp_path / "r")
+    assert r.exit_code == 0 and (tmp_path / "r" / "images" / "removed_9.png").is_file(), r.output
+    assert calls == [[4, 9]]
+    assert cli._same_samples([4, 9], (4, 9)) and not cli._same_samples([4, 9], [9, 4])
+    import torch
+    from panda.generators import Latents
+    z = torch.zeros(2, 4)
+    assert cli._same_samples(Latents(z), Latents(z.clone())) and not cli._same_samples(Latents(z), Latents(z + 1))
+    assert not cli._same_samples(Latents(z), [0, 1]) and not cli._same_samples(Latents(z), Latents(z, torch.tensor([0, 1])))
+
+
 def test_edit_and_remove_with_each_images_own_parts(factor_file, model, celeba, tmp_path):
     """--refine: the edit and the removal use each image's refined part (panda.refinement.refine), exactly as the
     library computes them with those parts, and not the global part."""

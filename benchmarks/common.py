@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
@@ -126,6 +127,25 @@ def first_faces(generator, start: int, n: int, masker) -> tuple[list[int], dict[
         if len(faces.seeds) >= n:
             return faces.seeds[:n], {r: m[:n] for r, m in faces.masks.items()}
         tried *= 2
+
+
+#: A line of a benchmark's markdown that starts with this begins the notes a person wrote below the generated table.
+NOTES_START = "Notes"
+
+
+def write_keeping_notes(path, text: str) -> Path:
+    """Write a script's generated markdown ``text`` to ``path``, keeping the notes a person wrote below the last run's
+    figures (from the file's first line that starts with :data:`NOTES_START`): a re-run replaces the figures, not
+    the explanations, and says on stderr that those are to be checked against the new figures."""
+    path = Path(path)
+    old = path.read_text().splitlines(keepends=True) if path.is_file() else []
+    at = next((i for i, line in enumerate(old) if line.startswith(NOTES_START)), None)
+    if at is not None and not any(line.startswith(NOTES_START) for line in text.splitlines()):
+        text = text.rstrip("\n") + "\n\n" + "".join(old[at:])
+        print(f"kept the notes of the earlier {path.name} (its lines {at + 1}-{len(old)}): check them against the new "
+              "figures", file=sys.stderr)
+    path.write_text(text)
+    return path
 
 
 def write_report(path, title: str, intro: str, header: Sequence[str], rows: Sequence[Sequence[str]],

@@ -213,9 +213,10 @@ def main() -> None:
                "--n-init", str(args.n_init), "--reseed", str(args.reseed)]
         # the child's stderr passes through: its warnings (a failed CUDA-graph capture) and errors reach the log
         rows.append(json.loads(subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout))
+        md = table(rows) + STAGES_INTRO + stages_table(rows)
         if out:  # after every row, so a run cut short (a device's time limit) keeps the rows it finished
-            write(out, args, table(rows) + STAGES_INTRO + stages_table(rows), done=len(rows) == len(configs))
-    print(table(rows) + STAGES_INTRO + stages_table(rows))
+            write(out, args, md, done=len(rows) == len(configs))
+    print(md)
     if out:
         print(f"\nwritten to {out}", file=sys.stderr)
 
@@ -233,7 +234,7 @@ def lr_text(spec: str) -> str:
 
 def write(out: str, args, md: str, done: bool) -> None:
     import torch
-    from common import device_label
+    from common import device_label, write_keeping_notes
     header = (f"# Fit speed\n\nMade by `python {' '.join(['benchmarks/fit_speed.py'] + sys.argv[1:])}` on "
               f"{device_label(args.device)}, torch {torch.__version__}. R_C = C, R_S = {args.rank_parts}; held-out error "
               f"on {HELDOUT} samples never used for fitting; panda's parts from {args.n_init} random starts"
@@ -247,7 +248,7 @@ def write(out: str, args, md: str, done: bool) -> None:
               f"panda's fit times are the median of {args.repeat} runs. Speed-up = the best official run's time / the "
               "time of panda's fastest fit (plain or with mixing) whose held-out error is at least as low; otherwise "
               "the excess error.\n\n")
-    Path(out).write_text(header + md + "\n" + ("" if done else "\n(unfinished: the run stopped before its last rows)\n"))
+    write_keeping_notes(out, header + md + "\n" + ("" if done else "\n(unfinished: the run stopped before its last rows)\n"))
 
 if __name__ == "__main__":
     main()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import panda  # noqa: F401  (before torch, for its OpenMP setting: see panda/__init__.py)
 import torch
-from common import device_label, table
+from common import device_label, table, write_keeping_notes
 
 from panda.generators import GeneratorAdapter
 from panda.projection import project
@@ -63,7 +63,7 @@ def main() -> None:
     lines += table(["generator", "space", "PSNR dB, mean (min-max)", "s per image"], rows)
     text = "\n".join(lines) + "\n"
     print(text)
-    Path(args.out).write_text(text)
+    write_keeping_notes(args.out, text)
 
 
 if __name__ == "__main__":

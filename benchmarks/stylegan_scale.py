@@ -18,7 +18,7 @@ from pathlib import Path
 
 import panda  # noqa: F401  (before torch, for its OpenMP setting: see panda/__init__.py)
 import torch
-from common import device_label, stage_columns, staged_fit, table, timed
+from common import device_label, stage_columns, staged_fit, table, timed, write_keeping_notes
 
 from panda.checkpoints import random_stylegan2
 from panda.editing import Edit, edit
@@ -82,7 +82,7 @@ def main() -> None:
         lines += table(["layer", "N"] + header, [[r["layer"], str(r["n"])] + c for r, c in zip(staged, cells)])
     text = "\n".join(lines) + "\n"
     print(text)
-    Path(args.out).write_text(text)
+    write_keeping_notes(args.out, text)
 
 
 if __name__ == "__main__":

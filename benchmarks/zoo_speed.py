@@ -20,7 +20,7 @@ from pathlib import Path
 
 import panda  # noqa: F401  (before torch, for its OpenMP setting: see panda/__init__.py)
 import torch
-from common import device_label, table, timed
+from common import device_label, table, timed, write_keeping_notes
 
 
 HERE = Path(__file__).resolve().parent
@@ -134,7 +134,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     out = Path(args.out) if args.out else HERE / ("zoo_speed.md" if not args.full else f"zoo_speed_{args.device.replace(':', '')}.md")
-    out.write_text(text)
+    write_keeping_notes(out, text)
     print(f"written to {out}", file=sys.stderr)
 
 

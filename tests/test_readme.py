@@ -156,6 +156,25 @@ def test_fit_speed_times_the_fits_stages_and_restores_them(monkeypatch):
     assert "| statistics pass |" in fit_speed.stages_table([row]) and "later P-steps" not in fit_speed.stages_table([row])
 
 
+def test_a_benchmark_rerun_keeps_the_notes_written_below_its_figures(tmp_path, monkeypatch, capsys):
+    """fit_speed.py, stylegan_scale.py, zoo_speed.py and projection_psnr.py write their whole markdown file: the
+    notes a person added below the last run's table (from the line that starts "Notes") stay, once, after the new
+    figures; a file without notes, or a new text with notes of its own, is written as given."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import common
+    path = tmp_path / "bench.md"
+    common.write_keeping_notes(path, "# Bench\n\n| a |\n|---|\n| 1 |\n")
+    assert path.read_text() == "# Bench\n\n| a |\n|---|\n| 1 |\n" and "kept" not in capsys.readouterr().err
+    path.write_text(path.read_text() + "\nNotes (run 1):\n- why 1 is 1.\n")
+    common.write_keeping_notes(path, "# Bench\n\n| a |\n|---|\n| 2 |\n")
+    assert path.read_text() == "# Bench\n\n| a |\n|---|\n| 2 |\n\nNotes (run 1):\n- why 1 is 1.\n"
+    assert "kept the notes of the earlier bench.md (its lines 7-8)" in capsys.readouterr().err
+    common.write_keeping_notes(path, "# Bench\n\n| a |\n|---|\n| 3 |\n\nNotes: new.\n")
+    assert path.read_text().count("Notes") == 1 and path.read_text().endswith("Notes: new.\n")
+    for script in ("fit_speed", "stylegan_scale", "zoo_speed", "projection_psnr"):
+        assert "write_keeping_notes(" in (BENCHMARKS / f"{script}.py").read_text(), script
+
+
 def test_readme_recipe_runs(tmp_path, monkeypatch):
     """'A fit to build on': its five commands in order, on fewer samples, ranks and faces (every option as written)."""
     import shlex

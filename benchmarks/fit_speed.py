@@ -11,6 +11,7 @@ learning rate of ``--lrs`` (the paper code's is 1e-8), in the same process.
     python benchmarks/fit_speed.py --device cuda --ns 50000 --out benchmarks/fit_speed_cuda.md
     python benchmarks/fit_speed.py --generator my.pkl --layer synthesis.b64.conv1 --ns 1000
     python benchmarks/fit_speed.py --quick                            # one small configuration
+    python benchmarks/fit_speed.py --layers relu2,main.5              # some rows of the table (printed, not written)
     python benchmarks/fit_speed.py --device cuda --ns 50000 --lrs cpu-best   # 1e-8 and each row's best on the CPU
 
 ``--lrs cpu-best`` runs the authors' scheme at 1e-8 and at the learning rate that was best for the same generator
@@ -179,6 +180,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="panda's fits are timed this many times; the median is given")
     ap.add_argument("--generator", help="a registered name or a checkpoint path (with --layer) instead of the DCGAN table")
     ap.add_argument("--layer", help="the layer for --generator (default: the generator's default layer)")
+    ap.add_argument("--layers", help="only these rows of the DCGAN table, by layer name, comma-separated (e.g. "
+                                     "relu2,relu3,main.5,main.8: the issue's rows)")
     ap.add_argument("--mixing-directions", type=int, default=32,
                     help="the mixing fit is also timed with W's eigenvalues refitted along this many directions")
     ap.add_argument("--n-init", type=int, default=4, help="panda's random starts of the parts (its default: 4)")
@@ -194,6 +197,13 @@ def main() -> None:
                              args.mixing_directions, args.n_init, args.reseed)))
         return
     pairs = CONFIGS
+    if args.layers:
+        wanted = args.layers.split(",")
+        unknown = [name for name in wanted if name not in {layer for _, layer in CONFIGS}]
+        if unknown:
+            ap.error(f"--layers: {', '.join(unknown)} not in the DCGAN table ({', '.join(l for _, l in CONFIGS)}); "
+                     "for another generator or layer give --generator and --layer")
+        pairs = [(g, l) for g, l in CONFIGS if l in wanted]
     if args.generator:
         layer = args.layer
         if layer is None:
@@ -203,7 +213,8 @@ def main() -> None:
     configs = [(g, l, n) for g, l in pairs for n in map(int, args.ns.split(","))]
     if args.quick:
         configs, args.official_iters, args.lrs = [("dcgan-digiface", "main.5", 500)], 300, "1e-8,1e-4"
-    out = args.out or (None if args.quick or args.generator or args.device != "cpu" else str(Path(__file__).with_name("fit_speed.md")))
+    out = args.out or (None if args.quick or args.generator or args.layers or args.device != "cpu"
+                       else str(Path(__file__).with_name("fit_speed.md")))  # the whole CPU table only
     rows = []
     for gen, layer, n in configs:
         print(f"{gen} {layer} N={n} ...", file=sys.stderr, flush=True)

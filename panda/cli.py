@@ -39,7 +39,7 @@ from .generators import DEFAULT_GENERATOR, GENERATORS, Latents, resolve_device
 from .landmarks import REMOVAL_REGIONS, BoxMasker, FaceMeshMasker, face_set, load_onet
 from .methods import METHODS
 from .latents import load_latents
-from .localisation import localisation
+from .localisation import appearance_maps, localisation
 from .model import PandA
 from .naming import CALIB_SEED_START, name_model_parts
 from .progress import log_stages, progress_bar
@@ -278,12 +278,12 @@ FIGURE_ROWS = 16
 CHUNK = 64
 
 
-def _shown(samples, labels: list, streams: bool = True) -> tuple[object, list]:
+def _shown(samples, labels: list, streams: bool = True, rest: str | None = None) -> tuple[object, list]:
     """The samples and labels a figure shows (the first FIGURE_ROWS), saying so when there are more; ``streams``:
-    the command writes the rest with --save-images."""
+    the command writes the rest with --save-images; ``rest``: what it does with them instead."""
     if len(labels) > FIGURE_ROWS:
-        rest = ("--save-images writes all of them" if streams
-                else "the others are not used (edit and remove write every sample's result with --save-images)")
+        rest = rest or ("--save-images writes all of them" if streams
+                        else "the others are not used (edit and remove write every sample's result with --save-images)")
         click.echo(f"the pictures and arrays show the first {FIGURE_ROWS} of {len(labels)} samples; {rest}", err=True)
     return samples[:FIGURE_ROWS], labels[:FIGURE_ROWS]
 
@@ -1294,17 +1294,24 @@ def localize(factors, appearance, top, seeds, seed, n_images, latent, save_array
     Examples:
       panda localize factors.safetensors --appearance 3 --seeds 0-7
       panda localize factors.safetensors --top 6 --seed 12
+      panda localize factors.safetensors -j 3 --n-images 1000 --save-arrays   (appearance 3's maps of all 1,000)
     """
     model, gen = _load(factors, device, **gen)
     if (appearance is None) == (top is None):
         raise PandaError("give either --appearance J (one concept, many images) or --top K (one image, K concepts).")
-    samples, seed_list = _samples(gen, seeds, seed, n_images, latent)
+    every, every_label = _samples(gen, seeds, seed, n_images, latent)
+    samples, seed_list, extra = every, every_label, {}
     if appearance is not None:
         model.check_appearance(appearance)
-        samples, seed_list = _shown(samples, seed_list, streams=False)
+        samples, seed_list = _shown(every, every_label, streams=False, rest=(
+            f"--save-arrays writes appearance {appearance}'s maps of all of them (appearance_maps)" if save_arrays
+            else f"the others are not used (--save-arrays would save appearance {appearance}'s maps of all of them)"))
         folder = check_writable(out)
         found = localisation(model, gen, samples)
         path = save_png(localize_figure(model, found, appearance, seed_list), folder / f"localize_app{appearance}.png")
+        if save_arrays and len(every_label) > len(seed_list):  # (N, H, W) a_j^T Z_i of every sample, streamed
+            extra = {"appearance_maps": appearance_maps(model, gen, every, appearance, progress=None),
+                     "appearance_labels": [str(label) for label in every_label]}
     else:
         if not 1 <= top <= model.n_appearances:
             raise PandaError(f"--top {top} must be in 1..{model.n_appearances}.")
@@ -1314,8 +1321,8 @@ def localize(factors, appearance, top, seeds, seed, n_images, latent, save_array
                         folder / f"localize_top_seed{_file_label(seed_list[0])}.png")
         seed_list = seed_list[:1]
     click.echo(f"wrote {path}")
-    if save_arrays:  # maps: (N, R_C, H, W), every appearance on the layer's grid (A^T Z)
-        _arrays(path, found, seed_list)
+    if save_arrays:  # maps: (N, R_C, H, W), every appearance on the layer's grid (A^T Z), of the samples shown
+        _arrays(path, {"images": found.images, "maps": found.maps, **extra}, seed_list)
 
 
 @main.command("project")

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import torch
 
-from .features import capture, render_and_capture
+from .features import capture, iter_features, render_and_capture
 from .generators import GeneratorAdapter, Latents
 from .model import PandA
 
@@ -27,6 +27,25 @@ def localize(model: PandA, generator: GeneratorAdapter, latents: Latents | Seque
     """
     model.check_compatible(generator)
     return model.localize(capture(generator, generator.latents(latents), model.layer_)).cpu()
+
+
+def appearance_maps(model: PandA, generator: GeneratorAdapter, latents: Latents | Sequence[int], appearance: int,
+                    batch_size: int | None = None, progress: bool | None = False) -> torch.Tensor:
+    """One appearance's localisation maps ``a_j^T Z_i`` for any number of samples, a generator batch at a time
+    (features only: no image is rendered, and the other R_C - 1 maps are never formed).
+
+    Returns
+    -------
+    torch.Tensor
+        (N, H, W) float32 on the CPU: :func:`localize`'s ``[:, appearance]``.
+    """
+    model.check_compatible(generator)
+    a = model.appearances_[:, model.check_appearance(appearance)]
+    _, h, w = model.layer_shape_
+    maps = [torch.einsum("c,bcs->bs", a.to(z.device, torch.float32), z.float()).cpu()  # float16 layers: float32 sums
+            for z in iter_features(generator, model.layer_, latents, batch_size or generator.default_batch, progress,
+                                   f"appearance {appearance}'s maps")]
+    return torch.cat(maps).unflatten(1, (h, w))
 
 
 @dataclass

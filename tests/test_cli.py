@@ -308,6 +308,29 @@ def test_save_arrays_writes_the_data_behind_each_picture(factor_file, model, tmp
                 assert np.abs(z["images"][0, 3].transpose(1, 2, 0) - saved).max() <= 1 / 255 + 1e-6
 
 
+def test_localize_saves_one_appearances_maps_of_every_sample(factor_file, model, celeba, tmp_path):
+    """localize -j J --save-arrays with more samples than the picture shows: the picture and its full maps hold the
+    first 16, and appearance J's maps of every sample asked for are saved too (panda.localisation.localize's), so
+    that a concept can be localised in any number of images from the command line."""
+    import numpy as np
+
+    from panda.localisation import appearance_maps, localize
+    r = run("localize", factor_file, "-j", 2, "--n-images", 20, "--save-arrays", "--out", tmp_path / "l")
+    assert r.exit_code == 0, r.output
+    assert "--save-arrays writes appearance 2's maps of all of them" in r.output
+    expected = localize(model, celeba, range(20))[:, 2]
+    with np.load(tmp_path / "l" / "localize_app2.npz") as z:
+        assert z["maps"].shape == (16, model.n_appearances, 8, 8) and list(z["labels"]) == [str(i) for i in range(16)]
+        assert z["appearance_maps"].shape == (20, 8, 8) and list(z["appearance_labels"]) == [str(i) for i in range(20)]
+        assert np.abs(z["appearance_maps"] - expected.numpy()).max() < 1e-4 * float(expected.abs().max())
+        assert np.abs(z["appearance_maps"][:16] - z["maps"][:, 2]).max() < 1e-4 * float(expected.abs().max())
+    one_at_a_time = appearance_maps(model, celeba, [3, 4], 2, batch_size=1)  # batches do not change the maps
+    assert one_at_a_time.shape == (2, 8, 8) and (one_at_a_time - expected[3:5]).abs().max() < 1e-4 * expected.abs().max()
+    r = run("localize", factor_file, "-j", 2, "--n-images", 4, "--save-arrays", "--out", tmp_path / "m")
+    with np.load(tmp_path / "m" / "localize_app2.npz") as z:  # all shown: their maps are all there already
+        assert "appearance_maps" not in z and z["maps"].shape[0] == 4
+
+
 def test_edit_and_remove_refine_each_sample_once(factor_file, tmp_path, monkeypatch):
     """edit --refine with --gif and --save-images: the sweep, its animation and the saved images use one refinement
     of the samples (each refinement is an S x S solve per image: 0.3 s at a StyleGAN's 64x64 layer), not three;
@@ -536,9 +559,11 @@ def test_many_samples_stream_their_images_and_draw_the_first_rows(factor_file, t
     got = torch.from_numpy(np.asarray(Image.open(tmp_path / "r" / "images" / "removed_9.png"), dtype=np.float32) / 255)
     assert (got.permute(2, 0, 1) - want).abs().max() <= 1 / 255 + 1e-6
     r = run("localize", factor_file, "--appearance", 3, "--seeds", "0-9", "--save-arrays", "--out", tmp_path / "l")
-    assert r.exit_code == 0 and "first 6 of 10 samples; the others are not used" in r.output, r.output
+    assert r.exit_code == 0 and "first 6 of 10 samples; --save-arrays writes appearance 3's maps" in r.output, r.output
     with np.load(tmp_path / "l" / "localize_app3.npz") as data:
-        assert data["maps"].shape[0] == 6
+        assert data["maps"].shape[0] == 6 and data["appearance_maps"].shape == (10, 8, 8)
+    r = run("localize", factor_file, "--appearance", 3, "--seeds", "0-9", "--out", tmp_path / "l2")
+    assert r.exit_code == 0 and "first 6 of 10 samples; the others are not used (--save-arrays" in r.output, r.output
 
 
 def test_streamed_images_stop_with_how_many_were_written(tmp_path, monkeypatch):

@@ -288,18 +288,20 @@ def _shown(samples, labels: list, streams: bool = True, rest: str | None = None)
     return samples[:FIGURE_ROWS], labels[:FIGURE_ROWS]
 
 
-def _export_all(folder, samples, labels: list, what: str, produce) -> None:
-    """--save-images for every sample, CHUNK at a time: ``produce(samples, labels)`` -> images (n, 3, H, W) in
-    [0, 1], each written to ``folder/images`` (created there) as WHAT_LABEL.png (:func:`_file_label`)."""
-    count = 0
+def _export_all(folder, samples, labels: list, what: str, produce, chunk: int = 0, files=None) -> None:
+    """--save-images for every sample, ``chunk`` (default CHUNK) at a time: ``produce(samples, labels)`` -> images
+    (n, 3, H, W) in [0, 1], each written to ``folder/images`` (created there) as WHAT_LABEL.png (:func:`_file_label`),
+    or as ``files(labels)`` names them (several images a sample: a transfer's, one per source)."""
+    count, chunk = 0, chunk or CHUNK
     with progress_bar(total=len(labels), desc=f"{what} images", unit="img", progress=None) as bar:
-        for start in range(0, len(labels), CHUNK):
-            chunk, names = samples[start:start + CHUNK], labels[start:start + CHUNK]
+        for start in range(0, len(labels), chunk):
+            some, names = samples[start:start + chunk], labels[start:start + chunk]
             try:
-                images = produce(chunk, names)
+                images = produce(some, names)
             except PandaError as exc:  # e.g. no face found in one of a later chunk's images
                 raise PandaError(f"{exc} ({count} image(s) were written to {folder / 'images'} before this.)") from exc
-            paths = save_images(images, folder / "images", [f"{what}_{_file_label(label)}" for label in names])
+            paths = save_images(images, folder / "images",
+                                files(names) if files else [f"{what}_{_file_label(label)}" for label in names])
             count += len(paths)
             bar.update(len(names))
     click.echo(f"wrote {count} image(s) to {folder / 'images'}")
@@ -1107,7 +1109,8 @@ def remove(factors, part, mask, region, dilate, alpha, background, refine_first,
                    f"  if one of them looks more like removal, pass it: --background J (or -J for the opposite sign)")
 
 
-#: The most images one transfer table holds (targets x sources): each is one generator pass, and the table a picture.
+#: The most images one transfer table holds (its targets, at most FIGURE_ROWS, x sources): each is one generator pass,
+#: and the table a picture; --save-images streams any number of targets.
 MAX_TRANSFER_PAIRS = 400
 
 
@@ -1154,7 +1157,8 @@ def transfer(factors, parts, mask, region, dilate, sources, source_latent, sourc
     part_list = _part_list(model, parts) if parts else None
     for j in appearances:
         model.check_appearance(j)
-    targets, target_labels = _samples(gen, seeds, seed, n_images, latent)
+    every, every_label = _samples(gen, seeds, seed, n_images, latent)
+    targets, target_labels = _shown(every, every_label)  # the table; --save-images gives every target all sources
     if source_latent is not None:
         if source_class is not None:
             raise PandaError("--source-class draws the sources from seeds: a latent file brings its own labels.")
@@ -1168,30 +1172,46 @@ def transfer(factors, parts, mask, region, dilate, sources, source_latent, sourc
         source_samples, source_labels = sources, sources
     if len(targets) * len(source_samples) > MAX_TRANSFER_PAIRS:
         raise PandaError(f"{len(targets)} targets x {len(source_samples)} sources is more than {MAX_TRANSFER_PAIRS} "
-                         f"images: give fewer (--seeds, --sources).")
+                         f"images for one table: give fewer (--seeds, --sources).")
     if refine_first:
         _check_refine(part_list, mask, region)
-    kwargs = {}
+    shared: dict = {}  # what the sources give, found once
+    per_target = None  # (targets, labels) -> what the targets give where it is their own: parts refined, faces found
     if part_list is not None:
-        kwargs["parts"], name = part_list, "parts" + "_".join(map(str, part_list))
+        shared["parts"], name = part_list, "parts" + "_".join(map(str, part_list))
         if refine_first:
-            kwargs["target_parts"] = _own_parts(model, gen, targets)
-            kwargs["source_parts"] = _own_parts(model, gen, source_samples)
+            shared["source_parts"] = _own_parts(model, gen, source_samples)
             name += "_refined"
+            per_target = lambda some, _labels: {"target_parts": _own_parts(model, gen, some)}  # noqa: E731
     elif mask is not None:
-        kwargs["region"], name = region_for(model, mask=mask), "mask"
-    else:
-        kwargs.update(_face_pair(model, gen, targets, target_labels, source_samples, source_labels, region, dilate))
+        shared["region"], name = region_for(model, mask=mask), "mask"
+    else:  # FaceMesh's region in each source and each target; the images it looked at are the originals
+        source_region, source_masks, _, source_seen = _region(model, gen, source_samples, source_labels, None, None,
+                                                              region, dilate, "--sources")
+        shared.update(source_region=source_region, source_masks=source_masks, label=region)
         name = region
+
+        def faces_of(some, labels) -> dict:
+            found, masks, _, seen = _region(model, gen, some, labels, None, None, region, dilate, "--seeds")
+            return {"region": found, "masks": masks, "originals": (seen, source_seen)}
+        per_target = faces_of
     folder = check_writable(out)
-    result = transfer_regions(model, gen, targets, source_samples, alpha=alpha,
-                              appearances=list(appearances) or None, min_share=min_share, **kwargs)
+
+    def transferred(some, labels):
+        return transfer_regions(model, gen, some, source_samples, alpha=alpha, appearances=list(appearances) or None,
+                                min_share=min_share, **shared, **(per_target(some, labels) if per_target else {}))
+
+    result = transferred(targets, target_labels)
     path = save_png(transfer_figure(model, result, target_labels, source_labels), folder / f"transfer_{name}.png")
     click.echo(f"wrote {path}\n  {result.label}: {100 * result.share:.0f}% of the pixel change inside the targets' "
                f"region; there {100 * result.closer:.0f}% closer to the source, pixel by pixel")
-    if save_images:
-        pair_labels = [f"{_file_label(t)}_from_{_file_label(s)}" for t in target_labels for s in source_labels]
-        _export(folder, result.images.flatten(0, 1), pair_labels, "transfer")
+    if save_images:  # every target with every source, a chunk of about CHUNK images at a time
+        _export_all(folder, every, every_label, "transfer",
+                    lambda some, labels: (result if _same_samples(some, targets) else transferred(some, labels))
+                    .images.flatten(0, 1),
+                    chunk=max(1, CHUNK // len(source_labels)),
+                    files=lambda names: [f"transfer_{_file_label(t)}_from_{_file_label(s)}" for t in names
+                                         for s in source_labels])
     if save_arrays:
         _arrays(path, result, target_labels)
 
@@ -1268,18 +1288,6 @@ def retrieve(factors, appearance, parts, mask, region, dilate, top, seeds, seed,
         extra = {} if result.found is None else {"found": result.found}  # scores are NaN where not found
         _arrays(path, {"scores": result.scores, "region": result.region, "most": torch.tensor(most),
                        "least": torch.tensor(least), **extra}, labels)
-
-
-def _face_pair(model: PandA, gen, targets, target_labels: list, sources, source_labels: list, region: str,
-               dilate: int) -> dict:
-    """--region for `panda transfer`: FaceMesh's region in each target and each source, as transfer() takes them."""
-    found, images = {}, []
-    for who, samples, labels, option in (("", targets, target_labels, "--seeds"),
-                                         ("source_", sources, source_labels, "--sources")):
-        found[f"{who}region"], found[f"{who}masks"], _, seen = _region(model, gen, samples, labels, None, None, region,
-                                                                    dilate, option)
-        images.append(seen)  # what FaceMesh looked at: the transfer's originals, not rendered again
-    return {**found, "label": region, "originals": tuple(images)}
 
 
 @main.command()

@@ -497,7 +497,7 @@ def test_transfer_table_by_part_index_name_mask_and_face_region(factor_file, tmp
     (["--part", "nose"], "no part is named 'nose'"),
     (["--part", 0, "-j", 999], "appearance 999 is out of range"),
     (["--part", 0, "--alpha", "nan"], "finite"),
-    (["--part", 0, "--seeds", "0-20", "--sources", "0-20"], "more than 400 images"),
+    (["--part", 0, "--seeds", "0-20", "--sources", "0-30"], "16 targets x 31 sources is more than 400 images"),
     (["--part", 0, "--source-latent", "missing.npy"], "missing.npy"),
     (["--region", "eyes", "--refine"], "--refine refines parts"),
 ])
@@ -557,6 +557,22 @@ def test_many_samples_stream_their_images_and_draw_the_first_rows(factor_file, t
     fill = re.search(r"background appearance (\d+) \(([+-]1)\)", r.output)
     want = g.to_unit(remove(model, g, [9], region_for(model, part=2), 1.5, int(fill.group(1)), float(fill.group(2))))[0]
     got = torch.from_numpy(np.asarray(Image.open(tmp_path / "r" / "images" / "removed_9.png"), dtype=np.float32) / 255)
+    assert (got.permute(2, 0, 1) - want).abs().max() <= 1 / 255 + 1e-6
+    # transfer: the table holds the first 6 targets; --save-images gives all 10 each source, 8 // 3 = 2 targets a
+    # chunk, each image as one call for that target gives it (sources' parts refined once, targets' per chunk)
+    from panda.transfer import transfer
+    r = run("transfer", factor_file, "--part", 2, "--refine", "--seeds", "0-9", "--sources", "30-32", "--save-images",
+            "--save-arrays", "--out", tmp_path / "t")
+    assert r.exit_code == 0 and "first 6 of 10 samples" in r.output, r.output
+    saved = sorted((tmp_path / "t" / "images").glob("transfer_*_from_*.png"))
+    assert len(saved) == 30 and (tmp_path / "t" / "images" / "transfer_9_from_32.png") in saved
+    with np.load(tmp_path / "t" / "transfer_parts2_refined.npz") as data:
+        assert data["images"].shape[:2] == (6, 3)
+    from panda.refinement import refine
+    want = transfer(model, g, [8, 9], [30, 31, 32], parts=[2], target_parts=refine(model, g, [8, 9])[1].parts,
+                    source_parts=refine(model, g, [30, 31, 32])[1].parts).images[1, 2]
+    got = torch.from_numpy(np.asarray(Image.open(tmp_path / "t" / "images" / "transfer_9_from_32.png"),
+                                      dtype=np.float32) / 255)
     assert (got.permute(2, 0, 1) - want).abs().max() <= 1 / 255 + 1e-6
     r = run("localize", factor_file, "--appearance", 3, "--seeds", "0-9", "--save-arrays", "--out", tmp_path / "l")
     assert r.exit_code == 0 and "first 6 of 10 samples; --save-arrays writes appearance 3's maps" in r.output, r.output

@@ -266,11 +266,6 @@ def _file_label(label) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "", str(label))
 
 
-def _export(folder, images: torch.Tensor, labels: list, what: str) -> None:
-    """--save-images of images already made (N, 3, H, W) in [0, 1], as :func:`_export_all` writes them."""
-    _export_all(folder, images, labels, what, lambda chunk, _names: chunk)
-
-
 #: The most samples a figure of `edit` or `remove` shows, a row each; with more, the pictures and arrays hold these
 #: and --save-images writes every sample's result, computed CHUNK samples at a time (10,000 latents edited for an
 #: evaluation must not be held in memory at once, nor drawn as a picture 10,000 rows tall).
@@ -293,7 +288,8 @@ def _export_all(folder, samples, labels: list, what: str, produce, chunk: int = 
     (n, 3, H, W) in [0, 1], each written to ``folder/images`` (created there) as WHAT_LABEL.png (:func:`_file_label`),
     or as ``files(labels)`` names them (several images a sample: a transfer's, one per source)."""
     count, chunk = 0, chunk or CHUNK
-    with progress_bar(total=len(labels), desc=f"{what} images", unit="img", progress=None) as bar:
+    # a bar over the samples: with ``files``, each gives several images
+    with progress_bar(total=len(labels), desc=f"{what} images", unit="sample" if files else "img", progress=None) as bar:
         for start in range(0, len(labels), chunk):
             some, names = samples[start:start + chunk], labels[start:start + chunk]
             try:
@@ -1026,17 +1022,26 @@ def refine(factors, part, appearance, alpha, steps, radius, search, min_gain, sh
     j = model.top_appearances(part, 1)[0] if appearance is None else model.check_appearance(appearance)
     check_alpha(alpha)
     check_refine_args(model.layer_shape_[1:], steps, radius, shift, search, min_gain)  # before anything is written
-    samples, seed_list = _shown(*_samples(gen, seeds, seed, n_images, latent), streams=False)
+    every, every_label = _samples(gen, seeds, seed, n_images, latent)
+    samples, seed_list = _shown(every, every_label)
     folder = check_writable(out)
-    cmp = compare_refinement(model, gen, samples, part, j, alpha, shift, steps, radius, search, min_gain=min_gain)
+
+    def compared(some):
+        return compare_refinement(model, gen, some, part, j, alpha, shift, steps, radius, search, min_gain=min_gain)
+
+    cmp = compared(samples)
     path = save_png(refine_figure(model, cmp, seed_list, steps), folder / f"refine_part{part}.png")
     dy, dx = shift
     click.echo(f"wrote {path}\n  reconstruction error: global {cmp.error_global:.4f}, refined {cmp.error_refined:.4f}\n"
                f"  median ROIR of the edit (lower is better): global {cmp.roir_global:.3f}, refined {cmp.roir_refined:.3f}\n"
                f"  images whose refinement started from the shift ({dy},{dx}): {cmp.shift_found:.0%}")
-    if save_images:
-        _export(folder, cmp.with_global, seed_list, "global")
-        _export(folder, cmp.with_refined, seed_list, "refined")
+    if save_images:  # every sample's edit with the global part and with its own, half a chunk of samples at a time
+        def both(some, _labels):
+            c = cmp if _same_samples(some, samples) else compared(some)
+            return torch.stack([c.with_global, c.with_refined], 1).flatten(0, 1)  # (2n, 3, H, W): each sample's pair
+
+        _export_all(folder, every, every_label, "refine", both, chunk=max(1, CHUNK // 2),
+                    files=lambda names: [f"{kind}_{_file_label(label)}" for label in names for kind in ("global", "refined")])
     if save_arrays:
         _arrays(path, cmp, seed_list)
 

@@ -574,6 +574,18 @@ def test_many_samples_stream_their_images_and_draw_the_first_rows(factor_file, t
     got = torch.from_numpy(np.asarray(Image.open(tmp_path / "t" / "images" / "transfer_9_from_32.png"),
                                       dtype=np.float32) / 255)
     assert (got.permute(2, 0, 1) - want).abs().max() <= 1 / 255 + 1e-6
+    # refine: the figure compares the first 6; --save-images writes every sample's edit with the global and its own
+    # part, 8 // 2 = 4 samples a chunk (the last chunk: seeds 8 and 9, as one call for them gives them)
+    from panda.refinement import compare_refinement
+    r = run("refine", factor_file, "--part", 2, "-j", 1, "-a", 1.5, "--seeds", "0-9", "--save-images",
+            "--out", tmp_path / "rf")
+    assert r.exit_code == 0 and "first 6 of 10 samples; --save-images writes all of them" in r.output, r.output
+    assert len(list((tmp_path / "rf" / "images").glob("global_*.png"))) == 10
+    assert len(list((tmp_path / "rf" / "images").glob("refined_*.png"))) == 10
+    last = compare_refinement(model, g, [8, 9], 2, 1, 1.5)
+    for kind, want in (("global", last.with_global[1]), ("refined", last.with_refined[1])):
+        got = torch.from_numpy(np.asarray(Image.open(tmp_path / "rf" / "images" / f"{kind}_9.png"), dtype=np.float32) / 255)
+        assert (got.permute(2, 0, 1) - want).abs().max() <= 1 / 255 + 1e-6, kind
     r = run("localize", factor_file, "--appearance", 3, "--seeds", "0-9", "--save-arrays", "--out", tmp_path / "l")
     assert r.exit_code == 0 and "first 6 of 10 samples; --save-arrays writes appearance 3's maps" in r.output, r.output
     with np.load(tmp_path / "l" / "localize_app3.npz") as data:

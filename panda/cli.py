@@ -266,9 +266,10 @@ def _file_label(label) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "", str(label))
 
 
-#: The most samples a figure of `edit` or `remove` shows, a row each; with more, the pictures and arrays hold these
-#: and --save-images writes every sample's result, computed CHUNK samples at a time (10,000 latents edited for an
-#: evaluation must not be held in memory at once, nor drawn as a picture 10,000 rows tall).
+#: The most samples a figure of `edit`, `remove`, `refine` or `transfer` (its targets) shows, a row each; with more,
+#: the pictures and arrays hold these and --save-images writes every sample's result, computed CHUNK samples at a
+#: time (10,000 latents edited for an evaluation must not be held in memory at once, nor drawn as a picture 10,000
+#: rows tall).
 FIGURE_ROWS = 16
 CHUNK = 64
 
@@ -278,7 +279,8 @@ def _shown(samples, labels: list, streams: bool = True, rest: str | None = None)
     the command writes the rest with --save-images; ``rest``: what it does with them instead."""
     if len(labels) > FIGURE_ROWS:
         rest = rest or ("--save-images writes all of them" if streams
-                        else "the others are not used (edit and remove write every sample's result with --save-images)")
+                        else "the others are not used (edit, remove, refine and transfer write every sample's "
+                             "result with --save-images)")
         click.echo(f"the pictures and arrays show the first {FIGURE_ROWS} of {len(labels)} samples; {rest}", err=True)
     return samples[:FIGURE_ROWS], labels[:FIGURE_ROWS]
 

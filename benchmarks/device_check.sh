@@ -48,9 +48,9 @@ step() {  # name, time limit in seconds, command...
 case ${1:-fit} in
     fit)
         step small_n "${T_SMALL:-50}" "$PY" benchmarks/small_n_check.py --device "$D"
-        step fit_speed "${T_FIT:-260}" "$PY" benchmarks/fit_speed.py --device "$D" --ns "$NS" --lrs cpu-best \
+        step fit_speed "${T_FIT:-240}" "$PY" benchmarks/fit_speed.py --device "$D" --ns "$NS" --lrs cpu-best \
             --layers relu2,relu3,main.5,main.8 --out "$OUT/fit_speed_cuda.md"
-        step stylegan_scale "${T_SCALE:-180}" "$PY" benchmarks/stylegan_scale.py --resolution "${RES:-1024}" \
+        step stylegan_scale "${T_SCALE:-200}" "$PY" benchmarks/stylegan_scale.py --resolution "${RES:-1024}" \
             --device "$D" --n "${SG_N:-2000,1000,500}" --out "$OUT/stylegan_scale_cuda.md" ;;
     more)
         step fit_speed_more "${T_MORE:-300}" "$PY" benchmarks/fit_speed.py --device "$D" --ns "$NS" --lrs cpu-best \

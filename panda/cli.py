@@ -351,6 +351,19 @@ def _same_samples(a, b) -> bool:
     return not isinstance(a, Latents) and not isinstance(b, Latents) and list(a) == list(b)
 
 
+class _LastSamples:
+    """``compute(samples, *args)``, remembered for the last samples it was called with: a sweep with --gif measures
+    the samples shown twice, and --save-images draws them again when they are all the samples."""
+
+    def __init__(self, compute) -> None:
+        self.compute, self.samples, self.value = compute, None, None
+
+    def __call__(self, samples, *args):
+        if self.samples is None or not _same_samples(self.samples, samples):
+            self.samples, self.value = samples, self.compute(samples, *args)
+        return self.value
+
+
 def _own_profiles(model: PandA, gen, samples, part: int) -> torch.Tensor:
     """Part ``part`` as each sample's own parts have it, (N, H, W) in [0, 1]: the map an edit or removal fills."""
     model.check_part(part)
@@ -907,15 +920,10 @@ def edit(factors, part, mask, region, dilate, appearance, alpha, edits, sweep, g
         edit_list = check_edits(model, [Edit(part, j, alpha)])
     folder = check_writable(out)
 
-    refined: list = []  # the last samples refined and their parts: --gif measures the shown ones twice, and
-    # --save-images draws them again when they are all the samples
+    refined = _LastSamples(lambda some: _own_parts(model, gen, some))
 
     def own(some):  # each sample's own parts with --refine, else the global ones
-        if not refine_first:
-            return None
-        if not (refined and _same_samples(refined[0], some)):
-            refined[:] = [some, _own_parts(model, gen, some)]
-        return refined[1]
+        return refined(some) if refine_first else None
 
     if len(edit_list) == 1 and sweep:
         e = edit_list[0]
@@ -959,9 +967,10 @@ def _edit_region(model, gen, samples, seed_list, part, mask, region, dilate, app
         j = model.check_appearance(appearance)
     folder = check_writable(out)
 
+    found = _LastSamples(lambda some, labels: _region(model, gen, some, labels, None, None, region, dilate))
+
     def regions_of(some, labels):  # the mask as read once; a face region is found in each image of each chunk
-        return (rasterised, None, "mask", None) if mask is not None else _region(model, gen, some, labels, None, None,
-                                                                                  region, dilate)
+        return (rasterised, None, "mask", None) if mask is not None else found(some, labels)
 
     def measure(some, labels, alphas):
         grid_regions, masks, label, images = regions_of(some, labels)  # a face region's images: rendered once

@@ -433,12 +433,19 @@ def test_edit_a_mask_of_your_own(factor_file, tmp_path):
         assert r.exit_code == 2 and match in r.output and not (tmp_path / "x").exists()
 
 
-def test_edit_a_face_region_found_in_each_image(factor_file, tmp_path):
+def test_edit_a_face_region_found_in_each_image(factor_file, tmp_path, monkeypatch):
     """--region: FaceMesh's mouth in each image; the default appearance is ranked on the calibration faces FaceMesh
-    finds (one of them has none: its region is left out, not refused)."""
-    r = run("edit", factor_file, "--region", "mouth", "--seeds", "1,2", "--out", tmp_path / "e")
+    finds (one of them has none: its region is left out, not refused). With --gif and --save-images the samples'
+    regions are found once, not three times."""
+    from panda import cli
+    calls, real = [], cli._region
+    monkeypatch.setattr(cli, "_region", lambda model, gen, samples, *a, **k: calls.append(list(samples))
+                        or real(model, gen, samples, *a, **k))
+    r = run("edit", factor_file, "--region", "mouth", "--seeds", "1,2", "--gif", "--save-images", "--out", tmp_path / "e")
     assert r.exit_code == 0, r.output
     assert "calibration samples" in r.output and len(list((tmp_path / "e").glob("edit_mouth_app*.png"))) == 1
+    assert len(list((tmp_path / "e").glob("edit_mouth_app*.gif"))) == 1 and len(list((tmp_path / "e" / "images").glob("*.png"))) == 2
+    assert calls == [[1, 2]]
 
 
 def test_gif_animates_one_edit_there_and_back(factor_file, tmp_path):

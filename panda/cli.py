@@ -353,7 +353,8 @@ def _same_samples(a, b) -> bool:
 
 class _LastSamples:
     """``compute(samples, *args)``, remembered for the last samples it was called with: a sweep with --gif measures
-    the samples shown twice, and --save-images draws them again when they are all the samples."""
+    the samples shown twice, and --save-images draws them again when they are all the samples (its chunk is then
+    the figure's samples, whose edits, regions, refinements or transfers are at hand)."""
 
     def __init__(self, compute) -> None:
         self.compute, self.samples, self.value = compute, None, None
@@ -1037,9 +1038,8 @@ def refine(factors, part, appearance, alpha, steps, radius, search, min_gain, sh
     samples, seed_list = _shown(every, every_label)
     folder = check_writable(out)
 
-    def compared(some):
-        return compare_refinement(model, gen, some, part, j, alpha, shift, steps, radius, search, min_gain=min_gain)
-
+    compared = _LastSamples(lambda some: compare_refinement(model, gen, some, part, j, alpha, shift, steps, radius,
+                                                            search, min_gain=min_gain))
     cmp = compared(samples)
     path = save_png(refine_figure(model, cmp, seed_list, steps), folder / f"refine_part{part}.png")
     dy, dx = shift
@@ -1047,8 +1047,8 @@ def refine(factors, part, appearance, alpha, steps, radius, search, min_gain, sh
                f"  median ROIR of the edit (lower is better): global {cmp.roir_global:.3f}, refined {cmp.roir_refined:.3f}\n"
                f"  images whose refinement started from the shift ({dy},{dx}): {cmp.shift_found:.0%}")
     if save_images:  # every sample's edit with the global part and with its own, half a chunk of samples at a time
-        def both(some, _labels):
-            c = cmp if _same_samples(some, samples) else compared(some)
+        def both(some, _labels):  # all shown: the figure's comparison
+            c = compared(some)
             return torch.stack([c.with_global, c.with_refined], 1).flatten(0, 1)  # (2n, 3, H, W): each sample's pair
 
         _export_all(folder, every, every_label, "refine", both, chunk=max(1, CHUNK // 2),
@@ -1090,8 +1090,9 @@ def remove(factors, part, mask, region, dilate, alpha, background, refine_first,
     background, sign = parse_background(model, background)
     all_samples, all_labels = _samples(gen, seeds, seed, n_images, latent)
     samples, seed_list = _shown(all_samples, all_labels)
-    grid_regions, masks, label, images = _region(model, gen, samples, seed_list, part, mask, region, dilate,
-                                                 refine_first=refine_first)
+    regions_of = _LastSamples(lambda some, labels: _region(model, gen, some, labels, part, mask, region, dilate,
+                                                           refine_first=refine_first))
+    grid_regions, masks, label, images = regions_of(samples, seed_list)
     folder = check_writable(out)
     result = removal(model, gen, samples, grid_regions, alpha, background, masks, sign, images)
     name = f"remove_part{part}" if part is not None else (f"remove_{region}" if region else "remove_mask")
@@ -1103,8 +1104,7 @@ def remove(factors, part, mask, region, dilate, alpha, background, refine_first,
                        err=True)
 
         def removed(some, labels):  # a face region is found (a part refined) in each image of each chunk
-            regions = grid_regions if _same_samples(some, samples) else _region(  # all shown: found once
-                model, gen, some, labels, part, mask, region, dilate, refine_first=refine_first)[0]
+            regions = regions_of(some, labels)[0]  # all shown: found once
             return gen.to_unit(remove_region(model, gen, some, regions, alpha, result.appearance, result.sign)).cpu()
 
         _export_all(folder, all_samples, all_labels, "removed", removed)
@@ -1213,18 +1213,16 @@ def transfer(factors, parts, mask, region, dilate, sources, source_latent, sourc
         per_target = faces_of
     folder = check_writable(out)
 
-    def transferred(some, labels):
-        return transfer_regions(model, gen, some, source_samples, alpha=alpha, appearances=list(appearances) or None,
-                                min_share=min_share, **shared, **(per_target(some, labels) if per_target else {}))
-
+    transferred = _LastSamples(lambda some, labels: transfer_regions(
+        model, gen, some, source_samples, alpha=alpha, appearances=list(appearances) or None, min_share=min_share,
+        **shared, **(per_target(some, labels) if per_target else {})))
     result = transferred(targets, target_labels)
     path = save_png(transfer_figure(model, result, target_labels, source_labels), folder / f"transfer_{name}.png")
     click.echo(f"wrote {path}\n  {result.label}: {100 * result.share:.0f}% of the pixel change inside the targets' "
                f"region; there {100 * result.closer:.0f}% closer to the source, pixel by pixel")
     if save_images:  # every target with every source, a chunk of about CHUNK images at a time
         _export_all(folder, every, every_label, "transfer",
-                    lambda some, labels: (result if _same_samples(some, targets) else transferred(some, labels))
-                    .images.flatten(0, 1),
+                    lambda some, labels: transferred(some, labels).images.flatten(0, 1),  # all shown: the table's
                     chunk=max(1, CHUNK // len(source_labels)),
                     files=lambda names: [f"transfer_{_file_label(t)}_from_{_file_label(s)}" for t in names
                                          for s in source_labels])

@@ -909,7 +909,7 @@ def first_parts(m: torch.Tensor | PsdFactor, rank: int, n_init: int = 4, random_
     first run to convergence on the coarse grid (up to 1,000 more iterations there), since the starts stop after
     1,000: on few samples they stop short of it, and the polish then finished the coarse problem's work at
     four times the cost an iteration (dcgan-celeba convTr5, 600 samples: 1,000 full-size iterations, 4.8 s; now
-    1,070 coarse ones and 170 full-size ones, 1.9 s, to a lower objective).
+    1,000 more coarse ones and 190 full-size ones, 1.8 s, to a lower objective).
 
     Parameters
     ----------

@@ -253,8 +253,8 @@ def rank_sweep(
         models.append(model)
         bar.update(1)
         bar.set_postfix(rank=r, error=f"{model.heldout_error_ if heldout is not None else model.train_error_:.4f}")
-        log.info("R_S = %d: training error %.4f, held-out %.4f, fit %.1f s", r, model.train_error_,
-                 model.heldout_error_, model.fit_time_)
+        held = "" if heldout is None else f", held-out {model.heldout_error_:.4f}"  # none measured: not "nan"
+        log.info("R_S = %d: training error %.4f%s, fit %.1f s", r, model.train_error_, held, model.fit_time_)
     bar.close()
     regions = None if faces is None else [part_regions(m, faces) for m in models]
     stability = None

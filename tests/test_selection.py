@@ -222,9 +222,12 @@ def test_ranks_stability_on_your_own_latents_fits_each_half(tmp_path, monkeypatc
     assert r.exit_code == 2 and "holds 1 latent; give at least 2" in r.output
 
 
-def test_stability_matches_each_rank_with_its_fit_on_other_samples(maps):
+def test_stability_matches_each_rank_with_its_fit_on_other_samples(maps, caplog):
     train, heldout = maps
-    same = rank_sweep(FeatureArray(train, "relu2"), [2, 4], other=FeatureArray(train.clone(), "relu2"), max_iter=3)
+    with caplog.at_level("INFO", logger="panda"):
+        same = rank_sweep(FeatureArray(train, "relu2"), [2, 4], other=FeatureArray(train.clone(), "relu2"), max_iter=3)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("R_S = ")]
+    assert len(lines) == 4 and not any("nan" in line or "held-out" in line for line in lines)  # none measured
     for rank, model, similarity in zip(same.ranks, same.models, same.stability):
         # the other fit starts from other seeds (random_state + n_init..): the comparison is with that fit
         twin = PandA(rank_parts=rank, max_iter=3, random_state=4).fit(FeatureArray(train, "relu2"))

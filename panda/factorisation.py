@@ -49,6 +49,26 @@ def _check_finite(z: torch.Tensor) -> torch.Tensor:
     return z
 
 
+def _refuse_scale(batches: Batches, what: str) -> None:
+    """Raise the error for statistics that came out non-finite (``what`` = "overflow") or zero ("underflow"): the
+    data's own NaN/inf or zeros, or finite data whose squares leave float32's range (|z| above about 1e19 or below
+    about 1e-22), which would otherwise be reported as values the data do not hold. Only on this error path: one more
+    pass over the data for their largest magnitude."""
+    big = torch.zeros((), dtype=torch.float64)
+    for z in batches:
+        big = torch.maximum(big, _upcast(z).abs().amax().double().cpu())  # NaN propagates
+    if not torch.isfinite(big):
+        _check_finite(torch.tensor(float("nan")))
+    if what == "overflow":
+        raise PandaError(f"the feature maps are finite, but values as large as {float(big):.3g} overflow their float32 sums "
+                         "of squares: divide them by a constant first (the parts do not change; the appearances' "
+                         "coefficients scale with it).")
+    if float(big) > 0:
+        raise PandaError(f"the feature maps are not zero, but all as small as {float(big):.3g}: their squares vanish in "
+                         "float32. Multiply them by a constant first (the parts do not change).")
+    raise PandaError("the feature maps are all zero at this layer: pick another layer.")
+
+
 def _upcast(z: torch.Tensor) -> torch.Tensor:
     return z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
 
@@ -132,7 +152,9 @@ def data_stats(batches: Batches, grid: tuple[int, int] | None = None) -> DataSta
     if n == 0:
         raise PandaError("no samples to fit on: n_samples must be >= 1.")
     # NaN or inf anywhere in the data reaches the sums (the channel trace and the norm sum), checked once at the end
-    _check_finite(torch.stack([torch.trace(channel), norm_sum]))
+    sums = torch.stack([torch.trace(channel), norm_sum])
+    if not torch.isfinite(sums).all():
+        _refuse_scale(batches, "overflow")
     total = float(torch.trace(channel))  # sum_i ||Z_i||^2 = tr(sum_i Z_i Z_i^T)
     position = position.result()
     return DataStats(total, channel, position, float(norm_sum) / (n * position.shape[0]), n, border_channel, border_sum,
@@ -1054,7 +1076,7 @@ def panda_factorise(
     log.info("statistics of %d samples (C = %d, S = %d) in %.1f s", stats.n, c, s, time.perf_counter() - start)
     check_ranks(rank_appearance, rank_parts, c, s)
     if stats.total <= 0:
-        raise PandaError("the feature maps are all zero at this layer: pick another layer.")
+        _refuse_scale(batches, "underflow")
     full = rank_appearance == c
     _, a = top_eigenvectors(stats.channel, rank_appearance)
     # The P-step's statistic, scaled by sum||Z||^2 so that its objective is the relative error - 1.
@@ -1343,6 +1365,12 @@ def relative_error(batches: Batches, appearances: torch.Tensor, parts: torch.Ten
         r = z - reconstruct(z, appearances, parts, mixing)
         num += float((r.double() ** 2).sum())
         den += float((z.double() ** 2).sum())
+    if not math.isfinite(den):  # (a NaN num from finite data is the factors' own: a diverged run, returned as NaN)
+        raise PandaError("the feature maps to score contain NaN or inf values: check the generator and its inputs "
+                         "(a broken weight file or latents with NaN).")
+    if den == 0:  # relative to nothing: no error to report
+        raise PandaError("the feature maps to score are all zero, so their relative error is undefined: score other "
+                         "samples, or another layer.")
     return num / den
 
 

@@ -200,6 +200,26 @@ def test_non_finite_features_are_refused():
         data_stats([z])
 
 
+@pytest.mark.parametrize("scale, match", [
+    (1e20, "finite, but values as large as 2e\\+20 overflow"),  # squares beyond float32: not "NaN or inf" in the data
+    (1e-30, "not zero, but all as small as 2e-30"),  # squares below it: not "all zero"
+    (0.0, "all zero"),
+])
+def test_features_out_of_float32_range_are_named_as_such(scale, match):
+    z = torch.ones(2, 3, 4, 4) * 2 * scale
+    with pytest.raises(PandaError, match=match):
+        PandA(rank_parts=2).fit(z)
+
+
+def test_scoring_all_zero_features_is_refused_and_diverged_factors_score_nan():
+    z = torch.randn(6, 3, 4, 4)
+    model = PandA(rank_parts=2, max_iter=2).fit(z)
+    with pytest.raises(PandaError, match="all zero, so their relative error is undefined"):
+        model.score(torch.zeros(2, 3, 4, 4))  # was a ZeroDivisionError
+    # a diverged run's factors (the authors' scheme at too high a learning rate) score NaN, which benchmarks report
+    assert math.isnan(relative_error([z.flatten(2)], model.appearances_, model.parts_ * math.nan))
+
+
 def test_not_fitted_is_a_clear_error(tmp_path):
     with pytest.raises(PandaError, match="not fitted yet"):
         PandA().part_maps()

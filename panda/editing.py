@@ -63,6 +63,13 @@ def part_profile(model: PandA, part: int, parts: torch.Tensor | None = None) -> 
 MAX_ALPHA = 1000.0
 
 
+def check_alphas(alphas: Sequence[float]) -> list[float]:
+    """A sweep's strengths: at least one, each as :func:`check_alpha` takes it."""
+    if len(alphas) == 0:
+        raise PandaError("no strengths given: give at least one alpha.")
+    return [check_alpha(a) for a in alphas]
+
+
 def check_alpha(alpha: float) -> float:
     """An edit strength must be a finite number within +-MAX_ALPHA (a NaN, inf or astronomically large one would
     ruin every pixel)."""
@@ -181,11 +188,8 @@ def sweep(
     latents = generator.latents(latents)
     several = isinstance(appearance, (list, tuple))
     appearances = list(appearance) if several else [appearance]
-    units = []
-    for j in appearances:
-        units.append(edit_delta(model, [Edit(part, j, 1.0)]))
-        for a in alphas:
-            check_edits(model, [Edit(part, j, a)])
+    alphas = check_alphas(alphas)
+    units = [edit_delta(model, [Edit(part, j, 1.0)]) for j in appearances]  # checks the part and each appearance
     n, m = len(latents), len(alphas)
     rep = latents[torch.arange(n).repeat_interleave(m).repeat(len(units))]
     strengths = torch.tensor(list(alphas), dtype=units[0].dtype).repeat(n)[:, None, None, None]
@@ -211,8 +215,7 @@ def region_sweep(
     if tuple(regions.shape) != (n, *model.layer_shape_[1:]) or not torch.isfinite(regions).all():
         raise PandaError(f"the region must be finite, (H, W) or (N, H, W) = ({n}, {model.layer_shape_[1]}, "
                          f"{model.layer_shape_[2]}) on the layer's grid, got shape {tuple(region.shape)}.")
-    for a in alphas:
-        check_alpha(a)
+    alphas = check_alphas(alphas)
     units = torch.stack([region_delta(model, appearance, r, 1.0) for r in regions])  # (N, C, H, W)
     strengths = torch.tensor(list(alphas), dtype=units.dtype).repeat(n)[:, None, None, None]
     deltas = units.repeat_interleave(m, 0) * strengths  # sample-major, as the latents below

@@ -24,7 +24,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save
 
-from .errors import PandaError
+from .errors import PandaError, check_whole
 from .factorisation import (DataStats, appearance_shares, check_params, check_ranks, check_statistics_memory, coefficient_moments,
                             mixing_matrices, panda_factorise, reconstruct as reconstruct_maps, relative_error)
 from .features import FeatureArray, FeatureSource, as_features
@@ -127,16 +127,17 @@ class PandA:
         mixing_directions: int | None = None,
         reseed: int = 0,
     ) -> None:
-        self.rank_appearance = rank_appearance
-        self.rank_parts = rank_parts
-        self.max_iter = max_iter
+        # numpy integers (a rank taken from an array) as the ints they are: checked at fit, written to JSON on save
+        self.rank_appearance = _plain(rank_appearance)
+        self.rank_parts = _plain(rank_parts)
+        self.max_iter = _plain(max_iter)
         self.tol = tol
-        self.random_state = random_state
-        self.n_init = n_init
+        self.random_state = _plain(random_state)
+        self.n_init = _plain(n_init)
         self.verbose = verbose
         self.mixing = mixing
-        self.mixing_directions = mixing_directions
-        self.reseed = reseed
+        self.mixing_directions = _plain(mixing_directions)
+        self.reseed = _plain(reseed)
 
     # ------------------------------------------------------------------ fitting
     def validate(self, shape: tuple[int, int, int]) -> int:
@@ -308,6 +309,8 @@ class PandA:
                        it. Energy alone puts the mean direction, strong in every part, first everywhere.
         """
         self.check_part(part)
+        if check_whole(k, "k") < 1:
+            raise PandaError(f"k={k}: ask for at least one appearance.")
         if by == "energy":
             score = self.coef_energy_[:, part]
         elif by == "variance":
@@ -346,12 +349,14 @@ class PandA:
 
     def check_part(self, part: int) -> int:
         self._check_fitted()
+        part = check_whole(part, "part")
         if not 0 <= part < self.n_parts:
             raise PandaError(f"part {part} is out of range: this model has parts 0..{self.n_parts - 1}.")
         return part
 
     def check_appearance(self, appearance: int) -> int:
         self._check_fitted()
+        appearance = check_whole(appearance, "appearance")
         if not 0 <= appearance < self.n_appearances:
             raise PandaError(f"appearance {appearance} is out of range: this model has appearances 0..{self.n_appearances - 1}.")
         return appearance
@@ -445,6 +450,8 @@ class PandA:
         """Read a factor file written by :meth:`save`, checking its structure and values."""
         path = Path(path)
         refit = "fit the factors again"
+        if path.is_dir():
+            raise PandaError(f"'{path}' is a folder: give the path of the factor file inside it (*.safetensors).")
         if not path.is_file():
             raise PandaError(f"factor file '{path}' does not exist: give the path the factors were saved to, or {refit}.")
         try:
@@ -631,3 +638,8 @@ def _json_float(x: float):
 
 def _from_json_float(x) -> float:
     return float("nan") if x is None else float(x)
+
+
+def _plain(value):
+    """A numpy integer as a Python int; anything else as given (the fit checks it)."""
+    return int(value) if isinstance(value, np.integer) else value

@@ -38,7 +38,7 @@ from typing import NamedTuple, Sequence
 import torch
 
 from .editing import Edit, edit_delta, part_profile, synthesize_offset
-from .errors import PandaError
+from .errors import PandaError, check_whole
 from .factorisation import PsdFactor, factor_pays, parts_objective, psd_sqrt, reconstruct, solve_parts
 from .features import capture
 from .generators import GeneratorAdapter, Latents
@@ -83,11 +83,12 @@ def check_refine_args(grid: tuple[int, int], steps: int = 100, radius: int | Non
     if not math.isfinite(min_gain) or min_gain < 0:
         raise PandaError(f"min_gain={min_gain}: give a fall in relative error >= 0 (default "
                          f"{MIN_TRANSLATION_GAIN}; 0: the best translation however little it gains).")
-    if steps < 0:
+    if check_whole(steps, "steps") < 0:
         raise PandaError(f"steps={steps}: give a number of refinement steps >= 0.")
-    if radius is not None and radius < 0:
+    if radius is not None and check_whole(radius, "radius") < 0:
         raise PandaError(f"radius={radius}: give a neighbourhood radius >= 0 (or none).")
-    (h, w), (dy, dx) = grid, shift
+    (h, w), (dy, dx) = grid, (check_whole(shift[0], "shift"), check_whole(shift[1], "shift"))
+    check_whole(search, "search")
     if abs(dy) >= h or abs(dx) >= w:
         raise PandaError(f"shift ({dy}, {dx}) is as large as the layer's {h}x{w} grid: use a smaller shift.")
     if not 0 <= search < min(h, w):

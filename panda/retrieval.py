@@ -97,6 +97,8 @@ def retrieve(model: PandA, generator: GeneratorAdapter, samples: Latents | Seque
     """
     model.check_compatible(generator)
     j = model.check_appearance(appearance)
+    if len(samples) == 0:
+        raise PandaError("no images asked for: give at least one seed.")
     if face_region is not None:
         if region is not None:
             raise PandaError("score in a region or in a face region found in each image, not both.")

@@ -178,6 +178,8 @@ def test_bad_refinement_arguments(model, celeba):
         refine_parts(model, z, search=8)
     with pytest.raises(PandaError, match="radius"):
         refine_parts(model, z, radius=-1)
+    with pytest.raises(PandaError, match="radius must be a whole number, got 1.5"):
+        refine_parts(model, z, radius=1.5)  # was a TypeError from torch's pad
 
 
 # ----------------------------------------------------------------------------- removal

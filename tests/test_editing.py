@@ -1,10 +1,11 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from panda import PandaError
-from panda.editing import Edit, edit, edit_delta, part_profile, sweep
+from panda.editing import Edit, edit, edit_delta, measured_sweep, part_profile, sweep
 from panda.metrics import change_inside_fraction, roir
 from panda.maps import upsample
 
@@ -75,10 +76,25 @@ def test_top_appearances_sorted_by_energy(model):
     (Edit(0, 256, 1.0), "appearance 256 is out of range"),
     (Edit(0, 0, math.inf), "finite"),
     (Edit(0, 0, math.nan), "finite"),
+    (Edit(1.5, 0, 1.0), "part must be a whole number, got 1.5"),  # was an IndexError from deep inside
+    (Edit(0, 2.0, 1.0), "appearance must be a whole number, got 2.0"),
+    (Edit(True, 0, 1.0), "part must be a whole number"),
 ])
 def test_bad_edits_refused(model, celeba, bad, match):
     with pytest.raises(PandaError, match=match):
         edit(model, celeba, celeba.sample([0]), [bad])
+
+
+def test_whole_numbers_of_any_integer_kind_index_parts(model):
+    assert model.check_part(np.int64(3)) == 3 and model.check_appearance(torch.tensor(5)) == 5
+    for k in (0, -1):  # -1 used to return all appearances but the last
+        with pytest.raises(PandaError, match="at least one appearance"):
+            model.top_appearances(3, k)
+
+
+def test_a_sweep_without_strengths_is_refused(model, celeba):
+    with pytest.raises(PandaError, match="no strengths given"):
+        measured_sweep(model, celeba, [0], 3, 1, [])  # was a ValueError from torch.cat
 
 
 def test_edit_on_another_generator_refused(model, digiface):

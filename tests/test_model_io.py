@@ -55,6 +55,17 @@ def test_corrupt_file_refused(tmp_path, factor_file):
 def test_missing_file_refused(tmp_path):
     with pytest.raises(PandaError, match="does not exist"):
         PandA.load(tmp_path / "nope.safetensors")
+    with pytest.raises(PandaError, match="is a folder: give the path of the factor file inside it"):
+        PandA.load(tmp_path)  # it exists: "does not exist" would mislead
+
+
+def test_numpy_integer_hyper_parameters_fit_and_save(tmp_path):
+    import numpy as np
+    maps = torch.randn(12, 4, 4, 4)
+    model = PandA(rank_parts=np.int64(3), n_init=np.int32(2), max_iter=np.int64(2)).fit(maps)  # a rank from an array
+    assert model.parts_.shape == (16, 3) and type(model.rank_parts) is int
+    back = PandA.load(model.save(tmp_path / "f.safetensors"))  # metadata is JSON: a numpy int would not serialise
+    assert back.n_parts == 3 and back.n_init == 2
 
 
 def test_foreign_safetensors_refused(tmp_path):

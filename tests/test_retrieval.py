@@ -58,6 +58,8 @@ def test_bad_regions_are_refused(model, celeba, region, match):
 def test_appearance_out_of_range(model, celeba):
     with pytest.raises(PandaError, match="out of range"):
         retrieve(model, celeba, SEEDS[:4], 999)
+    with pytest.raises(PandaError, match="no images asked for"):
+        retrieve(model, celeba, [], 3)  # was a ValueError from torch.cat
 
 
 def test_retrieval_figure_shows_both_ends(model, celeba):

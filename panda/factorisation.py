@@ -44,9 +44,12 @@ def _check_finite(z: torch.Tensor) -> torch.Tensor:
     Z^T Z of float16 features overflows and loses the statistics."""
     z = _upcast(z)
     if not torch.isfinite(z).all():
-        raise PandaError("the feature maps contain NaN or inf values: check the generator and its inputs "
-                         "(a broken weight file or latents with NaN), or pick another layer.")
+        raise PandaError(NON_FINITE)
     return z
+
+
+NON_FINITE = ("the feature maps contain NaN or inf values: check the generator and its inputs (a broken weight file or "
+              "latents with NaN), or pick another layer.")
 
 
 def _refuse_scale(batches: Batches, what: str) -> None:
@@ -58,7 +61,7 @@ def _refuse_scale(batches: Batches, what: str) -> None:
     for z in batches:
         big = torch.maximum(big, _upcast(z).abs().amax().double().cpu())  # NaN propagates
     if not torch.isfinite(big):
-        _check_finite(torch.tensor(float("nan")))
+        raise PandaError(NON_FINITE)
     if what == "overflow":
         raise PandaError(f"the feature maps are finite, but values as large as {float(big):.3g} overflow their float32 sums "
                          "of squares: divide them by a constant first (the parts do not change; the appearances' "
@@ -1366,8 +1369,7 @@ def relative_error(batches: Batches, appearances: torch.Tensor, parts: torch.Ten
         num += float((r.double() ** 2).sum())
         den += float((z.double() ** 2).sum())
     if not math.isfinite(den):  # (a NaN num from finite data is the factors' own: a diverged run, returned as NaN)
-        raise PandaError("the feature maps to score contain NaN or inf values: check the generator and its inputs "
-                         "(a broken weight file or latents with NaN).")
+        raise PandaError(NON_FINITE)
     if den == 0:  # relative to nothing: no error to report
         raise PandaError("the feature maps to score are all zero, so their relative error is undefined: score other "
                          "samples, or another layer.")

@@ -218,6 +218,10 @@ def test_scoring_all_zero_features_is_refused_and_diverged_factors_score_nan():
         model.score(torch.zeros(2, 3, 4, 4))  # was a ZeroDivisionError
     # a diverged run's factors (the authors' scheme at too high a learning rate) score NaN, which benchmarks report
     assert math.isnan(relative_error([z.flatten(2)], model.appearances_, model.parts_ * math.nan))
+    bad = z.flatten(2).clone()
+    bad[0, 0, 0] = math.inf
+    with pytest.raises(PandaError, match="NaN or inf"):  # the data's own, not the factors'
+        relative_error([bad], model.appearances_, model.parts_)
 
 
 def test_not_fitted_is_a_clear_error(tmp_path):

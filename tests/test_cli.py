@@ -84,6 +84,8 @@ def test_fit_at_a_layer_too_large_for_memory_is_one_line(tmp_path, monkeypatch):
     (["--part", 0, "--alpha", "inf"], "finite"),
     ([], "say which part"),
     (["--edit", "1,2"], "PART,APPEARANCE,ALPHA"),
+    (["--part", 0, "--region", "mouth"], "--part and --region both say what to edit: give only one"),
+    (["--edit", "1,2,1", "--region", "eyes", "--part", 1], "--part and --edit and --region all say what to edit"),
 ])
 def test_bad_edit_input_writes_nothing(factor_file, tmp_path, args, match):
     out = tmp_path / "out"

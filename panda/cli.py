@@ -956,8 +956,9 @@ def _edit_region(model, gen, samples, seed_list, part, mask, region, dilate, app
     if part is not None or edits or (mask is not None and region is not None):
         given = [flag for flag, value in (("--part", part), ("--edit", edits or None), ("--mask", mask),
                                           ("--region", region)) if value is not None]
-        raise PandaError(f"{' and '.join(given)} {'both' if len(given) == 2 else 'all'} say what to edit: give only one of --part K, --edit "
-                         f"PART,APPEARANCE,ALPHA, --mask FILE.PNG or --region {'|'.join(REMOVAL_REGIONS)}.")
+        raise PandaError(f"{' and '.join(given)} {'both' if len(given) == 2 else 'all'} say what to edit: give only "
+                         f"one of --part K, --edit PART,APPEARANCE,ALPHA, --mask FILE.PNG or --region "
+                         f"{'|'.join(REMOVAL_REGIONS)}.")
     if not sweep:
         raise PandaError("an edit of a mask or face region is drawn as a sweep: leave out --no-sweep.")
     check_alpha(alpha)

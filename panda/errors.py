@@ -17,9 +17,9 @@ class PandaError(Exception):
 def check_whole(value, what: str) -> int:
     """``value`` as a Python int where it is a whole number: an int, a numpy integer or a one-element integer tensor.
     A float (1.5; also 2.0, which indexes in some places and fails in others) or a bool is refused, naming ``what``."""
-    if isinstance(value, (bool, np.bool_)) or (isinstance(value, torch.Tensor) and value.dtype == torch.bool):
-        raise PandaError(f"{what} must be a whole number, got {value!r}.")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise PandaError(f"{what} must be a whole number, got {value!r}.") from None
+    if not isinstance(value, (bool, np.bool_)) and not (isinstance(value, torch.Tensor) and value.dtype == torch.bool):
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    raise PandaError(f"{what} must be a whole number, got {value!r}.")

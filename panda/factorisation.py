@@ -39,34 +39,25 @@ log = logging.getLogger(__name__)
 Batches = Iterable[torch.Tensor]  # re-iterable; each item (B, C, S)
 
 
-def _check_finite(z: torch.Tensor) -> torch.Tensor:
-    """Refuse NaN/inf, and bring half-precision features (StyleGANs' float16 layers) to float32 before any product:
-    Z^T Z of float16 features overflows and loses the statistics."""
-    z = _upcast(z)
-    if not torch.isfinite(z).all():
-        raise PandaError(NON_FINITE)
-    return z
-
-
 NON_FINITE = ("the feature maps contain NaN or inf values: check the generator and its inputs (a broken weight file or "
               "latents with NaN), or pick another layer.")
 
 
-def _refuse_scale(batches: Batches, what: str) -> None:
-    """Raise the error for statistics that came out non-finite (``what`` = "overflow") or zero ("underflow"): the
-    data's own NaN/inf or zeros, or finite data whose squares leave float32's range (|z| above about 1e19 or below
-    about 1e-22), which would otherwise be reported as values the data do not hold. Only on this error path: one more
-    pass over the data for their largest magnitude."""
+def _refuse_features(batches: Batches) -> None:
+    """Raise the error that non-finite or zero statistics stand for: the data's own NaN/inf or zeros, or finite data
+    whose squares leave float32's range (|z| above about 1e19 overflows, below about 1e-22 vanishes), which would
+    otherwise be reported as values the data do not hold. Which one, the data's largest magnitude says: one more pass,
+    on this error path only."""
     big = torch.zeros((), dtype=torch.float64)
     for z in batches:
         big = torch.maximum(big, _upcast(z).abs().amax().double().cpu())  # NaN propagates
     if not torch.isfinite(big):
         raise PandaError(NON_FINITE)
-    if what == "overflow":
+    if big > 1:
         raise PandaError(f"the feature maps are finite, but values as large as {float(big):.3g} overflow their float32 sums "
                          "of squares: divide them by a constant first (the parts do not change; the appearances' "
                          "coefficients scale with it).")
-    if float(big) > 0:
+    if big > 0:
         raise PandaError(f"the feature maps are not zero, but all as small as {float(big):.3g}: their squares vanish in "
                          "float32. Multiply them by a constant first (the parts do not change).")
     raise PandaError("the feature maps are all zero at this layer: pick another layer.")
@@ -155,9 +146,8 @@ def data_stats(batches: Batches, grid: tuple[int, int] | None = None) -> DataSta
     if n == 0:
         raise PandaError("no samples to fit on: n_samples must be >= 1.")
     # NaN or inf anywhere in the data reaches the sums (the channel trace and the norm sum), checked once at the end
-    sums = torch.stack([torch.trace(channel), norm_sum])
-    if not torch.isfinite(sums).all():
-        _refuse_scale(batches, "overflow")
+    if not torch.isfinite(torch.stack([torch.trace(channel), norm_sum])).all():
+        _refuse_features(batches)
     total = float(torch.trace(channel))  # sum_i ||Z_i||^2 = tr(sum_i Z_i Z_i^T)
     position = position.result()
     return DataStats(total, channel, position, float(norm_sum) / (n * position.shape[0]), n, border_channel, border_sum,
@@ -1079,7 +1069,7 @@ def panda_factorise(
     log.info("statistics of %d samples (C = %d, S = %d) in %.1f s", stats.n, c, s, time.perf_counter() - start)
     check_ranks(rank_appearance, rank_parts, c, s)
     if stats.total <= 0:
-        _refuse_scale(batches, "underflow")
+        _refuse_features(batches)
     full = rank_appearance == c
     _, a = top_eigenvectors(stats.channel, rank_appearance)
     # The P-step's statistic, scaled by sum||Z||^2 so that its objective is the relative error - 1.

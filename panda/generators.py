@@ -95,6 +95,10 @@ def _call_with_image_latent(module: nn.Module, z: torch.Tensor, onehot: torch.Te
 DEFAULT_RANK_PARTS = 12
 
 
+#: The error for an empty list of samples (seeds or latents).
+NO_IMAGES = "no images asked for: give at least one seed."
+
+
 class GeneratorAdapter:
     """A pretrained generator with everything panda needs to sample, hook and edit it.
 
@@ -237,7 +241,7 @@ class GeneratorAdapter:
             return latents_or_seeds
         seeds = list(latents_or_seeds)
         if not seeds:
-            raise PandaError("no images asked for: give at least one seed.")
+            raise PandaError(NO_IMAGES)
         return self.sample(seeds)
 
     # --------------------------------------------------------------- synthesis

@@ -18,7 +18,7 @@ import torch
 
 from .errors import PandaError
 from .features import iter_features, render_and_capture
-from .generators import GeneratorAdapter, Latents
+from .generators import NO_IMAGES, GeneratorAdapter, Latents
 from .localisation import Localisation, localisation, signed
 from .maps import check_region
 from .model import PandA
@@ -98,7 +98,7 @@ def retrieve(model: PandA, generator: GeneratorAdapter, samples: Latents | Seque
     model.check_compatible(generator)
     j = model.check_appearance(appearance)
     if len(samples) == 0:
-        raise PandaError("no images asked for: give at least one seed.")
+        raise PandaError(NO_IMAGES)
     if face_region is not None:
         if region is not None:
             raise PandaError("score in a region or in a face region found in each image, not both.")

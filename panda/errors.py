@@ -23,3 +23,9 @@ def check_whole(value, what: str) -> int:
         except TypeError:
             pass
     raise PandaError(f"{what} must be a whole number, got {value!r}.")
+
+
+def plain_int(value):
+    """A numpy integer as a Python int (so that it checks as a whole number and serialises to JSON); anything else
+    as given, for the caller's own check to judge."""
+    return int(value) if isinstance(value, np.integer) else value

@@ -31,7 +31,7 @@ from typing import Callable, Iterable, NamedTuple
 
 import torch
 
-from .errors import PandaError
+from .errors import PandaError, plain_int
 from .progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -1060,6 +1060,9 @@ def panda_factorise(
         A starts from the HOSVD basis (eigenvectors of sum_i Z_i Z_i^T), as in the authors' code.
     """
     start = time.perf_counter()
+    # ranks and counts taken from arrays arrive as numpy integers: whole numbers, so taken as such
+    rank_appearance, rank_parts, n_iter_max, n_init, random_state, mixing_directions, reseed = map(
+        plain_int, (rank_appearance, rank_parts, n_iter_max, n_init, random_state, mixing_directions, reseed))
     check_params(n_iter_max, tol, n_init, random_state, mixing, mixing_directions, reseed)
     passes = 0
     if stats is None:

@@ -24,7 +24,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save
 
-from .errors import PandaError, check_whole
+from .errors import PandaError, check_whole, plain_int
 from .factorisation import (DataStats, appearance_shares, check_params, check_ranks, check_statistics_memory, coefficient_moments,
                             mixing_matrices, panda_factorise, reconstruct as reconstruct_maps, relative_error)
 from .features import FeatureArray, FeatureSource, as_features
@@ -128,16 +128,16 @@ class PandA:
         reseed: int = 0,
     ) -> None:
         # numpy integers (a rank taken from an array) as the ints they are: checked at fit, written to JSON on save
-        self.rank_appearance = _plain(rank_appearance)
-        self.rank_parts = _plain(rank_parts)
-        self.max_iter = _plain(max_iter)
+        self.rank_appearance = plain_int(rank_appearance)
+        self.rank_parts = plain_int(rank_parts)
+        self.max_iter = plain_int(max_iter)
         self.tol = tol
-        self.random_state = _plain(random_state)
-        self.n_init = _plain(n_init)
+        self.random_state = plain_int(random_state)
+        self.n_init = plain_int(n_init)
         self.verbose = verbose
         self.mixing = mixing
-        self.mixing_directions = _plain(mixing_directions)
-        self.reseed = _plain(reseed)
+        self.mixing_directions = plain_int(mixing_directions)
+        self.reseed = plain_int(reseed)
 
     # ------------------------------------------------------------------ fitting
     def validate(self, shape: tuple[int, int, int]) -> int:
@@ -638,8 +638,3 @@ def _json_float(x: float):
 
 def _from_json_float(x) -> float:
     return float("nan") if x is None else float(x)
-
-
-def _plain(value):
-    """A numpy integer as a Python int; anything else as given (the fit checks it)."""
-    return int(value) if isinstance(value, np.integer) else value

@@ -193,6 +193,18 @@ def test_bad_hyper_parameters_are_refused_before_any_extraction(celeba, params, 
     assert source.extract_time == 0.0 and source._cache is None  # nothing was generated
 
 
+def test_numpy_integer_ranks_and_counts_fit_when_called_directly():
+    import numpy as np
+    z = torch.rand(6, 5, 16, generator=torch.Generator().manual_seed(0))
+    plain = panda_factorise([z], 3, 4, n_iter_max=3, n_init=2, random_state=1, reseed=1)
+    given = panda_factorise([z], np.int64(3), np.int32(4), n_iter_max=np.int64(3), n_init=np.int64(2),
+                            random_state=np.int64(1), reseed=np.int16(1))  # e.g. ranks read from an array
+    assert given.parts.shape == (16, 4) and given.appearances.shape == (5, 3)
+    assert torch.equal(given.parts, plain.parts) and given.errors == plain.errors
+    with pytest.raises(PandaError, match="whole numbers"):
+        panda_factorise([z], np.float64(3), 4)  # a float stays refused
+
+
 def test_non_finite_features_are_refused():
     z = torch.ones(2, 3, 4)
     z[0, 0, 0] = math.nan

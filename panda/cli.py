@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import re
 import runpy
@@ -52,6 +53,8 @@ from .transfer import MIN_PART_SHARE, transfer as transfer_regions
 from .selection import DEFAULT_RANKS, MAX_RANKS, check_rank_list, default_ranks, rank_sweep
 from .serve import serve as run_server
 from .tables import comparison_markdown, layers_markdown, markdown, ranks_markdown, setup_cost_markdown, write_outputs
+
+log = logging.getLogger(__name__)
 
 
 def _bars(quiet: bool) -> bool:
@@ -285,13 +288,15 @@ def _shown(samples, labels: list, streams: bool = True, rest: str | None = None)
     return samples[:FIGURE_ROWS], labels[:FIGURE_ROWS]
 
 
-def _export_all(folder, samples, labels: list, what: str, produce, chunk: int = 0, files=None) -> None:
+def _export_all(folder, samples, labels: list, what: str, produce, progress: bool, chunk: int = 0,
+                files=None) -> None:
     """--save-images for every sample, ``chunk`` (default CHUNK) at a time: ``produce(samples, labels)`` -> images
     (n, 3, H, W) in [0, 1], each written to ``folder/images`` (created there) as WHAT_LABEL.png (:func:`_file_label`),
-    or as ``files(labels)`` names them (several images a sample: a transfer's, one per source)."""
+    or as ``files(labels)`` names them (several images a sample: a transfer's, one per source). ``progress``: as
+    :func:`_bars` decided; where no bar shows, a stage line per chunk."""
     count, chunk = 0, chunk or CHUNK
     # a bar over the samples: with ``files``, each gives several images
-    with progress_bar(total=len(labels), desc=f"{what} images", unit="sample" if files else "img", progress=None) as bar:
+    with progress_bar(total=len(labels), desc=f"{what} images", unit="sample" if files else "img", progress=progress) as bar:
         for start in range(0, len(labels), chunk):
             some, names = samples[start:start + chunk], labels[start:start + chunk]
             try:
@@ -302,6 +307,7 @@ def _export_all(folder, samples, labels: list, what: str, produce, chunk: int = 
                                 files(names) if files else [f"{what}_{_file_label(label)}" for label in names])
             count += len(paths)
             bar.update(len(names))
+            log.info("%s images: %d of %d samples written", what, start + len(names), len(labels))
     click.echo(f"wrote {count} image(s) to {folder / 'images'}")
 
 
@@ -408,8 +414,8 @@ def training_options(n_samples: int):
 
 
 def sample_options(n_images: int, out: str):
-    """--seeds / --seed / --n-images (which samples to draw), --latent, --save-arrays, --out, --generator and
-    --device."""
+    """--seeds / --seed / --n-images (which samples to draw), --latent, --save-arrays, --out, --generator,
+    --device and --quiet."""
 
     def apply(fn):
         for option in reversed([
@@ -425,6 +431,7 @@ def sample_options(n_images: int, out: str):
             click.option("--out", "-o", default=out, help="Output folder."),
             generator_options(None),
             device_option,
+            click.option("--quiet", "-q", is_flag=True, help="No progress bars (in a log file: no stage lines)."),
         ]):
             fn = option(fn)
         return fn
@@ -851,12 +858,13 @@ def info(factors, show_parts, as_json):
 @main.command()
 @click.argument("factors", type=click.Path(dir_okay=False))
 @sample_options(n_images=8, out="out/parts")
-def parts(factors, seeds, seed, n_images, latent, save_arrays, out, device, **gen):
+def parts(factors, seeds, seed, n_images, latent, save_arrays, out, device, quiet, **gen):
     """Draw the parts of FACTORS as heat maps over sample images (parts.png).
 
     \b
     Example:  panda parts factors.safetensors --seeds 0-7 --out out/parts
     """
+    del quiet  # nothing here shows progress; -q is taken as by every command that draws samples
     model, gen = _load(factors, device, **gen)
     samples, seed_list = _shown(*_samples(gen, seeds, seed, n_images, latent), streams=False)
     folder = check_writable(out)
@@ -888,7 +896,7 @@ def parts(factors, seeds, seed, n_images, latent, save_arrays, out, device, **ge
 @SAVE_IMAGES
 @sample_options(n_images=6, out="out/edit")
 def edit(factors, part, mask, region, dilate, appearance, alpha, edits, sweep, gif, refine_first, save_images, seeds,
-         seed, n_images, latent, save_arrays, out, device, **gen):
+         seed, n_images, latent, save_arrays, out, device, quiet, **gen):
     """Edit samples locally: add appearance j to part k, or to your own region (edit grid PNG).
 
     \b
@@ -899,13 +907,14 @@ def edit(factors, part, mask, region, dilate, appearance, alpha, edits, sweep, g
       panda edit factors.safetensors --region mouth --seeds 0-5        (found in each image)
       panda edit factors.safetensors --part 6 --appearance 5 --refine  (each image's own part 6)
     """
+    bars = _bars(quiet)
     model, gen = _load(factors, device, **gen)
     samples, seed_list = _samples(gen, seeds, seed, n_images, latent)
     if mask is not None or region is not None:
         if refine_first:
             _check_refine(part, mask, region)
         _edit_region(model, gen, samples, seed_list, part, mask, region, dilate, appearance, alpha, edits, sweep,
-                     gif, save_images, save_arrays, out)
+                     gif, save_images, save_arrays, out, bars)
         return
     if gif and (len(edits) > 1 or not sweep):
         raise PandaError("--gif animates one edit's sweep: give one --part (or one --edit), without --no-sweep.")
@@ -934,7 +943,7 @@ def edit(factors, part, mask, region, dilate, appearance, alpha, edits, sweep, g
                      lambda some, _labels: gen.to_unit(edit_images(model, gen, some, [e], parts=own(some))).cpu(),
                      e.alpha, samples, seed_list,
                      folder / f"edit_part{e.part}_app{e.appearance}{'_refined' if refine_first else ''}.png", gif,
-                     save_images, save_arrays, "the part")
+                     save_images, save_arrays, "the part", bars)
     else:
         shown, shown_labels = _shown(samples, seed_list)
         edited = gen.to_unit(edit_images(model, gen, shown, edit_list, parts=own(shown))).cpu()
@@ -944,14 +953,15 @@ def edit(factors, part, mask, region, dilate, appearance, alpha, edits, sweep, g
         click.echo(f"wrote {path}")
         if save_images:
             _export_all(folder, samples, seed_list, "edited",
-                        lambda some, _labels: gen.to_unit(edit_images(model, gen, some, edit_list, parts=own(some))).cpu())
+                        lambda some, _labels: gen.to_unit(edit_images(model, gen, some, edit_list, parts=own(some))).cpu(),
+                        bars)
         if save_arrays:  # edits: (E, 3) rows of part, appearance, alpha
             _arrays(path, {"original": original, "edited": edited,
                            "edits": [[e.part, e.appearance, e.alpha] for e in edit_list]}, shown_labels)
 
 
 def _edit_region(model, gen, samples, seed_list, part, mask, region, dilate, appearance, alpha, edits, sweep, gif,
-                 save_images, save_arrays, out) -> None:
+                 save_images, save_arrays, out, bars: bool) -> None:
     """`panda edit --mask/--region`: one appearance added to a region of the user's, drawn as a sweep."""
     if part is not None or edits or (mask is not None and region is not None):
         given = [flag for flag, value in (("--part", part), ("--edit", edits or None), ("--mask", mask),
@@ -984,11 +994,11 @@ def _edit_region(model, gen, samples, seed_list, part, mask, region, dilate, app
         return gen.to_unit(region_sweep(model, gen, some, regions_of(some, labels)[0], j, [alpha]))[:, 0].cpu()
 
     _write_sweep(model, measure, apply, alpha, samples, seed_list, folder / f"edit_{region or 'mask'}_app{j}.png", gif,
-                 save_images, save_arrays, "the region")
+                 save_images, save_arrays, "the region", bars)
 
 
 def _write_sweep(model, measure, apply, alpha: float, samples, seed_list: list, png: Path, gif: bool,
-                 save_images: bool, save_arrays: bool, where: str) -> None:
+                 save_images: bool, save_arrays: bool, where: str, bars: bool) -> None:
     """An edit's sweep figure (``measure(samples, labels, alphas) -> SweepResult``) of the samples shown
     (:func:`_shown`), and with --gif its animation, with --save-arrays its data; with --save-images every sample at
     the edit's own strength (``apply(samples, labels) -> images`` in [0, 1])."""
@@ -1001,7 +1011,7 @@ def _write_sweep(model, measure, apply, alpha: float, samples, seed_list: list, 
     click.echo(f"wrote {path} (appearance {result.appearance}; {100 * result.share:.0f}% of the pixel change inside "
                f"{where})")
     if save_images:  # each sample at the edit's own strength
-        _export_all(png.parent, samples, seed_list, "edited", apply)
+        _export_all(png.parent, samples, seed_list, "edited", apply, bars)
     if save_arrays:
         _arrays(path, result, labels)
 
@@ -1026,12 +1036,13 @@ def _write_sweep(model, measure, apply, alpha: float, samples, seed_list: list, 
 @SAVE_IMAGES
 @sample_options(n_images=6, out="out/refine")
 def refine(factors, part, appearance, alpha, steps, radius, search, min_gain, shift, save_images, seeds, seed, n_images,
-           latent, save_arrays, out, device, **gen):
+           latent, save_arrays, out, device, quiet, **gen):
     """Fit sample-specific parts for each image and compare them and their edits with the global parts.
 
     \b
     Example:  panda refine factors.safetensors --part 2 --shift 0,2 --seeds 0-5
     """
+    bars = _bars(quiet)
     model, gen = _load(factors, device, **gen)
     model.check_part(part)
     j = model.top_appearances(part, 1)[0] if appearance is None else model.check_appearance(appearance)
@@ -1054,7 +1065,7 @@ def refine(factors, part, appearance, alpha, steps, radius, search, min_gain, sh
             c = compared(some)
             return torch.stack([c.with_global, c.with_refined], 1).flatten(0, 1)  # (2n, 3, H, W): each sample's pair
 
-        _export_all(folder, every, every_label, "refine", both, chunk=max(1, CHUNK // 2),
+        _export_all(folder, every, every_label, "refine", both, bars, chunk=max(1, CHUNK // 2),
                     files=lambda names: [f"{kind}_{_file_label(label)}" for label in names for kind in ("global", "refined")])
     if save_arrays:
         _arrays(path, cmp, seed_list)
@@ -1076,7 +1087,7 @@ def refine(factors, part, appearance, alpha, steps, radius, search, min_gain, sh
 @SAVE_IMAGES
 @sample_options(n_images=6, out="out/remove")
 def remove(factors, part, mask, region, dilate, alpha, background, refine_first, save_images, seeds, seed, n_images,
-           latent, save_arrays, out, device, **gen):
+           latent, save_arrays, out, device, quiet, **gen):
     """Context-aware object removal: fill a part, a mask or a face region with a background appearance.
 
     \b
@@ -1086,6 +1097,7 @@ def remove(factors, part, mask, region, dilate, alpha, background, refine_first,
       panda remove factors.safetensors --part 8 --refine             (each image's own part 8)
       panda remove factors.safetensors --mask hat.png --background 3 --alpha 2
     """
+    bars = _bars(quiet)
     model, gen = _load(factors, device, **gen)
     if sum(v is not None for v in (part, mask, region)) != 1:
         raise PandaError(f"say what to remove: exactly one of --part K, --mask FILE.PNG or --region {'|'.join(REMOVAL_REGIONS)}.")
@@ -1110,7 +1122,7 @@ def remove(factors, part, mask, region, dilate, alpha, background, refine_first,
             regions = regions_of(some, labels)[0]  # all shown: found once
             return gen.to_unit(remove_region(model, gen, some, regions, alpha, result.appearance, result.sign)).cpu()
 
-        _export_all(folder, all_samples, all_labels, "removed", removed)
+        _export_all(folder, all_samples, all_labels, "removed", removed, bars)
     if save_arrays:
         _arrays(path, result, seed_list)
     click.echo(f"wrote {path}\n  background appearance {result.appearance} ({result.sign:+g}); colour distance from "
@@ -1158,7 +1170,7 @@ MAX_TRANSFER_PAIRS = 400
 @SAVE_IMAGES
 @sample_options(n_images=4, out="out/transfer")
 def transfer(factors, parts, mask, region, dilate, sources, source_latent, source_class, alpha, appearances, refine_first,
-             min_share, save_images, seeds, seed, n_images, latent, save_arrays, out, device, **gen):
+             min_share, save_images, seeds, seed, n_images, latent, save_arrays, out, device, quiet, **gen):
     """Appearance transfer: give each target what each source has in a region (its mouth, its eyes, ...), a table.
 
     \b
@@ -1168,6 +1180,7 @@ def transfer(factors, parts, mask, region, dilate, sources, source_latent, sourc
       panda transfer factors.safetensors --part 4 --part 7 --alpha 0.5      (half way)
       panda transfer factors.safetensors --mask hat.png --latent mine.npz --source-latent theirs.npz
     """
+    bars = _bars(quiet)
     model, gen = _load(factors, device, **gen)
     if sum(v is not None for v in (parts or None, mask, region)) != 1:
         raise PandaError(f"say what to transfer: exactly one of --part K (repeatable; an index or a name), --mask "
@@ -1226,7 +1239,7 @@ def transfer(factors, parts, mask, region, dilate, sources, source_latent, sourc
     if save_images:  # every target with every source, a chunk of about CHUNK images at a time
         _export_all(folder, every, every_label, "transfer",
                     lambda some, labels: transferred(some, labels).images.flatten(0, 1),  # all shown: the table's
-                    chunk=max(1, CHUNK // len(source_labels)),
+                    bars, chunk=max(1, CHUNK // len(source_labels)),
                     files=lambda names: [f"transfer_{_file_label(t)}_from_{_file_label(s)}" for t in names
                                          for s in source_labels])
     if save_arrays:
@@ -1255,7 +1268,6 @@ MAX_RETRIEVED = 16
 @click.option("--dilate", type=click.IntRange(min=0), default=5, help="With --region: grow the region by this many pixels.")
 @click.option("--top", type=click.IntRange(1, MAX_RETRIEVED), default=8, help="Samples shown at each end.")
 @sample_options(n_images=2000, out="out/retrieve")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def retrieve(factors, appearance, parts, mask, region, dilate, top, seeds, seed, n_images, latent, save_arrays, out,
              device, quiet, **gen):
     """Which samples hold the most (and the least) of appearance j in a part, a mask or the whole image: scores
@@ -1312,7 +1324,7 @@ def retrieve(factors, appearance, parts, mask, region, dilate, top, seeds, seed,
 @click.option("--appearance", "-j", type=int, default=None, help="Show where appearance j is, across samples.")
 @click.option("--top", type=int, default=None, help="Or: the K strongest concepts of one image (the first seed).")
 @sample_options(n_images=8, out="out/localize")
-def localize(factors, appearance, top, seeds, seed, n_images, latent, save_arrays, out, device, **gen):
+def localize(factors, appearance, top, seeds, seed, n_images, latent, save_arrays, out, device, quiet, **gen):
     """Concept localisation: where each appearance is (A^T Z), as heat maps over the images.
 
     \b
@@ -1321,6 +1333,7 @@ def localize(factors, appearance, top, seeds, seed, n_images, latent, save_array
       panda localize factors.safetensors --top 6 --seed 12
       panda localize factors.safetensors -j 3 --n-images 1000 --save-arrays   (appearance 3's maps of all 1,000)
     """
+    bars = _bars(quiet)
     model, gen = _load(factors, device, **gen)
     if (appearance is None) == (top is None):
         raise PandaError("give either --appearance J (one concept, many images) or --top K (one image, K concepts).")
@@ -1335,7 +1348,7 @@ def localize(factors, appearance, top, seeds, seed, n_images, latent, save_array
         found = localisation(model, gen, samples)
         path = save_png(localize_figure(model, found, appearance, seed_list), folder / f"localize_app{appearance}.png")
         if save_arrays and len(every_label) > len(seed_list):  # (N, H, W) a_j^T Z_i of every sample, streamed
-            extra = {"appearance_maps": appearance_maps(model, gen, every, appearance, progress=None),
+            extra = {"appearance_maps": appearance_maps(model, gen, every, appearance, progress=bars),
                      "appearance_labels": [str(label) for label in every_label]}
     else:
         if not 1 <= top <= model.n_appearances:

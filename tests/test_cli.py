@@ -241,10 +241,20 @@ def test_save_images_writes_one_png_per_image_at_the_generator_resolution(factor
     files = sorted((tmp_path / "e" / "images").glob("*.png"))
     assert [p.name for p in files] == ["edited_3.png", "edited_5.png"]
     assert Image.open(files[0]).size == (64, 64)
+    # into a log (the runner's capture is no terminal): a stage line per chunk written instead of a bar
+    assert re.search(r"^\d\d:\d\d:\d\d edited images: 2 of 2 samples written$", r.output, re.M), r.output
     r = run("remove", factor_file, "--part", 2, "--background", "global", "--seeds", "3", "--save-images",
-            "--out", tmp_path / "r")
+            "--out", tmp_path / "r", "-q")
     assert r.exit_code == 0, r.output
     assert (tmp_path / "r" / "images" / "removed_3.png").is_file()
+    assert "samples written" not in r.output  # -q: quiet in a log too
+
+
+@pytest.mark.parametrize("cmd", ["fit", "ranks", "parts", "edit", "refine", "remove", "localize", "transfer", "retrieve",
+                                 "project", "demo"])
+def test_every_command_that_draws_samples_takes_quiet(cmd):
+    r = run(cmd, "--help")
+    assert r.exit_code == 0 and re.search(r"-q, --quiet\s", r.output), r.output
 
 
 @pytest.mark.parametrize("args,match", [
@@ -615,7 +625,7 @@ def test_streamed_images_stop_with_how_many_were_written(tmp_path, monkeypatch):
         return torch.zeros(len(samples), 3, 8, 8)
 
     with pytest.raises(PandaError, match=r"no face in seeds \[4\].*\(4 image\(s\) were written"):
-        cli._export_all(tmp_path, [0, 1, 2, 3, 4, 5], [0, 1, 2, 3, 4, 5], "edited", produce)
+        cli._export_all(tmp_path, [0, 1, 2, 3, 4, 5], [0, 1, 2, 3, 4, 5], "edited", produce, False)
     assert len(list((tmp_path / "images").glob("edited_*.png"))) == 4
 
 

@@ -319,12 +319,15 @@ def _arrays(png: Path, data, labels: list) -> None:
 
 
 def _region(model: PandA, gen, samples, seed_list: list, part: int | None, mask: str | None, region: str | None,
-            dilate: int, option: str = "--seeds",
-            refine_first: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, str, torch.Tensor | None]:
+            dilate: int, option: str = "--seeds", refine_first: bool = False,
+            named: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor | None, str, torch.Tensor | None]:
     """What --part, --mask or --region marks: (the region on the layer's grid, (H, W), or (N, H, W) for a face region
     found in each image or a part refined for each (``refine_first``); the face region's masks at image resolution
     (N, H', W') or None; a label for pictures; the images FaceMesh looked at, (N, 3, H', W') in [0, 1], or None).
-    ``option`` names where the samples came from, for the message when FaceMesh finds no face in one."""
+    ``option`` names where the samples came from, for the message when FaceMesh finds no face in one. ``named``:
+    several parts a name picked, as :func:`_part_or_union` gives them."""
+    if named is not None:
+        return named[0], None, named[1], None
     if refine_first:
         _check_refine(part, mask, region)
         return _own_profiles(model, gen, samples, part), None, f"{model.part_label(part)}, refined", None
@@ -877,7 +880,8 @@ def parts(factors, seeds, seed, n_images, latent, save_arrays, out, device, quie
 
 @main.command()
 @click.argument("factors", type=click.Path(dir_okay=False))
-@click.option("--part", "-k", type=int, default=None, help="Part k to edit.")
+@click.option("--part", "-k", default=None,
+              help="Part k to edit, by index or by name (`panda name-parts`; a name several parts share: their union).")
 @click.option("--mask", type=click.Path(dir_okay=False), default=None,
               help="Or edit your own region: a PNG whose white pixels mark it.")
 @click.option("--region", type=click.Choice(REMOVAL_REGIONS), default=None,
@@ -906,15 +910,17 @@ def edit(factors, part, mask, region, dilate, appearance, alpha, edits, sweep, g
       panda edit factors.safetensors --mask hat.png --appearance 3     (any region you draw)
       panda edit factors.safetensors --region mouth --seeds 0-5        (found in each image)
       panda edit factors.safetensors --part 6 --appearance 5 --refine  (each image's own part 6)
+      panda edit factors.safetensors --part mouth --seeds 0-5          (the parts `panda name-parts` named)
     """
     bars = _bars(quiet)
     model, gen = _load(factors, device, **gen)
     samples, seed_list = _samples(gen, seeds, seed, n_images, latent)
-    if mask is not None or region is not None:
+    part, named = _part_or_union(model, part, refine_first)
+    if mask is not None or region is not None or named is not None:
         if refine_first:
             _check_refine(part, mask, region)
-        _edit_region(model, gen, samples, seed_list, part, mask, region, dilate, appearance, alpha, edits, sweep,
-                     gif, save_images, save_arrays, out, bars)
+        _edit_region(model, gen, samples, seed_list, part, mask, region, named, dilate, appearance, alpha, edits,
+                     sweep, gif, save_images, save_arrays, out, bars)
         return
     if gif and (len(edits) > 1 or not sweep):
         raise PandaError("--gif animates one edit's sweep: give one --part (or one --edit), without --no-sweep.")
@@ -960,22 +966,27 @@ def edit(factors, part, mask, region, dilate, appearance, alpha, edits, sweep, g
                            "edits": [[e.part, e.appearance, e.alpha] for e in edit_list]}, shown_labels)
 
 
-def _edit_region(model, gen, samples, seed_list, part, mask, region, dilate, appearance, alpha, edits, sweep, gif,
-                 save_images, save_arrays, out, bars: bool) -> None:
-    """`panda edit --mask/--region`: one appearance added to a region of the user's, drawn as a sweep."""
-    if part is not None or edits or (mask is not None and region is not None):
-        given = [flag for flag, value in (("--part", part), ("--edit", edits or None), ("--mask", mask),
-                                          ("--region", region)) if value is not None]
+def _edit_region(model, gen, samples, seed_list, part, mask, region, named, dilate, appearance, alpha, edits, sweep,
+                 gif, save_images, save_arrays, out, bars: bool) -> None:
+    """`panda edit --mask/--region`, or --part NAME for several parts: one appearance added to a region, drawn as a
+    sweep. ``named``: (the named parts' union (H, W), its label, the name) or None."""
+    given = [flag for flag, value in (("--part", named or part), ("--edit", edits or None), ("--mask", mask),
+                                      ("--region", region)) if value is not None]
+    if len(given) > 1:
         raise PandaError(f"{' and '.join(given)} {'both' if len(given) == 2 else 'all'} say what to edit: give only "
                          f"one of --part K, --edit PART,APPEARANCE,ALPHA, --mask FILE.PNG or --region "
                          f"{'|'.join(REMOVAL_REGIONS)}.")
     if not sweep:
-        raise PandaError("an edit of a mask or face region is drawn as a sweep: leave out --no-sweep.")
+        raise PandaError(f"an edit of {'several parts' if named else 'a mask or face region'} is drawn as a sweep: "
+                         f"leave out --no-sweep.")
     check_alpha(alpha)
+    fixed = None  # (the region on the layer's grid, its label, its file name) where it is the same in every image
     if mask is not None:
-        rasterised = region_for(model, mask=mask)  # read once, refused before anything is drawn
+        fixed = (region_for(model, mask=mask), "mask", "mask")  # read once, refused before anything is drawn
+    elif named is not None:
+        fixed = named
     if appearance is None:
-        j, ranked_on = calibrated_appearance(model, gen, mask, region, dilate)
+        j, ranked_on = calibrated_appearance(model, gen, None if fixed is None else fixed[0], region, dilate)
         click.echo(f"appearance {j}: the most particular to the region on {ranked_on} calibration samples", err=True)
     else:
         j = model.check_appearance(appearance)
@@ -983,8 +994,8 @@ def _edit_region(model, gen, samples, seed_list, part, mask, region, dilate, app
 
     found = _LastSamples(lambda some, labels: _region(model, gen, some, labels, None, None, region, dilate))
 
-    def regions_of(some, labels):  # the mask as read once; a face region is found in each image of each chunk
-        return (rasterised, None, "mask", None) if mask is not None else found(some, labels)
+    def regions_of(some, labels):  # the mask or parts as given; a face region is found in each image of each chunk
+        return (fixed[0], None, fixed[1], None) if fixed is not None else found(some, labels)
 
     def measure(some, labels, alphas):
         grid_regions, masks, label, images = regions_of(some, labels)  # a face region's images: rendered once
@@ -993,8 +1004,8 @@ def _edit_region(model, gen, samples, seed_list, part, mask, region, dilate, app
     def apply(some, labels):  # the edit alone, without the originals a measurement renders too
         return gen.to_unit(region_sweep(model, gen, some, regions_of(some, labels)[0], j, [alpha]))[:, 0].cpu()
 
-    _write_sweep(model, measure, apply, alpha, samples, seed_list, folder / f"edit_{region or 'mask'}_app{j}.png", gif,
-                 save_images, save_arrays, "the region", bars)
+    _write_sweep(model, measure, apply, alpha, samples, seed_list,
+                 folder / f"edit_{region or fixed[2]}_app{j}.png", gif, save_images, save_arrays, "the region", bars)
 
 
 def _write_sweep(model, measure, apply, alpha: float, samples, seed_list: list, png: Path, gif: bool,
@@ -1018,7 +1029,7 @@ def _write_sweep(model, measure, apply, alpha: float, samples, seed_list: list, 
 
 @main.command()
 @click.argument("factors", type=click.Path(dir_okay=False))
-@click.option("--part", "-k", type=int, required=True, help="Part k to refine and edit.")
+@click.option("--part", "-k", required=True, help="Part k to refine and edit, by index or by name (one part's).")
 @click.option("--appearance", "-j", type=int, default=None, help="Appearance for the edit; default: the part's top one by energy.")
 @click.option("--alpha", "-a", type=FINITE, default=2.0, help="Edit strength.")
 @click.option("--steps", type=int, default=100, help="Refinement steps per image.")
@@ -1044,7 +1055,7 @@ def refine(factors, part, appearance, alpha, steps, radius, search, min_gain, sh
     """
     bars = _bars(quiet)
     model, gen = _load(factors, device, **gen)
-    model.check_part(part)
+    part, _ = _part_or_union(model, part, refine_first=True)
     j = model.top_appearances(part, 1)[0] if appearance is None else model.check_appearance(appearance)
     check_alpha(alpha)
     check_refine_args(model.layer_shape_[1:], steps, radius, shift, search, min_gain)  # before anything is written
@@ -1073,7 +1084,9 @@ def refine(factors, part, appearance, alpha, steps, radius, search, min_gain, sh
 
 @main.command()
 @click.argument("factors", type=click.Path(dir_okay=False))
-@click.option("--part", "-k", type=int, default=None, help="Remove what is in part k.")
+@click.option("--part", "-k", default=None,
+              help="Remove what is in part k, by index or by name (`panda name-parts`; a name several parts share: "
+                   "their union).")
 @click.option("--mask", type=click.Path(dir_okay=False), default=None, help="Or a PNG whose white pixels mark the region.")
 @click.option("--region", type=click.Choice(REMOVAL_REGIONS), default=None,
               help="Or a face region found in each image by MediaPipe FaceMesh (eyes: glasses; forehead: hair over it).")
@@ -1102,15 +1115,17 @@ def remove(factors, part, mask, region, dilate, alpha, background, refine_first,
     if sum(v is not None for v in (part, mask, region)) != 1:
         raise PandaError(f"say what to remove: exactly one of --part K, --mask FILE.PNG or --region {'|'.join(REMOVAL_REGIONS)}.")
     check_alpha(alpha)
+    part, named = _part_or_union(model, part, refine_first)
     background, sign = parse_background(model, background)
     all_samples, all_labels = _samples(gen, seeds, seed, n_images, latent)
     samples, seed_list = _shown(all_samples, all_labels)
     regions_of = _LastSamples(lambda some, labels: _region(model, gen, some, labels, part, mask, region, dilate,
-                                                           refine_first=refine_first))
+                                                           refine_first=refine_first, named=named))
     grid_regions, masks, label, images = regions_of(samples, seed_list)
     folder = check_writable(out)
     result = removal(model, gen, samples, grid_regions, alpha, background, masks, sign, images)
-    name = f"remove_part{part}" if part is not None else (f"remove_{region}" if region else "remove_mask")
+    name = (f"remove_{named[2]}" if named else f"remove_part{part}" if part is not None
+            else f"remove_{region}" if region else "remove_mask")
     name += "_refined" if refine_first else ""
     path = save_png(remove_figure(result, seed_list, label), folder / f"{name}.png")
     if save_images:
@@ -1251,6 +1266,29 @@ def _part_list(model: PandA, parts) -> list[int]:
     return [k for p in parts for k in ([model.check_part(int(p))] if p.lstrip("-").isdigit() else model.parts_named(p))]
 
 
+def _parts_region(model: PandA, ks: list[int]) -> tuple[torch.Tensor, str]:
+    """Several parts as one region: (the union of their maps, each rescaled to [0, 1], clipped at 1, (H, W); a
+    label)."""
+    return (torch.stack([region_for(model, part=k) for k in ks]).sum(0).clamp(max=1.0),
+            ", ".join(model.part_label(k) for k in ks))
+
+
+def _part_or_union(model: PandA, part: str | None, refine_first: bool) -> tuple[int | None, tuple | None]:
+    """--part as `edit`, `remove` and `refine` take it, an index or a name: (the part, None) where it picks one
+    part, (None, (the parts' union (H, W), its label, the name)) where a name picks several; refinement
+    (``refine_first``) needs one part."""
+    if part is None:
+        return None, None
+    ks = _part_list(model, [part])
+    if len(ks) == 1:
+        return ks[0], None
+    if refine_first:
+        raise PandaError(f"'{part}' names parts {', '.join(map(str, ks))}, and refinement fits one part: give one of "
+                         f"them (--part {ks[0]}).")
+    click.echo(f"'{part}' names parts {', '.join(map(str, ks))}: their union is the region", err=True)
+    return None, (_parts_region(model, ks)[0], part, part)  # labelled by the name: it fits a picture's column
+
+
 #: The most samples `panda retrieve` shows at each end of its ranking.
 MAX_RETRIEVED = 16
 
@@ -1287,8 +1325,7 @@ def retrieve(factors, appearance, parts, mask, region, dilate, top, seeds, seed,
     face_region = region
     if parts:
         ks = _part_list(model, parts)
-        region = torch.stack([region_for(model, part=k) for k in ks]).sum(0).clamp(max=1.0)
-        label, name = ", ".join(model.part_label(k) for k in ks), "part" + "_".join(map(str, ks))
+        (region, label), name = _parts_region(model, ks), "part" + "_".join(map(str, ks))
     elif mask is not None:
         region, label, name = region_for(model, mask=mask), "the mask", "mask"
     elif face_region is not None:

@@ -509,6 +509,42 @@ def test_transfer_table_by_part_index_name_mask_and_face_region(factor_file, tmp
     assert r.exit_code == 0 and (tmp_path / "t" / "transfer_mouth.png").is_file(), r.output
 
 
+def test_edit_remove_and_refine_take_part_names(factor_file, tmp_path, celeba):
+    """--part NAME (`panda name-parts`): one part so named is that part; several are edited or filled as their union."""
+    import numpy as np
+
+    from panda.editing import DEFAULT_ALPHAS, region_sweep
+    from panda.regions import region_for
+    named = PandA.load(factor_file)
+    named.part_names_ = {1: "eyes", 5: "eyes", 3: "mouth"}
+    f = named.save(tmp_path / "named.safetensors")
+    for part, out in (("mouth", "n"), (3, "i")):
+        r = run("edit", f, "--part", part, "--appearance", 2, "--seeds", "0,1", "--out", tmp_path / out)
+        assert r.exit_code == 0, r.output
+    by_name, by_index = (np.asarray(Image.open(tmp_path / out / "edit_part3_app2.png")) for out in ("n", "i"))
+    assert np.array_equal(by_name, by_index)  # the one mouth part, as if given by index
+    r = run("edit", f, "--part", "eyes", "--appearance", 2, "--seeds", "0,1", "--save-arrays", "--out", tmp_path / "u")
+    assert r.exit_code == 0 and "'eyes' names parts 1, 5" in r.output, r.output
+    union = (region_for(named, part=1) + region_for(named, part=5)).clamp(max=1.0)
+    expected = celeba.to_unit(region_sweep(named, celeba, [0, 1], union, 2, [a * 1.0 for a in DEFAULT_ALPHAS]))
+    with np.load(tmp_path / "u" / "edit_eyes_app2.npz") as data:
+        assert np.allclose(data["images"], expected.numpy(), atol=1e-5)
+    r = run("remove", f, "--part", "eyes", "--background", "global", "--seeds", "0", "--save-arrays",
+            "--out", tmp_path / "r")
+    assert r.exit_code == 0 and (tmp_path / "r" / "remove_eyes.png").is_file(), r.output
+    with np.load(tmp_path / "r" / "remove_eyes.npz") as data:
+        assert np.allclose(data["regions"][0], union.numpy())  # the fill went where both parts are
+    for args in (["refine", f, "--part", "eyes"], ["edit", f, "--part", "eyes", "--refine"],
+                 ["remove", f, "--part", "eyes", "--refine"]):
+        r = run(*args, "--seeds", "0", "--out", tmp_path / "x")
+        assert r.exit_code == 2 and "'eyes' names parts 1, 5, and refinement fits one part" in r.output, r.output
+    r = run("refine", f, "--part", "mouth", "--seeds", "0", "--steps", 2, "--out", tmp_path / "m")
+    assert r.exit_code == 0 and (tmp_path / "m" / "refine_part3.png").is_file(), r.output
+    r = run("edit", f, "--part", "eyes", "--region", "mouth", "--out", tmp_path / "x")
+    assert r.exit_code == 2 and "--part and --region both say what to edit" in r.output
+    assert not (tmp_path / "x").exists()
+
+
 @pytest.mark.parametrize("args,match", [
     ([], "exactly one of --part"),
     (["--part", 0, "--region", "eyes"], "exactly one of --part"),

@@ -349,6 +349,8 @@ class PandA:
 
     def check_part(self, part: int) -> int:
         self._check_fitted()
+        if isinstance(part, str):  # a name given where an index is taken (the command line takes either)
+            raise PandaError(f"part {part!r}: give a part's index; model.parts_named({part!r}) lists the parts so named.")
         part = check_whole(part, "part")
         if not 0 <= part < self.n_parts:
             raise PandaError(f"part {part} is out of range: this model has parts 0..{self.n_parts - 1}.")

@@ -79,6 +79,7 @@ def test_top_appearances_sorted_by_energy(model):
     (Edit(1.5, 0, 1.0), "part must be a whole number, got 1.5"),  # was an IndexError from deep inside
     (Edit(0, 2.0, 1.0), "appearance must be a whole number, got 2.0"),
     (Edit(True, 0, 1.0), "part must be a whole number"),
+    (Edit("mouth", 0, 1.0), r"model.parts_named\('mouth'\) lists the parts so named"),  # the CLI takes names
 ])
 def test_bad_edits_refused(model, celeba, bad, match):
     with pytest.raises(PandaError, match=match):

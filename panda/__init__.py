@@ -12,9 +12,9 @@ os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 from .checkpoints import FORMATS, load_checkpoint, load_generator  # noqa: E402
 from .errors import PandaError  # noqa: E402
 from .generators import (DEFAULT_GENERATOR, GENERATORS, GeneratorAdapter, GeneratorSpec, Latents,  # noqa: E402
-                         register_generator)
+                         LocalWeights, register_generator)
 from .latents import load_latents, save_latents  # noqa: E402
 from .version import __version__  # noqa: E402
 
-__all__ = ["DEFAULT_GENERATOR", "FORMATS", "GENERATORS", "GeneratorAdapter", "GeneratorSpec", "Latents", "PandaError", "__version__",
+__all__ = ["DEFAULT_GENERATOR", "FORMATS", "GENERATORS", "GeneratorAdapter", "GeneratorSpec", "Latents", "LocalWeights", "PandaError", "__version__",
            "load_checkpoint", "load_generator", "load_latents", "register_generator", "save_latents"]

@@ -44,7 +44,7 @@ from .biggan import BigGAN, truncated_noise
 from .errors import PandaError
 from .fileio import sha256_of
 from .genforce import ProGAN, StyleGAN, progan_config, stylegan_config
-from .generators import DEFAULT_GENERATOR, GENERATORS, GeneratorAdapter, load_registered
+from .generators import DEFAULT_GENERATOR, GENERATORS, PLUGIN_GROUP, GeneratorAdapter, is_registered, load_registered
 from .registry import Registry
 from .stylegan2 import Generator as StyleGAN2
 from .stylegan3 import Generator as StyleGAN3
@@ -548,7 +548,9 @@ def load_generator(name_or_path: str | Path = DEFAULT_GENERATOR, device: str | t
         For a conditional generator, the class every seed draws (index or name); default: drawn per seed.
     """
     check_options(truncation_psi, noise_mode)
-    if str(name_or_path) in GENERATORS:
+    name = str(name_or_path)
+    # an installed package's generators are looked for only where a name is neither a built-in one nor a file
+    if name in GENERATORS or (not Path(name).exists() and is_registered(name)):
         if truncation_psi != 1 or noise_mode != "const":
             raise PandaError(f"generator '{name_or_path}' has no truncation or noise inputs: leave psi at 1 and the "
                              f"noise mode at const.")
@@ -557,7 +559,8 @@ def load_generator(name_or_path: str | Path = DEFAULT_GENERATOR, device: str | t
         g = load_checkpoint(name_or_path, device, truncation_psi, noise_mode, trust_pickle)
     else:
         raise PandaError(f"unknown generator '{name_or_path}': give a registered name ({', '.join(GENERATORS)}) or the "
-                         f"path of a checkpoint file.")
+                         f"path of a checkpoint file; your own architecture: register it (GeneratorSpec: a file of "
+                         f"yours that --generators-from runs, or a package's '{PLUGIN_GROUP}' entry point).")
     if class_ is not None:
         g.set_class(class_)
     return g

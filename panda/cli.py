@@ -36,7 +36,7 @@ from .features import FeatureSource, default_memory_budget
 from .factorisation import check_ranks, check_statistics_memory, mixing_matrices
 from .fitting import fit_factors
 from .checkpoints import FORMATS, NOISE_MODES, load_generator, random_stylegan2
-from .generators import DEFAULT_GENERATOR, GENERATORS, Latents, resolve_device
+from .generators import DEFAULT_GENERATOR, GENERATORS, Latents, is_registered, resolve_device
 from .landmarks import REMOVAL_REGIONS, BoxMasker, FaceMeshMasker, face_set, load_onet
 from .methods import METHODS
 from .latents import load_latents
@@ -154,9 +154,15 @@ GENERATOR_HELP = ("Generator: a registered one (" + "; ".join(f"{name}: {spec.de
                   + ") or a checkpoint file (" + "; ".join(f.description for f in FORMATS.values()) + ").")
 
 
+GENERATORS_FROM = click.option("--generators-from", "generators_from", type=click.Path(dir_okay=False), multiple=True,
+                     help="Run this Python file of yours first: it registers your own generators with "
+                          "panda.register_generator (examples/my_generator.py), which --generator then names. Its code "
+                          "runs: give only your own files.")
+
+
 def generator_options(default: str | None):
-    """--generator NAME_OR_PATH, --trunc, --noise-mode, --class, --trust-pickle; with ``default`` None the factor
-    file's generator (and its truncation and noise mode) is used unless given."""
+    """--generator NAME_OR_PATH, --trunc, --noise-mode, --class, --trust-pickle, --generators-from; with ``default``
+    None the factor file's generator (and its truncation and noise mode) is used unless given."""
     from_file = " Default: the one the factor file was fitted on." if default is None else ""
     options = [
         click.option("--generator", "generator_name", type=GENERATOR, default=default, help=GENERATOR_HELP + from_file),
@@ -169,6 +175,7 @@ def generator_options(default: str | None):
         click.option("--trust-pickle", is_flag=True,
                      help="Unpickle an NVlabs pickle with your own clone of the reference code, running what it holds "
                           "(only for files you trust; panda's default loader runs nothing from the file)."),
+        GENERATORS_FROM,
     ]
 
     def apply(fn):
@@ -180,8 +187,9 @@ def generator_options(default: str | None):
 
 
 def _generator(device: str, generator_name: str, truncation_psi: float | None = None, noise_mode: str | None = None,
-               class_: str | None = None, trust_pickle: bool = False):
+               class_: str | None = None, trust_pickle: bool = False, generators_from: tuple = ()):
     """The generator a command that fits (fit, layers, demo, bench) names, with its options."""
+    _register_generators(generators_from)
     return load_generator(generator_name, device, 1.0 if truncation_psi is None else truncation_psi,
                           noise_mode or "const", trust_pickle, class_)
 
@@ -211,25 +219,31 @@ def device_option(fn):
 
 
 def _load(factors: str, device: str, generator_name: str | None = None, truncation_psi: float | None = None,
-          noise_mode: str | None = None, class_: str | None = None, trust_pickle: bool = False) -> tuple[PandA, object]:
+          noise_mode: str | None = None, class_: str | None = None, trust_pickle: bool = False,
+          generators_from: tuple = ()) -> tuple[PandA, object]:
     """The factor file and the generator it was fitted on (checked); truncation and noise default to the file's."""
     model = PandA.load(factors)
     return model, _generator_of(model, factors, device, generator_name, truncation_psi, noise_mode, class_,
-                                trust_pickle)
+                                trust_pickle, generators_from)
 
 
 def _generator_of(model: PandA, factors: str, device: str, generator_name: str | None = None,
                   truncation_psi: float | None = None, noise_mode: str | None = None, class_: str | None = None,
-                  trust_pickle: bool = False):
+                  trust_pickle: bool = False, generators_from: tuple = ()):
     """The generator ``model`` (read from ``factors``) was fitted on, checked against it; truncation and noise
     default to the file's."""
+    _register_generators(generators_from)
     src = model.generator_source_
     if not model.has_generator:
         raise PandaError(f"'{factors}' was fitted on {model.generator_label()}, not on a generator: the command line "
                          f"draws images, so it needs factors fitted on one; use the Python API (coefficients, localize) "
                          f"on such maps.")
     if generator_name is None:
-        if src.get("format") != "registered" or model.generator_name_ not in GENERATORS:
+        if src.get("format") == "registered" and not is_registered(model.generator_name_):
+            raise PandaError(f"this factor file was fitted on {model.generator_label()}, which is not registered here: "
+                             f"give the file that registers it (--generators-from FILE.py), or install the package "
+                             f"that does.")
+        if src.get("format") != "registered":
             raise PandaError(f"this factor file was fitted on {model.generator_label()}: give it with --generator PATH.")
         generator_name = model.generator_name_
     psi = src.get("truncation_psi", 1.0) if truncation_psi is None else truncation_psi
@@ -466,7 +480,8 @@ def main() -> None:
 @click.option("--seed", default=0, help="Seed of the probe sample that measures the shapes.")
 @click.option("--trust-pickle", is_flag=True, help="Unpickle an NVlabs pickle with your own clone of the reference code.")
 @click.option("--all", "show_all", is_flag=True, help="Every hookable output, RGB outputs and sub-layers included.")
-def layers(generator: str, device: str, seed: int, trust_pickle: bool, show_all: bool) -> None:
+@GENERATORS_FROM
+def layers(generator: str, device: str, seed: int, trust_pickle: bool, show_all: bool, generators_from: tuple) -> None:
     """List the hookable layers of a generator (a registered name or a checkpoint file) with their C x H x W shapes.
 
     \b
@@ -474,6 +489,7 @@ def layers(generator: str, device: str, seed: int, trust_pickle: bool, show_all:
       panda layers dcgan-digiface
       panda layers ffhq.pkl
     """
+    _register_generators(generators_from)
     gen = load_generator(generator, device, trust_pickle=trust_pickle)
     click.echo(f"{gen.name}: {gen.description}")
     shapes = gen.layer_shapes() if show_all else gen.feature_layers()
@@ -1543,7 +1559,7 @@ def bench_roir(n, n_calib, budget, target, n_train, rank_parts, ganspace_samples
       panda bench roir --methods-from mine.py --method PandA --method Mine --n 200   (your method against PandA)
     """
     for plugin in plugins:
-        _run_plugin(plugin)
+        _run_plugin(plugin, "--methods-from", METHODS, "panda.methods.register_method(Method(...))")
     chosen = check_methods(methods) if methods else None  # before the output folder is made
     check_writable(out)
     try:
@@ -1559,25 +1575,35 @@ def bench_roir(n, n_calib, budget, target, n_train, rank_parts, ganspace_samples
     click.echo("wrote " + ", ".join(str(p) for p in paths))
 
 
-def _run_plugin(path: str) -> None:
-    """--methods-from: run the user's own Python file, which registers benchmark methods."""
+def _run_plugin(path: str, option: str, registry, call: str) -> list[str]:
+    """--methods-from, --generators-from: run the user's own Python file, which registers entries (``call``) into
+    ``registry``; the names it added."""
+    kind = registry.kind
     file = Path(path)
     if not file.is_file() or file.suffix != ".py":
-        raise PandaError(f"--methods-from '{path}': give a Python file (.py) that registers methods with "
-                         f"panda.methods.register_method.")
-    before = set(METHODS)
+        raise PandaError(f"{option} '{path}': give a Python file (.py) that registers {kind}s with {call.split('(')[0]}.")
+    before = set(registry)
     try:
-        runpy.run_path(str(file), run_name="panda_methods")
+        runpy.run_path(str(file), run_name=f"panda_{kind}s")
+    except PandaError:
+        raise
     except ValueError as exc:
         if "registered twice" in str(exc):
-            raise PandaError(f"'{path}': {exc}: give each method a name of its own.") from exc
+            raise PandaError(f"'{path}': {exc}: give each {kind} a name of its own.") from exc
         raise PandaError(f"running '{path}' failed: {exc}") from exc
     except Exception as exc:  # the user's code: any failure is theirs to see, in one line with its type
         raise PandaError(f"running '{path}' failed: {type(exc).__name__}: {exc}") from exc
-    added = [m for m in METHODS if m not in before]
+    added = [name for name in registry if name not in before]
     if not added:
-        raise PandaError(f"'{path}' registered no method: call panda.methods.register_method(Method(...)) in it.")
+        raise PandaError(f"'{path}' registered no {kind}: call {call} in it.")
     click.echo(f"{path}: registered {', '.join(added)}", err=True)
+    return added
+
+
+def _register_generators(files: tuple) -> None:
+    """--generators-from: the user's files, each registering generators of its own."""
+    for path in files:
+        _run_plugin(path, "--generators-from", GENERATORS, "panda.register_generator(GeneratorSpec(...))")
 
 
 @bench.command("setup-cost")

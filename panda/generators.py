@@ -10,7 +10,8 @@ call its module.
 A :class:`GeneratorSpec` carries everything generator-specific (how to build and load it, how
 to call it, how seeds become latents, its default layer, what each baseline needs from it);
 :func:`register_generator` adds one to :data:`GENERATORS`, and every front end takes its
-choices from there. Adding a generator means adding one spec here.
+choices from there. Adding a generator means adding one spec here, or, for your own, one spec in a file
+(``panda ... --generators-from FILE.py``) or in an installed package (entry-point group :data:`PLUGIN_GROUP`).
 
 Registered are three real pretrained DCGANs that ship inside PyPI wheels. Their weight files
 are read directly (``weights_only=True``), never their packages' code.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import hashlib
+import importlib.metadata
 import importlib.util
 from pathlib import Path
 from typing import Callable, Sequence
@@ -473,6 +475,40 @@ class WeightFile:
 
 
 @dataclass(frozen=True)
+class LocalWeights:
+    """A weight file of your own, for a generator you register (``--generators-from``, :data:`PLUGIN_GROUP`): a
+    state dict saved with ``torch.save``, read with ``weights_only`` (no code runs), under ``state_key`` where the
+    file holds more than the generator's. Its sha256 goes into every factor file fitted on it, so that they refuse
+    other weights; with ``sha256`` given, a file with another hash is refused before it is read."""
+
+    path: str | Path
+    sha256: str | None = None
+    state_key: str | None = None
+
+    def state_dict(self) -> tuple[dict, str]:
+        """(the state dict, the file's sha256)."""
+        path = Path(self.path).expanduser()
+        if not path.is_file():
+            raise PandaError(f"weight file {path} does not exist: give LocalWeights the path of your checkpoint.")
+        digest = sha256_of(path)
+        if self.sha256 is not None and digest != self.sha256:
+            raise PandaError(f"weight file {path} has sha256 {digest}, expected {self.sha256}: give the checkpoint "
+                             f"the generator was registered with, or its new hash.")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a pickle with code in it, or not a torch file at all
+            raise PandaError(f"cannot read weight file {path} as a state dict ({type(exc).__name__}: {exc}): save "
+                             f"it with torch.save(module.state_dict(), path).") from exc
+        if self.state_key is not None:
+            if not isinstance(state, dict) or self.state_key not in state:
+                keys = ", ".join(map(str, state)) if isinstance(state, dict) else type(state).__name__
+                raise PandaError(f"weight file {path} has no '{self.state_key}' (it holds {keys}): give the key the "
+                                 f"generator's state dict is under, or none.")
+            state = state[self.state_key]
+        return state, digest
+
+
+@dataclass(frozen=True)
 class GeneratorSpec:
     """Everything generator-specific, in one place.
 
@@ -526,7 +562,11 @@ class GeneratorSpec:
         """Build the module, load the checked weights and wrap it."""
         state, digest = self.weights.state_dict()
         module = self.build()
-        module.load_state_dict(state)
+        try:
+            module.load_state_dict(state)
+        except (RuntimeError, TypeError, AttributeError) as exc:  # a registered spec of the user's: keys or shapes
+            raise PandaError(f"the weights of generator '{self.name}' do not fit the module its build() makes: "
+                             f"{str(exc).strip()}") from exc
         adapter = GeneratorAdapter(module, name=self.name, latent_dim=self.latent_dim, weight_hash=digest,
                                    forward_fn=self.forward, classes=self.classes, default_layer=self.default_layer,
                                    description=self.description, spec=self)
@@ -542,6 +582,49 @@ GENERATORS: Registry = Registry("generator")
 def register_generator(spec: GeneratorSpec) -> GeneratorSpec:
     """Add ``spec`` to :data:`GENERATORS` (a name can be registered once)."""
     return GENERATORS.add(spec.name, spec)
+
+
+#: The entry-point group through which an installed package gives every panda command generators of its own: each
+#: entry point names a :class:`GeneratorSpec`, or a function without arguments that returns one. In the package's
+#: pyproject.toml:  [project.entry-points."panda.generators"]  my-gan = "my_package.panda_spec:SPEC"
+PLUGIN_GROUP = "panda.generators"
+_plugins_loaded = False
+
+
+def load_plugins() -> list[str]:
+    """Register the generators installed packages declare under :data:`PLUGIN_GROUP`, once a process (importing a
+    package runs its code, so it happens only where a name is not among those registered already). Returns the
+    names registered now."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return []
+    _plugins_loaded = True
+    added = []
+    for point in importlib.metadata.entry_points(group=PLUGIN_GROUP):
+        where = f"the generator plugin '{point.name}' ({point.value}" + (
+            f", package {point.dist.name})" if point.dist is not None else ")")
+        try:
+            found = point.load()
+            spec = found if isinstance(found, GeneratorSpec) else found() if callable(found) else found
+        except Exception as exc:  # the package's code: one line, with what to do
+            raise PandaError(f"{where} failed to load: {type(exc).__name__}: {exc}: fix or uninstall that "
+                             f"package.") from exc
+        if not isinstance(spec, GeneratorSpec):
+            raise PandaError(f"{where} gives a {type(spec).__name__}, not a GeneratorSpec: point the entry point at "
+                             f"a GeneratorSpec or a function returning one.")
+        if spec.name in GENERATORS:
+            raise PandaError(f"{where} registers '{spec.name}', which is registered already: give it a name of its "
+                             f"own.")
+        register_generator(spec)
+        added.append(spec.name)
+    return added
+
+
+def is_registered(name: str) -> bool:
+    """Whether ``name`` is a registered generator, the installed packages' (:func:`load_plugins`) included."""
+    if name not in GENERATORS:
+        load_plugins()
+    return name in GENERATORS
 
 
 register_generator(GeneratorSpec(
@@ -613,7 +696,7 @@ def synchronize(device: str | torch.device) -> None:
 
 def get_spec(name: str) -> GeneratorSpec:
     """The registered spec called ``name``; a clear error listing the registered ones otherwise."""
-    if name not in GENERATORS:
+    if not is_registered(name):
         raise PandaError(f"unknown generator '{name}'. Registered generators: {', '.join(GENERATORS)}.")
     return GENERATORS[name]
 

@@ -1,4 +1,6 @@
 import importlib.util
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -181,6 +183,140 @@ def test_one_spec_adds_a_generator_everywhere(tmp_path):
         del GENERATORS["toy"]
     r = CliRunner().invoke(main, ["layers", "toy"])
     assert r.exit_code == 2 and "toy" in r.output
+
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "my_generator.py"
+
+
+@pytest.fixture
+def registry_restored(monkeypatch):
+    """Whatever a test registers (files, plugins) is gone after it; installed plugins are looked for anew."""
+    import panda.generators as generators
+    before = dict(GENERATORS)
+    monkeypatch.setattr(generators, "_plugins_loaded", False)
+    yield
+    GENERATORS.clear()
+    GENERATORS.update(before)
+
+
+def test_your_own_generator_on_every_command_through_generators_from(tmp_path, registry_restored):
+    """examples/my_generator.py: the user's own module and checkpoint, registered by a file that every command runs
+    with --generators-from; factor files fitted on it need it again, and say so."""
+    from click.testing import CliRunner
+
+    from panda.cli import main
+    run = CliRunner().invoke
+
+    def registered(*args):  # one process runs each command here: what a file registers goes again before the next
+        GENERATORS.pop("my-dcgan", None)
+        return run(main, [str(a) for a in args] + ["--generators-from", str(EXAMPLE)])
+
+    r = registered("layers", "my-dcgan")
+    assert r.exit_code == 0 and re.search(r"main\.5\s+256 x\s+8 x 8\s+\(default\)", r.output), r.output
+    assert "registered my-dcgan" in r.output
+    mine, theirs = panda.load_generator("my-dcgan"), panda.load_generator("dcgan-digiface")
+    assert torch.equal(mine.render([0, 1]), theirs.render([0, 1]))  # the same network, written by the user
+    assert mine.weight_hash == theirs.weight_hash  # provenance: the checkpoint's sha256
+    f = tmp_path / "mine.safetensors"
+    r = registered("fit", "--generator", "my-dcgan", "-n", 64, "-rs", 4, "--background-samples", 0, "--out", f, "-q")
+    assert r.exit_code == 0 and f.is_file(), r.output
+    GENERATORS.pop("my-dcgan")
+    r = run(main, ["edit", str(f), "--part", "1", "--seeds", "0", "--out", str(tmp_path / "e")])
+    assert r.exit_code == 2 and "'my-dcgan'" in r.output and "--generators-from FILE.py" in r.output, r.output
+    r = registered("edit", f, "--part", 1, "--seeds", "0", "--out", tmp_path / "e")
+    assert r.exit_code == 0 and (tmp_path / "e" / "edit_part1_app0.png").is_file(), r.output
+    GENERATORS.pop("my-dcgan")
+    r = run(main, ["layers", "my-dcgan"])  # not registered: the message says how to register one's own
+    assert r.exit_code == 2 and "--generators-from" in r.output and "panda.generators" in r.output, r.output
+    empty = tmp_path / "empty.py"
+    empty.write_text("x = 1\n")
+    r = run(main, ["layers", "my-dcgan", "--generators-from", str(empty)])
+    assert r.exit_code == 2 and "registered no generator" in r.output and "register_generator" in r.output
+
+
+def _toy_build():
+    return torch.nn.Sequential(torch.nn.Unflatten(1, (4, 2, 2)), torch.nn.Upsample(scale_factor=2),
+                               torch.nn.Conv2d(4, 3, 3, padding=1), torch.nn.Tanh())
+
+
+def _plugin_package(root, value: str, code: str) -> None:
+    """An installed package (as pip leaves one: a module and its .dist-info) with one panda.generators entry point."""
+    (root / "toyplug.py").write_text(code)
+    info = root / "toyplug-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toyplug\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[panda.generators]\ntoy-ep = {value}\n")
+
+
+TOY_PLUGIN = """
+import torch
+import panda
+
+def build():
+    return torch.nn.Sequential(torch.nn.Unflatten(1, (4, 2, 2)), torch.nn.Upsample(scale_factor=2),
+                               torch.nn.Conv2d(4, 3, 3, padding=1), torch.nn.Tanh())
+
+torch.manual_seed(0)
+torch.save(build().state_dict(), WEIGHTS)
+SPEC = panda.GeneratorSpec(name="toy-ep", description="a toy from a package", build=build,
+                           weights=panda.LocalWeights(WEIGHTS), latent_dim=16, default_layer="2",
+                           forward=lambda m, z, onehot: m(z))
+def make():
+    return SPEC
+"""
+
+
+@pytest.mark.parametrize("value", ["toyplug:SPEC", "toyplug:make"])
+def test_an_installed_package_adds_generators_through_its_entry_point(tmp_path, monkeypatch, registry_restored, value):
+    import sys
+    root = tmp_path / "site"
+    root.mkdir()
+    _plugin_package(root, value, f"WEIGHTS = {str(tmp_path / 'toy.pt')!r}\n" + TOY_PLUGIN)
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.delitem(sys.modules, "toyplug", raising=False)
+    assert "toy-ep" not in GENERATORS
+    g = panda.load_generator("toy-ep")  # looked for in installed packages because no built-in has the name
+    assert g.layer_shapes()["2"] == (3, 4, 4) and g.spec.description == "a toy from a package"
+    assert len(g.weight_hash) == 64  # the file's sha256, recorded in factor files
+
+
+@pytest.mark.parametrize("code,match", [
+    ("raise RuntimeError('no GPU here')\n", r"'toy-ep' \(toyplug:SPEC, package toyplug\) failed to load: "
+                                             r"RuntimeError: no GPU here: fix or uninstall"),
+    ("SPEC = 3\n", "gives a int, not a GeneratorSpec"),
+])
+def test_a_broken_plugin_is_named(tmp_path, monkeypatch, registry_restored, code, match):
+    import sys
+    root = tmp_path / "site"
+    root.mkdir()
+    _plugin_package(root, "toyplug:SPEC", code)
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.delitem(sys.modules, "toyplug", raising=False)
+    with pytest.raises(PandaError, match=match):
+        panda.load_generator("toy-ep")
+    assert isinstance(panda.load_generator("dcgan-celeba"), GeneratorAdapter)  # built-ins never wait on plugins
+
+
+def test_local_weights_refuse_what_they_cannot_load(tmp_path, registry_restored):
+    from panda.generators import LocalWeights
+    torch.manual_seed(0)
+    torch.save({"g": _toy_build().state_dict(), "step": 3}, tmp_path / "ckpt.pt")
+    state, digest = LocalWeights(tmp_path / "ckpt.pt", state_key="g").state_dict()
+    assert set(state) == set(_toy_build().state_dict()) and len(digest) == 64
+    assert LocalWeights(tmp_path / "ckpt.pt", sha256=digest, state_key="g").state_dict()[1] == digest
+    for weights, match in ((LocalWeights(tmp_path / "none.pt"), "does not exist"),
+                           (LocalWeights(tmp_path / "ckpt.pt", state_key="G"), r"no 'G' \(it holds g, step\)"),
+                           (LocalWeights(tmp_path / "ckpt.pt", sha256="0" * 64, state_key="g"), "expected 0000")):
+        with pytest.raises(PandaError, match=match):
+            weights.state_dict()
+    (tmp_path / "code.pt").write_bytes(b"not a torch file")
+    with pytest.raises(PandaError, match="cannot read weight file"):
+        LocalWeights(tmp_path / "code.pt").state_dict()
+    wrong = GeneratorSpec(name="wrong", description="keys of another network", latent_dim=16, default_layer="2",
+                          build=lambda: torch.nn.Sequential(torch.nn.Linear(16, 3)),
+                          weights=LocalWeights(tmp_path / "ckpt.pt", state_key="g"), forward=lambda m, z, c: m(z))
+    with pytest.raises(PandaError, match="weights of generator 'wrong' do not fit the module its build\\(\\) makes"):
+        wrong.load()
 
 
 def test_a_module_without_a_file_is_hashed_by_its_weights():

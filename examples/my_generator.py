@@ -65,6 +65,7 @@ SPEC = panda.GeneratorSpec(
     latent_dim=100,
     forward=call,
     default_layer="main.5",  # 256 x 8 x 8; `panda layers my-dcgan` lists the others
+    output_range=(-1.0, 1.0),  # the images' range: tanh here; (0, 1) for a sigmoid output
     ganspace_layer="main.2",  # optional: what GANSpace and SeFa need, for `panda bench roir`
     sefa_weight=lambda module: module.main[0].weight,
 )

@@ -542,6 +542,8 @@ class GeneratorSpec:
     default_rank_parts : int
         R_S used at ``default_layer`` when none is given: chosen by ``benchmarks/semantic_parts.py`` as the smallest
         at which the eyes, nose and mouth each have a part named after them with a purity of at least 0.2.
+    output_range : (float, float)
+        The range of the images the module returns ((-1, 1) for a tanh output; (0, 1) for a sigmoid one).
     """
 
     name: str
@@ -557,6 +559,7 @@ class GeneratorSpec:
     sefa_weight: Callable[[nn.Module], torch.Tensor] | None = None
     style_space: bool = False
     default_rank_parts: int = 12
+    output_range: tuple[float, float] = (-1.0, 1.0)
 
     def load(self, device: str | torch.device = "cpu") -> GeneratorAdapter:
         """Build the module, load the checked weights and wrap it."""
@@ -569,7 +572,7 @@ class GeneratorSpec:
                              f"{str(exc).strip()}") from exc
         adapter = GeneratorAdapter(module, name=self.name, latent_dim=self.latent_dim, weight_hash=digest,
                                    forward_fn=self.forward, classes=self.classes, default_layer=self.default_layer,
-                                   description=self.description, spec=self)
+                                   description=self.description, spec=self, output_range=self.output_range)
         return adapter.to(device)
 
 

@@ -260,7 +260,7 @@ torch.manual_seed(0)
 torch.save(build().state_dict(), WEIGHTS)
 SPEC = panda.GeneratorSpec(name="toy-ep", description="a toy from a package", build=build,
                            weights=panda.LocalWeights(WEIGHTS), latent_dim=16, default_layer="2",
-                           forward=lambda m, z, onehot: m(z))
+                           forward=lambda m, z, onehot: torch.sigmoid(m(z)), output_range=(0.0, 1.0))
 def make():
     return SPEC
 """
@@ -278,6 +278,9 @@ def test_an_installed_package_adds_generators_through_its_entry_point(tmp_path, 
     g = panda.load_generator("toy-ep")  # looked for in installed packages because no built-in has the name
     assert g.layer_shapes()["2"] == (3, 4, 4) and g.spec.description == "a toy from a package"
     assert len(g.weight_hash) == 64  # the file's sha256, recorded in factor files
+    assert g.output_range == (0.0, 1.0)  # the spec's: a sigmoid network's images are drawn as they are
+    images = g.synthesize(g.sample([0]))
+    assert torch.equal(g.to_unit(images), images)
 
 
 @pytest.mark.parametrize("code,match", [

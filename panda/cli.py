@@ -907,7 +907,9 @@ def parts(factors, seeds, seed, n_images, latent, save_arrays, out, device, quie
               help="Appearance j to add; default: the part's top appearance by energy (with --mask or --region: the "
                    "appearance most particular to the region, on 32 calibration samples).")
 @click.option("--alpha", "-a", type=FINITE, default=1.0, help="Strength, in units of the layer's typical activation norm.")
-@click.option("--edit", "edits", type=EDIT, multiple=True, help="PART,APPEARANCE,ALPHA; repeat to combine edits (no sweep then).")
+@click.option("--edit", "edits", type=EDIT, multiple=True,
+              help="PART,APPEARANCE,ALPHA (PART: an index, or the name of one part); repeat to combine edits (no sweep "
+                   "then).")
 @click.option("--sweep/--no-sweep", default=True, help="With one edit: columns -2x, -1x, 0, +1x, +2x alpha.")
 @click.option("--gif", is_flag=True,
               help=f"With one edit: also an animated GIF of it growing from -2x to +2x alpha and back ({GIF_STEPS} "
@@ -943,7 +945,7 @@ def edit(factors, part, mask, region, dilate, appearance, alpha, edits, sweep, g
     if edits:
         if part is not None or appearance is not None:
             raise PandaError("give either --edit PART,APPEARANCE,ALPHA (repeatable) or --part/--appearance/--alpha, not both.")
-        edit_list = check_edits(model, list(edits))
+        edit_list = check_edits(model, [e.named(model) for e in edits])
     else:
         if part is None:
             raise PandaError("say which part to edit: --part K (`panda parts` shows them), or --edit PART,APPEARANCE,ALPHA.")

@@ -9,7 +9,7 @@ and layer (the authors' raw lambda of 30-200 only made sense for StyleGAN2's fea
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import torch
@@ -36,12 +36,28 @@ class Edit:
 
     @classmethod
     def parse(cls, text: str) -> "Edit":
-        """'PART,APPEARANCE,ALPHA', e.g. '3,0,-1.5'."""
+        """'PART,APPEARANCE,ALPHA', e.g. '3,0,-1.5'; PART may be a part's name ('nose,8,1'), kept as given for
+        :meth:`named` to resolve against a model."""
         try:
-            k, j, a = text.split(",")
-            return cls(int(k), int(j), float(a))
+            k, j, a = (v.strip() for v in text.split(","))
+            part = int(k) if k.lstrip("-").isdigit() else k
+            if not k:
+                raise ValueError(k)
+            return cls(part, int(j), float(a))
         except ValueError as exc:
             raise PandaError(f"cannot read edit '{text}': write it as PART,APPEARANCE,ALPHA, e.g. 3,0,-1.5.") from exc
+
+    def named(self, model: PandA) -> "Edit":
+        """This edit with a part's name (``panda name-parts``) replaced by its index; a name several parts share is
+        refused, naming them (an edit adds an appearance to one part)."""
+        if not isinstance(self.part, str):
+            return self
+        ks = model.parts_named(self.part)
+        if len(ks) > 1:
+            raise PandaError(f"'{self.part}' names parts {', '.join(map(str, ks))}: an edit adds an appearance to one "
+                             f"part, so give one of them ({ks[0]},{self.appearance},{self.alpha:g}), or edit their "
+                             f"union with --part {self.part}.")
+        return replace(self, part=ks[0])
 
 
 def part_profile(model: PandA, part: int, parts: torch.Tensor | None = None) -> torch.Tensor:

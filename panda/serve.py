@@ -123,7 +123,11 @@ def parse_edits(text: str, grid: tuple[int, int],
             rest = Edit.parse(f"0,{fields[1]},{fields[2]}")  # the appearance and alpha read as a part's are
             out.append((parse_mask(fields[0], grid), rest.appearance, rest.alpha))
         else:
-            out.append(Edit.parse(p))
+            e = Edit.parse(p)
+            if isinstance(e.part, str):  # names clash with the m and t prefixes here: the explorer sends indices
+                raise PandaError(f"cannot read the stacked edit '{p}': write it as PART,APPEARANCE,ALPHA with the "
+                                 f"part's index.")
+            out.append(e)
     return out
 
 

@@ -542,6 +542,15 @@ def test_edit_remove_and_refine_take_part_names(factor_file, tmp_path, celeba):
     assert r.exit_code == 0 and (tmp_path / "m" / "refine_part3.png").is_file(), r.output
     r = run("edit", f, "--part", "eyes", "--region", "mouth", "--out", tmp_path / "x")
     assert r.exit_code == 2 and "--part and --region both say what to edit" in r.output
+    # --edit takes the name of one part; a name for several is refused, naming them
+    for edits, out in ((["--edit", "mouth,2,1", "--edit", "1,0,-1"], "en"), (["--edit", "3,2,1", "--edit", "1,0,-1"], "ei")):
+        r = run("edit", f, *edits, "--seeds", "0", "--save-arrays", "--out", tmp_path / out)
+        assert r.exit_code == 0, r.output
+    with np.load(tmp_path / "en" / "edit.npz") as a, np.load(tmp_path / "ei" / "edit.npz") as b:
+        assert a["edits"].tolist() == b["edits"].tolist() == [[3, 2, 1], [1, 0, -1]]
+        assert np.array_equal(a["edited"], b["edited"])
+    r = run("edit", f, "--edit", "eyes,2,1", "--out", tmp_path / "x")
+    assert r.exit_code == 2 and "'eyes' names parts 1, 5: an edit adds an appearance to one part" in r.output
     assert not (tmp_path / "x").exists()
 
 

@@ -541,3 +541,12 @@ def test_remove_works_without_a_background_search(model, celeba):
     for base, _ in serving(create_app(bare, celeba)):
         with urllib.request.urlopen(f"{base}/api/remove.png?seed=3&part=1&alpha=1") as r:
             assert r.status == 200 and r.headers["content-type"] == "image/png"
+
+
+def test_stacked_edits_name_parts_by_index():
+    """The explorer's stack sends indices: a part's name (which the m and t prefixes could misread) is refused."""
+    from panda.editing import Edit
+    from panda.serve import parse_edits
+    assert parse_edits("3,2,1.5;1,0,-1", (8, 8)) == [Edit(3, 2, 1.5), Edit(1, 0, -1.0)]
+    with pytest.raises(PandaError, match="cannot read the stacked edit 'eyes,1,1'"):
+        parse_edits("eyes,1,1", (8, 8))

@@ -49,7 +49,8 @@ def call(module: nn.Module, z: torch.Tensor, onehot: torch.Tensor | None) -> tor
 
 
 def checkpoint() -> Path:
-    """Your checkpoint's path. Here: the wheel's file, found without importing the package."""
+    """Your checkpoint's path, e.g. ``Path(__file__).parent / "netG.pt"`` (beside this file, wherever panda runs).
+    Here: the wheel's file, found without importing the package."""
     found = importlib.util.find_spec("gan_face_generate")
     if found is None:
         raise panda.PandaError("this example reads gan_face_generate's weights: "

@@ -6,8 +6,8 @@
 #   run(command="T_MORE=200 bash benchmarks/device_check.sh more", carry=[".whl"], timeout_s=300)  # at once, warm;
 #                                                      # T_MORE + T_COST (80) + 20 s within budget_left_s
 #   run(command="bash benchmarks/device_check.sh smoke", carry=[".whl"], timeout_s=200) # re-seeding, --align-to,
-#                                                      # compare, ranks, retrieve --region, edit/remove --refine on
-#                                                      # CUDA (about a minute)
+#                                                      # compare, ranks, retrieve --region, edit/remove --refine, a
+#                                                      # --generators-from generator on CUDA (about a minute)
 #
 # A session has 15 minutes of device time, the machine's start included, so the first call holds everything target
 # 2 needs on the GPU: "fit" runs, each capped, (1) a 300-sample 64x64 fit whose P-step runs on a low-rank factor
@@ -74,7 +74,13 @@ case ${1:-fit} in
         step smoke_refine "${T_SMOKE:-60}" "$PY" -m panda.cli edit "$S/a.safetensors" --part 3 --refine --seeds 0-7 \
             --device "$D" --out "$S/edit"
         step smoke_remove "${T_SMOKE:-60}" "$PY" -m panda.cli remove "$S/a.safetensors" --part 3 --refine \
-            --background 5 --seeds 0-7 --device "$D" --out "$S/remove" ;;
+            --background 5 --seeds 0-7 --device "$D" --out "$S/remove"
+        # a generator of the user's own (examples/my_generator.py), fitted and edited on the device
+        step smoke_own "${T_SMOKE:-60}" "$PY" -m panda.cli fit --generators-from examples/my_generator.py \
+            --generator my-dcgan -rs 8 -n 1000 --device "$D" -q --background-samples 0 --out "$S/own.safetensors" \
+            --overwrite
+        step smoke_own_edit "${T_SMOKE:-60}" "$PY" -m panda.cli edit "$S/own.safetensors" --generators-from \
+            examples/my_generator.py --part 2 --seeds 0-3 --device "$D" -q --out "$S/own" ;;
     *)
         echo "usage: bash benchmarks/device_check.sh fit|more|smoke" >&2
         exit 2 ;;

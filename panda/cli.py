@@ -855,10 +855,13 @@ def info(factors, show_parts, as_json):
     rows = [("fitted on", model.generator_label() + (f", {extra}" if extra else "")),
             ("layer", f"{model.layer_} ({c} x {h} x {w})"),
             ("ranks", f"R_C = {model.n_appearances} appearances, R_S = {model.n_parts} parts; appearance mixing W: "
-                      + ("fitted" if model.mixing_ is not None else "none")),
+                      + ("none" if model.mixing_ is None else "fitted, " + (
+                          "all directions" if model.mixing_directions is None
+                          else f"{model.mixing_directions} directions of their own"))),
             ("data", f"{model.n_samples_} " + {"seeds": f"samples from seed {model.seed_}", "latents": "given latents",
                                                 "features": "feature maps"}[model.data_]
-                     + f"; {model.n_passes_} passes, {model.n_iter_} iteration(s), {model.n_init} random starts of the parts"
+                     + f"; {model.n_passes_} passes, {model.n_iter_} iteration(s) of at most {model.max_iter} (tol "
+                       f"{model.tol:g}), {model.n_init} random starts of the parts (random state {model.random_state})"
                      + (f", up to {model.reseed} re-seeding rounds" if model.reseed else "")),
             ("error", f"training {model.train_error_:.4f}, {heldout}"),
             ("time", f"features {model.extract_time_:.2f} s, fit {model.fit_time_:.2f} s"),

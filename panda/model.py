@@ -415,7 +415,8 @@ class PandA:
             "generator_source": self.generator_source_, "layer": self.layer_,
             "layer_shape": list(self.layer_shape_), "rank_appearance": self.n_appearances, "rank_parts": self.n_parts,
             "n_samples": self.n_samples_, "seed": self.seed_, "data": self.data_, "random_state": self.random_state,
-            "n_init": self.n_init, "reseed": self.reseed,
+            "n_init": self.n_init, "reseed": self.reseed, "max_iter": self.max_iter, "tol": self.tol,
+            "mixing_directions": self.mixing_directions,
             "train_error": self.train_error_, "heldout_error": _json_float(self.heldout_error_),
             "n_heldout": self.n_heldout_, "error_history": self.error_history_, "n_iter": self.n_iter_,
             "n_passes": self.n_passes_, "fit_time_s": self.fit_time_, "extract_time_s": self.extract_time_,
@@ -499,9 +500,11 @@ class PandA:
         if not torch.allclose(a.T @ a, torch.eye(rc), atol=1e-3):
             raise PandaError(f"'{path}': the appearances are not orthonormal, so the file is damaged: {refit}.")
         mixing = _check_mixing(tensors.get("mixing"), rc, path, refit) if meta["format_version"] >= 3 else None
-        # files from before n_init and reseed were recorded were fitted with 4 starts and no re-seeding
+        # files from before these were recorded were fitted with panda's defaults then: 4 starts, no re-seeding,
+        # at most 30 iterations to a tolerance of 1e-4, and every direction of a mixing refitted
         model = cls(rank_appearance=rc, rank_parts=rs, random_state=meta["random_state"], n_init=meta.get("n_init", 4),
-                    reseed=meta.get("reseed", 0))
+                    reseed=meta.get("reseed", 0), max_iter=meta.get("max_iter", 30), tol=meta.get("tol", 1e-4),
+                    mixing_directions=meta.get("mixing_directions") if mixing is not None else None)
         model.appearances_, model.parts_, model.layer_shape_ = a.contiguous(), p.contiguous(), (c, h, w)
         model.mixing_, model.mixing = mixing, mixing is not None
         model.feature_scale_, model.n_heldout_ = float(meta["feature_scale"]), meta["n_heldout"]
@@ -612,6 +615,9 @@ _META_RULES = {
     "random_state": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
     "n_init": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
     "reseed": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
+    "max_iter": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
+    "tol": (lambda v: _finite_number(v) and v >= 0, "a finite number >= 0"),
+    "mixing_directions": (lambda v: v is None or (_is_int(v) and v >= 1), "null or a whole number >= 1"),
     "train_error": (_finite_number, "a finite number"),
     "heldout_error": (lambda v: v is None or _finite_number(v), "a finite number or null"),
     "n_heldout": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),

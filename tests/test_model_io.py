@@ -68,6 +68,35 @@ def test_numpy_integer_hyper_parameters_fit_and_save(tmp_path):
     assert back.n_parts == 3 and back.n_init == 2
 
 
+def test_the_fits_settings_are_recorded_and_read_back(tmp_path):
+    """max_iter, tol and mixing_directions go into the file, as n_init and reseed do: the file says how it was fitted
+    (and the loaded estimator's parameters refit it so); files from before them read as the defaults then."""
+    from click.testing import CliRunner
+    from safetensors.torch import save_file
+
+    from panda.cli import main
+    from panda.model import _TENSORS, tensor_digest
+    maps = torch.randn(12, 8, 4, 4, generator=torch.Generator().manual_seed(0))
+    model = PandA(rank_appearance=4, rank_parts=3, max_iter=2, tol=0.01, mixing=True, mixing_directions=2).fit(maps)
+    back = PandA.load(model.save(tmp_path / "f.safetensors"))
+    assert (back.max_iter, back.tol, back.mixing, back.mixing_directions) == (2, 0.01, True, 2)
+    assert (back.rank_appearance, back.rank_parts, back.n_init, back.reseed) == (4, 3, 4, 0)
+    r = CliRunner().invoke(main, ["info", str(tmp_path / "f.safetensors")])
+    assert "of at most 2 (tol 0.01)" in r.output and "fitted, 2 directions of their own" in r.output, r.output
+    plain = PandA(rank_parts=3).fit(maps)
+    meta = plain.metadata()
+    for key in ("max_iter", "tol", "mixing_directions"):
+        del meta[key]
+    tensors = {name: getattr(plain, name + "_").clone() for name in _TENSORS}
+    save_file(tensors, str(tmp_path / "old.safetensors"),
+              metadata={"panda": json.dumps(dict(meta, tensor_sha256=tensor_digest(tensors)))})
+    old = PandA.load(tmp_path / "old.safetensors")
+    assert (old.max_iter, old.tol, old.mixing_directions) == (30, 1e-4, None)
+    _rewrite(plain, tmp_path / "bad.safetensors", meta={"tol": -1})
+    with pytest.raises(PandaError, match="'tol' is -1, it must be a finite number >= 0"):
+        PandA.load(tmp_path / "bad.safetensors")
+
+
 def test_foreign_safetensors_refused(tmp_path):
     from safetensors.torch import save_file
     path = tmp_path / "foreign.safetensors"

@@ -843,7 +843,8 @@ def info(factors, show_parts, as_json):
         return
     src = model.generator_source_
     extra = ", ".join(f"{what} {src[key]}" for key, what in (("truncation_psi", "truncation psi"),
-                                                             ("noise_mode", "noise mode")) if key in src)
+                                                             ("noise_mode", "noise mode"), ("class", "seeds of class"))
+                      if key in src)
     c, h, w = model.layer_shape_
     heldout = ("not scored" if math.isnan(model.heldout_error_)
                else f"held-out {model.heldout_error_:.4f} ({model.n_heldout_} samples)")

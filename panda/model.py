@@ -199,6 +199,8 @@ class PandA:
             self.generator_name_, self.generator_hash_, self.generator_source_ = "", "", {"format": FeatureArray.format}
         else:
             self.generator_name_, self.generator_hash_, self.generator_source_ = g.name, g.weight_hash, dict(g.source)
+            if source.seeds is not None and g.class_index is not None:  # the seeds drew this class (--class)
+                self.generator_source_["class"] = g.classes[g.class_index]
         self.layer_, self.n_samples_ = source.layer, len(source)
         self.seed_ = 0 if source.seeds is None else int(source.seeds[0])
         self.data_ = "seeds" if source.seeds is not None else "features" if g is None else "latents"

@@ -679,6 +679,12 @@ def test_transfer_between_classes_of_a_conditional_generator(factor_file, tmp_pa
     eyes = tmp_path / "eyes.safetensors"
     r = run("fit", "--generator", "dcgan-eyes", "-n", 64, "-rs", 4, "--background-samples", 0, "--out", eyes, "-q")
     assert r.exit_code == 0, r.output
+    assert "class" not in PandA.load(eyes).generator_source_  # classes drawn per seed
+    green = tmp_path / "green.safetensors"
+    r = run("fit", "--generator", "dcgan-eyes", "--class", "green", "-n", 16, "-rs", 4, "--max-iter", 2,
+            "--background-samples", 0, "--out", green, "-q")
+    assert r.exit_code == 0 and PandA.load(green).generator_source_["class"] == "green", r.output
+    assert "seeds of class green" in run("info", green).output  # the file says what its seeds drew
     r = run("transfer", eyes, "--part", 1, "--class", "brown", "--source-class", "blue", "--seeds", "0-1",
             "--sources", "20,21", "--save-images", "--out", tmp_path / "t")
     assert r.exit_code == 0, r.output

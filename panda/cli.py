@@ -1587,7 +1587,9 @@ def _run_plugin(path: str, option: str, registry, call: str) -> list[str]:
     kind = registry.kind
     file = Path(path)
     if not file.is_file() or file.suffix != ".py":
-        raise PandaError(f"{option} '{path}': give a Python file (.py) that registers {kind}s with {call.split('(')[0]}.")
+        why = "is not a Python file (.py)" if file.is_file() else "does not exist"
+        raise PandaError(f"{option} '{path}' {why}: give a Python file that registers {kind}s with "
+                         f"{call.split('(')[0]}.")
     before = set(registry)
     try:
         runpy.run_path(str(file), run_name=f"panda_{kind}s")

@@ -361,9 +361,11 @@ def test_your_own_method_from_a_file_against_panda_alone(tmp_path):
     bad.write_text("raise RuntimeError('oops')\n")
     empty = tmp_path / "empty.py"
     empty.write_text("x = 1\n")
+    (tmp_path / "mine.txt").write_text("x = 1\n")
     for args, match in ((["--methods-from", str(bad)], "RuntimeError: oops"),
                         (["--methods-from", str(empty)], "registered no method"),
-                        (["--methods-from", str(tmp_path / "nope.txt")], "give a Python file"),
+                        (["--methods-from", str(tmp_path / "nope.txt")], "nope.txt' does not exist: give a Python file"),
+                        (["--methods-from", str(tmp_path / "mine.txt")], "is not a Python file"),
                         (["--method", "Nope"], "unknown method(s) 'Nope'")):
         r = run(main, ["bench", "roir", *args, "--out", str(tmp_path / "x")])
         assert r.exit_code == 2 and match in r.output, r.output

@@ -1297,8 +1297,8 @@ def _parts_region(model: PandA, ks: list[int]) -> tuple[torch.Tensor, str]:
 
 def _part_or_union(model: PandA, part: str | None, refine_first: bool) -> tuple[int | None, tuple | None]:
     """--part as `edit`, `remove` and `refine` take it, an index or a name: (the part, None) where it picks one
-    part, (None, (the parts' union (H, W), its label, the name)) where a name picks several; refinement
-    (``refine_first``) needs one part."""
+    part, (None, (the parts' union (H, W), its label, its name in file names)) where a name picks several;
+    refinement (``refine_first``) needs one part."""
     if part is None:
         return None, None
     ks = _part_list(model, [part])
@@ -1308,7 +1308,8 @@ def _part_or_union(model: PandA, part: str | None, refine_first: bool) -> tuple[
         raise PandaError(f"'{part}' names parts {', '.join(map(str, ks))}, and refinement fits one part: give one of "
                          f"them (--part {ks[0]}).")
     click.echo(f"'{part}' names parts {', '.join(map(str, ks))}: their union is the region", err=True)
-    return None, (_parts_region(model, ks)[0], part, part)  # labelled by the name: it fits a picture's column
+    # labelled by the name, which fits a picture's column; in file names without spaces or slashes
+    return None, (_parts_region(model, ks)[0], part, _file_label(part))
 
 
 #: The most samples `panda retrieve` shows at each end of its ranking.
@@ -1501,21 +1502,37 @@ def demo(layer, rank_parts, n_samples, seed, out, device, quiet, **gen):
 @click.argument("factors", type=click.Path(dir_okay=False))
 @click.option("--n", "n", type=COUNT, default=64, help="Faces to measure where the parts sit on.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=CALIB_SEED_START, help="First seed of those faces.")
+@click.option("--name", "given", multiple=True, metavar="PART=NAME",
+              help="Name a part yourself, on any generator (--name 3=iris; repeat; PART= removes its name); the other "
+                   "parts keep theirs, and FaceMesh is not run.")
 @generator_options(None)
 @device_option
-def name_parts_cmd(factors, n, seed, device, **gen):
-    """Name FACTORS' parts after the face region (eyes, nose, mouth) each sits on most densely, and save the names
-    into the file; every picture then shows them. A part denser on the rest of the face or the background than on
-    any region stays unnamed. Regions come from MediaPipe FaceMesh, not from PandA.
+def name_parts_cmd(factors, n, seed, given, device, **gen):
+    """Name FACTORS' parts after the face region (eyes, nose, mouth) each sits on most densely, or as you say
+    (--name), and save the names into the file; every picture then shows them, and --part takes them. A part denser
+    on the rest of the face or the background than on any region stays unnamed. Regions come from MediaPipe FaceMesh,
+    not from PandA.
 
     \b
-    Example:  panda name-parts out/demo/factors.safetensors
+    Examples:
+      panda name-parts out/demo/factors.safetensors
+      panda name-parts eyes.safetensors --name 2=iris --name 5=iris --name 7=pupil   (then --part iris)
     """
-    model, generator = _load(factors, device, **gen)
-    names = name_model_parts(model, generator, n, seed)
+    if given:
+        model = PandA.load(factors)  # no generator: names are the user's
+        for text in given:
+            part, sep, name = text.partition("=")
+            if not sep or not part.strip().lstrip("-").isdigit():
+                raise PandaError(f"--name {text!r}: write it as PART=NAME, e.g. 3=iris (PART= removes the name).")
+            model.name_part(int(part), name.strip() or None)
+        names = model.part_names_
+    else:
+        model, generator = _load(factors, device, **gen)
+        names = name_model_parts(model, generator, n, seed)
     copy = backup(factors)
     model.save(factors)
-    named = "; ".join(f"part {k}: {v}" for k, v in sorted(names.items())) or "no part sits most on a region"
+    named = "; ".join(f"part {k}: {v}" for k, v in sorted(names.items())) or (
+        "no part is named" if given else "no part sits most on a region")
     click.echo(named + f"\nsaved into {factors} (the file as it was: {copy})")
 
 

@@ -14,6 +14,7 @@ import copy
 import hashlib
 import json
 import math
+import re
 import os
 import time
 from pathlib import Path
@@ -269,6 +270,20 @@ class PandA:
         """'part 5 (eyes)' where the part has a name (``panda name-parts``), else 'part 5'."""
         name = self.part_names_.get(part)
         return f"part {part} ({name})" if name else f"part {part}"
+
+    def name_part(self, part: int, name: str | None) -> None:
+        """Name ``part`` yourself (any domain: ``name_part(3, "iris")``), or with None remove its name; a name may be
+        given to several parts, which then act as one region where a command takes the name. A name starts with a
+        letter and holds letters, digits, spaces and ``_-/.``: an index-like or comma-holding name would be misread
+        where a part is given as an index or in PART,APPEARANCE,ALPHA."""
+        part = self.check_part(part)
+        if name is None:
+            self.part_names_.pop(part, None)
+            return
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9 _\-/.]*", name) or name != name.strip():
+            raise PandaError(f"part name {name!r}: start it with a letter and use letters, digits, spaces and _-/. "
+                             f"(e.g. 'iris', 'left eye').")
+        self.part_names_[part] = name
 
     def parts_named(self, name: str) -> list[int]:
         """The parts named ``name`` (``panda name-parts``), e.g. every part of the eyes; refused when none is."""

@@ -294,6 +294,27 @@ def test_name_parts_names_and_keeps_a_backup(tmp_path):
     assert PandA.load(f).n_parts == 24  # the generator's own R_S at its default layer
 
 
+def test_name_parts_by_hand_on_any_generator(tmp_path, factor_file):
+    """--name PART=NAME: names of the user's own (any domain), kept beside the others; PART= removes one; then every
+    command takes the name."""
+    import shutil
+    f = tmp_path / "f.safetensors"
+    shutil.copy(factor_file, f)
+    r = run("name-parts", f, "--name", "2=left eye", "--name", "5=iris", "--name", "6=iris")
+    assert r.exit_code == 0, r.output
+    assert PandA.load(f).part_names_ == {2: "left eye", 5: "iris", 6: "iris"}
+    assert run("name-parts", f, "--name", "6=").exit_code == 0
+    model = PandA.load(f)
+    assert model.part_names_ == {2: "left eye", 5: "iris"} and model.parts_named("iris") == [5]
+    r = run("edit", f, "--part", "left eye", "--seeds", "0", "--out", tmp_path / "e")
+    assert r.exit_code == 0 and (tmp_path / "e" / "edit_part2_app0.png").is_file(), r.output
+    for text, match in (("2=3", "start it with a letter"), ("2=a,b", "start it with a letter"), ("eyes", "PART=NAME"),
+                        ("99=x", "part 99 is out of range"), ("x=eyes", "PART=NAME")):
+        r = run("name-parts", f, "--name", text)
+        assert r.exit_code == 2 and match in r.output, (text, r.output)
+    assert PandA.load(f).part_names_ == {2: "left eye", 5: "iris"}  # a refused name changes nothing
+
+
 def test_save_arrays_writes_the_data_behind_each_picture(factor_file, model, tmp_path):
     import numpy as np
     cases = [("parts", [], "parts", {"images": (2, 3, 64, 64), "parts": (8, 8, 8)}),

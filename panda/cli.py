@@ -862,8 +862,9 @@ def info(factors, show_parts, as_json):
             ("data", f"{model.n_samples_} " + {"seeds": f"samples from seed {model.seed_}", "latents": "given latents",
                                                 "features": "feature maps"}[model.data_]
                      + f"; {model.n_passes_} passes, {model.n_iter_} iteration(s) of at most {model.max_iter} (tol "
-                       f"{model.tol:g}), {model.n_init} random starts of the parts (random state {model.random_state})"
-                     + (f", up to {model.reseed} re-seeding rounds" if model.reseed else "")),
+                       f"{model.tol:g}), {model.n_init} random starts of the parts"
+                     + (f", up to {model.reseed} re-seeding rounds" if model.reseed else "")
+                     + f" (random state {model.random_state})"),
             ("error", f"training {model.train_error_:.4f}, {heldout}"),
             ("time", f"features {model.extract_time_:.2f} s, fit {model.fit_time_:.2f} s"),
             ("background", background), ("part names", names)]

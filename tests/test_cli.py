@@ -291,6 +291,13 @@ def test_name_parts_names_and_keeps_a_backup(tmp_path):
     assert "saved into" in r.output and (tmp_path / "f.safetensors.bak").read_bytes() == before
     names = PandA.load(f).part_names_
     assert names and set(names.values()) <= set(REGIONS)
+    # a name of the user's is kept when FaceMesh names the parts again, on its part, which FaceMesh leaves alone
+    mine = min(names)
+    assert run("name-parts", f, "--name", f"{mine}=left cheek").exit_code == 0
+    assert run("name-parts", f, "--n", 16, "--generator", "dcgan-digiface").exit_code == 0
+    again = PandA.load(f).part_names_
+    assert again[mine] == "left cheek" and {k: v for k, v in again.items() if k != mine} == {
+        k: v for k, v in names.items() if k != mine}
     assert PandA.load(f).n_parts == 24  # the generator's own R_S at its default layer
 
 

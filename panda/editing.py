@@ -28,9 +28,10 @@ DEFAULT_ALPHAS = (-2.0, -1.0, 0.0, 1.0, 2.0)
 
 @dataclass(frozen=True)
 class Edit:
-    """Add appearance ``appearance`` to part ``part`` with strength ``alpha``."""
+    """Add appearance ``appearance`` to part ``part`` with strength ``alpha`` (``part`` a name, as :meth:`parse` reads
+    one, until :meth:`named` resolves it)."""
 
-    part: int
+    part: int | str
     appearance: int
     alpha: float
 
@@ -40,10 +41,9 @@ class Edit:
         :meth:`named` to resolve against a model."""
         try:
             k, j, a = (v.strip() for v in text.split(","))
-            part = int(k) if k.lstrip("-").isdigit() else k
             if not k:
-                raise ValueError(k)
-            return cls(part, int(j), float(a))
+                raise ValueError(text)
+            return cls(int(k) if k.lstrip("-").isdigit() else k, int(j), float(a))
         except ValueError as exc:
             raise PandaError(f"cannot read edit '{text}': write it as PART,APPEARANCE,ALPHA, e.g. 3,0,-1.5.") from exc
 
@@ -56,7 +56,7 @@ class Edit:
         if len(ks) > 1:
             raise PandaError(f"'{self.part}' names parts {', '.join(map(str, ks))}: an edit adds an appearance to one "
                              f"part, so give one of them ({ks[0]},{self.appearance},{self.alpha:g}), or edit their "
-                             f"union with --part {self.part}.")
+                             f"union as a region (on the command line: --part {self.part}).")
         return replace(self, part=ks[0])
 
 

@@ -901,7 +901,7 @@ def parts(factors, seeds, seed, n_images, latent, save_arrays, out, device, quie
 
 @main.command()
 @click.argument("factors", type=click.Path(dir_okay=False))
-@click.option("--part", "-k", default=None,
+@click.option("--part", "-k", default=None, metavar="K|NAME",
               help="Part k to edit, by index or by name (`panda name-parts`; a name several parts share: their union).")
 @click.option("--mask", type=click.Path(dir_okay=False), default=None,
               help="Or edit your own region: a PNG whose white pixels mark it.")
@@ -909,8 +909,9 @@ def parts(factors, seeds, seed, n_images, latent, save_arrays, out, device, quie
               help="Or a face region found in each image by MediaPipe FaceMesh.")
 @click.option("--dilate", type=click.IntRange(min=0), default=5, help="With --region: grow the region by this many pixels.")
 @click.option("--appearance", "-j", type=int, default=None,
-              help="Appearance j to add; default: the part's top appearance by energy (with --mask or --region: the "
-                   "appearance most particular to the region, on 32 calibration samples).")
+              help="Appearance j to add; default: the part's top appearance by energy (with --mask, --region or a "
+                   "name several parts share: the appearance most particular to the region, on 32 calibration "
+                   "samples).")
 @click.option("--alpha", "-a", type=FINITE, default=1.0, help="Strength, in units of the layer's typical activation norm.")
 @click.option("--edit", "edits", type=EDIT, multiple=True,
               help="PART,APPEARANCE,ALPHA (PART: an index, or the name of one part); repeat to combine edits (no sweep "
@@ -1052,7 +1053,7 @@ def _write_sweep(model, measure, apply, alpha: float, samples, seed_list: list, 
 
 @main.command()
 @click.argument("factors", type=click.Path(dir_okay=False))
-@click.option("--part", "-k", required=True, help="Part k to refine and edit, by index or by name (one part's).")
+@click.option("--part", "-k", required=True, metavar="K|NAME", help="Part k to refine and edit, by index or by name (one part's).")
 @click.option("--appearance", "-j", type=int, default=None, help="Appearance for the edit; default: the part's top one by energy.")
 @click.option("--alpha", "-a", type=FINITE, default=2.0, help="Edit strength.")
 @click.option("--steps", type=int, default=100, help="Refinement steps per image.")
@@ -1107,7 +1108,7 @@ def refine(factors, part, appearance, alpha, steps, radius, search, min_gain, sh
 
 @main.command()
 @click.argument("factors", type=click.Path(dir_okay=False))
-@click.option("--part", "-k", default=None,
+@click.option("--part", "-k", default=None, metavar="K|NAME",
               help="Remove what is in part k, by index or by name (`panda name-parts`; a name several parts share: "
                    "their union).")
 @click.option("--mask", type=click.Path(dir_okay=False), default=None, help="Or a PNG whose white pixels mark the region.")
@@ -1185,7 +1186,7 @@ MAX_TRANSFER_PAIRS = 400
 
 @main.command()
 @click.argument("factors", type=click.Path(dir_okay=False))
-@click.option("--part", "-k", "parts", multiple=True,
+@click.option("--part", "-k", "parts", multiple=True, metavar="K|NAME",
               help="A part to transfer, by index or by name (`panda name-parts`: all parts so named); repeat for several.")
 @click.option("--mask", type=click.Path(dir_okay=False), default=None, help="Or a PNG whose white pixels mark the region.")
 @click.option("--region", type=click.Choice(REMOVAL_REGIONS), default=None,
@@ -1320,7 +1321,7 @@ MAX_RETRIEVED = 16
 @main.command()
 @click.argument("factors", type=click.Path(dir_okay=False))
 @click.option("--appearance", "-j", type=int, required=True, help="Appearance j to look for.")
-@click.option("--part", "-k", "parts", multiple=True,
+@click.option("--part", "-k", "parts", multiple=True, metavar="K|NAME",
               help="Score it in this part, by index or by name (all parts so named); repeat for several. Default: the "
                    "whole image.")
 @click.option("--mask", type=click.Path(dir_okay=False), default=None, help="Or in the white pixels of this PNG.")

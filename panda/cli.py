@@ -160,6 +160,10 @@ GENERATORS_FROM = click.option("--generators-from", "generators_from", type=clic
                           "runs: give only your own files.")
 
 
+#: --class ANY_CLASS: each seed draws its class (the default, unless a factor file's seeds drew one).
+ANY_CLASS = "any"
+
+
 def generator_options(default: str | None):
     """--generator NAME_OR_PATH, --trunc, --noise-mode, --class, --trust-pickle, --generators-from; with ``default``
     None the factor file's generator (and its truncation and noise mode) is used unless given."""
@@ -171,7 +175,8 @@ def generator_options(default: str | None):
         click.option("--noise-mode", type=click.Choice(NOISE_MODES), default=None,
                      help="StyleGAN noise: const (reproducible), random or none. Default: const, or the factor file's."),
         click.option("--class", "class_", default=None,
-                     help="Conditional generators: the class every seed draws, an index or a name (default: drawn per seed)."),
+                     help="Conditional generators: the class every seed draws, an index or a name; 'any': drawn per "
+                          "seed. Default: drawn per seed, or the class a factor file's seeds drew."),
         click.option("--trust-pickle", is_flag=True,
                      help="Unpickle an NVlabs pickle with your own clone of the reference code, running what it holds "
                           "(only for files you trust; panda's default loader runs nothing from the file)."),
@@ -191,7 +196,7 @@ def _generator(device: str, generator_name: str, truncation_psi: float | None = 
     """The generator a command that fits (fit, layers, demo, bench) names, with its options."""
     _register_generators(generators_from)
     return load_generator(generator_name, device, 1.0 if truncation_psi is None else truncation_psi,
-                          noise_mode or "const", trust_pickle, class_)
+                          noise_mode or "const", trust_pickle, None if class_ == ANY_CLASS else class_)
 
 
 class PandaGroup(click.Group):
@@ -221,7 +226,8 @@ def device_option(fn):
 def _load(factors: str, device: str, generator_name: str | None = None, truncation_psi: float | None = None,
           noise_mode: str | None = None, class_: str | None = None, trust_pickle: bool = False,
           generators_from: tuple = ()) -> tuple[PandA, object]:
-    """The factor file and the generator it was fitted on (checked); truncation and noise default to the file's."""
+    """The factor file and the generator it was fitted on (checked); truncation, noise and class default to the
+    file's."""
     model = PandA.load(factors)
     return model, _generator_of(model, factors, device, generator_name, truncation_psi, noise_mode, class_,
                                 trust_pickle, generators_from)
@@ -230,7 +236,7 @@ def _load(factors: str, device: str, generator_name: str | None = None, truncati
 def _generator_of(model: PandA, factors: str, device: str, generator_name: str | None = None,
                   truncation_psi: float | None = None, noise_mode: str | None = None, class_: str | None = None,
                   trust_pickle: bool = False, generators_from: tuple = ()):
-    """The generator ``model`` (read from ``factors``) was fitted on, checked against it; truncation and noise
+    """The generator ``model`` (read from ``factors``) was fitted on, checked against it; truncation, noise and class
     default to the file's."""
     _register_generators(generators_from)
     src = model.generator_source_
@@ -247,6 +253,8 @@ def _generator_of(model: PandA, factors: str, device: str, generator_name: str |
             raise PandaError(f"this factor file was fitted on {model.generator_label()}: give it with --generator PATH.")
         generator_name = model.generator_name_
     psi = src.get("truncation_psi", 1.0) if truncation_psi is None else truncation_psi
+    # the class the file's seeds drew, as its truncation and noise, unless another (or any) is asked for
+    class_ = src.get("class") if class_ is None else None if class_ == ANY_CLASS else class_
     gen = load_generator(generator_name, device, psi, noise_mode or src.get("noise_mode", "const"), trust_pickle, class_)
     model.check_compatible(gen)
     return gen

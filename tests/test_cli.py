@@ -4,6 +4,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+import panda
 from panda.cli import main, parse_seeds
 from panda import PandaError
 from panda.model import PandA
@@ -713,6 +714,15 @@ def test_transfer_between_classes_of_a_conditional_generator(factor_file, tmp_pa
             "--background-samples", 0, "--out", green, "-q")
     assert r.exit_code == 0 and PandA.load(green).generator_source_["class"] == "green", r.output
     assert "seeds of class green" in run("info", green).output  # the file says what its seeds drew
+    # commands on it draw that class, as they take its truncation and noise; --class any: each seed's own
+    import numpy as np
+    for extra, out, expected in (([], "g", panda.load_generator("dcgan-eyes", class_="green")),
+                                 (["--class", "any"], "a", panda.load_generator("dcgan-eyes"))):
+        r = run("edit", green, "--edit", "1,0,1", "--no-sweep", "--seeds", "0-3", "--save-arrays", *extra,
+                "--out", tmp_path / out)
+        assert r.exit_code == 0, r.output
+        with np.load(tmp_path / out / "edit.npz") as data:
+            assert np.allclose(data["original"], expected.render([0, 1, 2, 3]).numpy(), atol=1e-6)
     r = run("transfer", eyes, "--part", 1, "--class", "brown", "--source-class", "blue", "--seeds", "0-1",
             "--sources", "20,21", "--save-images", "--out", tmp_path / "t")
     assert r.exit_code == 0, r.output

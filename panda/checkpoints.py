@@ -554,8 +554,8 @@ def load_generator(name_or_path: str | Path = DEFAULT_GENERATOR, device: str | t
         if truncation_psi != 1 or noise_mode != "const":
             raise PandaError(f"generator '{name_or_path}' has no truncation or noise inputs: leave psi at 1 and the "
                              f"noise mode at const.")
-        g = load_registered(str(name_or_path), device)
-    elif Path(name_or_path).exists() or any(c in str(name_or_path) for c in "/\\.") :
+        g = load_registered(name, device)
+    elif Path(name).exists() or any(c in name for c in "/\\."):
         g = load_checkpoint(name_or_path, device, truncation_psi, noise_mode, trust_pickle)
     else:
         raise PandaError(f"unknown generator '{name_or_path}': give a registered name ({', '.join(GENERATORS)}) or the "

@@ -154,14 +154,21 @@ GENERATOR_HELP = ("Generator: a registered one (" + "; ".join(f"{name}: {spec.de
                   + ") or a checkpoint file (" + "; ".join(f.description for f in FORMATS.values()) + ").")
 
 
-GENERATORS_FROM = click.option("--generators-from", "generators_from", type=click.Path(dir_okay=False), multiple=True,
-                     help="Run this Python file of yours first: it registers your own generators with "
-                          "panda.register_generator (examples/my_generator.py), which --generator then names. Its code "
-                          "runs: give only your own files.")
+GENERATORS_FROM = click.option(
+    "--generators-from", "generators_from", type=click.Path(dir_okay=False), multiple=True,
+    help="Run this Python file of yours first: it registers your own generators with panda.register_generator "
+         "(examples/my_generator.py), which --generator then names. Its code runs: give only your own files.")
+QUIET = click.option("--quiet", "-q", is_flag=True, help="No progress bars (in a log file: no stage lines).")
 
 
 #: --class ANY_CLASS: each seed draws its class (the default, unless a factor file's seeds drew one).
 ANY_CLASS = "any"
+
+
+def _class(class_: str | None, fitted: str | None = None) -> str | None:
+    """--class as given (an index or a name), None for each seed's own (ANY_CLASS), or where not given the class a
+    factor file's seeds drew (``fitted``), as its truncation and noise."""
+    return fitted if class_ is None else None if class_ == ANY_CLASS else class_
 
 
 def generator_options(default: str | None):
@@ -196,7 +203,7 @@ def _generator(device: str, generator_name: str, truncation_psi: float | None = 
     """The generator a command that fits (fit, layers, demo, bench) names, with its options."""
     _register_generators(generators_from)
     return load_generator(generator_name, device, 1.0 if truncation_psi is None else truncation_psi,
-                          noise_mode or "const", trust_pickle, None if class_ == ANY_CLASS else class_)
+                          noise_mode or "const", trust_pickle, _class(class_))
 
 
 class PandaGroup(click.Group):
@@ -253,9 +260,8 @@ def _generator_of(model: PandA, factors: str, device: str, generator_name: str |
             raise PandaError(f"this factor file was fitted on {model.generator_label()}: give it with --generator PATH.")
         generator_name = model.generator_name_
     psi = src.get("truncation_psi", 1.0) if truncation_psi is None else truncation_psi
-    # the class the file's seeds drew, as its truncation and noise, unless another (or any) is asked for
-    class_ = src.get("class") if class_ is None else None if class_ == ANY_CLASS else class_
-    gen = load_generator(generator_name, device, psi, noise_mode or src.get("noise_mode", "const"), trust_pickle, class_)
+    gen = load_generator(generator_name, device, psi, noise_mode or src.get("noise_mode", "const"), trust_pickle,
+                         _class(class_, src.get("class")))
     model.check_compatible(gen)
     return gen
 
@@ -456,7 +462,7 @@ def sample_options(n_images: int, out: str):
             click.option("--out", "-o", default=out, help="Output folder."),
             generator_options(None),
             device_option,
-            click.option("--quiet", "-q", is_flag=True, help="No progress bars (in a log file: no stage lines)."),
+            QUIET,
         ]):
             fn = option(fn)
         return fn
@@ -536,7 +542,7 @@ def layers(generator: str, device: str, seed: int, trust_pickle: bool, show_all:
 @click.option("--out", "-o", default="factors.safetensors", help="Factor file to write (safetensors + JSON metadata).")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists (otherwise an existing file stops the command).")
 @device_option
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@QUIET
 def fit(layer, rank_appearance, rank_parts, n_samples, seed, latent, n_init, reseed, max_iter, tol, batch_size, memory_gb,
         background_samples, mixing, mixing_directions, align_to, keep_names, out, overwrite, device, quiet, **gen):
     """Learn parts and appearances at a layer and write them to a factor file.
@@ -680,7 +686,7 @@ class _TrainingData:
               help="Also write ranks.npz: the ranks, errors, fit seconds, each fit's parts and, with --faces, purities.")
 @click.option("--out", "-o", default="out/ranks", help="Output folder.")
 @device_option
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@QUIET
 def ranks(ranks, layers, rank_appearance, n_samples, seed, latent, n_init, reseed, heldout, faces, stability, max_iter, tol,
           batch_size, memory_gb, n_images, save_factors, save_arrays, out, device, quiet, **gen):
     """How many parts (and which layer)? Fit a layer at several R_S on one shared pass of statistics; compare their
@@ -1442,7 +1448,7 @@ def localize(factors, appearance, top, seeds, seed, n_images, latent, save_array
 @click.option("--lr", type=FINITE, default=0.1, help="Peak learning rate (Adam).")
 @click.option("--out", "-o", default="latent.safetensors", help="Latent file to write (with a comparison PNG beside it).")
 @device_option
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@QUIET
 def project_cmd(photo, space, steps, lr, out, device, quiet, **gen):
     """Find the StyleGAN latent that reproduces PHOTO, to edit it with --latent FILE.
 
@@ -1497,7 +1503,7 @@ def serve(factors, host, port, seed, latent, device, **gen):
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, help="First training seed and random start.")
 @click.option("--out", "-o", default="out/demo", help="Output folder (index.html and PNGs).")
 @device_option
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@QUIET
 def demo(layer, rank_parts, n_samples, seed, out, device, quiet, **gen):
     """Fit on a face generator and write parts, top edits per part and an index.html to OUT.
 
@@ -1579,7 +1585,7 @@ def bench() -> None:
                    "panda.methods.register_method (see examples/roir_my_method.py). Its code runs: give only your own files.")
 @click.option("--out", "-o", default="out/bench", help="Output folder (roir.md, roir.csv, roir.png, one grid per region).")
 @device_option
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@QUIET
 def bench_roir(n, n_calib, budget, target, n_train, rank_parts, ganspace_samples, n_jacobian, dilations, n_parts, seed, regions,
                methods, plugins, out, device, quiet, **gen):
     """ROIR of local edits (eyes, nose, mouth) for every registered method (PandA, GANSpace, SeFa, StyleSpace,
@@ -1650,7 +1656,7 @@ def _register_generators(files: tuple) -> None:
 @click.option("--tangents", type=COUNT, default=32, help="Jacobian directions measured (scaled to the latent's 512).")
 @click.option("--out", "-o", default=None, help="Also write the table to this markdown file.")
 @device_option
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@QUIET
 def bench_setup_cost(resolution, layer, n_train, rank_parts, tangents, out, device, quiet):
     """Setup time of PandA, ReSeFa and LowRankGAN for one region on a StyleGAN2-size network (random weights).
 

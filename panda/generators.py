@@ -470,15 +470,30 @@ class WeightFile:
         if digest != self.sha256:
             raise PandaError(f"weight file {path} has sha256 {digest}, expected {self.sha256}: reinstall it with "
                              f"`pip install --force-reinstall --no-deps {self.requirement}`.")
+        return _read_state(path, self.state_key), digest
+
+
+def _read_state(path: Path, state_key: str | None) -> dict:
+    """A state dict saved with ``torch.save``, read with ``weights_only`` (no code runs), or the one under
+    ``state_key`` where the file holds more."""
+    try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        return (state if self.state_key is None else state[self.state_key]), digest
+    except Exception as exc:  # a pickle with code in it, or not a torch file at all
+        raise PandaError(f"cannot read weight file {path} as a state dict ({type(exc).__name__}: {exc}): save "
+                         f"it with torch.save(module.state_dict(), path).") from exc
+    if state_key is None:
+        return state
+    if not isinstance(state, dict) or state_key not in state:
+        keys = ", ".join(map(str, state)) if isinstance(state, dict) else type(state).__name__
+        raise PandaError(f"weight file {path} has no '{state_key}' (it holds {keys}): give the key the "
+                         f"generator's state dict is under, or none.")
+    return state[state_key]
 
 
 @dataclass(frozen=True)
 class LocalWeights:
-    """A weight file of your own, for a generator you register (``--generators-from``, :data:`PLUGIN_GROUP`): a
-    state dict saved with ``torch.save``, read with ``weights_only`` (no code runs), under ``state_key`` where the
-    file holds more than the generator's. Its sha256 goes into every factor file fitted on it, so that they refuse
+    """A weight file of your own, for a generator you register (``--generators-from``, :data:`PLUGIN_GROUP`), read
+    as a bundled one is (:func:`_read_state`). Its sha256 goes into every factor file fitted on it, so that they refuse
     other weights; with ``sha256`` given, a file with another hash is refused before it is read."""
 
     path: str | Path
@@ -494,18 +509,7 @@ class LocalWeights:
         if self.sha256 is not None and digest != self.sha256:
             raise PandaError(f"weight file {path} has sha256 {digest}, expected {self.sha256}: give the checkpoint "
                              f"the generator was registered with, or its new hash.")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # a pickle with code in it, or not a torch file at all
-            raise PandaError(f"cannot read weight file {path} as a state dict ({type(exc).__name__}: {exc}): save "
-                             f"it with torch.save(module.state_dict(), path).") from exc
-        if self.state_key is not None:
-            if not isinstance(state, dict) or self.state_key not in state:
-                keys = ", ".join(map(str, state)) if isinstance(state, dict) else type(state).__name__
-                raise PandaError(f"weight file {path} has no '{self.state_key}' (it holds {keys}): give the key the "
-                                 f"generator's state dict is under, or none.")
-            state = state[self.state_key]
-        return state, digest
+        return _read_state(path, self.state_key), digest
 
 
 @dataclass(frozen=True)

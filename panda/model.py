@@ -14,8 +14,8 @@ import copy
 import hashlib
 import json
 import math
-import re
 import os
+import re
 import time
 from pathlib import Path
 from typing import Sequence

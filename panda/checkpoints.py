@@ -42,7 +42,7 @@ from torch import nn
 
 from .biggan import BigGAN, truncated_noise
 from .errors import PandaError
-from .fileio import sha256_of
+from .fileio import load_tensors, sha256_of
 from .genforce import ProGAN, StyleGAN, progan_config, stylegan_config
 from .generators import DEFAULT_GENERATOR, GENERATORS, PLUGIN_GROUP, GeneratorAdapter, is_registered, load_registered
 from .registry import Registry
@@ -403,14 +403,7 @@ def _read_genforce(path: Path, trust_pickle: bool) -> LoadedNetwork:
 
 
 def _torch_load(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise PandaError(f"'{path}' holds objects other than tensors and containers, so panda will not load it "
-                         f"({str(exc).splitlines()[0][:200]}).") from exc
-    except Exception as exc:
-        raise PandaError(f"'{path}' is not a readable torch checkpoint ({type(exc).__name__}): the file is damaged "
-                         f"or incomplete.") from exc
+    return load_tensors(path, "the file is damaged or incomplete, or not a checkpoint of this format")
 
 
 BIGGAN_KEYS = ("z_dim", "channel_width", "num_classes", "layers", "attention_layer_position", "n_stats", "eps")

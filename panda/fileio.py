@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -161,6 +162,25 @@ def sha256_of(path: str | os.PathLike) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def load_tensors(path: str | os.PathLike, fix: str) -> Any:
+    """What ``torch.save`` wrote to ``path``, read with ``weights_only=True`` (tensors and containers only: no code in
+    the file runs) onto the CPU. A file holding other objects, and one torch cannot read, are each one line that ends
+    with ``fix`` (what the user should do, e.g. "save it with torch.save(module.state_dict(), path)")."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        text = str(exc)
+        # torch reports a class in the pickle and a file that is no pickle at all with the same exception type; only
+        # the first names a global.
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        if found:
+            raise PandaError(f"'{path}' holds objects other than tensors and containers ({found[1]}), so panda will "
+                             f"not load it: {fix}.") from exc
+        detail = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+        reason = detail[1] if detail else text.splitlines()[0] if text else type(exc).__name__
+        raise PandaError(f"'{path}' is not a readable torch file ({reason[:200]}): {fix}.") from exc
 
 
 def check_output_file(path: str | os.PathLike, overwrite: bool = False, flag: str = "--overwrite") -> Path:

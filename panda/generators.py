@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from .errors import PandaError
-from .fileio import sha256_of
+from .fileio import load_tensors, sha256_of
 from .registry import Registry
 
 #: How a wrapped module is called: ``forward_fn(module, z, onehot) -> images``.
@@ -476,11 +476,7 @@ class WeightFile:
 def _read_state(path: Path, state_key: str | None) -> dict:
     """A state dict saved with ``torch.save``, read with ``weights_only`` (no code runs), or the one under
     ``state_key`` where the file holds more."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a pickle with code in it, or not a torch file at all
-        raise PandaError(f"cannot read weight file {path} as a state dict ({type(exc).__name__}: {exc}): save "
-                         f"it with torch.save(module.state_dict(), path).") from exc
+    state = load_tensors(path, "save it with torch.save(module.state_dict(), path)")
     if state_key is None:
         return state
     if not isinstance(state, dict) or state_key not in state:

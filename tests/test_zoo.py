@@ -219,6 +219,7 @@ def test_other_globals_are_refused_and_not_run(tmp_path):
     (lambda tmp: (tmp / "t.pkl").write_bytes(pickle.dumps({"D": 1}, protocol=4)), "not an NVlabs training snapshot"),
     (lambda tmp: (tmp / "t.pt").write_bytes(_torch_bytes({"model": {}})), "no 'g_ema'"),
     (lambda tmp: (tmp / "t.pt").write_bytes(_torch_bytes({"g_ema": {"style.1.weight": torch.zeros(2, 2)}})), "stylegan2-pytorch"),
+    (lambda tmp: (tmp / "t.pt").write_bytes(_torch_bytes({"g_ema": _NotATensor()})), "holds objects other than tensors"),
     (lambda tmp: (tmp / "t.txt").write_text("hello"), "Supported: nvlabs-pickle"),
 ])
 def test_bad_files_give_one_clear_error(tmp_path, make, match):
@@ -226,6 +227,10 @@ def test_bad_files_give_one_clear_error(tmp_path, make, match):
     (path,) = [p for p in tmp_path.iterdir()]
     with pytest.raises(PandaError, match=match):
         load_checkpoint(path)
+
+
+class _NotATensor:
+    """An object torch.save pickles by class, which a weights_only load refuses."""
 
 
 def _torch_bytes(obj) -> bytes:

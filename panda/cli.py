@@ -1484,13 +1484,14 @@ def project_cmd(photo, space, steps, lr, out, device, quiet, **gen):
                    "or ws and labels) or the one `panda project` wrote (your own photo).")
 @device_option
 def serve(factors, host, port, seed, latent, device, **gen):
-    """Explore FACTORS in the browser: sliders for part, appearance and alpha; live edits, maps, removal.
+    """Explore FACTORS in the browser: sliders for part, appearance and alpha; live edits, maps, removal. Parts
+    named on the page are saved into FACTORS (the file as it was when the explorer opened: FACTORS.bak).
 
     \b
     Example:  panda serve out/demo/factors.safetensors --port 8000   (then open http://127.0.0.1:8000/)
     """
     model, generator = _load(factors, device, **gen)
-    run_server(model, generator, host, port, seed, load_latents(latent, generator) if latent else None)
+    run_server(model, generator, host, port, seed, load_latents(latent, generator) if latent else None, factors)
 
 
 @main.command()

@@ -11,22 +11,26 @@ Bound to 127.0.0.1 unless told otherwise.
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import sys
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import torch
 import uvicorn
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from .drawing import overlay, png_bytes, to_pil
 from .editing import Edit, check_alpha, edit_delta, part_profile, region_delta, synthesize_offset
 from .errors import PandaError
+from .fileio import backup, sha256_of
 from .generators import GeneratorAdapter, Latents
 from .localisation import RANKING_SEEDS, energy_maps, rank_for_region, signed
 from .localisation import localisation as localisation_of
@@ -160,15 +164,22 @@ def allowed_hosts(host: str, port: int) -> list[str]:
 
 
 def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents: Latents | None = None,
-               hosts: Sequence[str] | None = None, max_waiting: int = MAX_WAITING):
+               hosts: Sequence[str] | None = None, max_waiting: int = MAX_WAITING,
+               factors: str | os.PathLike | None = None):
     """The Starlette app for ``model`` on ``generator`` (checked to match); the page opens on ``seed``.
 
     latents: latents to explore instead of seeds (``--latent``: a file of the user's own, or the one ``panda
     project`` wrote): the page's sample number is then an index into them, and ``seed`` the one it opens on.
     hosts: the Host headers to accept (:func:`allowed_hosts`; None: any, for tests). max_waiting: requests that may
-    wait for the generator before the rest are answered 503.
+    wait for the generator before the rest are answered 503. factors: the file ``model`` was loaded from: names
+    given to parts on the page are saved into it (as ``panda name-parts --name`` does; its first state is kept as
+    ``<file>.bak``); without it the page cannot name parts.
     """
     model.check_compatible(generator)
+    factors = None if factors is None else Path(factors)
+    # the file's hash when the page was served, and after each name saved: a file changed by anything else (a refit)
+    # is not overwritten with this model's parts; the backup is made once, of the file as it was
+    saved = {"sha256": None if factors is None else sha256_of(factors), "backup": None}
     if latents is not None and not 0 <= seed < len(latents):
         raise PandaError(f"--seed {seed} is no index into the {len(latents)} latents: give 0..{len(latents) - 1}.")
     lock = threading.Lock()  # hooks are registered on the shared module: one generation at a time
@@ -429,12 +440,48 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
         own = own_parts(request)
         return {"strongest": strongest if own is None else own.argmax(1).reshape(h, w).tolist()}
 
+    def name_of(payload) -> dict:
+        """Name a part (``{"part": K, "name": "left eye"}``; an empty name removes it) in ``model`` and in the file."""
+        part, name = (payload.get("part"), payload.get("name")) if isinstance(payload, dict) else (None, None)
+        if not isinstance(part, int) or isinstance(part, bool) or not isinstance(name, str):
+            raise PandaError('send {"part": INDEX, "name": TEXT} (an empty name removes the part\'s name).')
+        if not factors.is_file() or sha256_of(factors) != saved["sha256"]:
+            raise PandaError(f"'{factors}' changed on disk since the explorer read it: restart panda serve to name "
+                             f"the parts of the file as it is now.")
+        on_disk = PandA.load(factors)  # the file, not the live model (which may sit on a GPU), is what gets saved
+        on_disk.name_part(part, name.strip() or None)
+        if saved["backup"] is None:
+            saved["backup"] = backup(factors)
+        on_disk.save(factors)
+        saved["sha256"] = sha256_of(factors)
+        model.part_names_ = dict(on_disk.part_names_)
+        return {"labels": [model.part_label(k) for k in range(model.n_parts)], "file": str(factors),
+                "backup": str(saved["backup"])}
+
+    async def named(request):
+        """POST /api/name: a cross-site page may send a form to this address, so a name is taken only as JSON
+        from the explorer's own page (its Origin is the address served)."""
+        if factors is None:
+            return PlainTextResponse("this explorer was started without a factor file to save names into",
+                                     status_code=404)
+        if request.headers.get("origin") != f"http://{request.headers.get('host', '')}":
+            return PlainTextResponse("parts are named only from the explorer's own page", status_code=403)
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            return PlainTextResponse("send the name as application/json", status_code=415)
+        try:
+            payload = await request.json()
+        except ValueError:
+            return PlainTextResponse("the request is not JSON", status_code=400)
+        value, refused = await run_in_threadpool(guarded, name_of, payload)
+        return refused if refused is not None else JSONResponse(value, headers={"Cache-Control": "no-store"})
+
     def describe() -> dict:
         return {"generator": generator.name, "layer": model.layer_, "shape": list(model.layer_shape_),
                 "n_parts": model.n_parts, "n_appearances": model.n_appearances, "background": model.background_,
                 "background_sign": model.background_sign_,
                 "top": [model.top_appearances(k, 8, by="specific") for k in range(model.n_parts)],
                 "labels": [model.part_label(k) for k in range(model.n_parts)], "grid": [h, w],
+                "names": {k: model.part_names_.get(k, "") for k in range(model.n_parts)}, "can_name": factors is not None,
                 "strongest": strongest, "latents": 0 if latents is None else len(latents), "max_edits": MAX_EDITS}
 
     def info(_request):
@@ -451,17 +498,19 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
         Route("/api/region.json", data(region_top)), Route("/api/mask.png", picture(mask_image, "mask")),
         Route("/api/source.png", picture(lambda r: generator.render(sample_of(r, "source"))[0], "source")),
         Route("/api/transfer.png", picture(transferred, "transfer")), Route("/api/retrieve.json", data(retrieved)),
-        Route("/api/strongest.json", data(strongest_of)),
+        Route("/api/strongest.json", data(strongest_of)), Route("/api/name", named, methods=["POST"]),
     ])
     return _Guard(app, hosts)
 
 
 def serve(model: PandA, generator: GeneratorAdapter, host: str = "127.0.0.1", port: int = 8000, seed: int = 0,
-          latents: Latents | None = None) -> None:
-    """Serve the explorer for ``model`` on ``generator`` (on seeds, or on ``latents``) until interrupted."""
+          latents: Latents | None = None, factors: str | os.PathLike | None = None) -> None:
+    """Serve the explorer for ``model`` on ``generator`` (on seeds, or on ``latents``) until interrupted; names given
+    to parts on the page are saved into ``factors`` (the file ``model`` was loaded from), where given."""
     port_free(host, port)
     wildcard = host in ("0.0.0.0", "::", "")  # every interface: the Host a browser sends cannot be known here
-    app = create_app(model, generator, seed, latents, hosts=None if wildcard else allowed_hosts(host, port))
+    app = create_app(model, generator, seed, latents, hosts=None if wildcard else allowed_hosts(host, port),
+                     factors=factors)
     if host not in LOOPBACK:
         print(f"warning: listening on {host}, not on this machine alone: anyone who can reach it can use the explorer "
               f"(and its CPU/GPU). Use --host 127.0.0.1 unless you mean to share it.", file=sys.stderr, flush=True)

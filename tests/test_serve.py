@@ -76,6 +76,17 @@ def test_cli_serve_port_in_use(server, factor_file):
     assert r.exit_code == 2 and "is in use" in r.output
 
 
+def test_cli_serve_saves_names_into_the_file_it_serves(factor_file, monkeypatch):
+    from click.testing import CliRunner
+
+    import panda.cli
+    served = {}
+    monkeypatch.setattr(panda.cli, "run_server", lambda *args: served.setdefault("args", args))
+    r = CliRunner().invoke(panda.cli.main, ["serve", str(factor_file)])
+    assert r.exit_code == 0, r.output
+    assert served["args"][-1] == str(factor_file)
+
+
 def get(url: str, headers: dict | None = None):
     """(status, headers, body) of a GET, errors included."""
     try:
@@ -344,6 +355,57 @@ def test_explorer_refuses_foreign_hosts_long_queries_and_sheds_load(model, celeb
         thread.join(timeout=10)
 
 
+def post(url: str, body: bytes, headers: dict | None = None):
+    """(status, body) of a POST, errors included."""
+    request = urllib.request.Request(url, data=body, headers=headers or {}, method="POST")
+    try:
+        with urllib.request.urlopen(request) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def test_explorer_names_parts_into_the_factor_file_from_its_own_page_only(factor_file, celeba, tmp_path):
+    from panda.model import PandA
+    path = tmp_path / "f.safetensors"
+    path.write_bytes(factor_file.read_bytes())
+    model = PandA.load(path)  # a copy: the session's model stays unnamed
+    for base, port in serving(create_app(model, celeba, seed=3, factors=path)):
+        own = {"Origin": f"http://127.0.0.1:{port}", "Content-Type": "application/json"}
+        name = lambda part, text, headers=own: post(f"{base}/api/name", json.dumps({"part": part, "name": text}).encode(), headers)
+        status, body = name(2, "left eye")
+        assert status == 200, body
+        answer = json.loads(body)
+        assert answer["labels"][2] == "part 2 (left eye)" and answer["backup"] == str(path) + ".bak"
+        assert PandA.load(path).part_names_ == {2: "left eye"} and model.part_names_ == {2: "left eye"}
+        assert (tmp_path / "f.safetensors.bak").read_bytes() == factor_file.read_bytes()  # the file as it was
+        assert json.loads(get(f"{base}/api/info")[2])["names"]["2"] == "left eye"
+        assert name(5, " left eye ")[0] == 200 and name(2, "")[0] == 200  # shared by a second part; then unnamed
+        assert PandA.load(path).part_names_ == {5: "left eye"}
+        assert (tmp_path / "f.safetensors.bak").read_bytes() == factor_file.read_bytes()  # made once, not overwritten
+        # another site's page (a form or a fetch to this address), a non-JSON body, bad input: refused, file untouched
+        before = path.read_bytes()
+        assert name(1, "x", {"Origin": "http://attacker.example", "Content-Type": "application/json"})[0] == 403
+        assert name(1, "x", {"Content-Type": "application/json"})[0] == 403  # no Origin
+        assert name(1, "x", {"Origin": own["Origin"], "Content-Type": "text/plain"})[0] == 415
+        assert post(f"{base}/api/name", b"{not json", own)[0] == 400
+        status, body = name(99, "x")
+        assert status == 400 and b"part 99 is out of range" in body
+        status, body = name(1, "3 eyes")
+        assert status == 400 and b"start it with a letter" in body
+        assert post(f"{base}/api/name", b'{"part": "1", "name": "x"}', own)[0] == 400
+        assert get(f"{base}/api/name")[0] == 405
+        assert path.read_bytes() == before
+        # a file rewritten by something else (a refit) since the page was served is not overwritten
+        path.write_bytes(factor_file.read_bytes())
+        status, body = name(1, "nose")
+        assert status == 400 and b"changed on disk" in body and path.read_bytes() == factor_file.read_bytes()
+    for base, port in serving(create_app(PandA.load(factor_file), celeba, seed=3)):  # no file: nothing to save into
+        assert not json.loads(get(f"{base}/api/info")[2])["can_name"]
+        assert post(f"{base}/api/name", b'{"part": 1, "name": "x"}',
+                    {"Origin": f"http://127.0.0.1:{port}", "Content-Type": "application/json"})[0] == 404
+
+
 BROWSER_MISSING = "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
 
 
@@ -385,6 +447,38 @@ def test_contents_link_opens_a_folded_section(tmp_path):
         assert driver.find_element(By.XPATH, "//*[text()='hidden text']").is_displayed()
     finally:
         driver.quit()
+
+
+def test_explorer_names_a_part_in_a_real_browser(factor_file, celeba, tmp_path):
+    """Type a name for the part shown, press Enter: the label changes everywhere and the file has the name."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from panda.model import PandA
+    path = tmp_path / "f.safetensors"
+    path.write_bytes(factor_file.read_bytes())
+    for base, _ in serving(create_app(PandA.load(path), celeba, seed=3, factors=path)):
+        driver = _chromium()
+        try:
+            driver.get(base + "/")
+            by_id = lambda name: driver.find_element(By.ID, name)
+            wait = WebDriverWait(driver, 30)
+            assert by_id("naming").is_displayed() and by_id("part-name").get_attribute("value") == ""
+            by_id("part-name").send_keys("chin", Keys.ENTER)
+            wait.until(lambda d: by_id("part-v").text == "part 0 (chin)")
+            assert "chin" in by_id("part-cap").text and "saved into" in by_id("name-note").text
+            assert PandA.load(path).part_names_ == {0: "chin"}
+            by_id("part-name").clear()
+            by_id("part-name").send_keys("9 lives", Keys.ENTER)  # refused by the server: said, nothing saved
+            wait.until(lambda d: "start it with a letter" in by_id("error").text)
+            assert PandA.load(path).part_names_ == {0: "chin"} and by_id("part-v").text == "part 0 (chin)"
+            driver.execute_script("const p = document.getElementById('part'); p.value = 1;"
+                                  "p.dispatchEvent(new Event('input'));")
+            wait.until(lambda d: by_id("part-v").text == "part 1")
+            assert by_id("part-name").get_attribute("value") == ""  # another part: its own (empty) name is shown
+        finally:
+            driver.quit()
 
 
 def test_explorer_in_a_real_browser(server, model, celeba):

@@ -1536,6 +1536,12 @@ def name_parts_cmd(factors, n, seed, given, device, **gen):
       panda name-parts eyes.safetensors --name 2=iris --name 5=iris --name 7=pupil   (then --part iris)
     """
     if given:
+        ctx = click.get_current_context()
+        unused = [max(p.opts, key=len) for p in ctx.command.params if p.name not in ("factors", "given")
+                  and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
+        if unused:
+            raise PandaError(f"--name runs no generator, so {', '.join(unused)} would do nothing: leave "
+                             f"{'them' if len(unused) > 1 else 'it'} out (they are for naming after FaceMesh).")
         model = PandA.load(factors)  # no generator: names are the user's
         for text in given:
             part, sep, name = text.partition("=")

@@ -321,6 +321,8 @@ def test_name_parts_by_hand_on_any_generator(tmp_path, factor_file):
         r = run("name-parts", f, "--name", text)
         assert r.exit_code == 2 and match in r.output, (text, r.output)
     assert PandA.load(f).part_names_ == {2: "left eye", 5: "iris"}  # a refused name changes nothing
+    r = run("name-parts", f, "--name", "3=nose", "--n", "8", "--generator", "dcgan-digiface")
+    assert r.exit_code == 2 and "--n, --generator would do nothing" in r.output, r.output
 
 
 def test_save_arrays_writes_the_data_behind_each_picture(factor_file, model, tmp_path):

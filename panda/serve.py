@@ -512,8 +512,10 @@ def serve(model: PandA, generator: GeneratorAdapter, host: str = "127.0.0.1", po
     app = create_app(model, generator, seed, latents, hosts=None if wildcard else allowed_hosts(host, port),
                      factors=factors)
     if host not in LOOPBACK:
+        naming = f", and name the parts in {factors}" if factors else ""
         print(f"warning: listening on {host}, not on this machine alone: anyone who can reach it can use the explorer "
-              f"(and its CPU/GPU). Use --host 127.0.0.1 unless you mean to share it.", file=sys.stderr, flush=True)
+              f"(and its CPU/GPU{naming}). Use --host 127.0.0.1 unless you mean to share it.", file=sys.stderr,
+              flush=True)
     print(f"panda explorer on http://{host}:{port}/  (Ctrl-C stops it)", flush=True)
     uvicorn.Server(server_config(app, host, port)).run()
 

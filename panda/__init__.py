@@ -16,5 +16,24 @@ from .generators import (DEFAULT_GENERATOR, GENERATORS, GeneratorAdapter, Genera
 from .latents import load_latents, save_latents  # noqa: E402
 from .version import __version__  # noqa: E402
 
-__all__ = ["DEFAULT_GENERATOR", "FORMATS", "GENERATORS", "GeneratorAdapter", "GeneratorSpec", "Latents", "LocalWeights", "PandaError", "__version__",
-           "load_checkpoint", "load_generator", "load_latents", "register_generator", "save_latents"]
+# The estimator and its data, importable from the package (``from panda import PandA, FeatureSource``) but imported
+# only when first asked for, so that ``import panda`` (a generator plugin, the registries) stays at the bottom layers.
+_LAZY = {"PandA": "model", "FeatureSource": "features"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'panda' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = ["DEFAULT_GENERATOR", "FORMATS", "FeatureSource", "GENERATORS", "GeneratorAdapter", "GeneratorSpec", "Latents",
+           "LocalWeights", "PandA", "PandaError", "__version__", "load_checkpoint", "load_generator", "load_latents",
+           "register_generator", "save_latents"]

@@ -90,3 +90,17 @@ def test_the_checks_see_a_violation(tmp_path):
     """The helpers find imports of every form (so the tests above cannot pass by seeing nothing)."""
     tree = ast.parse("from . import a, b\nfrom .c import d\nimport panda.e\ndef f():\n    from .g import h\n")
     assert sorted(t for t, _ in _panda_imports(tree)) == ["a", "b", "c", "e", "g"]
+
+
+def test_the_estimator_is_importable_from_the_package_without_loading_it_on_import():
+    """``from panda import PandA, FeatureSource`` works; ``import panda`` alone (a plugin, the registries) does not
+    load the model and features layers."""
+    import subprocess
+    import sys
+    code = ("import sys, panda\nassert 'panda.model' not in sys.modules and 'panda.features' not in sys.modules\n"
+            "from panda import FeatureSource, PandA\nimport panda.features, panda.model\n"
+            "assert PandA is panda.model.PandA and FeatureSource is panda.features.FeatureSource\n"
+            "assert {'PandA', 'FeatureSource'} <= set(dir(panda)) and set(panda.__all__) <= set(dir(panda))\n"
+            "try:\n    panda.Pandas\nexcept AttributeError as e:\n    assert 'Pandas' in str(e)\nelse:\n    raise SystemExit(1)\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr

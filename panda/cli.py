@@ -21,7 +21,7 @@ import click
 import torch
 
 from .comparison import align as align_fits, aligned_order, compare as compare_fits
-from .demo import run_demo
+from .demo import run_demo, write_report
 from .drawing import grid, save_gif, save_images, save_png, scale_for, to_pil
 from .editing import (DEFAULT_ALPHAS, Edit, check_alpha, check_edits, edit as edit_images, measured_region_sweep,
                       measured_sweep, part_profile, region_sweep)
@@ -31,7 +31,7 @@ from .setup_cost import time_setup
 from .figures import (candidates_figure, comparison_figure, edits_figure, localize_figure, localize_top_figure,
                       parts_figure, ranks_figure, ranks_plot, refine_figure, remove_figure, retrieval_figure,
                       sweep_animation, sweep_figure, transfer_figure)
-from .fileio import as_arrays, atomic_write, backup, check_output_file, check_writable, save_arrays
+from .fileio import as_arrays, atomic_write, backup, check_output_file, check_writable, file_label, save_arrays
 from .features import FeatureSource, default_memory_budget
 from .factorisation import check_ranks, check_statistics_memory, mixing_matrices
 from .fitting import fit_factors
@@ -291,12 +291,6 @@ REFINE = click.option("--refine", "refine_first", is_flag=True,
                            "its region: look at the picture).")
 
 
-def _file_label(label) -> str:
-    """A sample's label as file names carry it: its seed, 'latent i' as ``latenti``, '20 (blue)' as ``20blue``
-    (letters, digits, '.', '_' and '-' only: nothing a shell would need quoted)."""
-    return re.sub(r"[^A-Za-z0-9._-]", "", str(label))
-
-
 #: The most samples a figure of `edit`, `remove`, `refine` or `transfer` (its targets) shows, a row each; with more,
 #: the pictures and arrays hold these and --save-images writes every sample's result, computed CHUNK samples at a
 #: time (10,000 latents edited for an evaluation must not be held in memory at once, nor drawn as a picture 10,000
@@ -319,7 +313,7 @@ def _shown(samples, labels: list, streams: bool = True, rest: str | None = None)
 def _export_all(folder, samples, labels: list, what: str, produce, progress: bool, chunk: int = 0,
                 files=None) -> None:
     """--save-images for every sample, ``chunk`` (default CHUNK) at a time: ``produce(samples, labels)`` -> images
-    (n, 3, H, W) in [0, 1], each written to ``folder/images`` (created there) as WHAT_LABEL.png (:func:`_file_label`),
+    (n, 3, H, W) in [0, 1], each written to ``folder/images`` (created there) as WHAT_LABEL.png (:func:`panda.fileio.file_label`),
     or as ``files(labels)`` names them (several images a sample: a transfer's, one per source). ``progress``: as
     :func:`_bars` decided; where no bar shows, a stage line per chunk."""
     count, chunk = 0, chunk or CHUNK
@@ -332,7 +326,7 @@ def _export_all(folder, samples, labels: list, what: str, produce, progress: boo
             except PandaError as exc:  # e.g. no face found in one of a later chunk's images
                 raise PandaError(f"{exc} ({count} image(s) were written to {folder / 'images'} before this.)") from exc
             paths = save_images(images, folder / "images",
-                                files(names) if files else [f"{what}_{_file_label(label)}" for label in names])
+                                files(names) if files else [f"{what}_{file_label(label)}" for label in names])
             count += len(paths)
             bar.update(len(names))
             log.info("%s images: %d of %d samples written", what, start + len(names), len(labels))
@@ -484,6 +478,7 @@ def main() -> None:
       panda parts factors.safetensors --out out/parts
       panda edit factors.safetensors --part 6 --appearance 5 --out out/edit
       panda transfer factors.safetensors --part 6 --sources 100-104
+      panda report factors.safetensors --out out/report   (every picture, with an index.html)
       panda demo
     """
 
@@ -714,7 +709,7 @@ def ranks(ranks, layers, rank_appearance, n_samples, seed, latent, n_init, resee
         # after the ranks are checked, before anything is generated: every layer's data shares the split
         plans = [(data.split_for_stability(announce=i == 0), checked) for i, (data, checked) in enumerate(plans)]
     root = check_writable(out)
-    folders = [root if len(plans) == 1 else root / _file_label(data.layer) for data, _ in plans]
+    folders = [root if len(plans) == 1 else root / file_label(data.layer) for data, _ in plans]
     if save_factors:
         for folder, (_, checked) in zip(folders, plans):
             for r in checked:
@@ -1115,7 +1110,7 @@ def refine(factors, part, appearance, alpha, steps, radius, search, min_gain, sh
             return torch.stack([c.with_global, c.with_refined], 1).flatten(0, 1)  # (2n, 3, H, W): each sample's pair
 
         _export_all(folder, every, every_label, "refine", both, bars, chunk=max(1, CHUNK // 2),
-                    files=lambda names: [f"{kind}_{_file_label(label)}" for label in names for kind in ("global", "refined")])
+                    files=lambda names: [f"{kind}_{file_label(label)}" for label in names for kind in ("global", "refined")])
     if save_arrays:
         _arrays(path, cmp, seed_list)
 
@@ -1293,7 +1288,7 @@ def transfer(factors, parts, mask, region, dilate, sources, source_latent, sourc
         _export_all(folder, every, every_label, "transfer",
                     lambda some, labels: transferred(some, labels).images.flatten(0, 1),  # all shown: the table's
                     bars, chunk=max(1, CHUNK // len(source_labels)),
-                    files=lambda names: [f"transfer_{_file_label(t)}_from_{_file_label(s)}" for t in names
+                    files=lambda names: [f"transfer_{file_label(t)}_from_{file_label(s)}" for t in names
                                          for s in source_labels])
     if save_arrays:
         _arrays(path, result, target_labels)
@@ -1325,7 +1320,7 @@ def _part_or_union(model: PandA, part: str | None, refine_first: bool) -> tuple[
                          f"them (--part {ks[0]}).")
     click.echo(f"'{part}' names parts {', '.join(map(str, ks))}: their union is the region", err=True)
     # labelled by the name, which fits a picture's column; in file names without spaces or slashes
-    return None, (_parts_region(model, ks)[0], part, _file_label(part))
+    return None, (_parts_region(model, ks)[0], part, file_label(part))
 
 
 #: The most samples `panda retrieve` shows at each end of its ranking.
@@ -1432,7 +1427,7 @@ def localize(factors, appearance, top, seeds, seed, n_images, latent, save_array
         folder = check_writable(out)
         found = localisation(model, gen, samples[:1])
         path = save_png(localize_top_figure(model, found, top, seed_list[0]),
-                        folder / f"localize_top_seed{_file_label(seed_list[0])}.png")
+                        folder / f"localize_top_seed{file_label(seed_list[0])}.png")
         seed_list = seed_list[:1]
     click.echo(f"wrote {path}")
     if save_arrays:  # maps: (N, R_C, H, W), every appearance on the layer's grid (A^T Z), of the samples shown
@@ -1512,6 +1507,33 @@ def demo(layer, rank_parts, n_samples, seed, out, device, quiet, **gen):
     Example:  panda demo --out out/demo   (then open out/demo/index.html)
     """
     index = run_demo(_generator(device, **gen), layer, rank_parts, n_samples, seed, out, device, progress=_bars(quiet))
+    click.echo(f"open {index}")
+
+
+@main.command()
+@click.argument("factors", type=click.Path(dir_okay=False))
+@generator_options(None)
+@click.option("--seeds", type=SEEDS, default=None,
+              help="Samples drawn, e.g. 0-5 or 3,9,12 (at least 2); default: the 6 seeds after the training ones.")
+@click.option("--n-top", type=click.IntRange(1, 16), default=6, help="Top appearances shown for each part.")
+@click.option("--ranks", is_flag=True,
+              help="Add 'How many parts': the layer fitted again at several R_S on up to 2,000 of the training seeds, "
+                   "with the parts that come back on others (as the demo; seconds on a DCGAN, longer on larger layers).")
+@click.option("--out", "-o", default="out/report", help="Output folder (index.html, PNGs and a copy of the factors).")
+@device_option
+@QUIET
+def report(factors, seeds, n_top, ranks, out, device, quiet, **gen):
+    """The demo's page for factors you already have: FACTORS' parts, each part's top edits, refinement, removal,
+    transfer, localisation and retrieval, drawn on its generator, with an index.html in OUT. Face regions (FaceMesh)
+    are drawn where a part is named after one (panda name-parts).
+
+    \b
+    Examples:
+      panda report ffhq.safetensors --generator ffhq.pkl --out out/ffhq   (then open out/ffhq/index.html)
+      panda report out/demo/factors.safetensors --seeds 0-5 --out out/report
+    """
+    model, generator = _load(factors, device, **gen)
+    index = write_report(model, generator, out, seeds, progress=_bars(quiet), n_top=n_top, ranks=ranks)
     click.echo(f"open {index}")
 
 

@@ -1,4 +1,5 @@
-"""``panda demo``: fit on a face generator and write every picture with an index.html."""
+"""``panda demo`` and ``panda report``: the page of everything a fit does (every picture, with an index.html), for a
+fresh fit on a face generator or for factors you already have."""
 
 from __future__ import annotations
 
@@ -11,16 +12,17 @@ from markupsafe import Markup, escape
 
 from . import figures
 from .drawing import save_png
+from .errors import PandaError
 from .editing import DEFAULT_ALPHAS, measured_region_sweep, measured_sweep, sweep
 from .features import FeatureSource
-from .fileio import publish_folder, staging_folder
+from .fileio import file_label, publish_folder, staging_folder
 from .fitting import fit_factors
 from .checkpoints import load_generator
 from .generators import DEFAULT_GENERATOR, GeneratorAdapter
 from .localisation import localisation
 from .retrieval import ends, retrieve
 from .model import PandA
-from .landmarks import FaceMeshMasker, face_set, load_onet
+from .landmarks import REGIONS, FaceMeshMasker, face_set, load_onet
 from .naming import CALIB_SEED_START, name_model_parts
 from .pages import Section, write_index
 from .progress import progress_bar
@@ -88,6 +90,11 @@ def _ranks(model: PandA, gen, seed: int, folder: Path, progress: bool | None) ->
                        "that the next rank keeps keeps its colour; the new ones show which regions it splits.")])
 
 
+def _seed_text(seeds: list[int]) -> str:
+    """'5000-5005' for a run of seeds, else '3, 9, 12'."""
+    return f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else ", ".join(map(str, seeds))
+
+
 #: Samples the demo's retrieval scores (seeds after the training ones and those shown).
 RETRIEVAL_SAMPLES = 3000
 
@@ -139,25 +146,27 @@ def _region_edit(model: PandA, gen, latents, shown: list[int], alphas: list[floa
                              f"falls in it.")])
 
 
-def _transfer(model: PandA, gen, latents, shown: list[int], sources: list[int], folder: Path) -> Section:
-    """Appearance transfer of the named eyes and mouth parts (``panda transfer --part eyes``) from new faces to the
-    samples shown; said plainly when no part is named."""
+def _transfer(model: PandA, gen, latents, shown: list[int], sources: list[int], folder: Path, faces: bool) -> Section:
+    """Appearance transfer of the named eyes and mouth parts (``panda transfer --part eyes``), else of the first
+    part, from new samples to the samples shown; with ``faces``, of each face's own mouth too."""
     title = "Appearance transfer"
     intro = ("Each target (left) gets what each source (top) holds in a region, and nothing else: its coefficients "
              "<code>A^T Z P</code> in the region's parts replace the target's (<code>panda transfer --part eyes</code>, "
              "<code>--region mouth</code> for FaceMesh's region in each image, <code>--alpha 0.5</code> half way).")
-    regions = [name for name in ("eyes", "mouth") if name in model.part_names_.values()]
-    if not regions:
-        return Section(title, Markup(intro + " Not drawn: no part is named eyes or mouth here (naming needs MediaPipe)."))
+    names = [name for name in ("eyes", "mouth") if name in model.part_names_.values()] or list(
+        dict.fromkeys(model.part_names_[k] for k in sorted(model.part_names_)))[:2]  # else names of the user's own
+    chosen = {name: model.parts_named(name) for name in names} or {model.part_label(0): [0]}  # else: the first part
     items = []
     targets, source_latents = latents[:4], gen.sample(sources)
-    for name in regions:
-        result = transfer(model, gen, targets, source_latents, parts=model.parts_named(name), label=name)
-        save_png(figures.transfer_figure(model, result, shown[:4], sources), folder / f"transfer_{name}.png")
-        items.append((f"transfer_{name}.png", f"The {name} ({', '.join(model.part_label(k) for k in model.parts_named(name))})"
-                                              f": {100 * result.share:.0f}% of the pixel change inside them, "
-                                              f"{100 * result.closer:.0f}% closer there to the source."))
-    if importlib.util.find_spec("mediapipe") is None:
+    for name, parts in chosen.items():
+        result = transfer(model, gen, targets, source_latents, parts=parts, label=name)
+        file = f"transfer_{file_label(name)}.png"
+        save_png(figures.transfer_figure(model, result, shown[:4], sources), folder / file)
+        what = f"The {name} ({', '.join(model.part_label(k) for k in parts)})" if names else name.capitalize()
+        items.append((file, f"{what}: {100 * result.share:.0f}% of the pixel change inside "
+                            f"{'them' if len(parts) > 1 else 'it'}, {100 * result.closer:.0f}% closer there to the "
+                            f"source."))
+    if not faces or importlib.util.find_spec("mediapipe") is None:
         return Section(title, Markup(intro), items)
     t_faces, s_faces = face_regions(model, gen, targets, "mouth"), face_regions(model, gen, source_latents, "mouth")
     if bool(t_faces.found.all()) and bool(s_faces.found.all()):  # each face's own mouth, as FaceMesh finds it
@@ -175,26 +184,65 @@ def _transfer(model: PandA, gen, latents, shown: list[int], sources: list[int], 
 def run_demo(generator: GeneratorAdapter | str = DEFAULT_GENERATOR, layer: str | None = None, rank_parts: int | None = None,
              n_samples: int = 5000, seed: int = 0, out: str | Path = "out/demo", device: str = "cpu",
              progress: bool | None = None, n_show: int = 6, n_top: int = 6) -> Path:
-    """Fit PandA (R_C = C) and write factors, parts, per-part edits, refinement, removal,
-    localisation and an index.html into ``out``.
+    """Fit PandA (R_C = C), name its parts after the face regions, and write factors, parts, per-part edits,
+    refinement, removal, localisation and an index.html into ``out`` (:func:`write_report`, with a rank sweep).
 
     The samples shown are seeds n_samples + seed ..., which the fit never saw. Everything is written to a hidden
     folder beside ``out`` that replaces it only when complete: an interrupted demo leaves the previous one whole.
     ``progress``: bars (None: where stderr is a terminal, :mod:`panda.progress`).
     """
     gen = load_generator(generator, device) if isinstance(generator, str) else generator
-    folder = staging_folder(out)
     model = fit_factors(gen, layer, None, rank_parts, n_samples, seed, progress=progress)
     log.info("naming the parts")
     naming = _name_parts(model, gen)
+    return write_report(model, gen, out, list(range(seed + n_samples, seed + n_samples + n_show)), progress, n_top,
+                        naming=naming, ranks=True, faces=True, title=f"panda demo: {gen.name}")
+
+
+def unseen_seeds(model: PandA, n: int) -> list[int]:
+    """``n`` seeds ``model`` was not fitted on: those after its training seeds (from 0 for factors fitted on latents
+    or feature maps, which used no seeds)."""
+    start = model.seed_ + model.n_samples_ if model.data_ == "seeds" else 0
+    return list(range(start, start + n))
+
+
+def write_report(model: PandA, gen: GeneratorAdapter, out: str | Path, shown: list[int] | None = None,
+                 progress: bool | None = None, n_top: int = 6, naming: str | None = None, ranks: bool = False,
+                 faces: bool | None = None, title: str | None = None) -> Path:
+    """Write the page of everything a fit does (its parts, each part's top edits, refinement, removal, region edits,
+    transfer, localisation, retrieval) with ``model`` on ``gen`` into ``out``, a copy of the factors beside it;
+    returns the index.html. This is the demo's page for factors you already have (``panda report``).
+
+    shown: the seeds drawn (default: 6 the fit never saw, :func:`unseen_seeds`). naming: what the "Parts" section
+    says of the part names (default: the names the file holds). ranks: add "How many parts", the layer fitted again
+    at several R_S (needs factors fitted on seeds). faces: draw FaceMesh's regions (a face's own mouth edited and
+    transferred); default: where a part is named after a face region (``panda name-parts`` on a face generator).
+    Written to a hidden folder beside ``out`` that replaces it only when complete.
+    """
+    model.check_compatible(gen)
+    shown = unseen_seeds(model, 6) if shown is None else list(shown)
+    if len(shown) < 2:
+        raise PandaError(f"a report draws at least 2 samples, got {len(shown)}: give more seeds.")
+    if ranks and model.data_ != "seeds":
+        raise PandaError(f"'How many parts' fits the layer again on the training seeds, and these factors were fitted "
+                         f"on {model.data_}: leave out the rank sweep.")
+    if faces is None:
+        faces = any(name in REGIONS for name in model.part_names_.values())
+    if naming is None:
+        naming = ("Part names (panda name-parts, or the explorer): " + "; ".join(
+            f"part {k}: {v}" for k, v in sorted(model.part_names_.items())) + "." if model.part_names_ else
+            "No part is named (panda name-parts names them after face regions, or as you say).")
+    folder = staging_folder(out)
     model.save(folder / "factors.safetensors")
-    shown = list(range(seed + n_samples, seed + n_samples + n_show))
     latents = gen.sample(shown)
+    n_top = min(n_top, model.n_appearances)
     alphas = list(DEFAULT_ALPHAS)
 
     save_png(figures.parts_figure(model, gen.render(latents), shown), folder / "parts.png")
-    log.info("how many parts: fits at several R_S")
-    ranks_section = _ranks(model, gen, seed, folder, progress)
+    ranks_section = None
+    if ranks:
+        log.info("how many parts: fits at several R_S")
+        ranks_section = _ranks(model, gen, model.seed_, folder, progress)
     overview, per_part = [], []
     log.info("edits: the top %d appearances of each of %d parts", n_top, model.n_parts)
     for k in progress_bar(range(model.n_parts), desc="edits per part", progress=progress):
@@ -227,31 +275,43 @@ def run_demo(generator: GeneratorAdapter | str = DEFAULT_GENERATOR, layer: str |
     best_k, best_removal = removals[0]
     fills = candidate_fills(model, gen, latents[:3], best_removal.regions, best_removal.search, 1.0)
     save_png(figures.candidates_figure(best_removal, fills, shown[:3], model.part_label(best_k)), folder / "remove_candidates.png")
-    log.info("an edit of a face region")
-    region_section = _region_edit(model, gen, latents, shown, alphas, folder)
+    if faces:
+        log.info("an edit of a face region")
+        region_section = _region_edit(model, gen, latents, shown, alphas, folder)
+    else:
+        region_section = Section("Your own regions", Markup(
+            "Any region takes an appearance the way a part does: a mask you draw (<code>panda edit --mask FILE.png"
+            "</code>, or paint it in <code>panda serve</code>). Face regions found in each image (<code>--region mouth"
+            "</code>) are drawn here where a part is named after one (<code>panda name-parts</code>, on faces)."))
     log.info("appearance transfer")
-    transfer_section = _transfer(model, gen, latents, shown, list(range(shown[-1] + 1, shown[-1] + 6)), folder)
+    sources = list(range(max(shown) + 1, max(shown) + 6))
+    transfer_section = _transfer(model, gen, latents, shown, sources, folder, faces)
     log.info("retrieval: samples ranked by an appearance in a part")
-    retrieval_section = _retrieval(model, gen, shown[-1] + 6, folder)
+    retrieval_section = _retrieval(model, gen, max(shown) + 6, folder)
     log.info("localisation maps")
     save_png(figures.localize_top_figure(model, localisation(model, gen, latents[:1]), 6, shown[0]), folder / "localize_top.png")
     save_png(figures.localize_figure(model, localisation(model, gen, latents), model.background_, shown),
              folder / "localize_background.png")
 
+    trained = range(model.seed_, model.seed_ + model.n_samples_) if model.data_ == "seeds" else range(0)
+    unseen = not any(seed in trained for seed in shown)
     summary = Markup(
         f"Generator <b>{escape(gen.name)}</b> ({escape(gen.description)}), layer <b>{escape(model.layer_)}</b> "
         f"({'x'.join(map(str, model.layer_shape_))}), R_C = {model.n_appearances}, R_S = {model.n_parts}, "
         f"{model.n_samples_} training samples. Feature extraction {model.extract_time_:.2f} s, fit "
         f"{model.fit_time_:.2f} s ({model.n_iter_} iteration(s), {model.n_passes_} passes). Relative "
-        f"reconstruction error: training {model.train_error_:.4f}, held-out {model.heldout_error_:.4f} "
-        f"({model.n_heldout_} samples). Factors: <code>factors.safetensors</code>. Samples shown: seeds "
-        f"{shown[0]}-{shown[-1]}, not used for fitting. Alpha is in units of the layer's typical activation norm.")
+        f"reconstruction error: training {model.train_error_:.4f}, " + (
+            f"held-out {model.heldout_error_:.4f} ({model.n_heldout_} samples)"
+            if model.heldout_error_ == model.heldout_error_ else "held-out: not measured (PandA.score)")
+        + f". Factors: <code>factors.safetensors</code>. Samples shown: seeds {_seed_text(shown)}"
+        + (", not used for fitting" if unseen else " (among them training samples)")
+        + ". Alpha is in units of the layer's typical activation norm.")
     sections = [
         Section("Summary", summary),
         Section("Parts", "Each part is a non-negative map over the layer's grid, shared by all images; "
                          "'all parts' colours each pixel by its strongest part. " + naming,
                 [("parts.png", "The parts over samples.")]),
-        ranks_section,
+        *([ranks_section] if ranks_section is not None else []),
         Section("Every part at a glance", "One sample; each row adds the appearance most specific to the part (strong "
                                           "there, and more there than elsewhere; appearance 0, the mean direction that "
                                           "is strong in every part, is one `panda edit --appearance 0` away) "
@@ -298,5 +358,5 @@ def run_demo(generator: GeneratorAdapter | str = DEFAULT_GENERATOR, layer: str |
                                   f"{100 * share:.0f}% of the pixel change at |alpha| = 2 falls in the part."),
             (f"part{k}_appearances.png", f"Part {k}: its {len(top)} top appearances on two samples."),
         ], folded=True))
-    index = write_index(folder, f"panda demo: {gen.name}", sections)
+    index = write_index(folder, title or f"panda report: {gen.name}, layer {model.layer_}", sections)
     return publish_folder(folder, out) / index.name

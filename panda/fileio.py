@@ -155,6 +155,12 @@ def check_writable(directory: str | os.PathLike) -> Path:
     return path
 
 
+def file_label(label: object) -> str:
+    """A label as file names carry it: '20 (blue)' as ``20blue``, 'part 3' as ``part3``, 'left eye' as ``lefteye``
+    (letters, digits, '.', '_' and '-' only: nothing a shell would need quoted)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "", str(label))
+
+
 def sha256_of(path: str | os.PathLike) -> str:
     """The sha256 hex digest of a file's bytes, read in 1 MiB blocks."""
     digest = hashlib.sha256()

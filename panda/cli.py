@@ -30,7 +30,7 @@ from .evaluation import check_methods, run_roir
 from .setup_cost import time_setup
 from .figures import (candidates_figure, comparison_figure, edits_figure, localize_figure, localize_top_figure,
                       parts_figure, ranks_figure, ranks_plot, refine_figure, remove_figure, retrieval_figure,
-                      sweep_animation, sweep_figure, transfer_figure)
+                      sample_label, sweep_animation, sweep_figure, transfer_figure)
 from .fileio import as_arrays, atomic_write, backup, check_output_file, check_writable, file_label, save_arrays
 from .features import FeatureSource, default_memory_budget
 from .factorisation import check_ranks, check_statistics_memory, mixing_matrices
@@ -1427,7 +1427,7 @@ def localize(factors, appearance, top, seeds, seed, n_images, latent, save_array
         folder = check_writable(out)
         found = localisation(model, gen, samples[:1])
         path = save_png(localize_top_figure(model, found, top, seed_list[0]),
-                        folder / f"localize_top_seed{file_label(seed_list[0])}.png")
+                        folder / f"localize_top_{file_label(sample_label(seed_list[0]))}.png")
         seed_list = seed_list[:1]
     click.echo(f"wrote {path}")
     if save_arrays:  # maps: (N, R_C, H, W), every appearance on the layer's grid (A^T Z), of the samples shown

@@ -36,12 +36,17 @@ def _rendered(fig) -> Image.Image:
     return Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3].copy())
 
 
+def sample_label(sample: int | str) -> str:
+    """A sample as pictures name it: 'seed 7' for a seed, the text itself for anything else ('latent 0', 'projected')."""
+    return f"seed {sample}" if isinstance(sample, (int, np.integer)) else str(sample)
+
+
 def seed_labels(seeds: Sequence[int | str]) -> list[str]:
-    """Row or column labels: 'seed 7' for a seed, the text itself for anything else ('projected')."""
-    return [f"seed {s}" if isinstance(s, (int, np.integer)) else str(s) for s in seeds]
+    """Row or column labels (:func:`sample_label`)."""
+    return [sample_label(s) for s in seeds]
 
 
-def parts_figure(model: PandA, images: torch.Tensor, seeds: Sequence[int], names: Sequence[str] | None = None) -> Image.Image:
+def parts_figure(model: PandA, images: torch.Tensor, seeds: Sequence[int | str], names: Sequence[str] | None = None) -> Image.Image:
     """Rows: samples. Columns: the image, every part by colour (argmax), then each part as a heat map.
 
     Parameters
@@ -61,7 +66,7 @@ def parts_figure(model: PandA, images: torch.Tensor, seeds: Sequence[int], names
                 title=f"{model.generator_name_} layer {model.layer_}: {model.n_parts} parts (heat: the part's weight)")
 
 
-def sweep_figure(model: PandA, sweep: SweepResult, seeds: Sequence[int]) -> Image.Image:
+def sweep_figure(model: PandA, sweep: SweepResult, seeds: Sequence[int | str]) -> Image.Image:
     """Rows: samples. Columns: the edit at each alpha, the pixel change at the largest |alpha|, the part."""
     out, big = sweep.images, sweep.strongest
     scale = scale_for(out[:, 0])
@@ -82,7 +87,7 @@ def sweep_figure(model: PandA, sweep: SweepResult, seeds: Sequence[int]) -> Imag
     return grid(rows, seed_labels(seeds), cols, title=title)
 
 
-def sweep_animation(model: PandA, sweep: SweepResult, seeds: Sequence[int]) -> list[Image.Image]:
+def sweep_animation(model: PandA, sweep: SweepResult, seeds: Sequence[int | str]) -> list[Image.Image]:
     """Frames of an edit growing and shrinking: the samples side by side, one frame per alpha of ``sweep`` (there and
     back, so that it loops smoothly), the alpha in the title."""
     label = sweep.label or model.part_label(sweep.part)
@@ -94,7 +99,7 @@ def sweep_animation(model: PandA, sweep: SweepResult, seeds: Sequence[int]) -> l
 
 
 def contact_sheet(model: PandA, part: int, sweeps: Sequence[tuple[int, torch.Tensor]], alphas: Sequence[float],
-                  seeds: Sequence[int], ranking: str = "by coefficient energy") -> Image.Image:
+                  seeds: Sequence[int | str], ranking: str = "by coefficient energy") -> Image.Image:
     """Rows: appearances (with their energy in the part). Columns: each sample at each alpha.
 
     Parameters
@@ -109,21 +114,21 @@ def contact_sheet(model: PandA, part: int, sweeps: Sequence[tuple[int, torch.Ten
         scale = scale_for(out[:, 0])
         rows.append([to_pil(out[i, t], scale) for i in range(out.shape[0]) for t in range(len(alphas))])
         labels.append(f"appearance {j}\nenergy {float(model.coef_energy_[j, part]):.3g}")
-    cols = [f"seed {s}\nalpha {a:+g}" for s in seeds for a in alphas]
+    cols = [f"{sample_label(s)}\nalpha {a:+g}" for s in seeds for a in alphas]
     return grid(rows, labels, cols, title=f"{model.part_label(part)}: its top appearances {ranking}")
 
 
 def overview_figure(model: PandA, rows: Sequence[tuple[int, int, torch.Tensor]], alphas: Sequence[float],
-                    seed: int) -> Image.Image:
+                    seed: int | str) -> Image.Image:
     """One sample; each row one part's edit at each alpha. rows: (part, appearance, images (A, 3, H, W) in [0, 1])."""
     scale = scale_for(rows[0][2])
     return grid([[to_pil(x, scale) for x in images] for _, _, images in rows],
                 [f"{model.part_label(k)} + app. {j}" for k, j, _ in rows], [f"alpha {a:+g}" for a in alphas],
-                title=f"seed {seed}: every part with its top appearance")
+                title=f"{sample_label(seed)}: every part with its top appearance")
 
 
 def edits_figure(model: PandA, original: torch.Tensor, edited: torch.Tensor, edits: Sequence[Edit],
-                 seeds: Sequence[int]) -> Image.Image:
+                 seeds: Sequence[int | str]) -> Image.Image:
     """Rows: samples. Columns: original, edited (all edits summed), pixel change. Images (N, 3, H, W) in [0, 1]."""
     change = change_map(original, edited)
     top, scale = float(change.max()), scale_for(original)
@@ -133,7 +138,7 @@ def edits_figure(model: PandA, original: torch.Tensor, edited: torch.Tensor, edi
     return grid(rows, seed_labels(seeds), ["original", "edited", "change"], title=what)
 
 
-def refine_figure(model: PandA, cmp: RefinementComparison, seeds: Sequence[int], steps: int) -> Image.Image:
+def refine_figure(model: PandA, cmp: RefinementComparison, seeds: Sequence[int | str], steps: int) -> Image.Image:
     """Global against refined parts on shifted samples. Rows: samples (with the translation the refinement started
     from). Columns: the image, the global part, the refined part, the edit with each, and each edit's change."""
     size, scale = cmp.original.shape[-1], scale_for(cmp.original)
@@ -150,13 +155,13 @@ def refine_figure(model: PandA, cmp: RefinementComparison, seeds: Sequence[int],
     label, (dy, dx) = model.part_label(cmp.part), cmp.shift
     cols = ["image" + (f" (shift {dy},{dx})" if cmp.shift != (0, 0) else ""), f"global {label}", f"refined {label}",
             "edit, global", "edit, refined", "change, global", "change, refined"]
-    labels = [f"seed {s}, start {int(t[0])},{int(t[1])}" for s, t in zip(seeds, cmp.refined.shifts)]
+    labels = [f"{sample_label(s)}, start {int(t[0])},{int(t[1])}" for s, t in zip(seeds, cmp.refined.shifts)]
     title = (f"refinement ({steps} steps): error {cmp.error_global:.3f} -> {cmp.error_refined:.3f}; median ROIR of "
              f"{label} + appearance {cmp.appearance} x {cmp.alpha:+g}: {cmp.roir_global:.2f} -> {cmp.roir_refined:.2f}")
     return grid(rows, labels, cols, title=title)
 
 
-def remove_figure(result: Removal, seeds: Sequence[int], label: str = "region") -> Image.Image:
+def remove_figure(result: Removal, seeds: Sequence[int | str], label: str = "region") -> Image.Image:
     """Rows: samples. Columns: the region as heat, original, removed, pixel change."""
     scale = scale_for(result.original)
     change = change_map(result.original, result.removed)
@@ -168,7 +173,7 @@ def remove_figure(result: Removal, seeds: Sequence[int], label: str = "region") 
     return grid(rows, seed_labels(seeds), [label, "original", "removed", "change"], title=title)
 
 
-def candidates_figure(result: Removal, fills: Sequence[tuple[int, float, float, torch.Tensor]], seeds: Sequence[int],
+def candidates_figure(result: Removal, fills: Sequence[tuple[int, float, float, torch.Tensor]], seeds: Sequence[int | str],
                       label: str = "region") -> Image.Image:
     """The best fills of a background search side by side, so a person can overrule the pick.
 
@@ -205,7 +210,7 @@ def transfer_figure(model: PandA, result: Transfer, targets: Sequence[int | str]
                 ["target"] + seed_labels(sources), title=title)
 
 
-def localize_figure(model: PandA, loc: Localisation, appearance: int, seeds: Sequence[int]) -> Image.Image:
+def localize_figure(model: PandA, loc: Localisation, appearance: int, seeds: Sequence[int | str]) -> Image.Image:
     """One concept across samples. Rows: the images, appearance j's map over them, the map alone (each min-max)."""
     model.check_appearance(appearance)
     images = loc.images
@@ -217,7 +222,7 @@ def localize_figure(model: PandA, loc: Localisation, appearance: int, seeds: Seq
                 title=f"where appearance {appearance} is (A^T Z, each map rescaled to [0, 1])")
 
 
-def localize_top_figure(model: PandA, loc: Localisation, k: int, seed: int) -> Image.Image:
+def localize_top_figure(model: PandA, loc: Localisation, k: int, seed: int | str) -> Image.Image:
     """One image (the first of ``loc``) and its k strongest concepts (by energy of their maps), side by side."""
     image, maps = loc.images[0], loc.maps[0]
     size, scale = image.shape[-1], scale_for(image[None])
@@ -227,7 +232,7 @@ def localize_top_figure(model: PandA, loc: Localisation, k: int, seed: int) -> I
     rows = [[to_pil(image, scale)] + [to_pil(overlay(image, h ** 2), scale) for h in heat],
             [blank] + [heat_tile(h, 1.0, scale) for h in heat]]
     return grid(rows, ["overlay", "map"], ["image"] + [f"appearance {j}" for j in top],
-                title=f"seed {seed}: its {k} strongest concepts (A^T Z, each map rescaled to [0, 1])")
+                title=f"{sample_label(seed)}: its {k} strongest concepts (A^T Z, each map rescaled to [0, 1])")
 
 
 def ranks_figure(sweep: RankSweep, images: torch.Tensor, seeds: Sequence[int | str]) -> Image.Image:

@@ -1,5 +1,6 @@
 import re
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
@@ -145,6 +146,15 @@ def test_refine_remove_localize_commands(factor_file, tmp_path):
     assert r.exit_code == 0 and (tmp_path / "l" / "localize_app3.png").is_file()
     r = run("localize", factor_file, "--top", 4, "--seed", 7, "--out", tmp_path / "l")
     assert r.exit_code == 0 and (tmp_path / "l" / "localize_top_seed7.png").is_file()
+    np.save(tmp_path / "z.npy", np.random.default_rng(0).standard_normal((2, 100)).astype(np.float32))
+    r = run("localize", factor_file, "--top", 4, "--latent", tmp_path / "z.npy", "--out", tmp_path / "l")
+    assert r.exit_code == 0 and (tmp_path / "l" / "localize_top_latent0.png").is_file(), r.output
+
+
+def test_pictures_name_a_latent_as_such_not_as_a_seed():
+    from panda.figures import sample_label, seed_labels
+    assert sample_label(7) == "seed 7" and sample_label(np.int64(7)) == "seed 7"
+    assert sample_label("latent 0") == "latent 0" and seed_labels([3, "projected"]) == ["seed 3", "projected"]
 
 
 @pytest.mark.parametrize("args,match", [
@@ -326,7 +336,6 @@ def test_name_parts_by_hand_on_any_generator(tmp_path, factor_file):
 
 
 def test_save_arrays_writes_the_data_behind_each_picture(factor_file, model, tmp_path):
-    import numpy as np
     cases = [("parts", [], "parts", {"images": (2, 3, 64, 64), "parts": (8, 8, 8)}),
              ("edit", ["--part", 1], "edit_part1_app*", {"images": (2, 5, 3, 64, 64), "alphas": (5,)}),
              ("edit", ["--edit", "1,2,1", "--edit", "3,0,-1"], "edit", {"edited": (2, 3, 64, 64), "edits": (2, 3)}),
@@ -355,7 +364,6 @@ def test_localize_saves_one_appearances_maps_of_every_sample(factor_file, model,
     """localize -j J --save-arrays with more samples than the picture shows: the picture and its full maps hold the
     first 16, and appearance J's maps of every sample asked for are saved too (panda.localisation.localize's), so
     that a concept can be localised in any number of images from the command line."""
-    import numpy as np
 
     from panda.localisation import appearance_maps, localize
     r = run("localize", factor_file, "-j", 2, "--n-images", 20, "--save-arrays", "--out", tmp_path / "l")
@@ -404,7 +412,6 @@ def test_edit_and_remove_refine_each_sample_once(factor_file, tmp_path, monkeypa
 def test_edit_and_remove_with_each_images_own_parts(factor_file, model, celeba, tmp_path):
     """--refine: the edit and the removal use each image's refined part (panda.refinement.refine), exactly as the
     library computes them with those parts, and not the global part."""
-    import numpy as np
     import torch
 
     from panda.editing import Edit, edit as edit_images, part_profile
@@ -459,7 +466,6 @@ def test_info_says_what_a_factor_file_holds(factor_file, model, tmp_path):
 
 
 def test_edit_a_mask_of_your_own(factor_file, tmp_path):
-    import numpy as np
     mask = tmp_path / "box.png"
     box = np.zeros((64, 64), dtype=np.uint8)
     box[36:52, 20:44] = 255
@@ -492,7 +498,6 @@ def test_edit_a_face_region_found_in_each_image(factor_file, tmp_path, monkeypat
 
 
 def test_gif_animates_one_edit_there_and_back(factor_file, tmp_path):
-    import numpy as np
     from panda.cli import GIF_STEPS
     r = run("edit", factor_file, "--part", 2, "--appearance", 1, "--alpha", 2, "--seeds", "3,4", "--gif",
             "--out", tmp_path / "g")
@@ -512,7 +517,6 @@ def test_gif_animates_one_edit_there_and_back(factor_file, tmp_path):
 def test_transfer_table_by_part_index_name_mask_and_face_region(factor_file, tmp_path):
     """`panda transfer`: a table of targets x sources, by part index, by part name, by mask and by FaceMesh region;
     images and arrays on request."""
-    import numpy as np
     named = PandA.load(factor_file)
     named.part_names_ = {1: "eyes", 5: "eyes"}
     named_file = named.save(tmp_path / "named.safetensors")
@@ -542,7 +546,6 @@ def test_transfer_table_by_part_index_name_mask_and_face_region(factor_file, tmp
 
 def test_edit_remove_and_refine_take_part_names(factor_file, tmp_path, celeba):
     """--part NAME (`panda name-parts`): one part so named is that part; several are edited or filled as their union."""
-    import numpy as np
 
     from panda.editing import DEFAULT_ALPHAS, region_sweep
     from panda.regions import region_for
@@ -606,7 +609,6 @@ def test_bad_transfer_input_writes_nothing(factor_file, tmp_path, args, match):
 def test_many_samples_stream_their_images_and_draw_the_first_rows(factor_file, tmp_path, monkeypatch):
     """More samples than a figure shows: the figure and arrays hold the first FIGURE_ROWS, --save-images writes
     every sample's result, computed a chunk at a time (here chunks of 8 for 20 samples), the same as one call."""
-    import numpy as np
     import torch
 
     import panda
@@ -717,7 +719,6 @@ def test_transfer_between_classes_of_a_conditional_generator(factor_file, tmp_pa
     assert r.exit_code == 0 and PandA.load(green).generator_source_["class"] == "green", r.output
     assert "seeds of class green" in run("info", green).output  # the file says what its seeds drew
     # commands on it draw that class, as they take its truncation and noise; --class any: each seed's own
-    import numpy as np
     for extra, out, expected in (([], "g", panda.load_generator("dcgan-eyes", class_="green")),
                                  (["--class", "any"], "a", panda.load_generator("dcgan-eyes"))):
         r = run("edit", green, "--edit", "1,0,1", "--no-sweep", "--seeds", "0-3", "--save-arrays", *extra,

@@ -1515,6 +1515,8 @@ def demo(layer, rank_parts, n_samples, seed, out, device, quiet, **gen):
 @generator_options(None)
 @click.option("--seeds", type=SEEDS, default=None,
               help="Samples drawn, e.g. 0-5 or 3,9,12 (at least 2); default: the 6 seeds after the training ones.")
+@click.option("--latent", type=click.Path(dir_okay=False), default=None,
+              help="Latents instead of seeds (the first 16): your own, or the photo `panda project` found.")
 @click.option("--n-top", type=click.IntRange(1, 16), default=6, help="Top appearances shown for each part.")
 @click.option("--ranks", is_flag=True,
               help="Add 'How many parts': the layer fitted again at several R_S on up to 2,000 of the training seeds, "
@@ -1522,7 +1524,7 @@ def demo(layer, rank_parts, n_samples, seed, out, device, quiet, **gen):
 @click.option("--out", "-o", default="out/report", help="Output folder (index.html, PNGs and a copy of the factors).")
 @device_option
 @QUIET
-def report(factors, seeds, n_top, ranks, out, device, quiet, **gen):
+def report(factors, seeds, latent, n_top, ranks, out, device, quiet, **gen):
     """The demo's page for factors you already have: FACTORS' parts, each part's top edits, refinement, removal,
     transfer, localisation and retrieval, drawn on its generator, with an index.html in OUT. Face regions (FaceMesh)
     are drawn where a part is named after one (panda name-parts).
@@ -1531,9 +1533,11 @@ def report(factors, seeds, n_top, ranks, out, device, quiet, **gen):
     Examples:
       panda report ffhq.safetensors --generator ffhq.pkl --out out/ffhq   (then open out/ffhq/index.html)
       panda report out/demo/factors.safetensors --seeds 0-5 --out out/report
+      panda report ffhq.safetensors --generator ffhq.pkl --latent me.safetensors   (your photo, panda project)
     """
     model, generator = _load(factors, device, **gen)
-    index = write_report(model, generator, out, seeds, progress=_bars(quiet), n_top=n_top, ranks=ranks)
+    latents = load_latents(latent, generator) if latent else None
+    index = write_report(model, generator, out, seeds, progress=_bars(quiet), n_top=n_top, ranks=ranks, latents=latents)
     click.echo(f"open {index}")
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from markupsafe import Markup, escape
 
 from . import figures
+from .figures import sample_label
 from .drawing import save_png
 from .errors import PandaError
 from .editing import DEFAULT_ALPHAS, measured_region_sweep, measured_sweep, sweep
@@ -18,7 +19,7 @@ from .features import FeatureSource
 from .fileio import file_label, publish_folder, staging_folder
 from .fitting import fit_factors
 from .checkpoints import load_generator
-from .generators import DEFAULT_GENERATOR, GeneratorAdapter
+from .generators import DEFAULT_GENERATOR, GeneratorAdapter, Latents
 from .localisation import localisation
 from .retrieval import ends, retrieve
 from .model import PandA
@@ -48,6 +49,9 @@ def _name_parts(model: PandA, generator) -> str:
             + ("; ".join(f"part {k}: {v}" for k, v in sorted(names.items())) if names else "none sits most on a region")
             + ".")
 
+
+#: The most samples a report draws (rows of its pictures).
+MAX_SHOWN = 16
 
 #: Training samples of the demo's rank sweep (at most): enough for its parts, a few seconds for eight ranks.
 RANK_SWEEP_SAMPLES = 2000
@@ -208,21 +212,33 @@ def unseen_seeds(model: PandA, n: int) -> list[int]:
 
 def write_report(model: PandA, gen: GeneratorAdapter, out: str | Path, shown: list[int] | None = None,
                  progress: bool | None = None, n_top: int = 6, naming: str | None = None, ranks: bool = False,
-                 faces: bool | None = None, title: str | None = None) -> Path:
+                 faces: bool | None = None, title: str | None = None, latents: Latents | None = None) -> Path:
     """Write the page of everything a fit does (its parts, each part's top edits, refinement, removal, region edits,
     transfer, localisation, retrieval) with ``model`` on ``gen`` into ``out``, a copy of the factors beside it;
     returns the index.html. This is the demo's page for factors you already have (``panda report``).
 
-    shown: the seeds drawn (default: 6 the fit never saw, :func:`unseen_seeds`). naming: what the "Parts" section
+    shown: the seeds drawn (default: 6 the fit never saw, :func:`unseen_seeds`). latents: draw these instead (your
+    own, or a photo `panda project` found; at most the first 16), labelled 'latent i'; transfer's sources and
+    retrieval's samples are then seeds the fit never saw. naming: what the "Parts" section
     says of the part names (default: the names the file holds). ranks: add "How many parts", the layer fitted again
     at several R_S (needs factors fitted on seeds). faces: draw FaceMesh's regions (a face's own mouth edited and
     transferred); default: where a part is named after a face region (``panda name-parts`` on a face generator).
     Written to a hidden folder beside ``out`` that replaces it only when complete.
     """
     model.check_compatible(gen)
-    shown = unseen_seeds(model, 6) if shown is None else list(shown)
+    if latents is not None and shown is not None:
+        raise PandaError("give the seeds or the latents a report draws, not both.")
+    if latents is not None:
+        latents = latents[:MAX_SHOWN]
+        shown = [f"latent {i}" for i in range(len(latents))]
+        fresh = unseen_seeds(model, 1)[0]  # seeds for transfer's sources and retrieval
+    else:
+        shown = unseen_seeds(model, 6) if shown is None else list(shown)
+        if len(shown) > MAX_SHOWN:
+            raise PandaError(f"a report draws at most {MAX_SHOWN} samples, got {len(shown)}: give fewer seeds.")
+        fresh = max(shown) + 1
     if len(shown) < 2:
-        raise PandaError(f"a report draws at least 2 samples, got {len(shown)}: give more seeds.")
+        raise PandaError(f"a report draws at least 2 samples, got {len(shown)}: give more seeds (or latents).")
     if ranks and model.data_ != "seeds":
         raise PandaError(f"'How many parts' fits the layer again on the training seeds, and these factors were fitted "
                          f"on {model.data_}: leave out the rank sweep.")
@@ -234,7 +250,7 @@ def write_report(model: PandA, gen: GeneratorAdapter, out: str | Path, shown: li
             "No part is named (panda name-parts names them after face regions, or as you say).")
     folder = staging_folder(out)
     model.save(folder / "factors.safetensors")
-    latents = gen.sample(shown)
+    latents = gen.sample(shown) if latents is None else latents
     n_top = min(n_top, model.n_appearances)
     alphas = list(DEFAULT_ALPHAS)
 
@@ -284,10 +300,10 @@ def write_report(model: PandA, gen: GeneratorAdapter, out: str | Path, shown: li
             "</code>, or paint it in <code>panda serve</code>). Face regions found in each image (<code>--region mouth"
             "</code>) are drawn here where a part is named after one (<code>panda name-parts</code>, on faces)."))
     log.info("appearance transfer")
-    sources = list(range(max(shown) + 1, max(shown) + 6))
+    sources = list(range(fresh, fresh + 5))
     transfer_section = _transfer(model, gen, latents, shown, sources, folder, faces)
     log.info("retrieval: samples ranked by an appearance in a part")
-    retrieval_section = _retrieval(model, gen, max(shown) + 6, folder)
+    retrieval_section = _retrieval(model, gen, fresh + 5, folder)
     log.info("localisation maps")
     save_png(figures.localize_top_figure(model, localisation(model, gen, latents[:1]), 6, shown[0]), folder / "localize_top.png")
     save_png(figures.localize_figure(model, localisation(model, gen, latents), model.background_, shown),
@@ -303,8 +319,9 @@ def write_report(model: PandA, gen: GeneratorAdapter, out: str | Path, shown: li
         f"reconstruction error: training {model.train_error_:.4f}, " + (
             f"held-out {model.heldout_error_:.4f} ({model.n_heldout_} samples)"
             if model.heldout_error_ == model.heldout_error_ else "held-out: not measured (PandA.score)")
-        + f". Factors: <code>factors.safetensors</code>. Samples shown: seeds {_seed_text(shown)}"
-        + (", not used for fitting" if unseen else " (among them training samples)")
+        + ". Factors: <code>factors.safetensors</code>. Samples shown: "
+        + (f"the {len(shown)} latents given" if isinstance(shown[0], str) else f"seeds {_seed_text(shown)}"
+           + (", not used for fitting" if unseen else " (among them training samples)"))
         + ". Alpha is in units of the layer's typical activation norm.")
     sections = [
         Section("Summary", summary),
@@ -347,7 +364,7 @@ def write_report(model: PandA, gen: GeneratorAdapter, out: str | Path, shown: li
     sections.append(region_section)
     sections.append(transfer_section)
     sections.append(Section("Concept localisation", "A^T Z: how much of each appearance is at each position (each map "
-                            "rescaled to [0, 1]).", [("localize_top.png", f"Seed {shown[0]}: its six strongest concepts."),
+                            "rescaled to [0, 1]).", [("localize_top.png", f"{sample_label(shown[0]).capitalize()}: its six strongest concepts."),
                                                      ("localize_background.png", f"Where the background appearance {model.background_} is.")]))
     sections.append(retrieval_section)
     # named parts (eyes, nose, mouth) first: with tens of parts they are the ones a reader looks for

@@ -48,8 +48,27 @@ def test_report_draws_the_demo_page_for_factors_one_already_has(factor_file, tmp
             assert im.width > 100 and im.height > 100
     assert "seeds 300, 302, not used for fitting" in text and "part 3: left eye" in text
     assert PandA.load(tmp_path / "r" / "factors.safetensors").part_names_ == {3: "left eye"}
-    r = CliRunner().invoke(main, ["report", str(factor_file), "--seeds", "0", "--out", str(tmp_path / "s")])
-    assert r.exit_code == 2 and "at least 2" in r.output and not (tmp_path / "s").exists()
+    for seeds, match in (("0", "at least 2"), ("0-16", "at most 16")):
+        r = CliRunner().invoke(main, ["report", str(factor_file), "--seeds", seeds, "--out", str(tmp_path / "s")])
+        assert r.exit_code == 2 and match in r.output and not (tmp_path / "s").exists()
+
+
+def test_report_draws_ones_own_latents(factor_file, tmp_path):
+    import numpy as np
+    from click.testing import CliRunner
+
+    from panda.cli import main
+    np.save(tmp_path / "z.npy", np.random.default_rng(0).standard_normal((2, 100)).astype(np.float32))
+    r = CliRunner().invoke(main, ["report", str(factor_file), "--latent", str(tmp_path / "z.npy"), "--n-top", "1",
+                                  "-q", "--out", str(tmp_path / "r")])
+    assert r.exit_code == 0, r.output
+    text = (tmp_path / "r" / "index.html").read_text()
+    assert "Samples shown: the 2 latents given" in text and "Latent 0: its six strongest concepts" in text
+    with Image.open(tmp_path / "r" / "parts.png") as im, Image.open(tmp_path / "r" / "edit_part0.png") as edit:
+        assert im.height > 100 and edit.height > 100
+    r = CliRunner().invoke(main, ["report", str(factor_file), "--latent", str(tmp_path / "z.npy"), "--seeds", "1-2",
+                                  "--out", str(tmp_path / "s")])
+    assert r.exit_code == 2 and "not both" in r.output
 
 
 def test_report_refuses_a_rank_sweep_without_training_seeds(celeba, tmp_path):

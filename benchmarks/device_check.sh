@@ -7,7 +7,8 @@
 #                                                      # T_MORE + T_COST (80) + 20 s within budget_left_s
 #   run(command="bash benchmarks/device_check.sh smoke", carry=[".whl"], timeout_s=200) # re-seeding, --align-to,
 #                                                      # compare, ranks, retrieve --region, edit/remove --refine, a
-#                                                      # --generators-from generator on CUDA (about a minute)
+#                                                      # --generators-from generator and a report on CUDA
+#                                                      # (about a minute)
 #
 # A session has 15 minutes of device time, the machine's start included, so the first call holds everything target
 # 2 needs on the GPU: "fit" runs, each capped, (1) a 300-sample 64x64 fit whose P-step runs on a low-rank factor
@@ -80,7 +81,10 @@ case ${1:-fit} in
             --generator my-dcgan -rs 8 -n 1000 --device "$D" -q --background-samples 0 --out "$S/own.safetensors" \
             --overwrite
         step smoke_own_edit "${T_SMOKE:-60}" "$PY" -m panda.cli edit "$S/own.safetensors" --generators-from \
-            examples/my_generator.py --part 2 --seeds 0-3 --device "$D" -q --out "$S/own" ;;
+            examples/my_generator.py --part 2 --seeds 0-3 --device "$D" -q --out "$S/own"
+        # the page of everything for a factor file (every application once, on the device)
+        step smoke_report "${T_SMOKE:-60}" "$PY" -m panda.cli report "$S/a.safetensors" --n-top 2 --device "$D" -q \
+            --out "$S/report" ;;
     *)
         echo "usage: bash benchmarks/device_check.sh fit|more|smoke" >&2
         exit 2 ;;

@@ -306,7 +306,9 @@ def write_report(model: PandA, gen: GeneratorAdapter, out: str | Path, shown: li
     retrieval_section = _retrieval(model, gen, fresh + 5, folder)
     log.info("localisation maps")
     save_png(figures.localize_top_figure(model, localisation(model, gen, latents[:1]), 6, shown[0]), folder / "localize_top.png")
-    save_png(figures.localize_figure(model, localisation(model, gen, latents), model.background_, shown),
+    # the fit's background appearance; a fit without one (--background-samples 0): the fill that removed best here
+    fill = model.background_ if model.background_ is not None else best_removal.appearance
+    save_png(figures.localize_figure(model, localisation(model, gen, latents), fill, shown),
              folder / "localize_background.png")
 
     trained = range(model.seed_, model.seed_ + model.n_samples_) if model.data_ == "seeds" else range(0)
@@ -348,11 +350,14 @@ def write_report(model: PandA, gen: GeneratorAdapter, out: str | Path, shown: li
         [("refine.png", f"Part {best.part}, where refinement helped most (ROIR {best.roir_global:.2f} -> "
                         f"{best.roir_refined:.2f}): global against refined parts on the shifted samples.")]))
     gain = "n/a" if model.background_gain_ != model.background_gain_ else f"{100 * model.background_gain_:.0f}%"
+    global_choice = ("it has none (fitted with <code>--background-samples 0</code>)" if model.background_ is None else
+                     f"appearance {model.background_} ({model.background_sign_:+g}), {gain} of the way on average over "
+                     f"all parts")
     sections.append(Section("Object removal", Markup(
         f"Adding a 'background' appearance to a part fills it with what surrounds it. For each part panda picks the "
         f"appearance (and sign) among the 16 strongest that brings the part's mean colour closest to the band of "
-        f"pixels around it on these images (<code>--background auto</code>); the fit's global choice is appearance "
-        f"{model.background_} ({model.background_sign_:+g}), {gain} of the way on average over all parts. Below: the "
+        f"pixels around it on these images (<code>--background auto</code>); the fit's global choice: "
+        f"{global_choice}. Below: the "
         f"three parts where removal moved the colour most towards the surroundings. On these small DCGANs expect a fill "
         f"that tones the region towards its surroundings rather than a clean inpainting; see "
         f"<code>examples/</code> for glasses removed on dcgan-digiface."),
@@ -365,7 +370,11 @@ def write_report(model: PandA, gen: GeneratorAdapter, out: str | Path, shown: li
     sections.append(transfer_section)
     sections.append(Section("Concept localisation", "A^T Z: how much of each appearance is at each position (each map "
                             "rescaled to [0, 1]).", [("localize_top.png", f"{sample_label(shown[0]).capitalize()}: its six strongest concepts."),
-                                                     ("localize_background.png", f"Where the background appearance {model.background_} is.")]))
+                                                     ("localize_background.png",
+                                                      f"Where the background appearance {fill} is" + (
+                                                          "" if model.background_ is not None else
+                                                          f" (the fill that removed {model.part_label(best_k)} best "
+                                                          f"here: the fit has no global one)") + ".")]))
     sections.append(retrieval_section)
     # named parts (eyes, nose, mouth) first: with tens of parts they are the ones a reader looks for
     for k, top, share in sorted(per_part, key=lambda item: item[0] not in model.part_names_):

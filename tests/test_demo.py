@@ -53,17 +53,22 @@ def test_report_draws_the_demo_page_for_factors_one_already_has(factor_file, tmp
         assert r.exit_code == 2 and match in r.output and not (tmp_path / "s").exists()
 
 
-def test_report_draws_ones_own_latents(factor_file, tmp_path):
+def test_report_draws_ones_own_latents_and_a_fit_without_a_background(factor_file, tmp_path):
     import numpy as np
     from click.testing import CliRunner
 
+    from panda import PandA
     from panda.cli import main
     np.save(tmp_path / "z.npy", np.random.default_rng(0).standard_normal((2, 100)).astype(np.float32))
-    r = CliRunner().invoke(main, ["report", str(factor_file), "--latent", str(tmp_path / "z.npy"), "--n-top", "1",
+    model = PandA.load(factor_file)
+    model.set_background(None)  # as `panda fit --background-samples 0` leaves it
+    f = model.save(tmp_path / "f.safetensors")
+    r = CliRunner().invoke(main, ["report", str(f), "--latent", str(tmp_path / "z.npy"), "--n-top", "1",
                                   "-q", "--out", str(tmp_path / "r")])
     assert r.exit_code == 0, r.output
     text = (tmp_path / "r" / "index.html").read_text()
     assert "Samples shown: the 2 latents given" in text and "Latent 0: its six strongest concepts" in text
+    assert "global choice: it has none" in text and "the fit has no global one" in text
     with Image.open(tmp_path / "r" / "parts.png") as im, Image.open(tmp_path / "r" / "edit_part0.png") as edit:
         assert im.height > 100 and edit.height > 100
     r = CliRunner().invoke(main, ["report", str(factor_file), "--latent", str(tmp_path / "z.npy"), "--seeds", "1-2",

@@ -358,8 +358,8 @@ def write_report(model: PandA, gen: GeneratorAdapter, out: str | Path, shown: li
         f"appearance (and sign) among the 16 strongest that brings the part's mean colour closest to the band of "
         f"pixels around it on these images (<code>--background auto</code>); the fit's global choice: "
         f"{global_choice}. Below: the "
-        f"three parts where removal moved the colour most towards the surroundings. On these small DCGANs expect a fill "
-        f"that tones the region towards its surroundings rather than a clean inpainting; see "
+        f"three parts where removal moved the colour most towards the surroundings. On small generators (the bundled "
+        f"DCGANs) expect a fill that tones the region towards its surroundings rather than a clean inpainting; see "
         f"<code>examples/</code> for glasses removed on dcgan-digiface."),
         [(f"remove_{rank}.png", f"Remove {model.part_label(k)} with appearance {r.appearance} ({r.sign:+g}): colour "
                                 f"distance to the surroundings {r.distance_before:.3f} -> {r.distance_after:.3f}.")

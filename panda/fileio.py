@@ -1,4 +1,5 @@
-"""Files: atomic writes, output folders, content hashes and arrays (.npz) (the bottom layer; no panda imports but errors).
+"""Files: atomic writes, output folders, content hashes, arrays (.npz), torch files read without running code, and labels
+as file names (the bottom layer; no panda imports but errors).
 
 Every file panda writes goes through :func:`atomic_write`: a temporary file in the same folder,
 flushed to disk, then renamed over the target. An interrupted run leaves either the old file or the

@@ -232,12 +232,35 @@ def backup(path: str | os.PathLike) -> Path | None:
     return atomic_write(path.with_name(path.name + ".bak"), path.read_bytes())
 
 
+#: The list of the files a page folder was published with (:func:`publish_folder`): the next page written there
+#: replaces those, and refuses to replace a folder holding others.
+PAGE_MARKER = ".panda-page"
+
+
+def _foreign_files(folder: Path) -> list[str]:
+    """The entries of ``folder`` that panda did not write there: those its marker does not list, or, in a page written
+    before the marker, anything but its index, factors and pictures."""
+    names = sorted(p.name for p in folder.iterdir())
+    marker = folder / PAGE_MARKER
+    if marker.is_file():
+        ours = set(marker.read_text().splitlines()) | {PAGE_MARKER}
+        return [n for n in names if n not in ours]
+    return [n for n in names if n not in ("index.html", "factors.safetensors") and not n.endswith(".png")]
+
+
 def staging_folder(final: str | os.PathLike) -> Path:
     """A fresh, empty hidden folder beside ``final`` to build its new content in (see :func:`publish_folder`); a
-    leftover from an interrupted run is cleared first. ``final`` must be a folder or not exist."""
-    final = Path(final)
+    leftover from an interrupted run is cleared first. ``final`` must not exist, be empty, or hold only what a
+    page written this way put there: :func:`publish_folder` replaces it as a whole, so a folder holding any file of
+    the user's own is refused, before any work."""
+    final = Path(final).resolve()
     if final.exists() and not final.is_dir():
         raise PandaError(f"'{final}' is a file: give a folder for the output.")
+    foreign = _foreign_files(final) if final.is_dir() else []
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise PandaError(f"'{final}' holds files panda did not write ({shown}), and the page replaces its folder as "
+                         f"a whole: give a new or empty folder, or move those files out.")
     staging = final.parent / f".{final.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     return check_writable(staging)
@@ -245,15 +268,18 @@ def staging_folder(final: str | os.PathLike) -> Path:
 
 def publish_folder(staging: str | os.PathLike, final: str | os.PathLike) -> Path:
     """Put a finished ``staging`` folder in the place of ``final`` with two renames: an interrupted run leaves the
-    previous ``final`` whole (and at worst a hidden ``.NAME.old`` copy of it), never a mix of old and new files."""
-    staging, final = Path(staging), Path(final)
-    old = final.parent / f".{final.name}.old"
+    previous ``final`` whole (and at worst a hidden ``.NAME.old`` copy of it), never a mix of old and new files. The
+    folder gets a list of its files (:data:`PAGE_MARKER`), so that the next page replaces it only if nothing was added."""
+    staging, target = Path(staging), Path(final).resolve()  # resolved: 'out/.' has a name and a parent
+    (staging / PAGE_MARKER).write_text("".join(f"{p.name}\n" for p in sorted(staging.iterdir())
+                                               if p.name != PAGE_MARKER))
+    old = target.parent / f".{target.name}.old"
     shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(staging, final)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(staging, target)
     shutil.rmtree(old, ignore_errors=True)
-    return final
+    return Path(final)
 
 
 def as_arrays(data: Any, prefix: str = "") -> dict[str, np.ndarray]:

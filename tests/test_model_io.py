@@ -229,16 +229,50 @@ def test_check_output_file_refuses_before_any_work(tmp_path):
 
 
 def test_publish_folder_replaces_a_folder_whole(tmp_path):
-    from panda.fileio import publish_folder, staging_folder
+    from panda.fileio import PAGE_MARKER, publish_folder, staging_folder
     final = tmp_path / "demo"
-    final.mkdir()
-    (final / "old.png").write_text("old")
     staging = staging_folder(final)
+    (staging / "old.png").write_text("old")
+    publish_folder(staging, final)
+    staging = staging_folder(final)  # a folder panda wrote: replaced as a whole
     (staging / "new.png").write_text("new")
     assert final.is_dir() and (final / "old.png").exists()  # untouched until published
-    publish_folder(staging, final)
-    assert sorted(p.name for p in final.iterdir()) == ["new.png"]
+    assert publish_folder(staging, final) == final
+    assert sorted(p.name for p in final.iterdir()) == sorted([PAGE_MARKER, "new.png"])
+    assert (final / PAGE_MARKER).read_text() == "new.png\n"  # the files it was published with
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]  # no staging or old copy left
+
+
+def test_a_folder_of_ones_own_files_is_never_replaced_by_a_page(tmp_path, monkeypatch):
+    from panda.fileio import publish_folder, staging_folder
+    mine = tmp_path / "results"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(PandaError, match=r"holds files panda did not write \(notes.txt\)"):
+        staging_folder(mine)
+    monkeypatch.chdir(mine)
+    with pytest.raises(PandaError, match="holds files panda did not write"):
+        staging_folder(".")  # the folder one is in
+    assert (mine / "notes.txt").read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["results"]
+    page = tmp_path / "page"  # a page, then a file of one's own put beside its pictures: kept, the page refused
+    staging = staging_folder(page)
+    (staging / "index.html").write_text("<html>")
+    publish_folder(staging, page)
+    (page / "my_selection.png").write_text("mine")
+    with pytest.raises(PandaError, match="my_selection.png"):
+        staging_folder(page)
+    older = tmp_path / "older"  # a demo written before the list: its index, factors and pictures only
+    older.mkdir()
+    for name in ("index.html", "factors.safetensors", "parts.png"):
+        (older / name).write_bytes(b"x")
+    publish_folder(staging_folder(older), older)
+    (older / "x.png").write_bytes(b"x")
+    (older / ".panda-page").unlink()
+    (older / "notes.md").write_text("mine")
+    with pytest.raises(PandaError, match="notes.md"):
+        staging_folder(older)
+    (tmp_path / "empty").mkdir()
+    publish_folder(staging_folder(tmp_path / "empty"), tmp_path / "empty")
 
 
 def test_kill_9_while_saving_leaves_no_temporary_file(tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -139,6 +140,21 @@ class PandA:
         self.mixing = mixing
         self.mixing_directions = plain_int(mixing_directions)
         self.reseed = plain_int(reseed)
+
+    def get_params(self, deep: bool = True) -> dict:
+        """The constructor's parameters by name, scikit-learn's way: ``PandA(**model.get_params())`` is an unfitted
+        copy (``sklearn.base.clone`` and parameter searches work). ``deep`` is accepted for that API; PandA holds no
+        estimators of its own."""
+        return {name: getattr(self, name) for name in _PARAMS}
+
+    def set_params(self, **params) -> "PandA":
+        """Change constructor parameters by name (``model.set_params(rank_parts=24)``); takes effect at the next
+        :meth:`fit`. Returns self."""
+        unknown = sorted(set(params) - set(_PARAMS))
+        if unknown:
+            raise PandaError(f"PandA has no parameter {', '.join(map(repr, unknown))}: it takes {', '.join(_PARAMS)}.")
+        PandA.__init__(self, **(self.get_params() | params))  # the constructor's own conversions, one place
+        return self
 
     # ------------------------------------------------------------------ fitting
     def validate(self, shape: tuple[int, int, int]) -> int:
@@ -558,6 +574,9 @@ class PandA:
                 f"R_C={self.n_appearances}, R_S={self.n_parts}{', with mixing W' if self.mixing_ is not None else ''}, "
                 f"held-out error={self.heldout_error_:.4f})")
 
+
+#: The constructor's parameters (:meth:`PandA.get_params`), from its signature: one list to keep.
+_PARAMS = tuple(inspect.signature(PandA.__init__).parameters)[1:]
 
 _REQUIRED_META = ("format_version", "generator", "generator_sha256", "layer", "layer_shape", "rank_appearance",
                   "rank_parts", "n_samples", "seed", "random_state", "train_error", "heldout_error", "n_heldout",

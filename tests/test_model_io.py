@@ -68,6 +68,27 @@ def test_numpy_integer_hyper_parameters_fit_and_save(tmp_path):
     assert back.n_parts == 3 and back.n_init == 2
 
 
+def test_get_and_set_params_as_scikit_learn_has_them(tmp_path):
+    """get_params gives the constructor's parameters (an unfitted copy refits the same), set_params changes them with
+    the constructor's conversions and refuses unknown names; a loaded file gives those it was fitted with."""
+    import numpy as np
+    maps = torch.randn(12, 8, 4, 4, generator=torch.Generator().manual_seed(0))
+    model = PandA(rank_parts=3, max_iter=3, mixing=True, random_state=5)
+    params = model.get_params()
+    assert params["rank_parts"] == 3 and params["mixing"] is True and set(params) >= {"rank_appearance", "reseed"}
+    fitted = model.fit(maps)  # model itself, fitted
+    copy = PandA(**fitted.get_params()).fit(maps)
+    assert torch.equal(copy.parts_, fitted.parts_) and copy.get_params() == params
+    back = PandA.load(fitted.save(tmp_path / "f.safetensors"))
+    assert {k: back.get_params()[k] for k in ("rank_parts", "max_iter", "mixing", "random_state")} == \
+        {"rank_parts": 3, "max_iter": 3, "mixing": True, "random_state": 5}
+    assert model.set_params(rank_parts=np.int64(2), tol=0.01) is model and type(model.rank_parts) is int
+    assert model.get_params() == params | {"rank_parts": 2, "tol": 0.01} and model.parts_.shape == (16, 3)
+    assert model.fit(maps).parts_.shape == (16, 2)
+    with pytest.raises(PandaError, match="no parameter 'rank'.*rank_parts"):
+        model.set_params(rank=3)
+
+
 def test_the_fits_settings_are_recorded_and_read_back(tmp_path):
     """max_iter, tol and mixing_directions go into the file, as n_init and reseed do: the file says how it was fitted
     (and the loaded estimator's parameters refit it so); files from before them read as the defaults then."""

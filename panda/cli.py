@@ -13,9 +13,11 @@ import logging
 import math
 import re
 import runpy
+import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import click
 import torch
@@ -196,6 +198,26 @@ def generator_options(default: str | None):
         return fn
 
     return apply
+
+
+def _given_params(exclude: Sequence[str] = ()) -> list[click.Parameter]:
+    """The current command's options given on its command line (not defaults), but those named in ``exclude``."""
+    ctx = click.get_current_context()
+    return [p for p in ctx.command.params if p.name not in exclude
+            and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
+
+
+def _as_arguments(params: Sequence[click.Parameter]) -> list[str]:
+    """Options as command-line arguments that give them again (the longest flag of each, with its values)."""
+    values, out = click.get_current_context().params, []
+    for p in params:
+        flag = max(p.opts, key=len)
+        if getattr(p, "is_flag", False):
+            out.append(flag)
+            continue
+        for value in (values[p.name] if p.multiple else [values[p.name]]):
+            out += [flag, str(value)]
+    return out
 
 
 def _generator(device: str, generator_name: str, truncation_psi: float | None = None, noise_mode: str | None = None,
@@ -1486,7 +1508,11 @@ def serve(factors, host, port, seed, latent, device, **gen):
     Example:  panda serve out/demo/factors.safetensors --port 8000   (then open http://127.0.0.1:8000/)
     """
     model, generator = _load(factors, device, **gen)
-    run_server(model, generator, host, port, seed, load_latents(latent, generator) if latent else None, factors)
+    # the page shows its stack of edits as this command (panda edit ...), with the generator options given here
+    command = shlex.join(["panda", "edit", factors]
+                         + _as_arguments(_given_params(exclude=("factors", "host", "port", "seed"))))
+    run_server(model, generator, host, port, seed, load_latents(latent, generator) if latent else None, factors,
+               command)
 
 
 @main.command()
@@ -1562,9 +1588,7 @@ def name_parts_cmd(factors, n, seed, given, device, **gen):
       panda name-parts eyes.safetensors --name 2=iris --name 5=iris --name 7=pupil   (then --part iris)
     """
     if given:
-        ctx = click.get_current_context()
-        unused = [max(p.opts, key=len) for p in ctx.command.params if p.name not in ("factors", "given")
-                  and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
+        unused = [max(p.opts, key=len) for p in _given_params(exclude=("factors", "given"))]
         if unused:
             raise PandaError(f"--name runs no generator, so {', '.join(unused)} would do nothing: leave "
                              f"{'them' if len(unused) > 1 else 'it'} out (they are for naming after FaceMesh).")

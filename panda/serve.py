@@ -165,7 +165,7 @@ def allowed_hosts(host: str, port: int) -> list[str]:
 
 def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents: Latents | None = None,
                hosts: Sequence[str] | None = None, max_waiting: int = MAX_WAITING,
-               factors: str | os.PathLike | None = None):
+               factors: str | os.PathLike | None = None, command: str | None = None):
     """The Starlette app for ``model`` on ``generator`` (checked to match); the page opens on ``seed``.
 
     latents: latents to explore instead of seeds (``--latent``: a file of the user's own, or the one ``panda
@@ -173,7 +173,8 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
     hosts: the Host headers to accept (:func:`allowed_hosts`; None: any, for tests). max_waiting: requests that may
     wait for the generator before the rest are answered 503. factors: the file ``model`` was loaded from: names
     given to parts on the page are saved into it (as ``panda name-parts --name`` does; its first state is kept as
-    ``<file>.bak``); without it the page cannot name parts.
+    ``<file>.bak``); without it the page cannot name parts. command: ``panda edit`` with the factor file and the
+    generator options the explorer was started with: the page shows its stack of part edits as that command.
     """
     model.check_compatible(generator)
     factors = None if factors is None else Path(factors)
@@ -482,6 +483,7 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
                 "top": [model.top_appearances(k, 8, by="specific") for k in range(model.n_parts)],
                 "labels": [model.part_label(k) for k in range(model.n_parts)], "grid": [h, w],
                 "names": {k: model.part_names_.get(k, "") for k in range(model.n_parts)}, "can_name": factors is not None,
+                "command": command,
                 "strongest": strongest, "latents": 0 if latents is None else len(latents), "max_edits": MAX_EDITS}
 
     def info(_request):
@@ -504,13 +506,14 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
 
 
 def serve(model: PandA, generator: GeneratorAdapter, host: str = "127.0.0.1", port: int = 8000, seed: int = 0,
-          latents: Latents | None = None, factors: str | os.PathLike | None = None) -> None:
+          latents: Latents | None = None, factors: str | os.PathLike | None = None, command: str | None = None) -> None:
     """Serve the explorer for ``model`` on ``generator`` (on seeds, or on ``latents``) until interrupted; names given
-    to parts on the page are saved into ``factors`` (the file ``model`` was loaded from), where given."""
+    to parts on the page are saved into ``factors`` (the file ``model`` was loaded from), where given, and its edits
+    are shown as ``command`` (:func:`create_app`)."""
     port_free(host, port)
     wildcard = host in ("0.0.0.0", "::", "")  # every interface: the Host a browser sends cannot be known here
     app = create_app(model, generator, seed, latents, hosts=None if wildcard else allowed_hosts(host, port),
-                     factors=factors)
+                     factors=factors, command=command)
     if host not in LOOPBACK:
         naming = f", and name the parts in {factors}" if factors else ""
         print(f"warning: listening on {host}, not on this machine alone: anyone who can reach it can use the explorer "

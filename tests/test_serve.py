@@ -76,15 +76,18 @@ def test_cli_serve_port_in_use(server, factor_file):
     assert r.exit_code == 2 and "is in use" in r.output
 
 
-def test_cli_serve_saves_names_into_the_file_it_serves(factor_file, monkeypatch):
+def test_cli_serve_saves_names_into_the_file_it_serves_and_shows_edits_as_its_command(factor_file, monkeypatch):
     from click.testing import CliRunner
 
     import panda.cli
     served = {}
     monkeypatch.setattr(panda.cli, "run_server", lambda *args: served.setdefault("args", args))
-    r = CliRunner().invoke(panda.cli.main, ["serve", str(factor_file)])
+    r = CliRunner().invoke(panda.cli.main, ["serve", str(factor_file), "--port", "8123", "--seed", "4",
+                                            "--noise-mode", "const", "--generator", "dcgan-celeba"])
     assert r.exit_code == 0, r.output
-    assert served["args"][-1] == str(factor_file)
+    assert served["args"][-2] == str(factor_file)
+    # the page's edits as a command: the factor file and the generator options given, not the server's own
+    assert served["args"][-1] == f"panda edit {factor_file} --generator dcgan-celeba --noise-mode const"
 
 
 def get(url: str, headers: dict | None = None):
@@ -479,6 +482,49 @@ def test_explorer_names_a_part_in_a_real_browser(factor_file, celeba, tmp_path):
             assert by_id("part-name").get_attribute("value") == ""  # another part: its own (empty) name is shown
         finally:
             driver.quit()
+
+
+def test_explorer_shows_its_stack_as_the_panda_edit_command_that_redoes_it(factor_file, celeba, tmp_path):
+    """The stack of part edits, as the page writes it on the command line, gives the image the page downloads."""
+    import io
+    import shlex
+
+    import numpy as np
+    from click.testing import CliRunner
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from panda.cli import main
+    from panda.model import PandA
+    command = shlex.join(["panda", "edit", str(factor_file)])
+    for base, _ in serving(create_app(PandA.load(factor_file), celeba, seed=3, command=command)):
+        driver = _chromium()
+        try:
+            driver.get(base + "/")
+            by_id = lambda name: driver.find_element(By.ID, name)
+            set_value = "const e = document.getElementById(arguments[0]); e.value = arguments[1]; e.dispatchEvent(new Event('input'));"
+            for name, value in (("part", 1), ("appearance", 2), ("alpha", 1.5)):
+                driver.execute_script(set_value, name, value)
+            by_id("push").click()
+            for name, value in (("part", 4), ("appearance", 0), ("alpha", -2)):
+                driver.execute_script(set_value, name, value)
+            wanted = command + " --seeds 3 --edit 1,2,1.5 --edit 4,0,-2"
+            WebDriverWait(driver, 30).until(lambda d: by_id("cmd").text == wanted)
+            driver.find_element(By.CSS_SELECTOR, "input[name=target][value=paint]").click()
+            WebDriverWait(driver, 30).until(lambda d: by_id("cmd").text == wanted)  # nothing painted: still the part
+            by_id("push-transfer").click()  # a transfer in the stack: no single panda edit
+            WebDriverWait(driver, 30).until(lambda d: by_id("cmd").text.startswith("(none"))
+        finally:
+            driver.quit()
+        status, _, body = get(f"{base}/api/edit.png?seed=3&edits=1,2,1.5&part=4&appearance=0&alpha=-2&full=1")
+        assert status == 200
+    r = CliRunner().invoke(main, shlex.split(wanted)[1:] + ["--out", str(tmp_path / "e"), "--save-images", "-q"])
+    assert r.exit_code == 0, r.output
+    (saved,) = (tmp_path / "e" / "images").glob("*.png")
+    page = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"), dtype=int)
+    cli = np.asarray(Image.open(saved).convert("RGB"), dtype=int)
+    assert page.shape == cli.shape and np.abs(page - cli).max() <= 1
 
 
 def test_explorer_in_a_real_browser(server, model, celeba):

@@ -511,20 +511,27 @@ def test_explorer_shows_its_stack_as_the_panda_edit_command_that_redoes_it(facto
                 driver.execute_script(set_value, name, value)
             wanted = command + " --seeds 3 --edit 1,2,1.5 --edit 4,0,-2"
             WebDriverWait(driver, 30).until(lambda d: by_id("cmd").text == wanted)
+            by_id("refine").click()  # each sample's own parts
+            WebDriverWait(driver, 30).until(lambda d: by_id("cmd").text == wanted + " --refine")
+            by_id("refine").click()
             driver.find_element(By.CSS_SELECTOR, "input[name=target][value=paint]").click()
             WebDriverWait(driver, 30).until(lambda d: by_id("cmd").text == wanted)  # nothing painted: still the part
             by_id("push-transfer").click()  # a transfer in the stack: no single panda edit
             WebDriverWait(driver, 30).until(lambda d: by_id("cmd").text.startswith("(none"))
         finally:
             driver.quit()
-        status, _, body = get(f"{base}/api/edit.png?seed=3&edits=1,2,1.5&part=4&appearance=0&alpha=-2&full=1")
+        query = "seed=3&edits=1,2,1.5&part=4&appearance=0&alpha=-2&full=1"
+        pages = {extra: get(f"{base}/api/edit.png?{query}{extra}") for extra in ("", "&refine=1")}
+    for extra, flag in (("", []), ("&refine=1", ["--refine"])):
+        status, _, body = pages[extra]
         assert status == 200
-    r = CliRunner().invoke(main, shlex.split(wanted)[1:] + ["--out", str(tmp_path / "e"), "--save-images", "-q"])
-    assert r.exit_code == 0, r.output
-    (saved,) = (tmp_path / "e" / "images").glob("*.png")
-    page = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"), dtype=int)
-    cli = np.asarray(Image.open(saved).convert("RGB"), dtype=int)
-    assert page.shape == cli.shape and np.abs(page - cli).max() <= 1
+        out = tmp_path / f"e{len(flag)}"
+        r = CliRunner().invoke(main, shlex.split(wanted)[1:] + flag + ["--out", str(out), "--save-images", "-q"])
+        assert r.exit_code == 0, r.output
+        (saved,) = (out / "images").glob("*.png")
+        page = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"), dtype=int)
+        cli = np.asarray(Image.open(saved).convert("RGB"), dtype=int)
+        assert page.shape == cli.shape and np.abs(page - cli).max() <= 1, extra
 
 
 def test_explorer_in_a_real_browser(server, model, celeba):

@@ -41,7 +41,7 @@ from .checkpoints import FORMATS, NOISE_MODES, load_generator, random_stylegan2
 from .generators import DEFAULT_GENERATOR, GENERATORS, Latents, is_registered, resolve_device
 from .landmarks import REMOVAL_REGIONS, BoxMasker, FaceMeshMasker, face_set, load_onet
 from .methods import METHODS
-from .latents import load_latents
+from .latents import check_latent_path, load_latents
 from .localisation import appearance_maps, localisation
 from .model import PandA
 from .naming import CALIB_SEED_START, name_model_parts
@@ -1459,33 +1459,46 @@ def localize(factors, appearance, top, seeds, seed, n_images, latent, save_array
 @main.command("project")
 @click.argument("photo", type=click.Path(dir_okay=False))
 @generator_options(None)
-@click.option("--space", type=click.Choice(["w", "w+"]), default="w+",
-              help="w: one latent for every layer; w+: one per layer (closer reconstructions).")
+@click.option("--space", type=click.Choice(["w", "w+", "z"]), default=None,
+              help="StyleGANs: w (one latent for every layer) or w+ (one per layer: closer reconstructions; the "
+                   "default); any generator: z (the default for those without a mapping network, e.g. the DCGANs).")
 @click.option("--steps", type=COUNT, default=300, help="Optimisation steps.")
 @click.option("--lr", type=FINITE, default=0.1, help="Peak learning rate (Adam).")
-@click.option("--out", "-o", default="latent.safetensors", help="Latent file to write (with a comparison PNG beside it).")
+@click.option("--out", "-o", default="latent.safetensors",
+              help="Latent file to write, with the photo and its reconstruction beside it as OUT_projection.png.")
+@click.option("--overwrite", is_flag=True, help="Replace --out (and its picture) if they exist.")
 @device_option
 @QUIET
-def project_cmd(photo, space, steps, lr, out, device, quiet, **gen):
-    """Find the StyleGAN latent that reproduces PHOTO, to edit it with --latent FILE.
+def project_cmd(photo, space, steps, lr, out, overwrite, device, quiet, **gen):
+    """Find the latent that reproduces PHOTO, to edit it with --latent FILE: in W or W+ for a StyleGAN, in z for
+    other generators (from the closest of 64 seeds; with a conditional one, give --class or let the closest seed's
+    class be used).
 
     The loss is pixel MSE at full, half and quarter resolution (NVlabs' projector uses LPIPS, a perceptual network
     that cannot be had here); the PSNR of the reconstruction is printed.
 
     \b
-    Example:
+    Examples:
       panda project me.jpg --generator ffhq.pkl --out me.safetensors
       panda edit ffhq_factors.safetensors --generator ffhq.pkl --latent me.safetensors --part 3
+      panda project me.jpg --generator dcgan-celeba --out me.safetensors   (z; then panda edit ... --latent me.safetensors)
     """
     if gen["generator_name"] is None:
         raise PandaError("say which generator to project into: --generator NAME_OR_PATH.")
+    out = check_latent_path(out)
+    sheet_path = out.with_name(out.stem + "_projection.png")
+    for written in (out, sheet_path):  # before the search, not after; never over the photo itself
+        if Path(photo).resolve() == written.resolve():
+            raise PandaError(f"--out {out} would write over the photo '{photo}': choose another name.")
+        check_output_file(written, overwrite)
     generator = _generator(device, **gen)
     target = load_image(photo, generator.image_size)
     result = project(generator, target, space, steps, lr, progress=_bars(quiet))
     path = save_latent(result, generator, out)
     sheet = grid([[to_pil(result.image, scale_for(result.image[None])), to_pil(result.reconstruction, scale_for(result.image[None]))]],
-                 None, ["photo", f"reconstruction\n{result.psnr:.1f} dB"], title=f"projection into {space}, {steps} steps")
-    png = save_png(sheet, Path(path).with_suffix(".png"))
+                 None, ["photo", f"reconstruction\n{result.psnr:.1f} dB"],
+                 title=f"projection into {result.space}, {steps} steps")
+    png = save_png(sheet, sheet_path)
     click.echo(f"wrote {path} and {png}\n  PSNR {result.psnr:.2f} dB (pixel MSE {result.losses[-1]:.4f} at the last step)")
 
 

@@ -116,13 +116,19 @@ def load_latents(path: str | Path, generator: GeneratorAdapter) -> Latents:
     return Latents.from_w(ws, _labels(path, generator, arrays.get("labels"), len(ws)), generator.latent_dim)
 
 
+def check_latent_path(path: str | Path) -> Path:
+    """``path`` as a latent file may be named (``.safetensors``), checked before any work."""
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors":
+        raise PandaError(f"'{path}': latents are written as .safetensors: give a path ending in .safetensors.")
+    return path
+
+
 def save_latents(latents: Latents, generator: GeneratorAdapter, path: str | Path,
                  metadata: dict[str, str] | None = None) -> Path:
     """Write ``latents`` as ``.safetensors`` (``ws`` where they are given in W or W+, else ``z``; ``labels`` for a
     conditional generator) with the generator's name and weight hash, which :func:`load_latents` checks."""
-    path = Path(path)
-    if path.suffix.lower() != ".safetensors":
-        raise PandaError(f"'{path}': latents are written as .safetensors: give a path ending in .safetensors.")
+    path = check_latent_path(path)
     tensors = {"ws": latents.ws} if latents.ws is not None else {"z": latents.z}
     if latents.labels is not None:
         tensors["labels"] = latents.labels

@@ -45,17 +45,53 @@ def test_latent_file_round_trip_and_refusal(sg3, tmp_path):
         load_latents(tmp_path / "none.safetensors", sg3)
 
 
-@pytest.mark.parametrize("kwargs,match", [({"space": "z"}, "'w' or 'w\\+'"), ({"steps": 0}, "steps=0"),
+@pytest.mark.parametrize("kwargs,match", [({"space": "s"}, "'w', 'w\\+' \\(StyleGANs\\) or 'z'"), ({"steps": 0}, "steps=0"),
                                           ({"lr": float("nan")}, "lr=nan")])
 def test_bad_projection_arguments(sg3, kwargs, match):
     with pytest.raises(PandaError, match=match):
         project(sg3, sg3.render([1])[0], **kwargs)
 
 
-def test_projection_needs_a_stylegan():
+def test_a_generator_without_a_mapping_is_projected_in_z():
+    """The bundled DCGAN: from the closest of 64 seeds, z optimised on its shell; an image the generator drew (seed
+    777, not among the starts) is found again, and the latent found renders the reconstruction."""
     g = panda.load_generator("dcgan-celeba")
-    with pytest.raises(PandaError, match="needs a StyleGAN"):
-        project(g, g.render([1])[0], steps=1)
+    target = g.render([777])[0]
+    result = project(g, target, steps=150)
+    assert result.space == "z" and result.ws is None and result.z.shape == (1, 100) and result.labels is None
+    assert result.losses[-1] < 0.2 * result.losses[0] and result.psnr > 25
+    assert torch.allclose(g.render(result.latents())[0], result.reconstruction, atol=1e-5)
+    norms = g.sample(range(64)).z.norm(dim=1)  # it stays on the shell of the start it came from
+    assert float((norms - result.z.norm()).abs().min()) < 1e-3
+    with pytest.raises(PandaError, match="no mapping network, so no W space"):
+        project(g, target, space="w+", steps=1)
+    with pytest.raises(PandaError, match="n_kept=0"):
+        project(g, target, steps=1, n_kept=0)
+
+
+def test_a_conditional_generator_is_projected_with_a_class():
+    g = panda.load_generator("dcgan-eyes")
+    target = g.render(g.sample([4242]))[0]
+    result = project(g, target, steps=20, n_starts=16, n_kept=2)
+    assert result.labels is not None and result.labels.shape == (1,) and 0 <= int(result.labels[0]) < len(g.classes)
+    assert torch.allclose(g.render(result.latents())[0], result.reconstruction, atol=1e-5)
+
+
+def test_the_projection_picture_never_replaces_the_photo(tmp_path):
+    """A PNG photo named like the latent file (me.png, me.safetensors) stays; before, the comparison picture was
+    written to me.png over it. A DCGAN photo projects in z, and the latent found edits on the command line."""
+    g = panda.load_generator("dcgan-celeba")
+    photo = tmp_path / "me.png"
+    to_pil(panda.load_generator("dcgan-digiface").render([31])[0]).save(photo)
+    before = photo.read_bytes()
+    r = CliRunner().invoke(main, ["project", str(photo), "--generator", "dcgan-celeba", "--steps", "5",
+                                  "--out", str(tmp_path / "me.safetensors"), "-q"])
+    assert r.exit_code == 0, r.output
+    assert photo.read_bytes() == before and (tmp_path / "me_projection.png").is_file()
+    latents = load_latents(tmp_path / "me.safetensors", g)
+    assert latents.z.shape == (1, 100) and latents.ws is None
+    r = CliRunner().invoke(main, ["project", str(photo), "--generator", "dcgan-celeba", "--out", str(tmp_path / "me.png")])
+    assert r.exit_code == 2 and ".safetensors" in r.output and photo.read_bytes() == before
 
 
 def test_project_a_photo_then_edit_it_on_the_cli(sg3, tmp_path):
@@ -64,7 +100,9 @@ def test_project_a_photo_then_edit_it_on_the_cli(sg3, tmp_path):
     ckpt = str(FIXTURES / "stylegan3_nvlabs.pkl")
     r = CliRunner().invoke(main, ["project", str(photo), "--generator", ckpt, "--steps", "20", "--out", str(tmp_path / "me.safetensors"), "-q"])
     assert r.exit_code == 0, r.output
-    assert "PSNR" in r.output and (tmp_path / "me.png").is_file()
+    assert "PSNR" in r.output and (tmp_path / "me_projection.png").is_file()
+    r = CliRunner().invoke(main, ["project", str(photo), "--generator", ckpt, "--steps", "2", "--out", str(tmp_path / "me.safetensors")])
+    assert r.exit_code == 2 and "already exists: pass --overwrite" in r.output  # a projection is not lost silently
     f = tmp_path / "f.safetensors"
     r = CliRunner().invoke(main, ["fit", "--generator", ckpt, "-n", "32", "-rs", "3", "--background-samples", "0", "--out", str(f), "-q"])
     assert r.exit_code == 0, r.output

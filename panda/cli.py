@@ -1506,6 +1506,9 @@ def project_cmd(photo, space, steps, lr, out, overwrite, device, quiet, **gen):
 @click.argument("factors", type=click.Path(dir_okay=False))
 @click.option("--host", default="127.0.0.1", help="Address to listen on (127.0.0.1: this machine only).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, help="Port to listen on.")
+@click.option("--allow-naming", is_flag=True,
+              help="With --host beyond this machine: let the page name parts, writing into FACTORS (on 127.0.0.1 it "
+                   "always may).")
 @generator_options(None)
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0,
               help="The sample the page opens on (with --latent: an index into the file's latents).")
@@ -1513,7 +1516,7 @@ def project_cmd(photo, space, steps, lr, out, overwrite, device, quiet, **gen):
               help="Explore the latents of a file instead of seeds: your own (.npy of z, .npz/.safetensors with z "
                    "or ws and labels) or the one `panda project` wrote (your own photo).")
 @device_option
-def serve(factors, host, port, seed, latent, device, **gen):
+def serve(factors, host, port, allow_naming, seed, latent, device, **gen):
     """Explore FACTORS in the browser: sliders for part, appearance and alpha; live edits, maps, removal. Parts
     named on the page are saved into FACTORS (the file as it was when the explorer opened: FACTORS.bak).
 
@@ -1523,9 +1526,9 @@ def serve(factors, host, port, seed, latent, device, **gen):
     model, generator = _load(factors, device, **gen)
     # the page shows its stack of edits as this command (panda edit ...), with the generator options given here
     command = shlex.join(["panda", "edit", factors]
-                         + _as_arguments(_given_params(exclude=("factors", "host", "port", "seed"))))
+                         + _as_arguments(_given_params(exclude=("factors", "host", "port", "allow_naming", "seed"))))
     run_server(model, generator, host, port, seed, load_latents(latent, generator) if latent else None, factors,
-               command)
+               command, allow_naming)
 
 
 @main.command()

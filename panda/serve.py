@@ -506,16 +506,21 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
 
 
 def serve(model: PandA, generator: GeneratorAdapter, host: str = "127.0.0.1", port: int = 8000, seed: int = 0,
-          latents: Latents | None = None, factors: str | os.PathLike | None = None, command: str | None = None) -> None:
-    """Serve the explorer for ``model`` on ``generator`` (on seeds, or on ``latents``) until interrupted; names given
-    to parts on the page are saved into ``factors`` (the file ``model`` was loaded from), where given, and its edits
-    are shown as ``command`` (:func:`create_app`)."""
+          latents: Latents | None = None, factors: str | os.PathLike | None = None, command: str | None = None,
+          allow_naming: bool = False) -> None:
+    """Serve the explorer for ``model`` on ``generator`` (on seeds, or on ``latents``) until interrupted; its edits
+    are shown as ``command`` (:func:`create_app`). Names given to parts on the page are saved into ``factors`` (the
+    file ``model`` was loaded from): on this machine's own address, or elsewhere with ``allow_naming`` (else anyone
+    who reaches the address could write into the file)."""
     port_free(host, port)
     wildcard = host in ("0.0.0.0", "::", "")  # every interface: the Host a browser sends cannot be known here
+    shared = host not in LOOPBACK
+    writable = factors if (not shared or allow_naming) else None
     app = create_app(model, generator, seed, latents, hosts=None if wildcard else allowed_hosts(host, port),
-                     factors=factors, command=command)
-    if host not in LOOPBACK:
-        naming = f", and name the parts in {factors}" if factors else ""
+                     factors=writable, command=command)
+    if shared:
+        naming = (f", and name the parts in {factors}" if writable else
+                  ", not name parts: --allow-naming lets it write names into the file" if factors else "")
         print(f"warning: listening on {host}, not on this machine alone: anyone who can reach it can use the explorer "
               f"(and its CPU/GPU{naming}). Use --host 127.0.0.1 unless you mean to share it.", file=sys.stderr,
               flush=True)

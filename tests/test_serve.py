@@ -85,9 +85,24 @@ def test_cli_serve_saves_names_into_the_file_it_serves_and_shows_edits_as_its_co
     r = CliRunner().invoke(panda.cli.main, ["serve", str(factor_file), "--port", "8123", "--seed", "4",
                                             "--noise-mode", "const", "--generator", "dcgan-celeba"])
     assert r.exit_code == 0, r.output
-    assert served["args"][-2] == str(factor_file)
+    assert served["args"][-3] == str(factor_file) and served["args"][-1] is False  # --allow-naming not given
     # the page's edits as a command: the factor file and the generator options given, not the server's own
-    assert served["args"][-1] == f"panda edit {factor_file} --generator dcgan-celeba --noise-mode const"
+    assert served["args"][-2] == f"panda edit {factor_file} --generator dcgan-celeba --noise-mode const"
+
+
+def test_an_explorer_on_a_shared_address_names_parts_only_when_allowed(model, celeba, factor_file, monkeypatch, capsys):
+    import uvicorn
+
+    import panda.serve as served
+    given = []
+    real = served.create_app
+    monkeypatch.setattr(served, "create_app", lambda *a, **k: given.append(k["factors"]) or real(*a, **k))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: None)  # built, not run
+    for host, allow in (("127.0.0.1", False), ("0.0.0.0", False), ("0.0.0.0", True)):
+        served.serve(model, celeba, host, free_port(), factors=factor_file, allow_naming=allow)
+    assert given == [factor_file, None, factor_file]
+    err = capsys.readouterr().err
+    assert "not name parts: --allow-naming" in err and f"and name the parts in {factor_file}" in err
 
 
 def get(url: str, headers: dict | None = None):

@@ -1595,8 +1595,8 @@ def report(factors, seeds, latent, n_top, ranks, out, device, quiet, **gen):
 def name_parts_cmd(factors, n, seed, given, device, **gen):
     """Name FACTORS' parts after the face region (eyes, nose, mouth) each sits on most densely, or as you say
     (--name), and save the names into the file; every picture then shows them, and --part takes them. A part denser
-    on the rest of the face or the background than on any region stays unnamed; names of your own are kept. Regions
-    come from MediaPipe FaceMesh, not from PandA.
+    on the rest of the face or the background than on any region stays unnamed; names given by hand (--name, the
+    explorer) are kept, eyes, nose or mouth too. Regions come from MediaPipe FaceMesh, not from PandA.
 
     \b
     Examples:

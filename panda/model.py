@@ -112,9 +112,13 @@ class PandA:
         truncation psi and noise mode the features were taken with.
     part_names_ : dict of int to str
         {part: name} from ``panda name-parts`` (e.g. 'eyes'); shown in every picture.
+    hand_named_ : frozenset of int
+        The parts named by hand (:meth:`name_part`, ``--name``, the explorer): naming after FaceMesh keeps their names,
+        a region's name included, and measures only the others.
     """
 
     mixing_: torch.Tensor | None = None  # W = I until a fit with mixing=True (or a file with one) sets it
+    hand_named_: frozenset[int] = frozenset()  # replaced, never changed in place: no model shares another's
 
     def __init__(
         self,
@@ -224,6 +228,7 @@ class PandA:
         self.heldout_error_, self.n_heldout_ = float("nan"), 0
         self.background_, self.background_sign_, self.background_gain_ = None, 1.0, float("nan")
         self.part_names_: dict[int, str] = {}
+        self.hand_named_ = frozenset()
         return self
 
     def score(self, source: "FeatureSource | FeatureArray | torch.Tensor | np.ndarray") -> float:
@@ -295,11 +300,13 @@ class PandA:
         part = self.check_part(part)
         if name is None:
             self.part_names_.pop(part, None)
+            self.hand_named_ = self.hand_named_ - {part}
             return
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9 _\-/.]*", name) or name != name.strip():
             raise PandaError(f"part name {name!r}: start it with a letter and use letters, digits, spaces and _-/. "
                              f"(e.g. 'iris', 'left eye').")
         self.part_names_[part] = name
+        self.hand_named_ = self.hand_named_ | {part}
 
     def parts_named(self, name: str) -> list[int]:
         """The parts named ``name`` (``panda name-parts``), e.g. every part of the eyes; refused when none is."""
@@ -378,6 +385,7 @@ class PandA:
         out.coef_mean_ = self.coef_mean_[:, idx].contiguous()
         out.coef_energy_ = self.coef_energy_[:, idx].contiguous()
         out.part_names_ = {new: self.part_names_[old] for new, old in enumerate(order) if old in self.part_names_}
+        out.hand_named_ = frozenset(new for new, old in enumerate(order) if old in self.hand_named_)
         return out
 
     def check_part(self, part: int) -> int:
@@ -456,6 +464,7 @@ class PandA:
             "feature_scale": self.feature_scale_, "background": self.background_,
             "background_sign": self.background_sign_, "background_gain": _json_float(self.background_gain_),
             "part_names": {str(k): v for k, v in self.part_names_.items()},
+            "hand_named": sorted(self.hand_named_ & set(self.part_names_)),
         }
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -554,6 +563,11 @@ class PandA:
             raise PandaError(f"'{path}': the part names are not readable: {refit}.") from exc
         if any(not 0 <= k < rs for k in model.part_names_):
             raise PandaError(f"'{path}': names are given for parts outside 0..{rs - 1}: name its parts again, or {refit}.")
+        hand = meta.get("hand_named", [])  # optional: files before it hold no hand names apart
+        if not isinstance(hand, list) or not all(_is_int(k) and k in model.part_names_ for k in hand):
+            raise PandaError(f"'{path}': the list of parts named by hand is not readable: name its parts again, or "
+                             f"{refit}.")
+        model.hand_named_ = frozenset(hand)
         model.generator_name_, model.generator_hash_ = meta["generator"], meta["generator_sha256"]
         source = meta.get("generator_source", {"format": "registered"})  # files before the zoo: registered DCGANs
         if not isinstance(source, dict) or not isinstance(source.get("format"), str):

@@ -111,9 +111,9 @@ def region_parts(model: PandA, faces: FaceSet) -> dict[str, int]:
 
 
 def name_model_parts(model: PandA, generator: GeneratorAdapter, n: int = 64, start: int = CALIB_SEED_START) -> dict[int, str]:
-    """Name ``model``'s parts after the regions they overlap most on ``n`` faces from seed ``start``. Names of the
-    user's own (any but a region's, :meth:`PandA.name_part`) are kept, and their parts left as named; region names
-    are measured anew.
+    """Name ``model``'s parts after the regions they overlap most on ``n`` faces from seed ``start``. Names given by
+    hand (:meth:`PandA.name_part`, ``hand_named_``; in files from before that list, any but a region's) are kept, and
+    their parts left as named; the other region names are measured anew.
 
     Sets and returns ``model.part_names_``.
     """
@@ -123,7 +123,7 @@ def name_model_parts(model: PandA, generator: GeneratorAdapter, n: int = 64, sta
     faces = face_set(generator, start, n, FaceMeshMasker(), load_onet())
     if len(faces.seeds) == 0:
         raise PandaError(f"no faces found in {n} samples of '{generator.name}': naming parts needs a face generator.")
-    own = {k: v for k, v in model.part_names_.items() if v not in REGIONS}
+    own = {k: v for k, v in model.part_names_.items() if v not in REGIONS or k in model.hand_named_}
     found = part_regions(model, faces).names()
     model.part_names_ = dict(sorted(({k: v for k, v in found.items() if k not in own} | own).items()))
     return model.part_names_

@@ -455,7 +455,7 @@ def create_app(model: PandA, generator: GeneratorAdapter, seed: int = 0, latents
             saved["backup"] = backup(factors)
         on_disk.save(factors)
         saved["sha256"] = sha256_of(factors)
-        model.part_names_ = dict(on_disk.part_names_)
+        model.part_names_, model.hand_named_ = dict(on_disk.part_names_), on_disk.hand_named_
         return {"labels": [model.part_label(k) for k in range(model.n_parts)], "file": str(factors),
                 "backup": str(saved["backup"])}
 

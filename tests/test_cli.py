@@ -309,6 +309,14 @@ def test_name_parts_names_and_keeps_a_backup(tmp_path):
     again = PandA.load(f).part_names_
     assert again[mine] == "left cheek" and {k: v for k, v in again.items() if k != mine} == {
         k: v for k, v in names.items() if k != mine}
+    # a region's name given by hand is the user's too: FaceMesh measures only the parts it named itself
+    other = max(set(range(24)) - set(again))
+    assert run("name-parts", f, "--name", f"{other}=eyes").exit_code == 0
+    assert run("name-parts", f, "--n", 16, "--generator", "dcgan-digiface").exit_code == 0
+    third = PandA.load(f)
+    assert third.part_names_[other] == "eyes" and third.hand_named_ == {mine, other}
+    assert {k: v for k, v in third.part_names_.items() if k not in (mine, other)} == {
+        k: v for k, v in names.items() if k != mine}
     assert PandA.load(f).n_parts == 24  # the generator's own R_S at its default layer
 
 

@@ -83,6 +83,10 @@ def test_align_numbers_a_refit_after_the_first(celeba, model):
     close = {a for a, b in result.pairs if float(result.similarity[a, b]) >= 0.9}
     assert kept.part_names_ == {a: f"region {a}" for a in close} and 0 < len(close) < model.n_parts
     assert align(named, other)[0].part_names_ == {}  # without names=True none are given
+    # a name given by hand stays one given by hand on its partner (FaceMesh naming then keeps it)
+    by_hand = min(close)
+    named.name_part(by_hand, "eyes")
+    assert align(named, other, names=True)[0].hand_named_ == {by_hand}
 
 
 def test_two_seeds_share_most_parts_and_the_leading_appearances(celeba, model):

@@ -173,6 +173,24 @@ def test_part_names_round_trip_and_label(model, tmp_path):
     assert again.part_label(2) == "part 2 (eyes)" and again.part_label(3) == "part 3"
 
 
+def test_which_names_were_given_by_hand_round_trips_and_follows_the_parts(model, tmp_path):
+    import copy
+    named = copy.deepcopy(model)
+    named.part_names_ = {1: "mouth"}  # as FaceMesh names them
+    named.name_part(2, "eyes")
+    named.name_part(5, "left cheek")
+    assert named.hand_named_ == {2, 5}
+    back = PandA.load(named.save(tmp_path / "f.safetensors"))
+    assert back.part_names_ == {1: "mouth", 2: "eyes", 5: "left cheek"} and back.hand_named_ == {2, 5}
+    back.name_part(5, None)
+    assert back.hand_named_ == {2} and model.hand_named_ == frozenset()  # no model shares another's
+    moved = back.reorder_parts([2, 0, 1, 3, 4, 5, 6, 7])
+    assert moved.part_names_ == {0: "eyes", 2: "mouth"} and moved.hand_named_ == {0}
+    _rewrite(named, tmp_path / "bad.safetensors", meta={"hand_named": [3]})  # a part without a name
+    with pytest.raises(PandaError, match="named by hand is not readable"):
+        PandA.load(tmp_path / "bad.safetensors")
+
+
 def test_names_for_missing_parts_refused(model, tmp_path):
     path = tmp_path / "f.safetensors"
     _rewrite(model, path, meta={"part_names": {"99": "eyes"}})

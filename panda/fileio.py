@@ -237,10 +237,15 @@ def backup(path: str | os.PathLike) -> Path | None:
 PAGE_MARKER = ".panda-page"
 
 
+#: Files a file browser leaves in any folder it shows: not the user's work, so they do not keep a page from being
+#: replaced.
+BROWSER_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+
+
 def _foreign_files(folder: Path) -> list[str]:
     """The entries of ``folder`` that panda did not write there: those its marker does not list, or, in a page written
-    before the marker, anything but its index, factors and pictures."""
-    names = sorted(p.name for p in folder.iterdir())
+    before the marker, anything but its index, factors and pictures (and a file browser's own files)."""
+    names = sorted(p.name for p in folder.iterdir() if p.name not in BROWSER_FILES)
     marker = folder / PAGE_MARKER
     if marker.is_file():
         ours = set(marker.read_text().splitlines()) | {PAGE_MARKER}

@@ -297,6 +297,8 @@ def test_a_folder_of_ones_own_files_is_never_replaced_by_a_page(tmp_path, monkey
     staging = staging_folder(page)
     (staging / "index.html").write_text("<html>")
     publish_folder(staging, page)
+    (page / ".DS_Store").write_bytes(b"\0")  # a file browser's: no reason to refuse
+    publish_folder(staging_folder(page), page)
     (page / "my_selection.png").write_text("mine")
     with pytest.raises(PandaError, match="my_selection.png"):
         staging_folder(page)

@@ -243,11 +243,6 @@ class LatentEdit:
 
 
 # --------------------------------------------------------------------------- StyleGANs: W and style space
-def has_w(generator: GeneratorAdapter) -> bool:
-    """Whether the generator has a StyleGAN mapping network (an intermediate latent space W)."""
-    return isinstance(getattr(generator.module, "mapping", None), torch.nn.Module)
-
-
 def ganspace_w(generator: GeneratorAdapter, n_samples: int = 10_000, n_components: int = 80, seed: int = 0,
                batch_size: int = 512) -> torch.Tensor:
     """GANSpace on a StyleGAN: principal directions (n_components, w_dim) of w over ``n_samples`` seeds."""

@@ -163,20 +163,20 @@ def align(first: PandA, second: PandA, names: bool = False,
     ``result``: :func:`compare` (first, second) where it is already at hand.
     """
     result = compare(first, second) if result is None else result
-    aligned = second.reorder_parts(aligned_order(result))
+    order = aligned_order(result)
+    aligned = second.reorder_parts(order)
     if names:
-        partners = {k: a for k, a in carried_partners(first, result).items() if k not in aligned.part_names_}
+        partners = {k: a for k, a in carried_partners(first, result, order).items() if k not in aligned.part_names_}
         aligned.part_names_ = {k: first.part_names_[a] for k, a in partners.items()} | aligned.part_names_
         # a name the first fit was given by hand stays one given by hand (FaceMesh naming keeps it)
         aligned.hand_named_ = aligned.hand_named_ | {k for k, a in partners.items() if a in first.hand_named_}
     return aligned, result
 
 
-def carried_partners(first: PandA, result: Comparison) -> dict[int, int]:
-    """{part of the renumbered fit (:func:`aligned_order`): the named part of ``first`` it takes its name from}: the
-    partners in ``result`` (``first`` compared with the fit before it was renumbered) at least
-    :data:`NAME_SIMILARITY` similar."""
-    order = aligned_order(result)
+def carried_partners(first: PandA, result: Comparison, order: list[int]) -> dict[int, int]:
+    """{part of the fit renumbered by ``order`` (:func:`aligned_order` of ``result``): the named part of ``first`` it
+    takes its name from}: the partners in ``result`` (``first`` compared with the fit before it was renumbered) at
+    least :data:`NAME_SIMILARITY` similar."""
     new = {old: k for k, old in enumerate(order)}  # the second fit's part -> its number in ``aligned``
     return {new[b]: a for a, b in result.pairs
             if a in first.part_names_ and float(result.similarity[a, b]) >= NAME_SIMILARITY}

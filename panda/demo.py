@@ -57,9 +57,10 @@ MAX_SHOWN = 16
 RANK_SWEEP_SAMPLES = 2000
 
 
-def _ranks(model: PandA, gen, seed: int, folder: Path, progress: bool | None) -> Section:
+def _ranks(model: PandA, gen, folder: Path, progress: bool | None) -> Section:
     """How many parts: the layer fitted at several R_S on the first training samples (``panda ranks``), its parts
     measured on the faces that named the demo's when MediaPipe is there."""
+    seed = model.seed_  # the training seeds' first: the sweep refits on them, its other set follows them
     ranks = sorted(set(default_ranks(model.layer_shape_)) | {model.n_parts})
     n = min(model.n_samples_, RANK_SWEEP_SAMPLES)
     faces = None
@@ -199,14 +200,18 @@ def run_demo(generator: GeneratorAdapter | str = DEFAULT_GENERATOR, layer: str |
     model = fit_factors(gen, layer, None, rank_parts, n_samples, seed, progress=progress)
     log.info("naming the parts")
     naming = _name_parts(model, gen)
-    return write_report(model, gen, out, list(range(seed + n_samples, seed + n_samples + n_show)), progress, n_top,
+    return write_report(model, gen, out, unseen_seeds(model, n_show), progress, n_top,
                         naming=naming, ranks=True, faces=True, title=f"panda demo: {gen.name}")
 
 
+def training_seeds(model: PandA) -> range:
+    """The seeds ``model`` was fitted on (none for factors fitted on latents or feature maps)."""
+    return range(model.seed_, model.seed_ + model.n_samples_) if model.data_ == "seeds" else range(0)
+
+
 def unseen_seeds(model: PandA, n: int) -> list[int]:
-    """``n`` seeds ``model`` was not fitted on: those after its training seeds (from 0 for factors fitted on latents
-    or feature maps, which used no seeds)."""
-    start = model.seed_ + model.n_samples_ if model.data_ == "seeds" else 0
+    """``n`` seeds ``model`` was not fitted on: those after its training seeds (from 0 where it used none)."""
+    start = training_seeds(model).stop
     return list(range(start, start + n))
 
 
@@ -258,7 +263,7 @@ def write_report(model: PandA, gen: GeneratorAdapter, out: str | Path, shown: li
     ranks_section = None
     if ranks:
         log.info("how many parts: fits at several R_S")
-        ranks_section = _ranks(model, gen, model.seed_, folder, progress)
+        ranks_section = _ranks(model, gen, folder, progress)
     overview, per_part = [], []
     log.info("edits: the top %d appearances of each of %d parts", n_top, model.n_parts)
     for k in progress_bar(range(model.n_parts), desc="edits per part", progress=progress):
@@ -311,7 +316,7 @@ def write_report(model: PandA, gen: GeneratorAdapter, out: str | Path, shown: li
     save_png(figures.localize_figure(model, localisation(model, gen, latents), fill, shown),
              folder / "localize_background.png")
 
-    trained = range(model.seed_, model.seed_ + model.n_samples_) if model.data_ == "seeds" else range(0)
+    trained = training_seeds(model)
     unseen = not any(seed in trained for seed in shown)
     summary = Markup(
         f"Generator <b>{escape(gen.name)}</b> ({escape(gen.description)}), layer <b>{escape(model.layer_)}</b> "

@@ -284,14 +284,18 @@ class GeneratorAdapter:
         finally:
             handle.remove()
 
+    @property
+    def has_w(self) -> bool:
+        """Whether the module is a StyleGAN: a mapping network, so an intermediate latent space W (and W+)."""
+        return isinstance(getattr(self.module, "mapping", None), nn.Module)
+
     def w_module(self) -> nn.Module:
         """The sub-module whose output is W+ (N, num_ws, w_dim), truncated: a StyleGAN's mapping network (genforce's
         StyleGAN truncates in a separate ``truncation`` module after it)."""
-        mapping = getattr(self.module, "mapping", None)
-        if not isinstance(mapping, nn.Module):
+        if not self.has_w:
             raise PandaError(f"generator '{self.name}' has no mapping network: give z latents, not W.")
         truncation = getattr(self.module, "truncation", None)
-        return truncation if isinstance(truncation, nn.Module) else mapping
+        return truncation if isinstance(truncation, nn.Module) else self.module.mapping
 
     def to_w(self, latents_or_seeds: "Latents | Sequence[int]") -> torch.Tensor:
         """W+ latents (N, num_ws, w_dim) of a StyleGAN for latents or seeds: z through the mapping network, with

@@ -225,7 +225,7 @@ register_method(Method("PandA + mask", _always, _panda_setup, _panda_mask_propos
 # generator's spec names (GANSpace's early layer, SeFa's latent-facing weight).
 def _spec_field(field: str, what: str) -> Callable[[GeneratorAdapter], str | None]:
     def unavailable(g: GeneratorAdapter) -> str | None:
-        if baselines.has_w(g) or (g.spec is not None and getattr(g.spec, field) is not None):
+        if g.has_w or (g.spec is not None and getattr(g.spec, field) is not None):
             return None
         return f"needs {what}"
     return unavailable
@@ -233,14 +233,14 @@ def _spec_field(field: str, what: str) -> Callable[[GeneratorAdapter], str | Non
 
 def _ganspace_setup(ctx: BenchContext) -> tuple[tuple[torch.Tensor, str], float]:
     g = ctx.generator
-    if baselines.has_w(g):
+    if g.has_w:
         return _timed(lambda: (baselines.ganspace_w(g, n_samples=ctx.ganspace_samples), "w"))
     return _timed(lambda: (baselines.ganspace(g, g.spec.ganspace_layer, n_samples=ctx.ganspace_samples), "z"))
 
 
 def _sefa_setup(ctx: BenchContext) -> tuple[tuple[torch.Tensor, str], float]:
     g = ctx.generator
-    if baselines.has_w(g):
+    if g.has_w:
         return _timed(lambda: (baselines.sefa(baselines.style_weight(g)), "w"))
     return _timed(lambda: (baselines.sefa(g.spec.sefa_weight(g.module)), "z"))
 

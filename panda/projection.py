@@ -100,11 +100,6 @@ def _loss(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return _losses(x, target).mean()
 
 
-def has_mapping(generator: GeneratorAdapter) -> bool:
-    """Whether ``generator`` is a StyleGAN (a mapping network, so W and W+ exist) rather than a z-only one."""
-    return isinstance(getattr(generator.module, "mapping", None), torch.nn.Module)
-
-
 def _schedule(step: int, steps: int) -> tuple[float, float]:
     """(learning-rate factor, progress t in [0, 1)) at ``step``: ramped up over the first 5% of the steps, down with
     a cosine over the last 25% (NVlabs' projector)."""
@@ -142,11 +137,10 @@ def project(generator: GeneratorAdapter, target: torch.Tensor, space: str | None
     -------
     Projection
     """
-    mapping = has_mapping(generator)
-    space = ("w+" if mapping else "z") if space is None else space
+    space = ("w+" if generator.has_w else "z") if space is None else space
     if space not in ("w", "w+", "z"):
         raise PandaError(f"space '{space}': project into 'w', 'w+' (StyleGANs) or 'z'.")
-    if space != "z" and not mapping:
+    if space != "z" and not generator.has_w:
         raise PandaError(f"'{generator.name}' has no mapping network, so no W space: project into z (--space z).")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise PandaError(f"steps={steps!r}: give a whole number of steps >= 1.")
